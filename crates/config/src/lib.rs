@@ -1,1 +1,68 @@
+//! proxy.toml, read and validated. Every mistake is reported with its path
+//! in the file and how to fix it; a config that passes [`Config::load`] is
+//! safe to plan against (bounds are ordered and finite, users have
+//! secrets, names are unique).
 
+mod model;
+mod validate;
+
+pub use model::*;
+pub use validate::{ConfigError, ConfigErrors};
+
+use std::path::Path;
+
+impl Config {
+    /// Reads and validates `path`, resolving `env:` secrets from the
+    /// process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single(
+                path.display().to_string(),
+                format!("cannot read the file: {e}"),
+                "pass the path of an existing proxy.toml with --config",
+            )
+        })?;
+        Config::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates config text; `env` looks up `env:NAME` secrets.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let raw: model::RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigErrors::single(
+                "proxy.toml".into(),
+                e.message().to_string(),
+                &format!(
+                    "fix the TOML at {}; see the proxy.toml reference in README.md",
+                    e.span()
+                        .map(|s| line_col(text, s.start))
+                        .unwrap_or_else(|| "the reported place".into())
+                ),
+            )
+        })?;
+        validate::validate(raw, env)
+    }
+
+    /// The declared table `name` (`schema.table`, or a bare name in schema
+    /// `public`), compared case-insensitively as PostgreSQL folds identifiers.
+    pub fn table(&self, schema: Option<&str>, name: &str) -> Option<&Table> {
+        let schema = schema.unwrap_or("public");
+        self.tables
+            .iter()
+            .find(|t| t.schema.eq_ignore_ascii_case(schema) && t.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The user `name`, if declared.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    format!("line {line}, column {col}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+//! The shapes of proxy.toml: `Raw*` as written (serde), and the validated
+//! model the rest of dpgate uses.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    pub backend: RawBackend,
+    #[serde(default)]
+    pub ledger: RawLedger,
+    #[serde(default)]
+    pub privacy: RawPrivacy,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub tables: Vec<RawTable>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub url: Option<String>,
+    pub statement_timeout_ms: Option<u64>,
+    pub pool_size: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLedger {
+    pub path: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPrivacy {
+    pub default_epsilon: Option<f64>,
+    pub max_epsilon_per_query: Option<f64>,
+    pub delta: Option<f64>,
+    pub confidence: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUser {
+    pub name: String,
+    pub password: Option<String>,
+    pub epsilon_budget: Option<f64>,
+    pub max_epsilon_per_query: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTable {
+    pub name: String,
+    pub privacy_unit: Option<String>,
+    pub max_rows_per_unit: Option<u32>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub columns: IndexMap<String, RawColumn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawColumn {
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    pub values: Option<Vec<String>>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where dpgate listens.
+    pub listen: std::net::SocketAddr,
+    /// The database dpgate queries.
+    pub backend: Backend,
+    /// Path of the SQLite ledger file.
+    pub ledger_path: String,
+    /// Privacy defaults.
+    pub privacy: Privacy,
+    /// Analysts allowed to connect.
+    pub users: Vec<User>,
+    /// Declared tables: the only ones dpgate knows.
+    pub tables: Vec<Table>,
+}
+
+/// Where and how the backend database is reached.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    /// A `postgres://` URL.
+    pub url: String,
+    /// Backend statement timeout in milliseconds.
+    pub statement_timeout_ms: u64,
+    /// Connections kept open to the backend.
+    pub pool_size: usize,
+}
+
+/// Privacy defaults that apply to every user.
+#[derive(Clone, Debug)]
+pub struct Privacy {
+    /// ε spent by one query unless the session sets `dp.epsilon`.
+    pub default_epsilon: f64,
+    /// Largest ε one query may spend.
+    pub max_epsilon_per_query: f64,
+    /// δ for mechanisms that need one.
+    pub delta: f64,
+    /// Confidence level of reported intervals (0.95 by default).
+    pub confidence: f64,
+}
+
+/// How a user proves who they are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Secret {
+    /// A cleartext password (from an environment variable).
+    Password(String),
+    /// A PostgreSQL SCRAM-SHA-256 verifier:
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+    ScramVerifier(String),
+}
+
+/// An analyst.
+#[derive(Clone, Debug)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Credential.
+    pub secret: Secret,
+    /// Total ε this user may spend.
+    pub epsilon_budget: f64,
+    /// Largest ε one query of this user may spend.
+    pub max_epsilon_per_query: f64,
+}
+
+/// A declared table.
+#[derive(Clone, Debug)]
+pub struct Table {
+    /// Schema (default `public`).
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// How rows map to people.
+    pub privacy: TablePrivacy,
+    /// Declared columns, in file order.
+    pub columns: Vec<Column>,
+}
+
+impl Table {
+    /// The declared column `name` (case-insensitive).
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// `schema.name`, quoted for SQL.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+/// Quotes an identifier for PostgreSQL and SQLite.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// How a table's rows relate to the people they describe.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TablePrivacy {
+    /// A lookup table with no private data.
+    Public,
+    /// Each privacy unit (person) contributes at most `max_rows_per_unit` rows.
+    Private {
+        /// Column identifying the person; `None` means each row is a unit.
+        privacy_unit: Option<String>,
+        /// Rows kept per unit, chosen at random.
+        max_rows_per_unit: u32,
+    },
+}
+
+/// A declared column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    /// Column name as in the database.
+    pub name: String,
+    /// Its type.
+    pub ty: ColumnType,
+    /// Declared bounds for numeric columns (`lower <= upper`).
+    pub bounds: Option<(f64, f64)>,
+    /// A declared public domain of values.
+    pub values: Option<Vec<String>>,
+}
+
+/// Column types dpgate understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// Integers (smallint, integer, bigint).
+    Int,
+    /// Floating point and numeric.
+    Float,
+    /// Text.
+    Text,
+    /// Booleans.
+    Bool,
+    /// Dates.
+    Date,
+    /// Timestamps.
+    Timestamp,
+}
+
+impl ColumnType {
+    /// Parses a type name as written in proxy.toml.
+    pub fn parse(s: &str) -> Option<ColumnType> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "int" | "integer" | "bigint" | "smallint" | "int2" | "int4" | "int8" => ColumnType::Int,
+            "float" | "double" | "real" | "numeric" | "float4" | "float8" | "decimal" => {
+                ColumnType::Float
+            }
+            "text" | "string" | "varchar" => ColumnType::Text,
+            "bool" | "boolean" => ColumnType::Bool,
+            "date" => ColumnType::Date,
+            "timestamp" | "timestamptz" => ColumnType::Timestamp,
+            _ => return None,
+        })
+    }
+
+    /// Whether values of this type can be summed.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ColumnType::Int | ColumnType::Float)
+    }
+
+    /// The PostgreSQL type name, for catalogs.
+    pub fn pg_name(self) -> &'static str {
+        match self {
+            ColumnType::Int => "bigint",
+            ColumnType::Float => "double precision",
+            ColumnType::Text => "text",
+            ColumnType::Bool => "boolean",
+            ColumnType::Date => "date",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+}

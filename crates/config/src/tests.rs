@@ -1,0 +1,108 @@
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:6432"
+[backend]
+url = "postgres://dpgate@127.0.0.1:5432/warehouse"
+[ledger]
+path = "ledger.sqlite"
+[privacy]
+default_epsilon = 0.1
+delta = 1e-6
+[[users]]
+name = "analyst"
+password = "env:ANALYST_PASSWORD"
+epsilon_budget = 3.0
+[[tables]]
+name = "public.visits"
+privacy_unit = "patient_id"
+max_rows_per_unit = 5
+columns.age = { type = "int", lower = 0, upper = 110 }
+columns.ward = { type = "text", values = ["A", "B", "C"] }
+columns.cost = { type = "float", lower = 0, upper = 5000 }
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "ANALYST_PASSWORD").then(|| "secret".to_string())
+}
+
+#[test]
+fn good_config_loads() {
+    let c = Config::parse(GOOD, &env).unwrap();
+    assert_eq!(c.users[0].secret, Secret::Password("secret".into()));
+    let t = c.table(None, "VISITS").unwrap();
+    assert_eq!(
+        t.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["age", "ward", "cost"]
+    );
+    assert_eq!(t.column("age").unwrap().bounds, Some((0.0, 110.0)));
+    assert_eq!(
+        t.privacy,
+        TablePrivacy::Private {
+            privacy_unit: Some("patient_id".into()),
+            max_rows_per_unit: 5
+        }
+    );
+    assert!(c.table(Some("other"), "visits").is_none());
+}
+
+fn errors(text: &str) -> Vec<String> {
+    Config::parse(text, &env)
+        .unwrap_err()
+        .0
+        .into_iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect()
+}
+
+#[test]
+fn reversed_bounds_are_reported_with_their_path() {
+    let bad = GOOD.replace("lower = 0, upper = 110", "lower = 10, upper = 5");
+    assert_eq!(
+        errors(&bad),
+        ["tables[0].columns.age: lower 10 is above upper 5"]
+    );
+}
+
+#[test]
+fn every_problem_is_reported() {
+    let bad = GOOD
+        .replace("env:ANALYST_PASSWORD", "env:MISSING")
+        .replace("epsilon_budget = 3.0", "epsilon_budget = -1")
+        .replace("type = \"float\"", "type = \"money\"")
+        .replace("127.0.0.1:6432", "nowhere");
+    let e = errors(&bad);
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(e
+        .iter()
+        .any(|m| m.starts_with("users[0].password: environment variable MISSING")));
+    assert!(e.iter().any(|m| m.starts_with("users[0].epsilon_budget")));
+    assert!(e
+        .iter()
+        .any(|m| m.starts_with("tables[0].columns.cost.type")));
+    assert!(e.iter().any(|m| m.starts_with("server.listen")));
+}
+
+#[test]
+fn unknown_keys_and_syntax_errors_name_the_place() {
+    let bad = GOOD.replace("max_rows_per_unit = 5", "max_row_per_unit = 5");
+    let err = Config::parse(&bad, &env).unwrap_err();
+    assert!(err.0[0].message.contains("max_row_per_unit"), "{err}");
+    assert!(err.0[0].fix.contains("line"), "{err}");
+    assert!(Config::parse("[backend", &env).is_err());
+}
+
+#[test]
+fn cleartext_passwords_are_refused() {
+    let bad = GOOD.replace("env:ANALYST_PASSWORD", "hunter2");
+    assert!(errors(&bad)[0].contains("cleartext"));
+    let verifier = GOOD.replace(
+        "env:ANALYST_PASSWORD",
+        "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy",
+    );
+    assert!(Config::parse(&verifier, &env).is_ok());
+}

@@ -1,0 +1,379 @@
+//! Checks a parsed proxy.toml and turns it into the validated model.
+//! All problems are collected, not just the first, each with its path.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::model::*;
+
+/// One problem in proxy.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// Where, e.g. `tables[0].columns.age`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+/// All problems found in one proxy.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub(crate) fn single(path: String, message: String, fix: &str) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path,
+            message,
+            fix: fix.to_string(),
+        }])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "proxy.toml has {} problem(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  {}: {} (fix: {})", e.path, e.message, e.fix)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+struct Collector(Vec<ConfigError>);
+
+impl Collector {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn positive(&mut self, path: &str, value: Option<f64>, default: f64) -> f64 {
+        let v = value.unwrap_or(default);
+        if !(v.is_finite() && v > 0.0) {
+            self.err(
+                path,
+                format!("{v} is not a positive number"),
+                "write a number above 0, e.g. 0.1",
+            );
+        }
+        v
+    }
+}
+
+pub(crate) fn validate(
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut c = Collector(Vec::new());
+
+    let listen_text = raw.server.listen.unwrap_or_else(|| "127.0.0.1:6432".into());
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        c.err(
+            "server.listen",
+            format!("{listen_text:?} is not an address with a port"),
+            "write host:port, e.g. \"127.0.0.1:6432\"",
+        );
+        "127.0.0.1:6432".parse().unwrap()
+    });
+
+    let url = raw.backend.url.unwrap_or_default();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        c.err(
+            "backend.url",
+            format!("{url:?} is not a PostgreSQL URL"),
+            "write postgres://user@host:port/database",
+        );
+    }
+    let pool_size = raw.backend.pool_size.unwrap_or(8);
+    if pool_size == 0 {
+        c.err(
+            "backend.pool_size",
+            "0 connections cannot run queries",
+            "write 1 or more (default 8)",
+        );
+    }
+    let backend = Backend {
+        url,
+        statement_timeout_ms: raw.backend.statement_timeout_ms.unwrap_or(30_000),
+        pool_size,
+    };
+
+    let default_epsilon = c.positive("privacy.default_epsilon", raw.privacy.default_epsilon, 0.1);
+    let max_epsilon_per_query = c.positive(
+        "privacy.max_epsilon_per_query",
+        raw.privacy.max_epsilon_per_query,
+        default_epsilon.max(1.0),
+    );
+    if default_epsilon > max_epsilon_per_query {
+        c.err(
+            "privacy.default_epsilon",
+            format!(
+                "{default_epsilon} is above privacy.max_epsilon_per_query {max_epsilon_per_query}"
+            ),
+            "lower default_epsilon or raise max_epsilon_per_query",
+        );
+    }
+    let delta = raw.privacy.delta.unwrap_or(1e-6);
+    if !(delta > 0.0 && delta < 1.0) {
+        c.err(
+            "privacy.delta",
+            format!("{delta} is not between 0 and 1"),
+            "write a small number such as 1e-6",
+        );
+    }
+    let confidence = raw.privacy.confidence.unwrap_or(0.95);
+    if !(confidence > 0.0 && confidence < 1.0) {
+        c.err(
+            "privacy.confidence",
+            format!("{confidence} is not between 0 and 1"),
+            "write e.g. 0.95",
+        );
+    }
+    let privacy = Privacy {
+        default_epsilon,
+        max_epsilon_per_query,
+        delta,
+        confidence,
+    };
+
+    let users = validate_users(&mut c, raw.users, env, &privacy);
+    let tables = validate_tables(&mut c, raw.tables);
+
+    if c.0.is_empty() {
+        Ok(Config {
+            listen,
+            backend,
+            ledger_path: raw
+                .ledger
+                .path
+                .unwrap_or_else(|| "dpgate-ledger.sqlite".into()),
+            privacy,
+            users,
+            tables,
+        })
+    } else {
+        Err(ConfigErrors(c.0))
+    }
+}
+
+fn validate_users(
+    c: &mut Collector,
+    raw: Vec<RawUser>,
+    env: &dyn Fn(&str) -> Option<String>,
+    privacy: &Privacy,
+) -> Vec<User> {
+    if raw.is_empty() {
+        c.err(
+            "users",
+            "no users are declared, so nobody can connect",
+            "add a [[users]] entry with name, password and epsilon_budget",
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut users = Vec::new();
+    for (i, u) in raw.into_iter().enumerate() {
+        let path = format!("users[{i}]");
+        if u.name.is_empty() {
+            c.err(
+                format!("{path}.name"),
+                "the name is empty",
+                "write the login name",
+            );
+        } else if !seen.insert(u.name.clone()) {
+            c.err(
+                format!("{path}.name"),
+                format!("user {:?} is declared twice", u.name),
+                "remove or rename one of them",
+            );
+        }
+        let secret = match u.password.as_deref() {
+            None => {
+                c.err(
+                    format!("{path}.password"),
+                    "no password",
+                    "write password = \"env:VARIABLE\" or a SCRAM-SHA-256 verifier",
+                );
+                Secret::Password(String::new())
+            }
+            Some(p) if p.starts_with("env:") => match env(&p[4..]) {
+                Some(v) if !v.is_empty() => Secret::Password(v),
+                _ => {
+                    c.err(
+                        format!("{path}.password"),
+                        format!("environment variable {} is not set", &p[4..]),
+                        format!("export {}=... before starting dpgate", &p[4..]),
+                    );
+                    Secret::Password(String::new())
+                }
+            },
+            Some(p) if p.starts_with("SCRAM-SHA-256$") => {
+                if !looks_like_verifier(p) {
+                    c.err(format!("{path}.password"), "the SCRAM verifier is malformed", "copy it from pg_authid.rolpassword: SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>");
+                }
+                Secret::ScramVerifier(p.to_string())
+            }
+            Some(_) => {
+                c.err(format!("{path}.password"), "cleartext passwords are not accepted in proxy.toml", "write password = \"env:VARIABLE\" and export the password in that variable, or paste a SCRAM-SHA-256 verifier");
+                Secret::Password(String::new())
+            }
+        };
+        let epsilon_budget = c.positive(
+            &format!("{path}.epsilon_budget"),
+            u.epsilon_budget,
+            f64::NAN,
+        );
+        let max_epsilon_per_query = c.positive(
+            &format!("{path}.max_epsilon_per_query"),
+            u.max_epsilon_per_query,
+            privacy.max_epsilon_per_query,
+        );
+        users.push(User {
+            name: u.name,
+            secret,
+            epsilon_budget,
+            max_epsilon_per_query,
+        });
+    }
+    users
+}
+
+fn looks_like_verifier(v: &str) -> bool {
+    let rest = &v["SCRAM-SHA-256$".len()..];
+    let Some((iter_salt, keys)) = rest.split_once('$') else {
+        return false;
+    };
+    let Some((iters, salt)) = iter_salt.split_once(':') else {
+        return false;
+    };
+    iters.parse::<u32>().is_ok() && !salt.is_empty() && keys.split(':').count() == 2
+}
+
+fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Table> {
+    let mut seen = HashSet::new();
+    let mut tables = Vec::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let path = format!("tables[{i}]");
+        let (schema, name) = match t.name.split_once('.') {
+            Some((s, n)) => (s.to_string(), n.to_string()),
+            None => ("public".to_string(), t.name.clone()),
+        };
+        if name.is_empty() || schema.is_empty() || name.contains('.') {
+            c.err(
+                format!("{path}.name"),
+                format!("{:?} is not a table name", t.name),
+                "write schema.table or table",
+            );
+        }
+        if !seen.insert((schema.to_lowercase(), name.to_lowercase())) {
+            c.err(
+                format!("{path}.name"),
+                format!("table {:?} is declared twice", t.name),
+                "keep one declaration per table",
+            );
+        }
+        let privacy = if t.public {
+            if t.privacy_unit.is_some() || t.max_rows_per_unit.is_some() {
+                c.err(
+                    format!("{path}.public"),
+                    "a public table has no privacy unit",
+                    "remove privacy_unit and max_rows_per_unit, or public = true",
+                );
+            }
+            TablePrivacy::Public
+        } else {
+            let k = t.max_rows_per_unit.unwrap_or(1);
+            if k == 0 {
+                c.err(
+                    format!("{path}.max_rows_per_unit"),
+                    "0 rows per unit would drop all data",
+                    "write 1 or more",
+                );
+            }
+            if t.privacy_unit.as_deref() == Some("") {
+                c.err(
+                    format!("{path}.privacy_unit"),
+                    "the privacy unit column is empty",
+                    "name the column that identifies a person, or omit it for row-level privacy",
+                );
+            }
+            TablePrivacy::Private {
+                privacy_unit: t.privacy_unit.clone(),
+                max_rows_per_unit: k.max(1),
+            }
+        };
+        let mut columns = Vec::new();
+        for (col_name, col) in t.columns {
+            let cpath = format!("{path}.columns.{col_name}");
+            let Some(ty) = ColumnType::parse(&col.ty) else {
+                c.err(
+                    format!("{cpath}.type"),
+                    format!("unknown type {:?}", col.ty),
+                    "write int, float, text, bool, date or timestamp",
+                );
+                continue;
+            };
+            let bounds = match (col.lower, col.upper) {
+                (Some(l), Some(u)) => {
+                    if !ty.is_numeric() {
+                        c.err(
+                            &cpath,
+                            format!("bounds are given for a {} column", col.ty),
+                            "remove lower/upper; bounds apply to int and float columns",
+                        );
+                    } else if !(l.is_finite() && u.is_finite()) {
+                        c.err(
+                            &cpath,
+                            "bounds must be finite numbers",
+                            "write finite lower and upper values",
+                        );
+                    } else if l > u {
+                        c.err(
+                            &cpath,
+                            format!("lower {l} is above upper {u}"),
+                            "swap them or correct one of them",
+                        );
+                    }
+                    Some((l, u))
+                }
+                (None, None) => None,
+                _ => {
+                    c.err(
+                        &cpath,
+                        "only one of lower and upper is given",
+                        "give both lower and upper",
+                    );
+                    None
+                }
+            };
+            if let Some(values) = &col.values {
+                if values.is_empty() {
+                    c.err(
+                        format!("{cpath}.values"),
+                        "the domain is empty",
+                        "list the possible values, or remove values",
+                    );
+                }
+            }
+            columns.push(Column {
+                name: col_name,
+                ty,
+                bounds,
+                values: col.values,
+            });
+        }
+        tables.push(Table {
+            schema,
+            name,
+            privacy,
+            columns,
+        });
+    }
+    tables
+}
