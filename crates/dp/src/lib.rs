@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod mechanism;
 pub mod rational;
+pub mod release;
 pub mod samplers;
 
 pub use mechanism::{DiscreteLaplace, Grid, MechanismError};

@@ -127,7 +127,8 @@ impl Grid {
     /// Largest |value| in grid units after rounding a value in [lower, upper].
     pub fn max_units(&self, lower: f64, upper: f64) -> u64 {
         let m = lower.abs().max(upper.abs());
-        (m / self.unit()).round() as u64
+        // Rounded up: any rounding mode of the backend stays within it.
+        (m / self.unit()).ceil() as u64
     }
 }
 
@@ -179,7 +180,7 @@ mod tests {
     fn grid_counts_rounding() {
         let g = Grid::for_magnitude(5000.0);
         assert_eq!(g.exponent, 13 - 20);
-        assert_eq!(g.max_units(0.0, 5000.0), (5000.0 / g.unit()).round() as u64);
+        assert_eq!(g.max_units(0.0, 5000.0), (5000.0 / g.unit()).ceil() as u64);
         assert_eq!(Grid::INTEGER.max_units(-3.0, 2.0), 3);
     }
 

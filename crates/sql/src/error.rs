@@ -1,0 +1,65 @@
+//! Refusals: every query dpgate will not answer gets a PostgreSQL SQLSTATE,
+//! a message that says why and a hint that says what to write instead.
+
+use std::fmt;
+
+/// SQLSTATE codes dpgate uses (see README "Error codes").
+pub mod sqlstate {
+    /// The SQL does not parse.
+    pub const SYNTAX_ERROR: &str = "42601";
+    /// A construct dpgate cannot make private (yet).
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    /// The table is not declared in proxy.toml.
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    /// The column is not declared in proxy.toml.
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    /// Raw rows, writes and DDL: never allowed.
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    /// An aggregate or expression that is not allowed here.
+    pub const GROUPING_ERROR: &str = "42803";
+    /// A type mismatch (e.g. SUM over a text column).
+    pub const DATATYPE_MISMATCH: &str = "42804";
+    /// A bad value for a setting or parameter.
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    /// The query would exceed the user's privacy budget.
+    pub const BUDGET_EXHAUSTED: &str = "53000";
+    /// The backend failed after the charge; deliberately uninformative.
+    pub const BACKEND_FAILED: &str = "58000";
+    /// Unknown SET/SHOW parameter.
+    pub const UNDEFINED_OBJECT: &str = "42704";
+}
+
+/// A refusal with its SQLSTATE, message and hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Five-character SQLSTATE.
+    pub code: &'static str,
+    /// Why the statement is refused.
+    pub message: String,
+    /// What to write instead.
+    pub hint: String,
+}
+
+impl Refusal {
+    /// A refusal with the given code, message and hint.
+    pub fn new(code: &'static str, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// Shorthand for [`sqlstate::FEATURE_NOT_SUPPORTED`].
+    pub fn unsupported(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Refusal::new(sqlstate::FEATURE_NOT_SUPPORTED, message, hint)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}); hint: {}", self.message, self.code, self.hint)
+    }
+}
+
+impl std::error::Error for Refusal {}

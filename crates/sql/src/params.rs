@@ -1,0 +1,127 @@
+//! Extended-protocol parameters: their types are inferred from the declared
+//! columns they are compared with, and their values are bound into the
+//! query as literals before planning, so a prepared statement is planned
+//! exactly like the same query written out.
+
+use std::ops::ControlFlow;
+
+use dpgate_config::{ColumnType, Table};
+use sqlparser::ast::{visit_expressions, visit_expressions_mut, Expr, Query, Value, ValueWithSpan};
+
+use crate::error::{sqlstate, Refusal};
+use crate::resolve::resolve_column;
+
+/// A bound parameter value, decoded by the server.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamValue {
+    /// SQL NULL.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A real number.
+    Float(f64),
+    /// Text (also dates and timestamps, as PostgreSQL text literals).
+    Text(String),
+    /// A boolean.
+    Bool(bool),
+}
+
+fn placeholder_index(expr: &Expr) -> Option<usize> {
+    match expr {
+        Expr::Value(ValueWithSpan {
+            value: Value::Placeholder(p),
+            ..
+        }) => p.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1),
+        _ => None,
+    }
+}
+
+/// The number of `$n` parameters (the largest n).
+pub fn parameter_count(query: &Query) -> usize {
+    let mut n = 0;
+    let _ = visit_expressions(query, |e| {
+        if let Some(i) = placeholder_index(e) {
+            n = n.max(i + 1);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    n
+}
+
+/// Infers each parameter's type from the column it is compared with;
+/// `None` where nothing says (clients then send text).
+pub fn parameter_types(query: &Query, table: Option<&Table>) -> Vec<Option<ColumnType>> {
+    let mut types = vec![None; parameter_count(query)];
+    let column_type = |e: &Expr| -> Option<ColumnType> {
+        let t = table?;
+        let name = resolve_column(e, t).ok()?;
+        Some(t.column(&name).map(|c| c.ty).unwrap_or(ColumnType::Text))
+    };
+    let _ = visit_expressions(query, |e| {
+        let mut note = |col: &Expr, others: &[&Expr]| {
+            if let Some(ty) = column_type(col) {
+                for o in others {
+                    if let Some(i) = placeholder_index(o) {
+                        types[i].get_or_insert(ty);
+                    }
+                }
+            }
+        };
+        match e {
+            Expr::BinaryOp { left, right, .. } => {
+                note(left, &[right]);
+                note(right, &[left]);
+            }
+            Expr::InList { expr, list, .. } => note(expr, &list.iter().collect::<Vec<_>>()),
+            Expr::Between {
+                expr, low, high, ..
+            } => note(expr, &[low, high]),
+            Expr::Like { expr, pattern, .. } | Expr::ILike { expr, pattern, .. } => {
+                note(expr, &[pattern])
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    types
+}
+
+/// Replaces every `$n` with the literal of `values[n-1]`.
+pub fn bind_parameters(query: &mut Query, values: &[ParamValue]) -> Result<(), Refusal> {
+    let mut missing = None;
+    let _ = visit_expressions_mut(query, |e| {
+        if let Some(i) = placeholder_index(e) {
+            match values.get(i) {
+                Some(v) => *e = literal(v),
+                None => missing = Some(i + 1),
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    match missing {
+        Some(n) => Err(Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("no value was bound for parameter ${n}"),
+            "bind one value per $n parameter",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn literal(v: &ParamValue) -> Expr {
+    let value = match v {
+        ParamValue::Null => Value::Null,
+        ParamValue::Int(i) => Value::Number(i.to_string(), false),
+        ParamValue::Float(f) if f.is_finite() => Value::Number(format!("{f:e}"), false),
+        ParamValue::Float(f) => Value::SingleQuotedString(f.to_string()),
+        ParamValue::Text(s) => Value::SingleQuotedString(s.clone()),
+        ParamValue::Bool(b) => Value::Boolean(*b),
+    };
+    let lit = Expr::value(value);
+    // Negative numbers render as "-5"; keep them one token in any context.
+    match v {
+        ParamValue::Int(i) if *i < 0 => Expr::Nested(Box::new(lit)),
+        ParamValue::Float(f) if *f < 0.0 => Expr::Nested(Box::new(lit)),
+        _ => lit,
+    }
+}

@@ -1,0 +1,225 @@
+//! Planner and rewrite tests over a fixed catalog.
+
+use dpgate_config::Config;
+
+use crate::params::{bind_parameters, parameter_types, ParamValue};
+use crate::{classify, plan, Command, Plan, Refusal};
+
+fn config() -> Config {
+    Config::parse(
+        r#"
+[backend]
+url = "postgres://x@127.0.0.1/db"
+[[users]]
+name = "a"
+password = "env:P"
+epsilon_budget = 1
+[[tables]]
+name = "visits"
+privacy_unit = "patient_id"
+max_rows_per_unit = 5
+columns.age = { type = "int", lower = 0, upper = 110 }
+columns.cost = { type = "float", lower = 0, upper = 5000 }
+columns.ward = { type = "text", values = ["A", "B"] }
+[[tables]]
+name = "events"
+columns.score = { type = "int", lower = -10, upper = 3 }
+[[tables]]
+name = "wards"
+public = true
+columns.ward = { type = "text" }
+"#,
+        &|_| Some("x".into()),
+    )
+    .unwrap()
+}
+
+fn try_plan(sql: &str) -> Result<Plan, Refusal> {
+    match classify(sql)?.remove(0) {
+        Command::Private(q) => plan(&q, &config(), 1.0),
+        other => panic!("not private: {other:?}"),
+    }
+}
+
+fn refused(sql: &str) -> Refusal {
+    try_plan(sql).expect_err(sql)
+}
+
+#[test]
+fn count_and_avg_bound_each_unit() {
+    let p = try_plan("SELECT COUNT(*), AVG(age) FROM visits").unwrap();
+    assert_eq!(
+        p.backend_sql,
+        "SELECT CAST(COALESCE(COUNT(*), 0) AS bigint) AS m0, \
+         CAST(COALESCE(SUM(LEAST(GREATEST(\"age\", 0), 110)), 0) AS bigint) AS m1, \
+         CAST(COALESCE(COUNT(\"age\"), 0) AS bigint) AS m2 \
+         FROM (SELECT \"age\", ROW_NUMBER() OVER (PARTITION BY \"patient_id\" ORDER BY random()) AS __dp_rn \
+         FROM \"public\".\"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
+    );
+    let sens: Vec<u64> = p
+        .release
+        .measurements
+        .iter()
+        .map(|m| m.mechanism.sensitivity())
+        .collect();
+    assert_eq!(sens, [5, 5 * 110, 5]);
+    // Three measurements share ε = 1 exactly.
+    assert_eq!(p.release.epsilon(), dpgate_dp::Rational::integer(1));
+    assert_eq!(
+        p.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["count", "avg"]
+    );
+}
+
+#[test]
+fn shared_measurements_are_paid_once() {
+    let p = try_plan("SELECT SUM(age) AS s, AVG(age) AS a, COUNT(age) FROM visits").unwrap();
+    assert_eq!(p.release.measurements.len(), 2);
+    assert_eq!(p.columns[0].name, "s");
+}
+
+#[test]
+fn real_sums_use_a_power_of_two_grid() {
+    let p = try_plan("SELECT SUM(cost) FROM visits WHERE ward = 'A'").unwrap();
+    assert!(
+        p.backend_sql
+            .contains("SUM(ROUND(LEAST(GREATEST(CAST(\"cost\" AS float8), 0e0), 5e3) * 1.28e2))"),
+        "{}",
+        p.backend_sql
+    );
+    assert!(
+        p.backend_sql.contains("WHERE \"ward\" = 'A'"),
+        "{}",
+        p.backend_sql
+    );
+    let m = &p.release.measurements[0];
+    assert_eq!(m.grid.unit(), 1.0 / 128.0);
+    assert_eq!(m.mechanism.sensitivity(), 5 * 5000 * 128);
+}
+
+#[test]
+fn row_level_tables_need_no_window() {
+    let p = try_plan("SELECT SUM(score) FROM events WHERE score > -3").unwrap();
+    assert_eq!(
+        p.backend_sql,
+        "SELECT CAST(COALESCE(SUM(LEAST(GREATEST(\"score\", -10), 3)), 0) AS bigint) AS m0 FROM \"public\".\"events\" WHERE \"score\" > -3"
+    );
+    assert_eq!(p.release.measurements[0].mechanism.sensitivity(), 10);
+}
+
+#[test]
+fn where_columns_are_normalised_and_checked() {
+    let p = try_plan("SELECT COUNT(*) FROM visits v WHERE AGE BETWEEN 18 AND 65 AND (ward IN ('A','B') OR cost IS NULL)").unwrap();
+    assert!(
+        p.backend_sql.contains(
+            "WHERE \"age\" BETWEEN 18 AND 65 AND (\"ward\" IN ('A', 'B') OR \"cost\" IS NULL)"
+        ),
+        "{}",
+        p.backend_sql
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits WHERE secret = 1").code,
+        "42703"
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits WHERE age / 0 = 1").code,
+        "0A000"
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits WHERE age IN (SELECT 1)").code,
+        "0A000"
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits WHERE CAST(ward AS int) = 1").code,
+        "0A000"
+    );
+}
+
+#[test]
+fn refusals_have_codes_and_hints() {
+    for (sql, code) in [
+        ("SELECT * FROM visits", "42501"),
+        ("SELECT age FROM visits", "42501"),
+        ("SELECT DISTINCT ward FROM visits", "42501"),
+        ("SELECT MAX(age) FROM visits", "0A000"),
+        ("SELECT MIN(age) FROM visits", "0A000"),
+        ("SELECT COUNT(*) FROM secrets", "42P01"),
+        ("SELECT SUM(ward) FROM visits", "42804"),
+        ("SELECT SUM(patient_id) FROM visits", "42804"),
+        ("SELECT COUNT(*) FROM visits GROUP BY ward", "0A000"),
+        ("SELECT COUNT(*) FROM visits JOIN events ON true", "0A000"),
+        ("SELECT COUNT(*) FROM wards", "0A000"),
+        (
+            "SELECT COUNT(*) FROM visits UNION SELECT COUNT(*) FROM visits",
+            "0A000",
+        ),
+        ("SELECT COUNT(*) FROM (SELECT * FROM visits) t", "0A000"),
+        ("SELECT COUNT(*) FROM visits ORDER BY 1", "0A000"),
+        ("SELECT SUM(age + 1) FROM visits", "0A000"),
+        ("SELECT COUNT(DISTINCT age) FROM visits", "0A000"),
+        ("SELECT random() FROM visits", "0A000"),
+    ] {
+        let r = refused(sql);
+        assert_eq!(r.code, code, "{sql}: {r}");
+        assert!(!r.hint.is_empty() && !r.message.is_empty(), "{sql}");
+    }
+}
+
+#[test]
+fn parameters_are_typed_and_bound() {
+    let Command::Private(mut q) =
+        classify("SELECT COUNT(*) FROM visits WHERE age > $1 AND ward = $2 AND cost < $3")
+            .unwrap()
+            .remove(0)
+    else {
+        panic!()
+    };
+    let cfg = config();
+    let table = cfg.table(None, "visits");
+    use dpgate_config::ColumnType::*;
+    assert_eq!(
+        parameter_types(&q, table),
+        [Some(Int), Some(Text), Some(Float)]
+    );
+    bind_parameters(
+        &mut q,
+        &[
+            ParamValue::Int(-3),
+            ParamValue::Text("A'; DROP".into()),
+            ParamValue::Float(2.5),
+        ],
+    )
+    .unwrap();
+    let p = plan(&q, &cfg, 0.5).unwrap();
+    assert!(
+        p.backend_sql
+            .contains("\"age\" > (-3) AND \"ward\" = 'A''; DROP' AND \"cost\" < 2.5e0"),
+        "{}",
+        p.backend_sql
+    );
+    assert!(
+        bind_parameters(&mut q.clone(), &[]).is_ok(),
+        "already bound"
+    );
+}
+
+#[test]
+fn cost_is_the_session_epsilon_whatever_the_shape() {
+    for sql in [
+        "SELECT COUNT(*) FROM visits",
+        "SELECT AVG(cost), SUM(age), COUNT(ward) FROM visits",
+    ] {
+        let Command::Private(q) = classify(sql).unwrap().remove(0) else {
+            panic!()
+        };
+        let p = plan(&q, &config(), 0.3).unwrap();
+        assert_eq!(p.epsilon, 0.3);
+        assert_eq!(
+            p.release.epsilon(),
+            dpgate_dp::Rational::from_f64(0.3).unwrap()
+        );
+    }
+}
