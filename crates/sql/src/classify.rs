@@ -173,12 +173,19 @@ pub fn object_name(name: &ObjectName) -> String {
         .join(".")
 }
 
+/// The parameter a SHOW names: PostgreSQL's multi-word names map to their
+/// settings; anything else was a dotted name such as `dp.budget`.
 fn join_idents(idents: &[sqlparser::ast::Ident]) -> String {
-    idents
+    let words: Vec<String> = idents
         .iter()
         .map(|i| i.value.to_ascii_lowercase())
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    match words.join(" ").as_str() {
+        "transaction isolation level" => "transaction_isolation".into(),
+        "time zone" => "timezone".into(),
+        "session authorization" => "session_authorization".into(),
+        _ => words.join("."),
+    }
 }
 
 #[cfg(test)]

@@ -17,3 +17,4 @@ pub use resolve::resolve_table;
 
 #[cfg(test)]
 mod tests;
+pub use sqlparser::ast;

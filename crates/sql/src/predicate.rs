@@ -54,7 +54,7 @@ pub fn check_predicate(expr: &mut Expr, table: &Table) -> Result<(), Refusal> {
         | Expr::IsNotFalse(inner) => check_predicate(inner, table),
         Expr::InList { expr, list, .. } => {
             check_predicate(expr, table)?;
-            list.iter_mut().try_for_each(|e| check_literal(e))
+            list.iter_mut().try_for_each(check_literal)
         }
         Expr::Between {
             expr, low, high, ..

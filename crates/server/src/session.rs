@@ -1,0 +1,140 @@
+//! Per-connection settings: what SET changes and SHOW reads.
+
+use std::collections::BTreeMap;
+
+use dpgate_config::Config;
+use dpgate_sql::constant::SERVER_VERSION;
+use dpgate_sql::{sqlstate, Refusal};
+
+/// Settings every session starts with; clients read several of them on connect.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("server_encoding", "UTF8"),
+    ("datestyle", "ISO, MDY"),
+    ("intervalstyle", "postgres"),
+    ("timezone", "UTC"),
+    ("search_path", "\"$user\", public"),
+    ("standard_conforming_strings", "on"),
+    ("integer_datetimes", "on"),
+    ("default_transaction_read_only", "on"),
+    ("transaction_read_only", "on"),
+    ("transaction_isolation", "read committed"),
+    ("default_transaction_isolation", "read committed"),
+    ("extra_float_digits", "1"),
+    ("max_identifier_length", "63"),
+    ("is_superuser", "off"),
+    ("lc_collate", "C"),
+    ("lc_ctype", "C"),
+    ("statement_timeout", "0"),
+    ("server_version_num", "150000"),
+];
+
+/// One connection's settings.
+#[derive(Debug, Clone)]
+pub struct Session {
+    settings: BTreeMap<String, String>,
+    default_epsilon: f64,
+    epsilon: f64,
+}
+
+impl Session {
+    /// A session with dpgate's defaults and the config's default ε.
+    pub fn new(config: &Config) -> Session {
+        let mut settings: BTreeMap<String, String> = DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        settings.insert("server_version".into(), SERVER_VERSION.into());
+        Session {
+            settings,
+            default_epsilon: config.privacy.default_epsilon,
+            epsilon: config.privacy.default_epsilon,
+        }
+    }
+
+    /// ε the next private query spends.
+    pub fn epsilon(&self) -> f64 {
+        self.epsilon
+    }
+
+    /// `SET name = value`; `max_epsilon` is the user's per-query limit.
+    pub fn set(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        max_epsilon: f64,
+    ) -> Result<(), Refusal> {
+        match name {
+            "dp.epsilon" => {
+                let Some(v) = value else {
+                    self.epsilon = self.default_epsilon;
+                    return Ok(());
+                };
+                let eps: f64 = v.trim().parse().map_err(|_| bad_epsilon(v, max_epsilon))?;
+                if !(eps.is_finite() && eps > 0.0 && eps <= max_epsilon) {
+                    return Err(bad_epsilon(v, max_epsilon));
+                }
+                self.epsilon = eps;
+                Ok(())
+            }
+            n if n.starts_with("dp.") => Err(unknown(n)),
+            n => {
+                match value {
+                    Some(v) => self.settings.insert(n.to_string(), v.to_string()),
+                    None => self.settings.remove(n),
+                };
+                Ok(())
+            }
+        }
+    }
+
+    /// `RESET name`, or everything for `None`.
+    pub fn reset(&mut self, name: Option<&str>, config: &Config) {
+        match name {
+            None => *self = Session::new(config),
+            Some("dp.epsilon") => self.epsilon = self.default_epsilon,
+            Some(n) => {
+                let fresh = Session::new(config);
+                match fresh.settings.get(n) {
+                    Some(v) => self.settings.insert(n.to_string(), v.clone()),
+                    None => self.settings.remove(n),
+                };
+            }
+        }
+    }
+
+    /// The value `SHOW name` reports (dp.budget is answered by the caller).
+    pub fn show(&self, name: &str) -> Result<String, Refusal> {
+        if name == "dp.epsilon" {
+            return Ok(self.epsilon.to_string());
+        }
+        self.settings
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown(name))
+    }
+
+    /// Every setting, for `SHOW ALL`.
+    pub fn all(&self) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self.settings.clone().into_iter().collect();
+        all.push(("dp.epsilon".into(), self.epsilon.to_string()));
+        all
+    }
+}
+
+fn bad_epsilon(v: &str, max: f64) -> Refusal {
+    Refusal::new(
+        sqlstate::INVALID_PARAMETER_VALUE,
+        format!("dp.epsilon must be a number above 0 and at most {max}, got {v}"),
+        format!("SET dp.epsilon to a value in (0, {max}], e.g. 0.1"),
+    )
+}
+
+fn unknown(name: &str) -> Refusal {
+    Refusal::new(
+        sqlstate::UNDEFINED_OBJECT,
+        format!("unrecognized configuration parameter \"{name}\""),
+        "dpgate's own settings are dp.epsilon (SET/SHOW) and dp.budget (SHOW)",
+    )
+}

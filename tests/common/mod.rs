@@ -1,0 +1,341 @@
+//! Test harness: one throwaway PostgreSQL cluster per test binary (initdb
+//! into a temporary directory, a free port, run as `postgres` when root),
+//! a fresh database per test, and dpgate started as a real child process.
+//!
+//! Set DPGATE_TEST_PG_BIN to choose the PostgreSQL binaries directory.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// The password every test user has.
+pub const PASSWORD: &str = "s3cret-test";
+
+/// A running PostgreSQL cluster for this test binary.
+pub struct Cluster {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+fn pg_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("DPGATE_TEST_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().expect("PostgreSQL server binaries not found: install the postgresql package or set DPGATE_TEST_PG_BIN")
+}
+
+/// Runs a PostgreSQL binary, as `postgres` when we are root.
+fn pg_command(bin: &Path, root: bool) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The shared cluster, started on first use and stopped by a watchdog
+/// when this test process exits.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let root = is_root();
+        let bin = pg_bin();
+        let dir = std::env::temp_dir().join(format!("dpgate-test-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if root {
+            Command::new("chown").args(["-R", "postgres"]).arg(&dir).status().unwrap();
+        }
+        let data = dir.join("data");
+        let out = pg_command(&bin.join("initdb"), root)
+            .args(["-D"]).arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let log = dir.join("postgres.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = pg_command(&bin.join("postgres"), root)
+            .arg("-D").arg(&data)
+            .args(["-p", &port.to_string(), "-k"]).arg(&dir)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "log_statement=all", "-c", "log_line_prefix=%d: "])
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
+            .stdout(Stdio::null())
+            .stderr(log_file.try_clone().unwrap())
+            .spawn()
+            .expect("start postgres");
+        // Stop the cluster and remove its files when this process is gone;
+        // the watchdog outlives us on purpose, so it is never waited for.
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -INT {pg} 2>/dev/null; sleep 3; kill -9 {pg} 2>/dev/null; rm -rf '{dir}'",
+                me = std::process::id(),
+                pg = child.id(),
+                dir = dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "postgres did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::mem::forget(child);
+        Cluster { port, dir, log }
+    })
+}
+
+impl Cluster {
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Statements the backend logged for database `db` that contain `needle`.
+    pub fn logged(&self, db: &str, needle: &str) -> usize {
+        let prefix = format!("{db}: ");
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains(needle))
+            .count()
+    }
+}
+
+pub async fn connect_direct(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A fresh database with the `visits` table: `patients` patients with 1
+/// to 5 visits each (deterministic), ages 0..109, costs 0..4999.99.
+pub async fn visits_database(prefix: &str, patients: i64) -> (String, i64) {
+    let c = cluster();
+    let db = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    );
+    let admin = connect_direct(&c.url("postgres")).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let client = connect_direct(&c.url(&db)).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE visits (patient_id int, age int, cost float8, ward text, secret text);
+             INSERT INTO visits
+               SELECT p, (p * 37 + v * 11) % 110, ((p * 7919 + v * 104729) % 500000) / 100.0,
+                      (ARRAY['A','B','C'])[1 + (p + v) % 3], 'hidden'
+               FROM generate_series(1, {patients}) AS p, generate_series(1, 1 + p % 5) AS v;"
+        ))
+        .await
+        .unwrap();
+    let rows: i64 = client
+        .query_one("SELECT COUNT(*) FROM visits", &[])
+        .await
+        .unwrap()
+        .get(0);
+    (db, rows)
+}
+
+/// proxy.toml text for `db`, with user `analyst` and the given budget.
+pub fn proxy_toml(db: &str, listen_port: u16, ledger: &Path, budget: f64, epsilon: f64) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{listen_port}"
+[backend]
+url = "{url}"
+[ledger]
+path = "{ledger}"
+[privacy]
+default_epsilon = {epsilon}
+delta = 1e-6
+[[users]]
+name = "analyst"
+password = "env:DPGATE_TEST_PASSWORD"
+epsilon_budget = {budget}
+[[tables]]
+name = "public.visits"
+privacy_unit = "patient_id"
+max_rows_per_unit = 5
+columns.age = {{ type = "int", lower = 0, upper = 110 }}
+columns.ward = {{ type = "text", values = ["A", "B", "C"] }}
+columns.cost = {{ type = "float", lower = 0, upper = 5000 }}
+"#,
+        url = cluster().url(db),
+        ledger = ledger.display()
+    )
+}
+
+/// A running dpgate process; killed (SIGKILL) on drop.
+pub struct Dpgate {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Dpgate {
+    /// Writes `config` into `dir`/proxy.toml and starts `dpgate serve`.
+    pub fn start(dir: &Path, config: &str, port: u16) -> Dpgate {
+        let path = dir.join("proxy.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("DPGATE_TEST_PASSWORD", PASSWORD)
+            .env("DPGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+                    err.push_str(&line.unwrap());
+                    err.push('\n');
+                }
+                panic!("dpgate exited with {status}: {err}");
+            }
+            assert!(Instant::now() < deadline, "dpgate did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Dpgate {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/warehouse",
+            self.port
+        )
+    }
+
+    /// Connects as `analyst` with tokio-postgres, collecting notices.
+    pub async fn connect(&self) -> (Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        connect_collecting(&self.url("analyst", PASSWORD))
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILL, as `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Dpgate {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Connects and forwards every NOTICE message text to the returned channel.
+pub async fn connect_collecting(
+    url: &str,
+) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>), tokio_postgres::Error> {
+    use futures_util::StreamExt;
+    let (client, mut conn) = tokio_postgres::connect(url, NoTls).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = m {
+                let _ = tx.send(n.message().to_string());
+            }
+        }
+    });
+    Ok((client, rx))
+}
+
+/// The values of the first row of a simple query, as text.
+pub async fn simple_row(client: &Client, sql: &str) -> Vec<Option<String>> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    for m in messages {
+        if let SimpleQueryMessage::Row(r) = m {
+            return (0..r.len()).map(|i| r.get(i).map(str::to_string)).collect();
+        }
+    }
+    panic!("{sql}: no row")
+}
+
+/// The SQLSTATE, message and hint of a failing statement.
+pub async fn refusal(client: &Client, sql: &str) -> (String, String, String) {
+    let err = client.simple_query(sql).await.expect_err(sql);
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{sql}: not a database error: {err}"));
+    (
+        db.code().code().to_string(),
+        db.message().to_string(),
+        db.hint().unwrap_or_default().to_string(),
+    )
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}

@@ -1,0 +1,310 @@
+//! End to end through real PostgreSQL and real clients (tokio-postgres,
+//! psql): answers, refusals, budgets, restarts, sessions and auth.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const QUERY: &str = "SELECT COUNT(*), AVG(age) FROM visits";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noisy_answers_match_the_truth_and_the_budget_holds() {
+    let (db, truth) = visits_database("e2e_budget", 3334).await;
+    assert!((9_900..=10_100).contains(&truth), "{truth} rows");
+    let dir = tempdir();
+    let port = free_port();
+    let ledger = dir.path().join("ledger.sqlite");
+    // 200 queries at ε = 0.1 spend the whole budget of 20.
+    let mut gate = Dpgate::start(dir.path(), &proxy_toml(&db, port, &ledger, 20.0, 0.1), port);
+    let (client, mut notices) = gate.connect().await;
+
+    let mut counts = Vec::new();
+    for _ in 0..200 {
+        let row = simple_row(&client, QUERY).await;
+        counts.push(row[0].as_ref().unwrap().parse::<f64>().unwrap());
+        let avg: f64 = row[1].as_ref().unwrap().parse().unwrap();
+        assert!((0.0..=110.0).contains(&avg));
+    }
+    let notice = notices.recv().await.expect("a notice per answer");
+    assert!(
+        notice.contains("cost ε = 0.1") && notice.contains("count ±") && notice.contains("avg ±"),
+        "{notice}"
+    );
+
+    // Three measurements (COUNT(*), SUM(age), COUNT(age)) at ε/3 each,
+    // count sensitivity 5: scale 5 / (0.1 / 3) = 150.
+    let n = counts.len() as f64;
+    let mean = counts.iter().sum::<f64>() / n;
+    let var = counts.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let p = (-1.0f64 / 150.0).exp();
+    let expected_var = 2.0 * p / (1.0 - p).powi(2);
+    assert!(
+        (mean - truth as f64).abs() < 0.01 * truth as f64,
+        "mean {mean} vs {truth}"
+    );
+    let ratio = var / expected_var;
+    assert!(
+        (0.6..1.6).contains(&ratio),
+        "variance {var} vs stated {expected_var}"
+    );
+
+    // The ledger holds 200 queries' worth of ε.
+    assert_eq!(
+        simple_row(&client, "SHOW dp.budget").await[0].as_deref(),
+        Some("0")
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+        .args(["budget", "show", "--config"])
+        .arg(dir.path().join("proxy.toml"))
+        .env("DPGATE_TEST_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("20.000000") && table.contains(" 200"),
+        "{table}"
+    );
+
+    // The query that would overspend is refused and reaches no backend.
+    let cluster = cluster();
+    let before = cluster.logged(&db, "__dp_bounded");
+    assert_eq!(before, 200);
+    let (code, message, hint) = refusal(&client, QUERY).await;
+    assert_eq!(code, "53000", "{message}");
+    assert!(message.contains("budget") && !hint.is_empty());
+    assert_eq!(cluster.logged(&db, "__dp_bounded"), before);
+
+    // kill -9 and restart: the spent budget stays spent.
+    drop(client);
+    gate.kill9();
+    let gate = Dpgate::start(dir.path(), &proxy_toml(&db, port, &ledger, 20.0, 0.1), port);
+    let (client, _n) = gate.connect().await;
+    assert_eq!(
+        simple_row(&client, "SHOW dp.budget").await[0].as_deref(),
+        Some("0")
+    );
+    assert_eq!(refusal(&client, QUERY).await.0, "53000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_sqlstate_and_hint_and_touch_nothing() {
+    let (db, _) = visits_database("e2e_refuse", 300).await;
+    let dir = tempdir();
+    let port = free_port();
+    let gate = Dpgate::start(
+        dir.path(),
+        &proxy_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1),
+        port,
+    );
+    let (client, _n) = gate.connect().await;
+    for (sql, code) in [
+        ("SELECT * FROM visits", "42501"),
+        ("SELECT age FROM visits", "42501"),
+        ("SELECT MAX(age) FROM visits", "0A000"),
+        ("SELECT secret FROM visits", "42501"),
+        ("SELECT COUNT(secret) FROM visits", "42703"),
+        ("SELECT COUNT(*) FROM pg_shadow", "42P01"),
+        ("DELETE FROM visits", "42501"),
+        ("CREATE TABLE t (a int)", "42501"),
+        ("SELECT COUNT(*) FROM visits; SELECT 1", "0A000"),
+        ("SELECT COUNT(*) FROM visits WHERE age / 0 > 1", "0A000"),
+        ("SELEC COUNT(*) FROM visits", "42601"),
+        ("SET dp.epsilon = 50", "22023"),
+        ("SET dp.epsilon = -1", "22023"),
+        ("SET dp.epsilonn = 1", "42704"),
+    ] {
+        let (got, message, hint) = refusal(&client, sql).await;
+        assert_eq!(got, code, "{sql}: {message}");
+        assert!(!hint.is_empty(), "{sql}: no hint");
+    }
+    assert_eq!(
+        simple_row(&client, "SHOW dp.budget").await[0].as_deref(),
+        Some("5")
+    );
+    assert_eq!(
+        cluster().logged(&db, "__dp"),
+        0,
+        "a refused query reached the backend"
+    );
+    // The connection still works after every refusal.
+    assert_eq!(
+        simple_row(&client, "SELECT 1").await[0].as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_clients_send_on_connect_works() {
+    let (db, _) = visits_database("e2e_session", 100).await;
+    let dir = tempdir();
+    let port = free_port();
+    let gate = Dpgate::start(
+        dir.path(),
+        &proxy_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1),
+        port,
+    );
+    let (client, _n) = gate.connect().await;
+    let version = simple_row(&client, "SELECT version()").await[0]
+        .clone()
+        .unwrap();
+    assert!(version.starts_with("PostgreSQL 15.0 (dpgate "), "{version}");
+    assert_eq!(
+        simple_row(&client, "select current_schema()").await[0].as_deref(),
+        Some("public")
+    );
+    assert_eq!(
+        simple_row(&client, "SELECT 1").await[0].as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        simple_row(&client, "SELECT current_user, current_database()").await,
+        [Some("analyst".into()), Some("warehouse".into())]
+    );
+    client.batch_execute("SET extra_float_digits = 3; SET application_name = 'x'; BEGIN; COMMIT; ROLLBACK; RESET ALL").await.unwrap();
+    assert_eq!(
+        simple_row(&client, "SHOW search_path").await[0].as_deref(),
+        Some("\"$user\", public")
+    );
+    client.batch_execute("SET dp.epsilon = 0.25").await.unwrap();
+    assert_eq!(
+        simple_row(&client, "SHOW dp.epsilon").await[0].as_deref(),
+        Some("0.25")
+    );
+    simple_row(&client, "SELECT COUNT(*) FROM visits").await;
+    assert_eq!(
+        simple_row(&client, "SHOW dp.budget").await[0].as_deref(),
+        Some("4.75")
+    );
+    client.batch_execute("RESET dp.epsilon").await.unwrap();
+    assert_eq!(
+        simple_row(&client, "SHOW dp.epsilon").await[0].as_deref(),
+        Some("0.1")
+    );
+
+    // Extended protocol: typed parameters, binary results, prepared reuse.
+    let stmt = client
+        .prepare("SELECT COUNT(*) AS n, SUM(cost) FROM visits WHERE age >= $1 AND ward = $2")
+        .await
+        .unwrap();
+    assert_eq!(
+        stmt.params(),
+        [
+            tokio_postgres::types::Type::INT8,
+            tokio_postgres::types::Type::TEXT
+        ]
+    );
+    for _ in 0..2 {
+        let row = client.query_one(&stmt, &[&18i64, &"A"]).await.unwrap();
+        let n: i64 = row.get("n");
+        let sum: f64 = row.get(1);
+        assert!(n >= 0 && sum.is_finite());
+    }
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
+    let (db, _) = visits_database("e2e_auth", 10).await;
+    let dir = tempdir();
+    let port = free_port();
+    let gate = Dpgate::start(
+        dir.path(),
+        &proxy_toml(&db, port, &dir.path().join("l.sqlite"), 1.0, 0.1),
+        port,
+    );
+    let wrong = connect_collecting(&gate.url("analyst", "nope"))
+        .await
+        .err()
+        .unwrap();
+    let unknown = connect_collecting(&gate.url("mallory", "nope"))
+        .await
+        .err()
+        .unwrap();
+    let code = |e: &tokio_postgres::Error| {
+        e.as_db_error().map(|d| {
+            (
+                d.code().code().to_string(),
+                d.message().replace("mallory", "analyst"),
+            )
+        })
+    };
+    assert_eq!(code(&wrong), code(&unknown));
+    assert_eq!(code(&wrong).unwrap().0, "28P01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_gets_a_noisy_row_and_a_notice() {
+    let (db, _) = visits_database("e2e_psql", 500).await;
+    let dir = tempdir();
+    let port = free_port();
+    let gate = Dpgate::start(
+        dir.path(),
+        &proxy_toml(&db, port, &dir.path().join("l.sqlite"), 1.0, 0.1),
+        port,
+    );
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=analyst dbname=warehouse",
+            gate.port
+        ))
+        .args(["-X", "-A", "-t", "-c", QUERY])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .expect("psql on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let fields: Vec<&str> = stdout.trim().split('|').collect();
+    assert_eq!(fields.len(), 2, "{stdout}");
+    assert!(
+        fields[0].parse::<i64>().is_ok() && fields[1].parse::<f64>().is_ok(),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("NOTICE:") && stderr.contains("remain"),
+        "{stderr}"
+    );
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=analyst dbname=warehouse",
+            gate.port
+        ))
+        .args(["-X", "-c", "SELECT age FROM visits"])
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGOPTIONS", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("ERROR:") && stderr.contains("HINT:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_config_stops_dpgate_with_the_path_of_each_problem() {
+    let dir = tempdir();
+    let config = proxy_toml("x", 1, &dir.path().join("l.sqlite"), 1.0, 0.1)
+        .replace("lower = 0, upper = 110", "lower = 10, upper = 5");
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("DPGATE_TEST_PASSWORD")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("tables[0].columns.age: lower 10 is above upper 5"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("users[0].password: environment variable DPGATE_TEST_PASSWORD is not set"),
+        "{stderr}"
+    );
+}
