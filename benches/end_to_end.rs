@@ -1,1 +1,70 @@
-fn main() {}
+//! End-to-end latency: the same aggregate through dpgate and straight at
+//! PostgreSQL, in the same run, against the same throwaway cluster.
+//!
+//! Prints median latencies and the ratios dpgate / direct-rewritten (the
+//! proxy's own overhead: parse, plan, charge, noise, wire) and
+//! rewritten / plain (the cost of contribution bounding in the backend).
+//!
+//! Run: `cargo bench --bench end_to_end` (BENCH_ROWS and BENCH_ITERS to change size).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use dpgate_sql::{classify, plan, Command};
+
+const QUERY: &str = "SELECT COUNT(*), AVG(age), SUM(cost) FROM visits WHERE ward = 'A'";
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+async fn time<F, Fut>(iters: usize, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..iters / 10 + 1 {
+        f().await; // warm up caches and connections
+    }
+    let mut samples = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        f().await;
+        samples.push(start.elapsed());
+    }
+    median(samples)
+}
+
+fn main() {
+    let patients: i64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000) / 3;
+    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let (db, rows) = visits_database("bench", patients).await;
+        let dir = tempdir();
+        let port = free_port();
+        let config_text = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 1e9, 0.1);
+        let gate = Dpgate::start(dir.path(), &config_text, port);
+        let (proxy, _notices) = gate.connect().await;
+        let direct = connect_direct(&cluster().url(&db)).await;
+
+        let config = dpgate_config::Config::parse(&config_text, &|_| Some(PASSWORD.into())).unwrap();
+        let Command::Private(q) = classify(QUERY).unwrap().remove(0) else { unreachable!() };
+        let rewritten = plan(&q, &config, 0.1).unwrap().backend_sql;
+
+        let through = time(iters, || async { proxy.simple_query(QUERY).await.map(|_| ()).unwrap() }).await;
+        let bounded = time(iters, || async { direct.simple_query(&rewritten).await.map(|_| ()).unwrap() }).await;
+        let plain = time(iters, || async { direct.simple_query(QUERY).await.map(|_| ()).unwrap() }).await;
+
+        println!("end_to_end over {rows} rows, median of {iters} runs each:");
+        println!("  plain query, direct to PostgreSQL:     {plain:>10.2?}");
+        println!("  rewritten query, direct to PostgreSQL: {bounded:>10.2?}");
+        println!("  through dpgate:                        {through:>10.2?}");
+        println!("  ratio dpgate / rewritten direct:       {:>10.3}", through.as_secs_f64() / bounded.as_secs_f64());
+        println!("  ratio rewritten / plain (bounding):    {:>10.3}", bounded.as_secs_f64() / plain.as_secs_f64());
+    });
+}
