@@ -40,9 +40,20 @@ where
 }
 
 fn main() {
-    let patients: i64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000) / 3;
-    let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let patients: i64 = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+        / 3;
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let (db, rows) = visits_database("bench", patients).await;
         let dir = tempdir();
@@ -52,19 +63,37 @@ fn main() {
         let (proxy, _notices) = gate.connect().await;
         let direct = connect_direct(&cluster().url(&db)).await;
 
-        let config = dpgate_config::Config::parse(&config_text, &|_| Some(PASSWORD.into())).unwrap();
-        let Command::Private(q) = classify(QUERY).unwrap().remove(0) else { unreachable!() };
+        let config =
+            dpgate_config::Config::parse(&config_text, &|_| Some(PASSWORD.into())).unwrap();
+        let Command::Private(q) = classify(QUERY).unwrap().remove(0) else {
+            unreachable!()
+        };
         let rewritten = plan(&q, &config, 0.1).unwrap().backend_sql;
 
-        let through = time(iters, || async { proxy.simple_query(QUERY).await.map(|_| ()).unwrap() }).await;
-        let bounded = time(iters, || async { direct.simple_query(&rewritten).await.map(|_| ()).unwrap() }).await;
-        let plain = time(iters, || async { direct.simple_query(QUERY).await.map(|_| ()).unwrap() }).await;
+        let through = time(iters, || async {
+            proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
+        })
+        .await;
+        let bounded = time(iters, || async {
+            direct.simple_query(&rewritten).await.map(|_| ()).unwrap()
+        })
+        .await;
+        let plain = time(iters, || async {
+            direct.simple_query(QUERY).await.map(|_| ()).unwrap()
+        })
+        .await;
 
         println!("end_to_end over {rows} rows, median of {iters} runs each:");
         println!("  plain query, direct to PostgreSQL:     {plain:>10.2?}");
         println!("  rewritten query, direct to PostgreSQL: {bounded:>10.2?}");
         println!("  through dpgate:                        {through:>10.2?}");
-        println!("  ratio dpgate / rewritten direct:       {:>10.3}", through.as_secs_f64() / bounded.as_secs_f64());
-        println!("  ratio rewritten / plain (bounding):    {:>10.3}", bounded.as_secs_f64() / plain.as_secs_f64());
+        println!(
+            "  ratio dpgate / rewritten direct:       {:>10.3}",
+            through.as_secs_f64() / bounded.as_secs_f64()
+        );
+        println!(
+            "  ratio rewritten / plain (bounding):    {:>10.3}",
+            bounded.as_secs_f64() / plain.as_secs_f64()
+        );
     });
 }

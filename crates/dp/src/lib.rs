@@ -1,13 +1,18 @@
 //! dpgate's privacy core: exact samplers, mechanisms with their privacy
-//! maps, and the budget split rule. No I/O; everything here is a pure
-//! function of its inputs and a cryptographically secure RNG.
+//! maps, accounting, partition selection and release plans. No I/O;
+//! everything here is a pure function of its inputs and a
+//! cryptographically secure RNG.
 
-pub mod budget;
-pub mod mechanism;
+pub mod accounting;
+pub mod gaussian;
+pub mod grid;
+pub mod laplace;
 pub mod rational;
 pub mod release;
 pub mod samplers;
 
-pub use mechanism::{DiscreteLaplace, Grid, MechanismError};
+pub use gaussian::DiscreteGaussian;
+pub use grid::Grid;
+pub use laplace::{DiscreteLaplace, MechanismError};
 pub use rational::Rational;
 pub use samplers::{secure_rng, SecureRng};

@@ -2,8 +2,9 @@
 //! then derive every output column by post-processing (free), with its
 //! confidence interval computed from public parameters only.
 
-use crate::budget::compose;
-use crate::mechanism::{DiscreteLaplace, Grid};
+use crate::accounting::sum_epsilons;
+use crate::grid::Grid;
+use crate::laplace::DiscreteLaplace;
 use crate::rational::Rational;
 use crate::samplers::SecureRng;
 
@@ -80,7 +81,7 @@ impl ReleasePlan {
             .iter()
             .map(|m| m.mechanism.epsilon().clone())
             .collect();
-        compose(&parts)
+        sum_epsilons(&parts)
     }
 
     /// Noises `raw` (one integer per measurement) and derives the outputs.

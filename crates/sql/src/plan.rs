@@ -4,7 +4,7 @@
 //! The plan depends on the query text, the config and ε only — never on data.
 
 use dpgate_config::{quote_ident, ColumnType, Config, Table, TablePrivacy};
-use dpgate_dp::budget::split_epsilon;
+use dpgate_dp::accounting::split_epsilon;
 use dpgate_dp::release::{Measurement, Output, ReleasePlan};
 use dpgate_dp::{DiscreteLaplace, Grid, Rational};
 use sqlparser::ast::{

@@ -1,0 +1,176 @@
+//! Privacy accounting: pure ε, approximate (ε, δ) and zCDP (ρ), their
+//! composition, the conversion of zCDP to (ε, δ), and the one rule that
+//! splits a query's budget over its measurements.
+
+use crate::rational::Rational;
+
+/// The privacy loss of one measurement or of a composition.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PrivacyLoss {
+    /// ε-differential privacy.
+    Pure {
+        /// ε
+        epsilon: f64,
+    },
+    /// (ε, δ)-differential privacy.
+    Approximate {
+        /// ε
+        epsilon: f64,
+        /// δ
+        delta: f64,
+    },
+    /// ρ-zero-concentrated differential privacy.
+    Zcdp {
+        /// ρ
+        rho: f64,
+    },
+}
+
+impl PrivacyLoss {
+    /// This loss as (ε, δ) at the given δ target (used for zCDP only).
+    pub fn to_approximate(self, delta: f64) -> (f64, f64) {
+        match self {
+            PrivacyLoss::Pure { epsilon } => (epsilon, 0.0),
+            PrivacyLoss::Approximate { epsilon, delta } => (epsilon, delta),
+            PrivacyLoss::Zcdp { rho } => (zcdp_to_epsilon(rho, delta), delta),
+        }
+    }
+}
+
+/// Sequential composition. Pure and approximate losses add up in ε and δ;
+/// zCDP losses add up in ρ. Mixing zCDP with (ε, δ) terms converts the
+/// zCDP part at `delta` and adds it, which is valid (if not tight).
+pub fn compose(losses: &[PrivacyLoss], delta: f64) -> PrivacyLoss {
+    let rho: f64 = losses
+        .iter()
+        .filter_map(|l| match l {
+            PrivacyLoss::Zcdp { rho } => Some(*rho),
+            _ => None,
+        })
+        .sum();
+    let (mut eps, mut del) = (0.0, 0.0);
+    let mut any_approx = false;
+    for l in losses {
+        match *l {
+            PrivacyLoss::Pure { epsilon } => eps += epsilon,
+            PrivacyLoss::Approximate { epsilon, delta } => {
+                eps += epsilon;
+                del += delta;
+                any_approx = true;
+            }
+            PrivacyLoss::Zcdp { .. } => {}
+        }
+    }
+    match (rho > 0.0, eps > 0.0 || any_approx) {
+        (true, false) => PrivacyLoss::Zcdp { rho },
+        (true, true) => PrivacyLoss::Approximate {
+            epsilon: eps + zcdp_to_epsilon(rho, delta),
+            delta: del + delta,
+        },
+        (false, _) if any_approx => PrivacyLoss::Approximate {
+            epsilon: eps,
+            delta: del,
+        },
+        (false, _) => PrivacyLoss::Pure { epsilon: eps },
+    }
+}
+
+/// The ε such that ρ-zCDP implies (ε, δ)-DP, by Canonne, Kamath and
+/// Steinke 2020 (Proposition 12 / Corollary 13):
+/// ε = inf over α > 1 of αρ + (ln(1/δ) + (α−1)·ln(1−1/α) − ln α) / (α−1).
+/// The infimum is found by golden-section search (the function is convex
+/// in α over the relevant range) and never exceeds the classic bound
+/// ρ + 2·sqrt(ρ·ln(1/δ)).
+pub fn zcdp_to_epsilon(rho: f64, delta: f64) -> f64 {
+    if rho <= 0.0 {
+        return 0.0;
+    }
+    let f = |a: f64| {
+        a * rho + ((1.0 / delta).ln() + (a - 1.0) * (1.0 - 1.0 / a).ln() - a.ln()) / (a - 1.0)
+    };
+    let classic = rho + 2.0 * (rho * (1.0 / delta).ln()).sqrt();
+    let (mut lo, mut hi) = (1.0 + 1e-9, 1.0 + 2.0 * (1.0 / delta).ln() / rho + 10.0);
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    for _ in 0..300 {
+        let a = hi - g * (hi - lo);
+        let b = lo + g * (hi - lo);
+        if f(a) < f(b) {
+            hi = b;
+        } else {
+            lo = a;
+        }
+    }
+    f((lo + hi) / 2.0).min(classic)
+}
+
+/// ε-DP implies (ε²/2)-zCDP (Bun and Steinke 2016, Proposition 1.4).
+pub fn pure_to_zcdp(epsilon: f64) -> f64 {
+    epsilon * epsilon / 2.0
+}
+
+/// The split rule, stated once: a query's ε is divided equally among its
+/// distinct measurements, exactly, so the shares add up to exactly the ε
+/// charged. AVG is two measurements (a sum and a count), VARIANCE three
+/// (sum, sum of squares, count). By sequential composition the query is
+/// ε-DP. Partition selection, when a query needs it, takes its δ whole
+/// and shares ε like any other measurement.
+pub fn split_epsilon(epsilon: &Rational, measurements: usize) -> Rational {
+    let n = Rational::integer(measurements.max(1) as u64);
+    epsilon.div(&n).expect("n is positive")
+}
+
+/// Exact sequential composition of pure-ε measurements.
+pub fn sum_epsilons(epsilons: &[Rational]) -> Rational {
+    epsilons
+        .iter()
+        .fold(Rational::integer(0), |acc, e| acc.add(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_exactly() {
+        let eps = Rational::from_f64(0.1).unwrap();
+        for n in 1..7 {
+            let share = split_epsilon(&eps, n);
+            assert_eq!(sum_epsilons(&vec![share; n]), eps);
+        }
+    }
+
+    #[test]
+    fn zcdp_conversion_matches_published_values() {
+        // CKS 2020: ρ = 0.5, δ = 1e-6 gives ε ≈ 5.22 (classic bound 5.76).
+        assert!((zcdp_to_epsilon(0.5, 1e-6) - 5.2215).abs() < 1e-3);
+        assert!(zcdp_to_epsilon(0.5, 1e-6) < 0.5 + 2.0 * (0.5 * 1e6f64.ln()).sqrt());
+        // Small ρ: close to the classic bound's leading term.
+        let e = zcdp_to_epsilon(0.01, 1e-5);
+        assert!(
+            e > 0.01 && e < 0.01 + 2.0 * (0.01 * 1e5f64.ln()).sqrt(),
+            "{e}"
+        );
+        assert_eq!(zcdp_to_epsilon(0.0, 1e-6), 0.0);
+        assert_eq!(pure_to_zcdp(1.0), 0.5);
+    }
+
+    #[test]
+    fn composition_adds_like_terms() {
+        let p = PrivacyLoss::Pure { epsilon: 0.25 };
+        assert_eq!(compose(&[p, p], 1e-6), PrivacyLoss::Pure { epsilon: 0.5 });
+        let z = PrivacyLoss::Zcdp { rho: 0.25 };
+        assert_eq!(compose(&[z, z], 1e-6), PrivacyLoss::Zcdp { rho: 0.5 });
+        let a = PrivacyLoss::Approximate {
+            epsilon: 0.1,
+            delta: 1e-7,
+        };
+        match compose(&[a, z, z], 1e-6) {
+            PrivacyLoss::Approximate { epsilon, delta } => {
+                assert!((epsilon - 0.1 - zcdp_to_epsilon(0.5, 1e-6)).abs() < 1e-9);
+                assert!((delta - 1.1e-6).abs() < 1e-15);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(z.to_approximate(1e-6).0, zcdp_to_epsilon(0.25, 1e-6));
+    }
+}
