@@ -132,7 +132,7 @@ mod tests {
         for &g in &[0.0, 0.3, 1.0, 2.5] {
             let gamma = Rational::from_f64(g).unwrap();
             let p = rate(40_000, || bernoulli_exp(&gamma, &mut rng));
-            let expected = (-g as f64).exp();
+            let expected = (-g).exp();
             let sd = (expected * (1.0 - expected) / 40_000.0).sqrt();
             assert!(
                 (p - expected).abs() < 5.0 * sd + 1e-9,
