@@ -15,24 +15,24 @@ use crate::samplers::{sample_discrete_gaussian, SecureRng};
 /// continuous Gaussian. Here σ² = Δ₂² / (2ρ) is computed exactly.
 #[derive(Clone, Debug)]
 pub struct DiscreteGaussian {
-    l2_sensitivity: u64,
+    l2_squared: u64,
     rho: Rational,
     sigma2: Rational,
 }
 
 impl DiscreteGaussian {
-    /// A mechanism for a query of integer L2 sensitivity at cost ρ (zCDP).
-    pub fn new(l2_sensitivity: u64, rho: Rational) -> Result<Self, MechanismError> {
+    /// A mechanism for a query whose squared L2 sensitivity is
+    /// `l2_squared` (an integer for integer queries), at cost ρ (zCDP).
+    pub fn new(l2_squared: u64, rho: Rational) -> Result<Self, MechanismError> {
         if rho.is_zero() {
             return Err(MechanismError::BadEpsilon(0.0));
         }
-        let d = l2_sensitivity.max(1);
-        let sigma2 = Rational::integer(d)
-            .mul(&Rational::integer(d))
+        let d2 = l2_squared.max(1);
+        let sigma2 = Rational::integer(d2)
             .div(&rho.mul(&Rational::integer(2)))
             .expect("rho checked non-zero");
         Ok(DiscreteGaussian {
-            l2_sensitivity: d,
+            l2_squared: d2,
             rho,
             sigma2,
         })
@@ -45,9 +45,9 @@ impl DiscreteGaussian {
         }
     }
 
-    /// The L2 sensitivity this mechanism was calibrated for.
-    pub fn l2_sensitivity(&self) -> u64 {
-        self.l2_sensitivity
+    /// The squared L2 sensitivity this mechanism was calibrated for.
+    pub fn l2_squared(&self) -> u64 {
+        self.l2_squared
     }
 
     /// σ², exactly.
@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn variance_matches_sigma2() {
         let mut rng = secure_rng();
-        for &(d, rho) in &[(1u64, 0.5f64), (5, 0.1), (3, 2.0)] {
+        for &(d, rho) in &[(1u64, 0.5f64), (25, 0.1), (9, 2.0)] {
             let m = DiscreteGaussian::new(d, Rational::from_f64(rho).unwrap()).unwrap();
             let n = 100_000;
             let draws: Vec<f64> = (0..n).map(|_| m.release(0, &mut rng) as f64).collect();

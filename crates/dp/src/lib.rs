@@ -7,12 +7,16 @@ pub mod accounting;
 pub mod gaussian;
 pub mod grid;
 pub mod laplace;
+pub mod noise;
+pub mod partition;
 pub mod rational;
 pub mod release;
 pub mod samplers;
+pub mod sensitivity;
 
 pub use gaussian::DiscreteGaussian;
 pub use grid::Grid;
 pub use laplace::{DiscreteLaplace, MechanismError};
+pub use noise::Noise;
 pub use rational::Rational;
 pub use samplers::{secure_rng, SecureRng};

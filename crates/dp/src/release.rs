@@ -1,21 +1,42 @@
 //! From raw measurements to released values: noise each measurement once,
 //! then derive every output column by post-processing (free), with its
-//! confidence interval computed from public parameters only.
+//! confidence interval computed from public parameters and noisy values
+//! only.
 
-use crate::accounting::sum_epsilons;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::accounting::{compose, PrivacyLoss};
 use crate::grid::Grid;
-use crate::laplace::DiscreteLaplace;
-use crate::rational::Rational;
+use crate::noise::Noise;
 use crate::samplers::SecureRng;
 
-/// One noisy measurement: an integer-valued query (a count, or a sum in
-/// grid units) and the mechanism calibrated to its sensitivity.
+/// One noisy measurement: an integer-valued query (a count, a sum in grid
+/// units, or a vector such as a histogram) and the noise calibrated to its
+/// sensitivity. A vector of `len` values is noised coordinate-wise with
+/// noise calibrated to the whole vector's sensitivity, and costs one loss.
 #[derive(Clone, Debug)]
 pub struct Measurement {
-    /// The mechanism, carrying sensitivity and ε.
-    pub mechanism: DiscreteLaplace,
-    /// The grid the raw value is expressed in (integer grid for counts).
+    /// The noise, carrying sensitivity and privacy loss.
+    pub noise: Noise,
+    /// The grid raw values are expressed in (integer grid for counts).
     pub grid: Grid,
+    /// Number of raw values (1 for scalars, bins for histograms).
+    pub len: usize,
+}
+
+impl Measurement {
+    /// A scalar measurement.
+    pub fn scalar(noise: impl Into<Noise>, grid: Grid) -> Measurement {
+        Measurement {
+            noise: noise.into(),
+            grid,
+            len: 1,
+        }
+    }
+
+    fn width(&self, alpha: f64) -> f64 {
+        self.noise.half_width(alpha) * self.grid.unit()
+    }
 }
 
 /// How one output column is derived from measurements.
@@ -39,10 +60,37 @@ pub enum Output {
         sum: usize,
         /// Index of the count measurement.
         count: usize,
-        /// Declared bounds of the averaged column.
+        /// Declared lower bound of the averaged values.
         lower: f64,
-        /// Declared bounds of the averaged column.
+        /// Declared upper bound of the averaged values.
         upper: f64,
+    },
+    /// Variance (or standard deviation) from the count, the sum and the
+    /// sum of squares of values centred at `center` (|x - center| ≤ radius).
+    Variance {
+        /// Index of the count measurement.
+        count: usize,
+        /// Index of the sum of centred values.
+        sum: usize,
+        /// Index of the sum of squared centred values.
+        sum_squares: usize,
+        /// Radius of the declared range: (upper - lower) / 2.
+        radius: f64,
+        /// Sample (n - 1) rather than population variance.
+        sample: bool,
+        /// Release the square root (standard deviation).
+        stddev: bool,
+    },
+    /// A quantile from a noisy histogram over equal bins of [lower, upper].
+    Quantile {
+        /// Index of the histogram measurement.
+        histogram: usize,
+        /// Declared lower bound.
+        lower: f64,
+        /// Declared upper bound.
+        upper: f64,
+        /// The quantile in [0, 1] (0.5 for the median).
+        p: f64,
     },
 }
 
@@ -64,6 +112,16 @@ pub enum Released {
     Float(f64),
 }
 
+impl Released {
+    /// The value as f64.
+    pub fn as_f64(&self) -> f64 {
+        match self {
+            Released::Int(i) => *i as f64,
+            Released::Float(f) => *f,
+        }
+    }
+}
+
 /// A released value with the half-width of its confidence interval.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReleasedColumn {
@@ -74,18 +132,32 @@ pub struct ReleasedColumn {
 }
 
 impl ReleasePlan {
-    /// Total ε of the plan by sequential composition.
-    pub fn epsilon(&self) -> Rational {
-        let parts: Vec<Rational> = self
-            .measurements
-            .iter()
-            .map(|m| m.mechanism.epsilon().clone())
-            .collect();
-        sum_epsilons(&parts)
+    /// Number of raw values the backend must return.
+    pub fn raw_len(&self) -> usize {
+        self.measurements.iter().map(|m| m.len).sum()
     }
 
-    /// Noises `raw` (one integer per measurement) and derives the outputs.
-    /// `confidence` is e.g. 0.95.
+    /// Total privacy loss of the plan by sequential composition.
+    pub fn loss(&self, delta: f64) -> PrivacyLoss {
+        let parts: Vec<PrivacyLoss> = self.measurements.iter().map(|m| m.noise.loss()).collect();
+        compose(&parts, delta)
+    }
+
+    /// The exact total ε when every measurement is pure (Laplace).
+    pub fn pure_epsilon(&self) -> Option<crate::Rational> {
+        let parts: Option<Vec<crate::Rational>> = self
+            .measurements
+            .iter()
+            .map(|m| match &m.noise {
+                Noise::Laplace(l) => Some(l.epsilon().clone()),
+                Noise::Gaussian(_) => None,
+            })
+            .collect();
+        parts.map(|p| crate::accounting::sum_epsilons(&p))
+    }
+
+    /// Noises `raw` (the measurements' values, concatenated) and derives
+    /// the outputs. `confidence` is e.g. 0.95.
     pub fn release<R: SecureRng + ?Sized>(
         &self,
         raw: &[i64],
@@ -94,44 +166,49 @@ impl ReleasePlan {
     ) -> Vec<ReleasedColumn> {
         assert_eq!(
             raw.len(),
-            self.measurements.len(),
-            "one raw value per measurement"
+            self.raw_len(),
+            "one raw value per measured coordinate"
         );
-        let noisy: Vec<i64> = self
-            .measurements
-            .iter()
-            .zip(raw)
-            .map(|(m, &v)| m.mechanism.release(v, rng))
-            .collect();
+        let mut noisy = Vec::with_capacity(self.measurements.len());
+        let mut at = 0;
+        for m in &self.measurements {
+            noisy.push(
+                raw[at..at + m.len]
+                    .iter()
+                    .map(|&v| m.noise.release(v, rng))
+                    .collect::<Vec<i64>>(),
+            );
+            at += m.len;
+        }
         self.outputs
             .iter()
             .map(|o| self.derive(o, &noisy, 1.0 - confidence))
             .collect()
     }
 
-    /// Half-widths without data, e.g. for EXPLAIN.
+    /// Half-widths known before any data (counts and sums), e.g. for EXPLAIN.
     pub fn half_widths(&self, confidence: f64) -> Vec<Option<f64>> {
         let alpha = 1.0 - confidence;
         self.outputs
             .iter()
             .map(|o| match o {
                 Output::Count { measurement } | Output::Sum { measurement, .. } => {
-                    let m = &self.measurements[*measurement];
-                    Some(m.mechanism.half_width(alpha) * m.grid.unit())
+                    Some(self.measurements[*measurement].width(alpha))
                 }
-                Output::Mean { .. } => None,
+                _ => None,
             })
             .collect()
     }
 
-    fn derive(&self, output: &Output, noisy: &[i64], alpha: f64) -> ReleasedColumn {
-        let width = |i: usize, a: f64| {
-            let m = &self.measurements[i];
-            m.mechanism.half_width(a) * m.grid.unit()
-        };
+    fn value(&self, noisy: &[Vec<i64>], i: usize) -> f64 {
+        noisy[i][0] as f64 * self.measurements[i].grid.unit()
+    }
+
+    fn derive(&self, output: &Output, noisy: &[Vec<i64>], alpha: f64) -> ReleasedColumn {
+        let width = |i: usize, a: f64| self.measurements[i].width(a);
         match *output {
             Output::Count { measurement } => ReleasedColumn {
-                value: Released::Int(noisy[measurement].max(0)),
+                value: Released::Int(noisy[measurement][0].max(0)),
                 half_width: width(measurement, alpha),
             },
             Output::Sum {
@@ -140,9 +217,9 @@ impl ReleasePlan {
             } => {
                 let unit = self.measurements[measurement].grid.unit();
                 let value = if integer && unit >= 1.0 {
-                    Released::Int(noisy[measurement].saturating_mul(unit as i64))
+                    Released::Int(noisy[measurement][0].saturating_mul(unit as i64))
                 } else {
-                    Released::Float(noisy[measurement] as f64 * unit)
+                    Released::Float(self.value(noisy, measurement))
                 };
                 ReleasedColumn {
                     value,
@@ -155,85 +232,196 @@ impl ReleasePlan {
                 lower,
                 upper,
             } => {
-                let s = noisy[sum] as f64 * self.measurements[sum].grid.unit();
-                let c = noisy[count].max(1) as f64;
-                let mean = (s / c).clamp(lower, upper);
-                // Union bound: sum and count each within their α/2 interval.
-                let hs = width(sum, alpha / 2.0);
-                let hc = width(count, alpha / 2.0);
-                let range_half = (upper - lower) / 2.0;
-                let half_width = if c - hc >= 1.0 {
-                    let hi = ((s + hs) / (c - hc)).max((s + hs) / (c + hc));
-                    let lo = ((s - hs) / (c - hc)).min((s - hs) / (c + hc));
-                    (hi - mean).max(mean - lo).min(range_half.max(0.0))
-                } else {
-                    range_half
-                };
+                let s = self.value(noisy, sum);
+                let c = self.value(noisy, count);
+                let mean = |s: f64, c: f64| (s / c.max(1.0)).clamp(lower, upper);
+                // Union bound: each measurement within its α/2 interval.
+                let box_ = [(s, width(sum, alpha / 2.0)), (c, width(count, alpha / 2.0))];
+                let value = mean(s, c);
                 ReleasedColumn {
-                    value: Released::Float(mean),
-                    half_width,
+                    value: Released::Float(value),
+                    half_width: box_half_width(value, &box_, |v| mean(v[0], v[1])),
+                }
+            }
+            Output::Variance {
+                count,
+                sum,
+                sum_squares,
+                radius,
+                sample,
+                stddev,
+            } => {
+                let c = self.value(noisy, count);
+                let s = self.value(noisy, sum);
+                let q = self.value(noisy, sum_squares);
+                let f = |v: &[f64]| {
+                    let n = v[0].max(if sample { 2.0 } else { 1.0 });
+                    let m = v[1] / n;
+                    let mut var = (v[2] / n - m * m).clamp(0.0, radius * radius);
+                    if sample {
+                        var = (var * n / (n - 1.0)).min(radius * radius * 2.0);
+                    }
+                    if stddev {
+                        var.sqrt()
+                    } else {
+                        var
+                    }
+                };
+                let box_ = [
+                    (c, width(count, alpha / 3.0)),
+                    (s, width(sum, alpha / 3.0)),
+                    (q, width(sum_squares, alpha / 3.0)),
+                ];
+                let value = f(&[c, s, q]);
+                ReleasedColumn {
+                    value: Released::Float(value),
+                    half_width: box_half_width(value, &box_, f),
+                }
+            }
+            Output::Quantile {
+                histogram,
+                lower,
+                upper,
+                p,
+            } => {
+                let m = &self.measurements[histogram];
+                let counts: Vec<f64> = noisy[histogram].iter().map(|&c| c.max(0) as f64).collect();
+                let value = histogram_quantile(&counts, lower, upper, p);
+                // Rank error: the cumulative noisy count up to any bin is off
+                // by a sum of at most `bins` independent noises; a normal
+                // bound on that sum (by the CLT, conservative for ≥ 2 bins).
+                let z = Normal::standard().inverse_cdf(1.0 - alpha / 2.0);
+                let rank_err = z * (m.len as f64 * m.noise.variance()).sqrt();
+                let total: f64 = counts.iter().sum();
+                let at = |rank: f64| {
+                    histogram_quantile(
+                        &counts,
+                        lower,
+                        upper,
+                        (rank / total.max(1.0)).clamp(0.0, 1.0),
+                    )
+                };
+                let lo = at(p * total - rank_err);
+                let hi = at(p * total + rank_err);
+                ReleasedColumn {
+                    value: Released::Float(value),
+                    half_width: (value - lo)
+                        .max(hi - value)
+                        .max((upper - lower) / (2.0 * m.len as f64)),
                 }
             }
         }
     }
 }
 
+/// The largest distance from `value` of `f` over the corners (and the
+/// centre lines) of the box of measurement intervals `(centre, half-width)`.
+/// `f` here is monotone or unimodal in each coordinate, so its extremes on
+/// the box lie at corners or where a coordinate is zero.
+fn box_half_width(value: f64, box_: &[(f64, f64)], f: impl Fn(&[f64]) -> f64) -> f64 {
+    let choices: Vec<Vec<f64>> = box_
+        .iter()
+        .map(|&(c, h)| {
+            let mut v = vec![c - h, c + h];
+            if c - h < 0.0 && c + h > 0.0 {
+                v.push(0.0);
+            }
+            v
+        })
+        .collect();
+    let mut worst: f64 = 0.0;
+    let mut idx = vec![0usize; choices.len()];
+    loop {
+        let point: Vec<f64> = idx.iter().zip(&choices).map(|(&i, c)| c[i]).collect();
+        worst = worst.max((f(&point) - value).abs());
+        let mut k = 0;
+        while k < idx.len() {
+            idx[k] += 1;
+            if idx[k] < choices[k].len() {
+                break;
+            }
+            idx[k] = 0;
+            k += 1;
+        }
+        if k == idx.len() {
+            return worst;
+        }
+    }
+}
+
+/// The p-quantile of values summarised by bin counts over equal bins of
+/// [lower, upper], interpolating linearly within the bin.
+pub fn histogram_quantile(counts: &[f64], lower: f64, upper: f64, p: f64) -> f64 {
+    let total: f64 = counts.iter().sum();
+    if total <= 0.0 || counts.is_empty() {
+        return (lower + upper) / 2.0;
+    }
+    let width = (upper - lower) / counts.len() as f64;
+    let target = p.clamp(0.0, 1.0) * total;
+    let mut cum = 0.0;
+    for (i, &c) in counts.iter().enumerate() {
+        if c > 0.0 && cum + c >= target {
+            let within = ((target - cum) / c).clamp(0.0, 1.0);
+            return lower + width * (i as f64 + within);
+        }
+        cum += c;
+    }
+    upper
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::samplers::secure_rng;
+    use crate::laplace::DiscreteLaplace;
+    use crate::rational::Rational;
 
-    fn laplace(sens: u64, eps: f64) -> DiscreteLaplace {
-        DiscreteLaplace::new(sens, Rational::from_f64(eps).unwrap()).unwrap()
+    fn laplace(sens: u64, eps: f64) -> Noise {
+        DiscreteLaplace::new(sens, Rational::from_f64(eps).unwrap())
+            .unwrap()
+            .into()
     }
 
     #[test]
-    fn mean_interval_covers_the_truth() {
-        // 1000 rows of value 40 (bounds 0..100), count and sum at ε=0.5 each.
-        let grid = Grid::INTEGER;
+    fn histogram_quantiles_interpolate() {
+        assert_eq!(
+            histogram_quantile(&[1.0, 1.0, 1.0, 1.0], 0.0, 4.0, 0.5),
+            2.0
+        );
+        assert_eq!(
+            histogram_quantile(&[0.0, 4.0, 0.0, 0.0], 0.0, 4.0, 0.5),
+            1.5
+        );
+        assert_eq!(histogram_quantile(&[0.0; 4], 0.0, 4.0, 0.5), 2.0);
+    }
+
+    #[test]
+    fn vector_measurements_cost_once() {
         let plan = ReleasePlan {
-            measurements: vec![
-                Measurement {
-                    mechanism: laplace(100, 0.5),
-                    grid,
-                },
-                Measurement {
-                    mechanism: laplace(1, 0.5),
-                    grid,
-                },
-            ],
-            outputs: vec![Output::Mean {
-                sum: 0,
-                count: 1,
+            measurements: vec![Measurement {
+                noise: laplace(1, 0.5),
+                grid: Grid::INTEGER,
+                len: 8,
+            }],
+            outputs: vec![Output::Quantile {
+                histogram: 0,
                 lower: 0.0,
-                upper: 100.0,
+                upper: 8.0,
+                p: 0.5,
             }],
         };
-        assert_eq!(plan.epsilon(), Rational::integer(1));
-        let mut rng = secure_rng();
-        let trials = 2000;
-        let covered = (0..trials)
-            .filter(|_| {
-                let out = &plan.release(&[40_000, 1000], 0.95, &mut rng)[0];
-                let Released::Float(v) = out.value else {
-                    panic!()
-                };
-                (v - 40.0).abs() <= out.half_width
-            })
-            .count();
-        assert!(covered as f64 / trials as f64 >= 0.94, "{covered}");
+        assert_eq!(plan.loss(1e-6), PrivacyLoss::Pure { epsilon: 0.5 });
+        assert_eq!(plan.raw_len(), 8);
+        let out = plan.release(&[100; 8], 0.95, &mut crate::secure_rng());
+        assert!((out[0].value.as_f64() - 4.0).abs() < 1.0);
     }
 
     #[test]
     fn counts_never_go_negative() {
         let plan = ReleasePlan {
-            measurements: vec![Measurement {
-                mechanism: laplace(1, 0.01),
-                grid: Grid::INTEGER,
-            }],
+            measurements: vec![Measurement::scalar(laplace(1, 0.01), Grid::INTEGER)],
             outputs: vec![Output::Count { measurement: 0 }],
         };
-        let mut rng = secure_rng();
+        let mut rng = crate::secure_rng();
         for _ in 0..200 {
             let Released::Int(v) = plan.release(&[0], 0.95, &mut rng)[0].value else {
                 panic!()

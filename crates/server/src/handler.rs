@@ -233,7 +233,7 @@ impl QueryHandler {
         let raw = self
             .shared
             .backend
-            .measure(&plan.backend_sql, plan.release.measurements.len())
+            .measure(&plan.backend_sql, plan.release.raw_len())
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, sql = %plan.backend_sql, "backend query failed after charge");

@@ -117,10 +117,10 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
     let share = split_epsilon(&eps, specs.len());
     let measurements = specs
         .iter()
-        .map(|s| Measurement {
-            mechanism: DiscreteLaplace::new(s.sensitivity, share.clone())
-                .expect("share of a positive epsilon is positive"),
-            grid: s.grid,
+        .map(|s| {
+            let noise = DiscreteLaplace::new(s.sensitivity, share.clone())
+                .expect("share of a positive epsilon is positive");
+            Measurement::scalar(noise, s.grid)
         })
         .collect();
     let backend_sql = render(

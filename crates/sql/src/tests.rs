@@ -60,11 +60,14 @@ fn count_and_avg_bound_each_unit() {
         .release
         .measurements
         .iter()
-        .map(|m| m.mechanism.sensitivity())
+        .map(|m| m.noise.sensitivity())
         .collect();
     assert_eq!(sens, [5, 5 * 110, 5]);
     // Three measurements share ε = 1 exactly.
-    assert_eq!(p.release.epsilon(), dpgate_dp::Rational::integer(1));
+    assert_eq!(
+        p.release.pure_epsilon().unwrap(),
+        dpgate_dp::Rational::integer(1)
+    );
     assert_eq!(
         p.columns
             .iter()
@@ -97,7 +100,7 @@ fn real_sums_use_a_power_of_two_grid() {
     );
     let m = &p.release.measurements[0];
     assert_eq!(m.grid.unit(), 1.0 / 128.0);
-    assert_eq!(m.mechanism.sensitivity(), 5 * 5000 * 128);
+    assert_eq!(m.noise.sensitivity(), 5 * 5000 * 128);
 }
 
 #[test]
@@ -107,7 +110,7 @@ fn row_level_tables_need_no_window() {
         p.backend_sql,
         "SELECT CAST(COALESCE(SUM(LEAST(GREATEST(\"score\", -10), 3)), 0) AS bigint) AS m0 FROM \"public\".\"events\" WHERE \"score\" > -3"
     );
-    assert_eq!(p.release.measurements[0].mechanism.sensitivity(), 10);
+    assert_eq!(p.release.measurements[0].noise.sensitivity(), 10);
 }
 
 #[test]
@@ -218,7 +221,7 @@ fn cost_is_the_session_epsilon_whatever_the_shape() {
         let p = plan(&q, &config(), 0.3).unwrap();
         assert_eq!(p.epsilon, 0.3);
         assert_eq!(
-            p.release.epsilon(),
+            p.release.pure_epsilon().unwrap(),
             dpgate_dp::Rational::from_f64(0.3).unwrap()
         );
     }
