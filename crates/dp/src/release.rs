@@ -164,6 +164,13 @@ impl ReleasePlan {
         confidence: f64,
         rng: &mut R,
     ) -> Vec<ReleasedColumn> {
+        let noisy = self.noise(raw, rng);
+        self.derive_all(&noisy, confidence)
+    }
+
+    /// The mechanism proper: each measurement noised once, one vector per
+    /// measurement. Everything after this is post-processing.
+    pub fn noise<R: SecureRng + ?Sized>(&self, raw: &[i64], rng: &mut R) -> Vec<Vec<i64>> {
         assert_eq!(
             raw.len(),
             self.raw_len(),
@@ -180,9 +187,14 @@ impl ReleasePlan {
             );
             at += m.len;
         }
+        noisy
+    }
+
+    /// Post-processing: outputs and their intervals from noisy measurements.
+    pub fn derive_all(&self, noisy: &[Vec<i64>], confidence: f64) -> Vec<ReleasedColumn> {
         self.outputs
             .iter()
-            .map(|o| self.derive(o, &noisy, 1.0 - confidence))
+            .map(|o| self.derive(o, noisy, 1.0 - confidence))
             .collect()
     }
 
@@ -305,9 +317,10 @@ impl ReleasePlan {
                 let hi = at(p * total + rank_err);
                 ReleasedColumn {
                     value: Released::Float(value),
+                    // At least one bin: interpolating inside a bin can be off by that much.
                     half_width: (value - lo)
                         .max(hi - value)
-                        .max((upper - lower) / (2.0 * m.len as f64)),
+                        .max((upper - lower) / m.len as f64),
                 }
             }
         }
