@@ -103,6 +103,10 @@ pub struct ReleasePlan {
     pub outputs: Vec<Output>,
 }
 
+/// Noise drawn for a plan before its data is read: one vector per measurement.
+#[derive(Clone, Debug)]
+pub struct NoiseDraw(Vec<Vec<i64>>);
+
 /// A released value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Released {
@@ -171,23 +175,46 @@ impl ReleasePlan {
     /// The mechanism proper: each measurement noised once, one vector per
     /// measurement. Everything after this is post-processing.
     pub fn noise<R: SecureRng + ?Sized>(&self, raw: &[i64], rng: &mut R) -> Vec<Vec<i64>> {
+        self.add_noise(raw, &self.draw_noise(rng))
+    }
+
+    /// Draws the noise for every coordinate without looking at any data.
+    ///
+    /// The time an exact sampler takes grows with the magnitude it draws.
+    /// Callers draw noise here, off the request path (while the charge and
+    /// the backend query run), and then add it with [`Self::add_noise`],
+    /// whose time does not depend on the noise, so response times do not
+    /// reveal how much noise was added.
+    pub fn draw_noise<R: SecureRng + ?Sized>(&self, rng: &mut R) -> NoiseDraw {
+        NoiseDraw(
+            self.measurements
+                .iter()
+                .map(|m| (0..m.len).map(|_| m.noise.release(0, rng)).collect())
+                .collect(),
+        )
+    }
+
+    /// Adds drawn noise to raw values (the measurements' values, concatenated).
+    pub fn add_noise(&self, raw: &[i64], noise: &NoiseDraw) -> Vec<Vec<i64>> {
         assert_eq!(
             raw.len(),
             self.raw_len(),
             "one raw value per measured coordinate"
         );
-        let mut noisy = Vec::with_capacity(self.measurements.len());
         let mut at = 0;
-        for m in &self.measurements {
-            noisy.push(
-                raw[at..at + m.len]
+        noise
+            .0
+            .iter()
+            .map(|draws| {
+                let noisy = draws
                     .iter()
-                    .map(|&v| m.noise.release(v, rng))
-                    .collect::<Vec<i64>>(),
-            );
-            at += m.len;
-        }
-        noisy
+                    .zip(&raw[at..])
+                    .map(|(z, v)| v.saturating_add(*z))
+                    .collect();
+                at += draws.len();
+                noisy
+            })
+            .collect()
     }
 
     /// Post-processing: outputs and their intervals from noisy measurements.

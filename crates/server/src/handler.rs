@@ -210,6 +210,11 @@ impl QueryHandler {
     async fn answer(&self, user: &str, plan: Plan, sql: &str) -> Result<Outcome, Refusal> {
         let config = &self.shared.config;
         let budget = config.user(user).map(|u| u.epsilon_budget).unwrap_or(0.0);
+        // Noise is drawn off the request path, while the charge and the
+        // backend query run: sampling time grows with the magnitude drawn.
+        let release = plan.release.clone();
+        let noise =
+            tokio::task::spawn_blocking(move || release.draw_noise(&mut dpgate_dp::secure_rng()));
         let ledger = self.shared.ledger.clone();
         let (u, s, eps) = (user.to_string(), sql.to_string(), plan.epsilon);
         let charge = tokio::task::spawn_blocking(move || ledger.charge(&u, budget, eps, &s))
@@ -244,9 +249,16 @@ impl QueryHandler {
                 )
             })?;
         let confidence = config.privacy.confidence;
-        let released = plan
-            .release
-            .release(&raw, confidence, &mut dpgate_dp::secure_rng());
+        let noise = noise.await.map_err(|e| {
+            tracing::error!("noise sampling failed: {e}");
+            Refusal::new(
+                sqlstate::BACKEND_FAILED,
+                "the private query could not be completed; its cost has been charged",
+                "retry later",
+            )
+        })?;
+        let noisy = plan.release.add_noise(&raw, &noise);
+        let released = plan.release.derive_all(&noisy, confidence);
         let widths: Vec<String> = plan
             .columns
             .iter()
