@@ -308,3 +308,37 @@ fn a_bad_config_stops_dpgate_with_the_path_of_each_problem() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_scram_verifiers_from_postgres_authenticate() {
+    let (db, _) = visits_database("e2e_verifier", 10).await;
+    let admin = connect_direct(&cluster().url(&db)).await;
+    let role = format!("verifier_{}", std::process::id());
+    admin
+        .batch_execute(&format!("SET password_encryption = 'scram-sha-256'; CREATE ROLE {role} PASSWORD 'from-postgres'"))
+        .await
+        .unwrap();
+    let verifier: String = admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let dir = tempdir();
+    let port = free_port();
+    let config = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 1.0, 0.1)
+        .replace("env:DPGATE_TEST_PASSWORD", &verifier);
+    let gate = Dpgate::start(dir.path(), &config, port);
+    let (client, _n) = connect_collecting(&gate.url("analyst", "from-postgres"))
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_row(&client, "SELECT 1").await[0].as_deref(),
+        Some("1")
+    );
+    assert!(connect_collecting(&gate.url("analyst", PASSWORD))
+        .await
+        .is_err());
+}
