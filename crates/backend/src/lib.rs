@@ -64,7 +64,8 @@ impl Backend {
         Ok(client)
     }
 
-    /// Runs `sql`, which must return one row of `count` bigint columns.
+    /// Runs `sql`, which must return one row of `count` integer columns
+    /// rendered as text (so that no cast can fail in the backend).
     pub async fn measure(&self, sql: &str, count: usize) -> Result<Vec<i64>, BackendError> {
         let _permit = self
             .permits
@@ -91,10 +92,44 @@ impl Backend {
         self.idle.lock().unwrap().push(client);
         (0..count)
             .map(|i| {
-                row.try_get::<_, Option<i64>>(i)
-                    .map(|v| v.unwrap_or(0))
+                row.try_get::<_, Option<&str>>(i)
                     .map_err(|e| BackendError::Shape(e.to_string()))
+                    .and_then(|v| parse_measurement(v.unwrap_or("0")))
             })
             .collect()
+    }
+}
+
+/// Parses an integer measurement rendered as text (bigint, numeric or
+/// float8 text), saturating at the i64 range: a saturated value only
+/// means the clamped sum is beyond any useful noise scale.
+pub fn parse_measurement(text: &str) -> Result<i64, BackendError> {
+    let text = text.trim();
+    if let Ok(v) = text.parse::<i64>() {
+        return Ok(v);
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_nan() => Ok(0),
+        Ok(f) => Ok(f.round().clamp(i64::MIN as f64, i64::MAX as f64) as i64),
+        Err(_) => Err(BackendError::Shape(format!("not a number: {text:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_measurement;
+
+    #[test]
+    fn measurements_parse_and_saturate() {
+        assert_eq!(parse_measurement("42").unwrap(), 42);
+        assert_eq!(parse_measurement("-7").unwrap(), -7);
+        assert_eq!(
+            parse_measurement("123456789012345678901234567890").unwrap(),
+            i64::MAX
+        );
+        assert_eq!(parse_measurement("1.5e+20").unwrap(), i64::MAX);
+        assert_eq!(parse_measurement("-1e30").unwrap(), i64::MIN);
+        assert_eq!(parse_measurement("12.0").unwrap(), 12);
+        assert!(parse_measurement("x").is_err());
     }
 }

@@ -472,7 +472,9 @@ fn render(
     let aggregates = specs
         .iter()
         .enumerate()
-        .map(|(i, s)| format!("CAST(COALESCE({}, 0) AS bigint) AS m{i}", s.sql))
+        // Text, not bigint: a cast that overflows would be a data-dependent
+        // error; the backend crate parses and saturates instead.
+        .map(|(i, s)| format!("CAST(COALESCE({}, 0) AS text) AS m{i}", s.sql))
         .collect::<Vec<_>>()
         .join(", ");
     let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();

@@ -3,7 +3,7 @@
 //! Only shapes that cannot raise a data-dependent backend error are
 //! accepted (comparisons, boolean logic, IN, BETWEEN, LIKE, IS NULL).
 
-use dpgate_config::Table;
+use dpgate_config::{ColumnType, Table};
 use sqlparser::ast::{BinaryOperator, Expr, Ident, UnaryOperator, Value};
 
 use crate::error::{sqlstate, Refusal};
@@ -42,7 +42,9 @@ pub fn check_predicate(expr: &mut Expr, table: &Table) -> Result<(), Refusal> {
             | BinaryOperator::Gt
             | BinaryOperator::GtEq => {
                 check_predicate(left, table)?;
-                check_predicate(right, table)
+                check_predicate(right, table)?;
+                check_types(left, right, table)?;
+                check_types(right, left, table)
             }
             _ => Err(unsupported(&format!("the operator {op}"))),
         },
@@ -54,14 +56,17 @@ pub fn check_predicate(expr: &mut Expr, table: &Table) -> Result<(), Refusal> {
         | Expr::IsNotFalse(inner) => check_predicate(inner, table),
         Expr::InList { expr, list, .. } => {
             check_predicate(expr, table)?;
-            list.iter_mut().try_for_each(check_literal)
+            list.iter_mut().try_for_each(check_literal)?;
+            list.iter().try_for_each(|l| check_types(expr, l, table))
         }
         Expr::Between {
             expr, low, high, ..
         } => {
             check_predicate(expr, table)?;
             check_literal(low)?;
-            check_literal(high)
+            check_literal(high)?;
+            check_types(expr, low, table)?;
+            check_types(expr, high, table)
         }
         Expr::Like {
             expr,
@@ -87,6 +92,52 @@ pub fn check_predicate(expr: &mut Expr, table: &Table) -> Result<(), Refusal> {
         Expr::Function(f) => Err(unsupported(&format!("the function {}", f.name))),
         Expr::Cast { .. } => Err(unsupported("casts")),
         other => Err(unsupported(&format!("the expression {other}"))),
+    }
+}
+
+/// Refuses comparisons of a column with a literal PostgreSQL would reject
+/// while reading the rows (e.g. `age = 'abc'`), before anything is charged.
+fn check_types(column: &Expr, literal: &Expr, table: &Table) -> Result<(), Refusal> {
+    let Expr::Identifier(ident) = column else {
+        return Ok(());
+    };
+    let Some(col) = table.column(&ident.value) else {
+        return Ok(());
+    };
+    let value = match literal {
+        Expr::Value(v) => &v.value,
+        Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => return check_types(column, expr, table),
+        _ => return Ok(()),
+    };
+    let fits = match (col.ty, value) {
+        (_, Value::Null) => true,
+        (ColumnType::Int | ColumnType::Float, Value::Number(..)) => true,
+        (ColumnType::Int | ColumnType::Float, Value::SingleQuotedString(s)) => {
+            s.trim().parse::<f64>().is_ok()
+        }
+        (ColumnType::Text, Value::SingleQuotedString(_)) => true,
+        (ColumnType::Bool, Value::Boolean(_)) => true,
+        (ColumnType::Bool, Value::SingleQuotedString(s)) => {
+            matches!(
+                s.to_ascii_lowercase().as_str(),
+                "t" | "f" | "true" | "false" | "yes" | "no" | "on" | "off" | "1" | "0"
+            )
+        }
+        (ColumnType::Date | ColumnType::Timestamp, Value::SingleQuotedString(_)) => true,
+        _ => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            sqlstate::DATATYPE_MISMATCH,
+            format!(
+                "\"{}\" is a {} column and cannot be compared with {value}",
+                col.name,
+                col.ty.pg_name()
+            ),
+            format!("compare {} with a {} value", col.name, col.ty.pg_name()),
+        ))
     }
 }
 

@@ -50,9 +50,9 @@ fn count_and_avg_bound_each_unit() {
     let p = try_plan("SELECT COUNT(*), AVG(age) FROM visits").unwrap();
     assert_eq!(
         p.backend_sql,
-        "SELECT CAST(COALESCE(COUNT(*), 0) AS bigint) AS m0, \
-         CAST(COALESCE(SUM(LEAST(GREATEST(\"age\", 0), 110)), 0) AS bigint) AS m1, \
-         CAST(COALESCE(COUNT(\"age\"), 0) AS bigint) AS m2 \
+        "SELECT CAST(COALESCE(COUNT(*), 0) AS text) AS m0, \
+         CAST(COALESCE(SUM(LEAST(GREATEST(\"age\", 0), 110)), 0) AS text) AS m1, \
+         CAST(COALESCE(COUNT(\"age\"), 0) AS text) AS m2 \
          FROM (SELECT \"age\", ROW_NUMBER() OVER (PARTITION BY \"patient_id\" ORDER BY random()) AS __dp_rn \
          FROM \"public\".\"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
     );
@@ -108,7 +108,7 @@ fn row_level_tables_need_no_window() {
     let p = try_plan("SELECT SUM(score) FROM events WHERE score > -3").unwrap();
     assert_eq!(
         p.backend_sql,
-        "SELECT CAST(COALESCE(SUM(LEAST(GREATEST(\"score\", -10), 3)), 0) AS bigint) AS m0 FROM \"public\".\"events\" WHERE \"score\" > -3"
+        "SELECT CAST(COALESCE(SUM(LEAST(GREATEST(\"score\", -10), 3)), 0) AS text) AS m0 FROM \"public\".\"events\" WHERE \"score\" > -3"
     );
     assert_eq!(p.release.measurements[0].noise.sensitivity(), 10);
 }
