@@ -90,14 +90,7 @@ async fn noisy_answers_match_the_truth_and_the_budget_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_carry_sqlstate_and_hint_and_touch_nothing() {
-    let (db, _) = visits_database("e2e_refuse", 300).await;
-    let dir = tempdir();
-    let port = free_port();
-    let gate = Dpgate::start(
-        dir.path(),
-        &proxy_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1),
-        port,
-    );
+    let (db, _dir, gate) = gate_over_visits("e2e_refuse", 300, 5.0, 0.1).await;
     let (client, _n) = gate.connect().await;
     for (sql, code) in [
         ("SELECT * FROM visits", "42501"),
@@ -137,14 +130,7 @@ async fn refusals_carry_sqlstate_and_hint_and_touch_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_clients_send_on_connect_works() {
-    let (db, _) = visits_database("e2e_session", 100).await;
-    let dir = tempdir();
-    let port = free_port();
-    let gate = Dpgate::start(
-        dir.path(),
-        &proxy_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1),
-        port,
-    );
+    let (_db, _dir, gate) = gate_over_visits("e2e_session", 100, 5.0, 0.1).await;
     let (client, _n) = gate.connect().await;
     let version = simple_row(&client, "SELECT version()").await[0]
         .clone()
@@ -207,14 +193,7 @@ async fn what_clients_send_on_connect_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
-    let (db, _) = visits_database("e2e_auth", 10).await;
-    let dir = tempdir();
-    let port = free_port();
-    let gate = Dpgate::start(
-        dir.path(),
-        &proxy_toml(&db, port, &dir.path().join("l.sqlite"), 1.0, 0.1),
-        port,
-    );
+    let (_db, _dir, gate) = gate_over_visits("e2e_auth", 10, 1.0, 0.1).await;
     let wrong = connect_collecting(&gate.url("analyst", "nope"))
         .await
         .err()
@@ -237,14 +216,7 @@ async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_gets_a_noisy_row_and_a_notice() {
-    let (db, _) = visits_database("e2e_psql", 500).await;
-    let dir = tempdir();
-    let port = free_port();
-    let gate = Dpgate::start(
-        dir.path(),
-        &proxy_toml(&db, port, &dir.path().join("l.sqlite"), 1.0, 0.1),
-        port,
-    );
+    let (_db, _dir, gate) = gate_over_visits("e2e_psql", 500, 1.0, 0.1).await;
     let out = Command::new("psql")
         .arg(format!(
             "host=127.0.0.1 port={} user=analyst dbname=warehouse",

@@ -339,3 +339,19 @@ pub async fn refusal(client: &Client, sql: &str) -> (String, String, String) {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// A `visits` database with `patients` patients and a dpgate in front of
+/// it (user `analyst`, `budget`, default ε `epsilon`), in a fresh directory.
+pub async fn gate_over_visits(
+    prefix: &str,
+    patients: i64,
+    budget: f64,
+    epsilon: f64,
+) -> (String, tempfile::TempDir, Dpgate) {
+    let (db, _) = visits_database(prefix, patients).await;
+    let dir = tempdir();
+    let port = free_port();
+    let config = proxy_toml(&db, port, &dir.path().join("l.sqlite"), budget, epsilon);
+    let gate = Dpgate::start(dir.path(), &config, port);
+    (db, dir, gate)
+}

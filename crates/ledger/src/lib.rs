@@ -58,22 +58,16 @@ pub struct Ledger {
     conn: Mutex<Connection>,
 }
 
-fn cost_nanos(epsilon: f64) -> i64 {
+/// ε in nano-ε, rounded up for costs and down for budgets, so rounding
+/// never lets a user spend more than the budget. Float noise within 1e-6
+/// nano-ε of an integer (0.1 × 1e9) counts as that integer.
+fn to_nanos(epsilon: f64, round_up: bool) -> i64 {
     let x = epsilon * NANOS;
-    // Round up, but treat float noise just above an integer as that integer.
     let r = x.round();
     if (x - r).abs() < 1e-6 {
         r as i64
-    } else {
+    } else if round_up {
         x.ceil() as i64
-    }
-}
-
-fn budget_nanos(epsilon: f64) -> i64 {
-    let x = epsilon * NANOS;
-    let r = x.round();
-    if (x - r).abs() < 1e-6 {
-        r as i64
     } else {
         x.floor() as i64
     }
@@ -131,8 +125,8 @@ impl Ledger {
             )
             .optional()?
             .unwrap_or(0);
-        let cost = cost_nanos(epsilon);
-        let limit = budget_nanos(budget);
+        let cost = to_nanos(epsilon, true);
+        let limit = to_nanos(budget, false);
         if spent.saturating_add(cost) > limit {
             return Err(LedgerError::Exhausted {
                 spent: spent as f64 / NANOS,

@@ -13,8 +13,8 @@ use futures::{stream, Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeResponse, DescribeStatementResponse,
-    FieldFormat, FieldInfo, QueryResponse, Response, Tag,
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
+    QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
 use pgwire::api::{ClientInfo, Type, METADATA_DATABASE, METADATA_USER};
@@ -242,20 +242,12 @@ impl QueryHandler {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, sql = %plan.backend_sql, "backend query failed after charge");
-                Refusal::new(
-                    sqlstate::BACKEND_FAILED,
-                    "the private query could not be completed; its cost has been charged",
-                    "retry later; if it keeps failing, ask the data owner to check the backend",
-                )
+                failed_after_charge()
             })?;
         let confidence = config.privacy.confidence;
         let noise = noise.await.map_err(|e| {
             tracing::error!("noise sampling failed: {e}");
-            Refusal::new(
-                sqlstate::BACKEND_FAILED,
-                "the private query could not be completed; its cost has been charged",
-                "retry later",
-            )
+            failed_after_charge()
         })?;
         let noisy = plan.release.add_noise(&raw, &noise);
         let released = plan.release.derive_all(&noisy, confidence);
@@ -277,15 +269,7 @@ impl QueryHandler {
             fields: plan
                 .columns
                 .iter()
-                .map(|c| {
-                    (
-                        c.name.clone(),
-                        match c.ty {
-                            OutputType::Int => Type::INT8,
-                            OutputType::Float => Type::FLOAT8,
-                        },
-                    )
-                })
+                .map(|c| (c.name.clone(), output_type(c.ty)))
                 .collect(),
             rows: vec![released
                 .into_iter()
@@ -327,15 +311,7 @@ impl QueryHandler {
                 let fields = plan
                     .columns
                     .iter()
-                    .map(|c| {
-                        (
-                            c.name.clone(),
-                            match c.ty {
-                                OutputType::Int => Type::INT8,
-                                OutputType::Float => Type::FLOAT8,
-                            },
-                        )
-                    })
+                    .map(|c| (c.name.clone(), output_type(c.ty)))
                     .collect();
                 Ok((types, fields))
             }
@@ -435,6 +411,23 @@ fn fmt_width(x: f64) -> String {
             .trim_end_matches('.')
             .to_string()
     }
+}
+
+fn output_type(ty: OutputType) -> Type {
+    match ty {
+        OutputType::Int => Type::INT8,
+        OutputType::Float => Type::FLOAT8,
+    }
+}
+
+/// The one error every failure after the charge gets: it must not depend
+/// on the data, so it carries no detail (the log has it).
+fn failed_after_charge() -> Refusal {
+    Refusal::new(
+        sqlstate::BACKEND_FAILED,
+        "the private query could not be completed; its cost has been charged",
+        "retry later; if it keeps failing, ask the data owner to check the backend",
+    )
 }
 
 fn ledger_failure(detail: &str) -> Refusal {
@@ -693,7 +686,6 @@ impl ExtendedQueryHandler for QueryHandler {
                 FieldInfo::new(n, None, None, t, portal.result_column_format.format_for(i))
             })
             .collect();
-        let _ = DescribePortalResponse::no_data;
         Ok(DescribePortalResponse::new(fields))
     }
 }
