@@ -73,6 +73,18 @@ fn to_nanos(epsilon: f64, round_up: bool) -> i64 {
     }
 }
 
+/// Nano-ε spent by `user` (0 for a user with no account yet).
+fn spent_nanos(conn: &Connection, user: &str) -> Result<i64, LedgerError> {
+    Ok(conn
+        .query_row(
+            "SELECT spent_nano FROM accounts WHERE user = ?1",
+            [user],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
 fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -117,14 +129,7 @@ impl Ledger {
     ) -> Result<Charge, LedgerError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let spent: i64 = tx
-            .query_row(
-                "SELECT spent_nano FROM accounts WHERE user = ?1",
-                [user],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let spent = spent_nanos(&tx, user)?;
         let cost = to_nanos(epsilon, true);
         let limit = to_nanos(budget, false);
         if spent.saturating_add(cost) > limit {
@@ -154,15 +159,7 @@ impl Ledger {
     /// ε spent so far by `user`.
     pub fn spent(&self, user: &str) -> Result<f64, LedgerError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let spent: i64 = conn
-            .query_row(
-                "SELECT spent_nano FROM accounts WHERE user = ?1",
-                [user],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
-        Ok(spent as f64 / NANOS)
+        Ok(spent_nanos(&conn, user)? as f64 / NANOS)
     }
 
     /// Every account, by user name.
