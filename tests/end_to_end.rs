@@ -314,3 +314,60 @@ async fn stored_scram_verifiers_from_postgres_authenticate() {
         .await
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variances_and_percentiles_come_close_to_the_truth() {
+    let (db, _dir, gate) = gate_over_visits("e2e_stats", 3334, 10.0, 1.0).await;
+    let direct = connect_direct(&cluster().url(&db)).await;
+    let truth = direct
+        .query_one(
+            "SELECT var_samp(age)::float8, stddev_pop(age)::float8,
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY age),
+                    percentile_cont(0.9) WITHIN GROUP (ORDER BY cost) FROM visits",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (client, mut notices) = gate.connect().await;
+    let row = simple_row(
+        &client,
+        "SELECT VARIANCE(age), STDDEV_POP(age) AS sd, MEDIAN(age), PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY cost) FROM visits",
+    )
+    .await;
+    let got: Vec<f64> = row
+        .iter()
+        .map(|v| v.as_ref().unwrap().parse().unwrap())
+        .collect();
+    let want: Vec<f64> = (0..4).map(|i| truth.get::<_, f64>(i)).collect();
+    // ε = 1 over 5 measurements (count, centred sum and sum of squares
+    // shared by both variances, two histograms): loose bounds that still
+    // catch a wrong plan.
+    assert!(
+        (got[0] - want[0]).abs() < 0.1 * want[0],
+        "variance {} vs {}",
+        got[0],
+        want[0]
+    );
+    assert!(
+        (got[1] - want[1]).abs() < 0.1 * want[1],
+        "stddev {} vs {}",
+        got[1],
+        want[1]
+    );
+    assert!(
+        (got[2] - want[2]).abs() < 110.0 / 64.0 * 3.0,
+        "median {} vs {}",
+        got[2],
+        want[2]
+    );
+    assert!(
+        (got[3] - want[3]).abs() < 5000.0 / 64.0 * 3.0,
+        "p90 {} vs {}",
+        got[3],
+        want[3]
+    );
+    let notice = notices.recv().await.unwrap();
+    for name in ["variance ±", "sd ±", "median ±", "percentile_cont ±"] {
+        assert!(notice.contains(name), "{notice}");
+    }
+}

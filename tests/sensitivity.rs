@@ -103,6 +103,10 @@ async fn every_answered_shape_stays_within_its_declared_sensitivity() {
             &[ParamValue::Text("A".into()), ParamValue::Int(-1)],
         ),
         ("SELECT COUNT(*), SUM(score), AVG(score) FROM events", &[]),
+        ("SELECT VARIANCE(age), STDDEV_POP(cost) FROM visits", &[]),
+        ("SELECT VAR_SAMP(score), STDDEV(score) FROM events", &[]),
+        ("SELECT MEDIAN(age), PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY cost) FROM visits", &[]),
+        ("SELECT PERCENTILE_DISC(0.25) WITHIN GROUP (ORDER BY score DESC) FROM events WHERE score > -2", &[]),
     ];
     for &(sql, params) in shapes {
         let Command::Private(mut query) = classify(sql).unwrap().remove(0) else {
@@ -114,8 +118,11 @@ async fn every_answered_shape_stays_within_its_declared_sensitivity() {
         for _ in 0..5 {
             let a = measurements(&d, &p.backend_sql).await;
             let b = measurements(&d_prime, &p.backend_sql).await;
+            // L1 change of each (possibly vector) measurement.
+            let mut at = 0;
             for (i, m) in p.release.measurements.iter().enumerate() {
-                let change = (b[i] - a[i]).unsigned_abs();
+                let change: u64 = (at..at + m.len).map(|j| (b[j] - a[j]).unsigned_abs()).sum();
+                at += m.len;
                 let declared = m.noise.sensitivity();
                 assert!(
                     change <= declared,

@@ -6,6 +6,7 @@
 use dpgate_config::{quote_ident, ColumnType, Config, Table, TablePrivacy};
 use dpgate_dp::accounting::split_epsilon;
 use dpgate_dp::release::{Measurement, Output, ReleasePlan};
+use dpgate_dp::sensitivity::Contribution;
 use dpgate_dp::{DiscreteLaplace, Grid, Rational};
 use sqlparser::ast::{
     Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Query,
@@ -50,7 +51,8 @@ pub enum OutputType {
 
 /// One aggregate over the bounded rows, before budget split.
 struct MeasureSpec {
-    sql: String,
+    /// One aggregate per coordinate (several for a histogram).
+    sqls: Vec<String>,
     sensitivity: u64,
     grid: Grid,
 }
@@ -120,7 +122,11 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
         .map(|s| {
             let noise = DiscreteLaplace::new(s.sensitivity, share.clone())
                 .expect("share of a positive epsilon is positive");
-            Measurement::scalar(noise, s.grid)
+            Measurement {
+                noise: noise.into(),
+                grid: s.grid,
+                len: s.sqls.len(),
+            }
         })
         .collect();
     let backend_sql = render(
@@ -233,6 +239,17 @@ enum Aggregate {
     Count(String),
     Sum(String),
     Avg(String),
+    Variance {
+        column: String,
+        name: String,
+        sample: bool,
+        stddev: bool,
+    },
+    Quantile {
+        column: String,
+        name: String,
+        p: f64,
+    },
 }
 
 fn parse_aggregate(expr: &Expr, table: &Table) -> Result<Aggregate, Refusal> {
@@ -253,11 +270,14 @@ fn parse_aggregate(expr: &Expr, table: &Table) -> Result<Aggregate, Refusal> {
             "use plain aggregates",
         ));
     }
-    if f.filter.is_some() || !f.within_group.is_empty() {
+    if f.filter.is_some() {
         return Err(Refusal::unsupported(
-            format!("{name}(...) with FILTER or WITHIN GROUP is not supported yet"),
+            format!("{name}(...) FILTER (WHERE ...) is not supported yet"),
             "move the condition into WHERE",
         ));
+    }
+    if !f.within_group.is_empty() {
+        return parse_percentile(f, &name, table);
     }
     let FunctionArguments::List(list) = &f.args else {
         return Err(Refusal::unsupported(
@@ -313,19 +333,87 @@ fn parse_aggregate(expr: &Expr, table: &Table) -> Result<Aggregate, Refusal> {
         },
         "sum" => Aggregate::Sum(column(arg)?),
         "avg" | "mean" => Aggregate::Avg(column(arg)?),
+        "variance" | "var_samp" | "var_pop" | "stddev" | "stddev_samp" | "stddev_pop" => Aggregate::Variance {
+            column: column(arg)?,
+            sample: !name.ends_with("_pop"),
+            stddev: name.starts_with("stddev"),
+            name,
+        },
+        "median" => Aggregate::Quantile {
+            column: column(arg)?,
+            name,
+            p: 0.5,
+        },
         "min" | "max" => return Err(Refusal::unsupported(
             format!(
                 "{} reveals one person's value and has no private version",
                 name.to_uppercase()
             ),
-            "ask for a percentile or an average instead, e.g. AVG(col); percentiles are planned",
+            "ask for a percentile instead, e.g. PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY col)",
         )),
         _ => {
             return Err(Refusal::unsupported(
                 format!("the function {name} is not supported in private queries"),
-                "use COUNT(*), COUNT(col), SUM(col) or AVG(col)",
+                "use COUNT, SUM, AVG, VARIANCE, STDDEV, MEDIAN or PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY col)",
             ))
         }
+    })
+}
+
+/// `PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY col [ASC|DESC])`, and `_DISC`.
+fn parse_percentile(
+    f: &sqlparser::ast::Function,
+    name: &str,
+    table: &Table,
+) -> Result<Aggregate, Refusal> {
+    let hint =
+        "write PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY col) with a constant p between 0 and 1";
+    if name != "percentile_cont" && name != "percentile_disc" {
+        return Err(Refusal::unsupported(
+            format!("{name}(...) WITHIN GROUP is not supported"),
+            hint,
+        ));
+    }
+    let p = match &f.args {
+        FunctionArguments::List(list) => match list.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] => match &v.value {
+                sqlparser::ast::Value::Number(n, _) => n.parse::<f64>().ok(),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    let p = p.filter(|p| (0.0..=1.0).contains(p)).ok_or_else(|| {
+        Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("{name} needs one constant fraction between 0 and 1"),
+            hint,
+        )
+    })?;
+    let [order] = f.within_group.as_slice() else {
+        return Err(Refusal::unsupported(
+            format!("{name} orders by one column"),
+            hint,
+        ));
+    };
+    if !matches!(
+        order.expr,
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_)
+    ) {
+        return Err(Refusal::unsupported(
+            format!(
+                "{name} over the expression {} is not supported yet",
+                order.expr
+            ),
+            hint,
+        ));
+    }
+    let descending = matches!(order.options.sort, Some(sqlparser::ast::OrderBySort::Desc));
+    Ok(Aggregate::Quantile {
+        column: resolve_column(&order.expr, table)?,
+        name: name.to_string(),
+        p: if descending { 1.0 - p } else { p },
     })
 }
 
@@ -339,33 +427,44 @@ impl Aggregate {
         specs: &mut Vec<MeasureSpec>,
         used: &mut Vec<String>,
     ) -> Result<(String, OutputType, Output), Refusal> {
-        let mut measure = |sql: String, sensitivity: u64, grid: Grid| -> usize {
-            if let Some(i) = specs.iter().position(|s| s.sql == sql) {
-                return i;
-            }
-            specs.push(MeasureSpec {
-                sql,
-                sensitivity,
-                grid,
-            });
-            specs.len() - 1
+        let column = match self {
+            Aggregate::CountStar => None,
+            Aggregate::Count(c)
+            | Aggregate::Sum(c)
+            | Aggregate::Avg(c)
+            | Aggregate::Variance { column: c, .. }
+            | Aggregate::Quantile { column: c, .. } => Some(c.as_str()),
         };
-        let mut note = |c: &str| {
+        if let Some(c) = column {
             if !used.iter().any(|u| u == c) {
                 used.push(c.to_string());
             }
+        }
+        let contribution = Contribution::ungrouped(k);
+        let count_of = |specs: &mut Vec<MeasureSpec>, c: &str| {
+            register(
+                specs,
+                format!("COUNT({})", quote_ident(c)),
+                contribution.count().l1,
+                Grid::INTEGER,
+            )
         };
         Ok(match self {
-            Aggregate::CountStar => (
-                "count".into(),
-                OutputType::Int,
-                Output::Count {
-                    measurement: measure("COUNT(*)".into(), k, Grid::INTEGER),
-                },
-            ),
+            Aggregate::CountStar => {
+                let m = register(
+                    specs,
+                    "COUNT(*)".into(),
+                    contribution.count().l1,
+                    Grid::INTEGER,
+                );
+                (
+                    "count".into(),
+                    OutputType::Int,
+                    Output::Count { measurement: m },
+                )
+            }
             Aggregate::Count(c) => {
-                note(c);
-                let m = measure(format!("COUNT({})", quote_ident(c)), k, Grid::INTEGER);
+                let m = count_of(specs, c);
                 (
                     "count".into(),
                     OutputType::Int,
@@ -374,9 +473,13 @@ impl Aggregate {
             }
             Aggregate::Sum(c) | Aggregate::Avg(c) => {
                 let (ty, lower, upper) = bounded_column(table, c)?;
-                note(c);
                 let (sum_sql, grid) = clamped_sum(c, ty, lower, upper);
-                let sum = measure(sum_sql, k * grid.max_units(lower, upper), grid);
+                let sum = register(
+                    specs,
+                    sum_sql,
+                    contribution.sum(grid.max_units(lower, upper)).l1,
+                    grid,
+                );
                 if let Aggregate::Sum(_) = self {
                     let integer = ty == ColumnType::Int;
                     let out_ty = if integer {
@@ -393,7 +496,7 @@ impl Aggregate {
                         },
                     )
                 } else {
-                    let count = measure(format!("COUNT({})", quote_ident(c)), k, Grid::INTEGER);
+                    let count = count_of(specs, c);
                     (
                         "avg".into(),
                         OutputType::Float,
@@ -406,8 +509,101 @@ impl Aggregate {
                     )
                 }
             }
+            Aggregate::Variance {
+                column: c,
+                name,
+                sample,
+                stddev,
+            } => {
+                let (_, lower, upper) = bounded_column(table, c)?;
+                let (center, radius) = ((lower + upper) / 2.0, (upper - lower) / 2.0);
+                let centred = format!("({} - {center:e})", clamped_float(c, lower, upper));
+                let g1 = Grid::for_magnitude(radius);
+                let g2 = Grid::for_magnitude(radius * radius);
+                let count = count_of(specs, c);
+                let sum = register(
+                    specs,
+                    on_grid(&centred, g1),
+                    contribution.sum(g1.max_units(-radius, radius)).l1,
+                    g1,
+                );
+                let sum_squares = register(
+                    specs,
+                    on_grid(&format!("({centred} * {centred})"), g2),
+                    contribution.sum(g2.max_units(0.0, radius * radius)).l1,
+                    g2,
+                );
+                (
+                    name.clone(),
+                    OutputType::Float,
+                    Output::Variance {
+                        count,
+                        sum,
+                        sum_squares,
+                        radius,
+                        sample: *sample,
+                        stddev: *stddev,
+                    },
+                )
+            }
+            Aggregate::Quantile { column: c, name, p } => {
+                let (_, lower, upper) = bounded_column(table, c)?;
+                if lower >= upper {
+                    return Err(Refusal::unsupported(
+                        format!("\"{c}\" has a single value in its declared bounds, so it has no quantiles"),
+                        "ask the data owner to declare distinct lower and upper bounds",
+                    ));
+                }
+                let bucket = format!(
+                    "LEAST(width_bucket({}, {lower:e}, {upper:e}, {HISTOGRAM_BINS}), {HISTOGRAM_BINS})",
+                    clamped_float(c, lower, upper)
+                );
+                let sqls = (1..=HISTOGRAM_BINS)
+                    .map(|i| format!("COUNT(CASE WHEN {bucket} = {i} THEN 1 END)"))
+                    .collect();
+                let histogram =
+                    register_vec(specs, sqls, contribution.histogram().l1, Grid::INTEGER);
+                (
+                    name.clone(),
+                    OutputType::Float,
+                    Output::Quantile {
+                        histogram,
+                        lower,
+                        upper,
+                        p: *p,
+                    },
+                )
+            }
         })
     }
+}
+
+/// Bins of the noisy histogram behind percentiles: 64 keeps the noise on
+/// cumulative counts small while resolving 1/64 of the declared range.
+const HISTOGRAM_BINS: usize = 64;
+
+/// Adds a scalar measurement, or returns the identical one already planned
+/// (a shared measurement is paid once).
+fn register(specs: &mut Vec<MeasureSpec>, sql: String, sensitivity: u64, grid: Grid) -> usize {
+    register_vec(specs, vec![sql], sensitivity, grid)
+}
+
+/// Adds a vector measurement whose `sensitivity` covers the whole vector.
+fn register_vec(
+    specs: &mut Vec<MeasureSpec>,
+    sqls: Vec<String>,
+    sensitivity: u64,
+    grid: Grid,
+) -> usize {
+    if let Some(i) = specs.iter().position(|s| s.sqls == sqls) {
+        return i;
+    }
+    specs.push(MeasureSpec {
+        sqls,
+        sensitivity,
+        grid,
+    });
+    specs.len() - 1
 }
 
 /// A numeric column's type and declared bounds (integer columns use the
@@ -447,17 +643,29 @@ fn bounded_column(table: &Table, name: &str) -> Result<(ColumnType, f64, f64), R
 
 /// SQL for the sum of clamped values in grid units, and the grid.
 fn clamped_sum(col: &str, ty: ColumnType, lower: f64, upper: f64) -> (String, Grid) {
-    let c = quote_ident(col);
     if ty == ColumnType::Int {
+        let c = quote_ident(col);
         let clamped = format!("LEAST(GREATEST({c}, {}), {})", lower as i64, upper as i64);
         return (format!("SUM({clamped})"), Grid::INTEGER);
     }
     let grid = Grid::for_magnitude(lower.abs().max(upper.abs()));
-    // Multiplying by a power of two is exact in float8; ROUND puts each
-    // clamped value on the grid, so the sum is an exact integer.
-    let clamped = format!("LEAST(GREATEST(CAST({c} AS float8), {lower:e}), {upper:e})");
+    (on_grid(&clamped_float(col, lower, upper), grid), grid)
+}
+
+/// A column as float8, clamped to its declared bounds (NaN lands on upper).
+fn clamped_float(col: &str, lower: f64, upper: f64) -> String {
+    format!(
+        "LEAST(GREATEST(CAST({} AS float8), {lower:e}), {upper:e})",
+        quote_ident(col)
+    )
+}
+
+/// The sum of `value` rounded onto `grid`. Multiplying by a power of two is
+/// exact in float8, and ROUND puts each value on the grid, so the sum is
+/// an exact integer in grid units.
+fn on_grid(value: &str, grid: Grid) -> String {
     let scale = 2f64.powi(-grid.exponent);
-    (format!("SUM(ROUND({clamped} * {scale:e}))"), grid)
+    format!("SUM(ROUND({value} * {scale:e}))")
 }
 
 /// The backend query: bound rows per unit at random, then aggregate.
@@ -471,10 +679,11 @@ fn render(
 ) -> String {
     let aggregates = specs
         .iter()
+        .flat_map(|s| &s.sqls)
         .enumerate()
         // Text, not bigint: a cast that overflows would be a data-dependent
         // error; the backend crate parses and saturates instead.
-        .map(|(i, s)| format!("CAST(COALESCE({}, 0) AS text) AS m{i}", s.sql))
+        .map(|(i, sql)| format!("CAST(COALESCE({sql}, 0) AS text) AS m{i}"))
         .collect::<Vec<_>>()
         .join(", ");
     let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();

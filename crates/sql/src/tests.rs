@@ -226,3 +226,60 @@ fn cost_is_the_session_epsilon_whatever_the_shape() {
         );
     }
 }
+
+#[test]
+fn variances_use_centred_sums_on_grids() {
+    let p = try_plan("SELECT VARIANCE(age), STDDEV_POP(age) AS sd FROM visits").unwrap();
+    // Shared measurements: one count, one centred sum, one sum of squares.
+    assert_eq!(p.release.measurements.len(), 3);
+    let sens: Vec<u64> = p
+        .release
+        .measurements
+        .iter()
+        .map(|m| m.noise.sensitivity())
+        .collect();
+    // age in [0, 110]: centre 55, radius 55 on 2^-14, radius² 3025 on 2^-8.
+    assert_eq!(sens, [5, 5 * 55 * 16384, 5 * 3025 * 256]);
+    assert!(
+        p.backend_sql
+            .contains("(LEAST(GREATEST(CAST(\"age\" AS float8), 0e0), 1.1e2) - 5.5e1)"),
+        "{}",
+        p.backend_sql
+    );
+    assert_eq!(p.columns[0].name, "variance");
+    assert_eq!(p.columns[1].name, "sd");
+}
+
+#[test]
+fn percentiles_use_a_noisy_histogram() {
+    let p = try_plan(
+        "SELECT PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY cost DESC), MEDIAN(age) FROM visits",
+    )
+    .unwrap();
+    assert_eq!(p.release.measurements.len(), 2);
+    assert_eq!(p.release.raw_len(), 128);
+    // A unit's 5 rows move at most 5 bin counts by one each.
+    assert_eq!(p.release.measurements[0].noise.sensitivity(), 5);
+    assert!(p.backend_sql.contains(
+        "width_bucket(LEAST(GREATEST(CAST(\"cost\" AS float8), 0e0), 5e3), 0e0, 5e3, 64)"
+    ));
+    match p.release.outputs[0] {
+        dpgate_dp::release::Output::Quantile { p, .. } => {
+            assert!((p - 0.1).abs() < 1e-12, "DESC flips p")
+        }
+        ref other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        refused("SELECT PERCENTILE_CONT(1.5) WITHIN GROUP (ORDER BY age) FROM visits").code,
+        "22023"
+    );
+    assert_eq!(
+        refused("SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY ward) FROM visits").code,
+        "42804"
+    );
+    assert_eq!(
+        refused("SELECT RANK(1) WITHIN GROUP (ORDER BY age) FROM visits").code,
+        "0A000"
+    );
+    assert_eq!(refused("SELECT VARIANCE(ward) FROM visits").code, "42804");
+}
