@@ -60,17 +60,25 @@ impl QueryHandler {
             .get_or_insert_with(|| Mutex::new(Session::new(&config)))
     }
 
-    /// Runs every statement of `sql` with `params` bound.
+    /// What constant SELECTs may read about this connection.
+    fn client_session<C: ClientInfo>(&self, client: &C) -> ClientSession {
+        let meta = |key| client.metadata().get(key).cloned().unwrap_or_default();
+        ClientSession {
+            user: meta(METADATA_USER),
+            database: meta(METADATA_DATABASE),
+            session: self.session(client),
+        }
+    }
+
+    /// Runs the classified statements of `sql` in order, stopping at the
+    /// first error, with `params` bound.
     async fn execute<C: ClientInfo>(
         &self,
         client: &C,
+        commands: Vec<Command>,
         sql: &str,
         params: &[ParamValue],
     ) -> Vec<Outcome> {
-        let commands = match classify(sql) {
-            Ok(c) => c,
-            Err(e) => return vec![Outcome::Error(e)],
-        };
         let mut out = Vec::with_capacity(commands.len());
         for command in commands {
             let outcome = self.execute_one(client, command, sql, params).await;
@@ -118,15 +126,7 @@ impl QueryHandler {
             Command::Rollback => Ok(Outcome::Tag(Response::TransactionEnd(Tag::new("ROLLBACK")))),
             Command::Savepoint(tag) => Ok(Outcome::Tag(Response::Execution(Tag::new(tag)))),
             Command::Constant(items) => {
-                let info = ClientSession {
-                    user: user.clone(),
-                    database: client
-                        .metadata()
-                        .get(METADATA_DATABASE)
-                        .cloned()
-                        .unwrap_or_default(),
-                    session: session.clone(),
-                };
+                let info = self.client_session(client);
                 evaluate_constant(&items, &info).map(|values| {
                     let fields = values
                         .iter()
@@ -282,6 +282,22 @@ impl QueryHandler {
         })
     }
 
+    /// Parameter types of a single private statement: what the client
+    /// declared, else inferred from the compared column, else text.
+    fn parameter_types(&self, commands: &[Command], declared: &[Option<Type>]) -> Vec<Type> {
+        let [Command::Private(query)] = commands else {
+            return Vec::new();
+        };
+        let table = single_table_of(query, &self.shared.config);
+        parameter_types(query, table)
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                declared_type(declared, i).unwrap_or_else(|| t.map(pg_type).unwrap_or(Type::TEXT))
+            })
+            .collect()
+    }
+
     /// Result columns and parameter types of a statement, without running it.
     fn describe(
         &self,
@@ -293,18 +309,9 @@ impl QueryHandler {
         if commands.len() != 1 {
             return Ok((vec![], vec![]));
         }
+        let types = self.parameter_types(&commands, declared);
         match commands.remove(0) {
             Command::Private(mut query) => {
-                let table = single_table_of(&query, &self.shared.config);
-                let inferred = parameter_types(&query, table);
-                let types: Vec<Type> = inferred
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| {
-                        declared_type(declared, i)
-                            .unwrap_or_else(|| t.map(pg_type).unwrap_or(Type::TEXT))
-                    })
-                    .collect();
                 bind_parameters(&mut query, &vec![ParamValue::Null; types.len()])?;
                 let epsilon = self.session(client).lock().unwrap().epsilon();
                 let plan = plan(&query, &self.shared.config, epsilon)?;
@@ -316,19 +323,7 @@ impl QueryHandler {
                 Ok((types, fields))
             }
             Command::Constant(items) => {
-                let info = ClientSession {
-                    user: client
-                        .metadata()
-                        .get(METADATA_USER)
-                        .cloned()
-                        .unwrap_or_default(),
-                    database: client
-                        .metadata()
-                        .get(METADATA_DATABASE)
-                        .cloned()
-                        .unwrap_or_default(),
-                    session: self.session(client),
-                };
+                let info = self.client_session(client);
                 let values = evaluate_constant(&items, &info)?;
                 Ok((
                     vec![],
@@ -573,7 +568,10 @@ impl SimpleQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let outcomes = self.execute(client, query, &[]).await;
+        let outcomes = match classify(query) {
+            Ok(commands) => self.execute(client, commands, query, &[]).await,
+            Err(e) => vec![Outcome::Error(e)],
+        };
         let mut responses = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             let (response, text) = to_response(outcome, &Format::UnifiedText);
@@ -611,19 +609,21 @@ impl ExtendedQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let sql = &portal.statement.statement;
-        let inferred = match self.describe(client, sql, &portal.statement.parameter_types) {
-            Ok((types, _)) => types,
+        let commands = match classify(sql) {
+            Ok(c) if c.len() > 1 => {
+                let e = Refusal::unsupported(
+                    "several statements cannot be sent in one prepared statement",
+                    "prepare one statement at a time",
+                );
+                return Ok(to_response(Outcome::Error(e), &Format::UnifiedText).0);
+            }
+            Ok(c) => c,
             Err(e) => return Ok(to_response(Outcome::Error(e), &Format::UnifiedText).0),
         };
-        let params = decode_params(portal, &inferred)?;
-        let mut outcomes = self.execute(client, sql, &params).await;
-        let outcome = match outcomes.len() {
-            0 => return Ok(Response::EmptyQuery),
-            1 => outcomes.remove(0),
-            _ => Outcome::Error(Refusal::unsupported(
-                "several statements cannot be sent in one prepared statement",
-                "prepare one statement at a time",
-            )),
+        let types = self.parameter_types(&commands, &portal.statement.parameter_types);
+        let params = decode_params(portal, &types)?;
+        let Some(outcome) = self.execute(client, commands, sql, &params).await.pop() else {
+            return Ok(Response::EmptyQuery);
         };
         let (response, text) = to_response(outcome, &portal.result_column_format);
         send_notice(client, text).await?;

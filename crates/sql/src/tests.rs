@@ -41,6 +41,15 @@ fn try_plan(sql: &str) -> Result<Plan, Refusal> {
     }
 }
 
+/// The declared sensitivity of each measurement of `p`.
+fn sensitivities(p: &Plan) -> Vec<u64> {
+    p.release
+        .measurements
+        .iter()
+        .map(|m| m.noise.sensitivity())
+        .collect()
+}
+
 fn refused(sql: &str) -> Refusal {
     try_plan(sql).expect_err(sql)
 }
@@ -56,12 +65,7 @@ fn count_and_avg_bound_each_unit() {
          FROM (SELECT \"age\", ROW_NUMBER() OVER (PARTITION BY \"patient_id\" ORDER BY random()) AS __dp_rn \
          FROM \"public\".\"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
     );
-    let sens: Vec<u64> = p
-        .release
-        .measurements
-        .iter()
-        .map(|m| m.noise.sensitivity())
-        .collect();
+    let sens = sensitivities(&p);
     assert_eq!(sens, [5, 5 * 110, 5]);
     // Three measurements share ε = 1 exactly.
     assert_eq!(
@@ -232,12 +236,7 @@ fn variances_use_centred_sums_on_grids() {
     let p = try_plan("SELECT VARIANCE(age), STDDEV_POP(age) AS sd FROM visits").unwrap();
     // Shared measurements: one count, one centred sum, one sum of squares.
     assert_eq!(p.release.measurements.len(), 3);
-    let sens: Vec<u64> = p
-        .release
-        .measurements
-        .iter()
-        .map(|m| m.noise.sensitivity())
-        .collect();
+    let sens = sensitivities(&p);
     // age in [0, 110]: centre 55, radius 55 on 2^-14, radius² 3025 on 2^-8.
     assert_eq!(sens, [5, 5 * 55 * 16384, 5 * 3025 * 256]);
     assert!(
