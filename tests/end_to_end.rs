@@ -371,3 +371,25 @@ async fn variances_and_percentiles_come_close_to_the_truth() {
         assert!(notice.contains(name), "{notice}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_failure_after_the_charge_gives_one_uninformative_error() {
+    let (db, _dir, gate) = gate_over_visits("e2e_backend_fail", 50, 1.0, 0.1).await;
+    let (client, _n) = gate.connect().await;
+    // Break the backend behind dpgate's back: the query is charged, then fails.
+    let direct = connect_direct(&cluster().url(&db)).await;
+    direct
+        .batch_execute("ALTER TABLE visits RENAME TO visits_gone")
+        .await
+        .unwrap();
+    let (code, message, _hint) = refusal(&client, "SELECT COUNT(*) FROM visits").await;
+    assert_eq!(code, "58000");
+    assert_eq!(
+        message,
+        "the private query could not be completed; its cost has been charged"
+    );
+    assert_eq!(
+        simple_row(&client, "SHOW dp.budget").await[0].as_deref(),
+        Some("0.9")
+    );
+}
