@@ -355,3 +355,73 @@ pub async fn gate_over_visits(
     let gate = Dpgate::start(dir.path(), &config, port);
     (db, dir, gate)
 }
+
+/// A hospital: `visits` (1–5 per patient, dates, diagnoses), `patients`
+/// (one row each) and the public lookup table `wards`. Every patient stays
+/// within the declared bounds, so bounded answers equal the plain ones.
+pub async fn hospital_database(prefix: &str, patients: i64) -> String {
+    let (db, _) = visits_database(prefix, patients).await;
+    let client = connect_direct(&cluster().url(&db)).await;
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE visits ADD COLUMN visit_date date, ADD COLUMN diagnosis text;
+             UPDATE visits SET visit_date = DATE '2023-01-01' + ((patient_id * 13 + age * 7) % 730),
+                               diagnosis = (ARRAY['flu','fracture','asthma','diabetes','migraine'])[1 + (patient_id + age) % 5];
+             CREATE TABLE patients (patient_id int, sex text, birth_year int, region text, smoker bool);
+             INSERT INTO patients SELECT p, CASE WHEN p % 2 = 0 THEN 'F' ELSE 'M' END, 1930 + p % 80,
+                    (ARRAY['north','south','east','west'])[1 + p % 4], p % 3 = 0
+               FROM generate_series(1, {patients}) AS p;
+             CREATE TABLE wards (ward text, floor int, name text);
+             INSERT INTO wards VALUES ('A', 1, 'Cardiology'), ('B', 2, 'Oncology'), ('C', 2, 'Pediatrics');"
+        ))
+        .await
+        .unwrap();
+    db
+}
+
+/// The declarations of `patients` and `wards`, and the extra `visits`
+/// columns, appended to [`proxy_toml`].
+pub fn hospital_toml(
+    db: &str,
+    listen_port: u16,
+    ledger: &Path,
+    budget: f64,
+    epsilon: f64,
+) -> String {
+    proxy_toml(db, listen_port, ledger, budget, epsilon)
+        + r#"columns.visit_date = { type = "date" }
+columns.diagnosis = { type = "text" }
+[[tables]]
+name = "public.patients"
+privacy_unit = "patient_id"
+max_rows_per_unit = 1
+columns.sex = { type = "text", values = ["F", "M"] }
+columns.birth_year = { type = "int", lower = 1900, upper = 2025 }
+columns.region = { type = "text", values = ["north", "south", "east", "west"] }
+columns.smoker = { type = "bool" }
+[[tables]]
+name = "public.wards"
+public = true
+columns.ward = { type = "text" }
+columns.floor = { type = "int", lower = 0, upper = 10 }
+columns.name = { type = "text" }
+"#
+}
+
+/// All rows of a simple query, as text.
+pub async fn simple_rows(
+    client: &Client,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+    Ok(client
+        .simple_query(sql)
+        .await?
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect())
+}

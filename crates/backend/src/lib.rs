@@ -64,9 +64,15 @@ impl Backend {
         Ok(client)
     }
 
-    /// Runs `sql`, which must return one row of `count` integer columns
-    /// rendered as text (so that no cast can fail in the backend).
-    pub async fn measure(&self, sql: &str, count: usize) -> Result<Vec<i64>, BackendError> {
+    /// Runs `sql`, which returns one row per group: `keys` key columns as
+    /// text, then `count` integer columns rendered as text (so that no
+    /// cast can fail in the backend).
+    pub async fn fetch_groups(
+        &self,
+        sql: &str,
+        keys: usize,
+        count: usize,
+    ) -> Result<Vec<Group>, BackendError> {
         let _permit = self
             .permits
             .acquire()
@@ -78,9 +84,9 @@ impl Backend {
             _ => self.open().await?,
         };
         let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
-        let result = tokio::time::timeout(timeout, client.query_one(sql, &[])).await;
-        let row = match result {
-            Ok(Ok(row)) => row,
+        let result = tokio::time::timeout(timeout, client.query(sql, &[])).await;
+        let rows = match result {
+            Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
                 if !client.is_closed() {
                     self.idle.lock().unwrap().push(client);
@@ -90,14 +96,32 @@ impl Backend {
             Err(_) => return Err(BackendError::Shape("timed out".into())),
         };
         self.idle.lock().unwrap().push(client);
-        (0..count)
-            .map(|i| {
-                row.try_get::<_, Option<&str>>(i)
-                    .map_err(|e| BackendError::Shape(e.to_string()))
-                    .and_then(|v| parse_measurement(v.unwrap_or("0")))
+        rows.iter()
+            .map(|row| {
+                let text = |i: usize| {
+                    row.try_get::<_, Option<&str>>(i)
+                        .map_err(|e| BackendError::Shape(e.to_string()))
+                };
+                Ok(Group {
+                    keys: (0..keys)
+                        .map(|i| text(i).map(|v| v.map(str::to_string)))
+                        .collect::<Result<_, _>>()?,
+                    values: (keys..keys + count)
+                        .map(|i| text(i).and_then(|v| parse_measurement(v.unwrap_or("0"))))
+                        .collect::<Result<_, _>>()?,
+                })
             })
             .collect()
     }
+}
+
+/// One row of a grouped backend query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    /// Key values as text (`None` is NULL).
+    pub keys: Vec<Option<String>>,
+    /// Raw measured values.
+    pub values: Vec<i64>,
 }
 
 /// Parses an integer measurement rendered as text (bigint, numeric or

@@ -33,11 +33,23 @@ impl PartitionSelection {
         delta: f64,
     ) -> PartitionSelection {
         let sens = contribution.count();
+        Self::laplace_for(sens, contribution.max_partitions, epsilon, delta)
+    }
+
+    /// Laplace thresholding for a count with sensitivity `sens` when a unit
+    /// touches at most `max_partitions` keys. Used when the backend bounds
+    /// each unit's rows in total (then L1 = L∞ = rows, and L0 ≤ rows).
+    pub fn laplace_for(
+        sens: crate::sensitivity::Sensitivity,
+        max_partitions: u64,
+        epsilon: Rational,
+        delta: f64,
+    ) -> PartitionSelection {
         let m = DiscreteLaplace::new(sens.l1, epsilon).expect("positive epsilon");
         // P(Z ≥ t) = p^t / (1 + p) for integers t ≥ 1, p = exp(-1/b).
         let b = m.scale().to_f64();
         let p = (-1.0 / b).exp();
-        let per_key = delta / contribution.max_partitions as f64;
+        let per_key = delta / max_partitions.max(1) as f64;
         let t = ((per_key * (1.0 + p)).ln() / p.ln()).ceil().max(1.0);
         PartitionSelection {
             noise: m.into(),

@@ -5,10 +5,12 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use dpgate_dp::release::Released;
+use dpgate_dp::release::NoiseDraw;
 use dpgate_sql::constant::{evaluate_constant, Constant, SessionInfo};
 use dpgate_sql::params::{bind_parameters, parameter_types, ParamValue};
-use dpgate_sql::{classify, plan, sqlstate, Command, OutputType, Plan, Refusal};
+use dpgate_sql::{
+    classify, plan, sqlstate, Command, Grouping, OutputType, Plan, RawGroup, Refusal,
+};
 use futures::{stream, Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -212,9 +214,11 @@ impl QueryHandler {
         let budget = config.user(user).map(|u| u.epsilon_budget).unwrap_or(0.0);
         // Noise is drawn off the request path, while the charge and the
         // backend query run: sampling time grows with the magnitude drawn.
-        let release = plan.release.clone();
-        let noise =
-            tokio::task::spawn_blocking(move || release.draw_noise(&mut dpgate_dp::secure_rng()));
+        // Only partition selection, whose group count is known after the
+        // query, draws afterwards.
+        let early_noise = plan
+            .groups_before_data()
+            .map(|n| draw_noise(plan.release.clone(), n));
         let ledger = self.shared.ledger.clone();
         let (u, s, eps) = (user.to_string(), sql.to_string(), plan.epsilon);
         let charge = tokio::task::spawn_blocking(move || ledger.charge(&u, budget, eps, &s))
@@ -231,39 +235,78 @@ impl QueryHandler {
         tracing::info!(
             user,
             epsilon = plan.epsilon,
+            delta = plan.delta,
             spent = charge.spent,
             "charged"
         );
 
+        let keys = match &plan.grouping {
+            Grouping::None => 0,
+            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys.len(),
+        };
         let raw = self
             .shared
             .backend
-            .measure(&plan.backend_sql, plan.release.raw_len())
+            .fetch_groups(&plan.backend_sql, keys, plan.release.raw_len())
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, sql = %plan.backend_sql, "backend query failed after charge");
                 failed_after_charge()
             })?;
-        let confidence = config.privacy.confidence;
-        let noise = noise.await.map_err(|e| {
+        let groups = plan.arrange(
+            raw.into_iter()
+                .map(|g| RawGroup {
+                    keys: g.keys,
+                    values: g.values,
+                })
+                .collect(),
+        );
+        let draws = match early_noise {
+            Some(draws) => draws,
+            None => draw_noise(plan.release.clone(), groups.len()),
+        }
+        .await
+        .map_err(|e| {
             tracing::error!("noise sampling failed: {e}");
             failed_after_charge()
         })?;
-        let noisy = plan.release.add_noise(&raw, &noise);
-        let released = plan.release.derive_all(&noisy, confidence);
+        let confidence = config.privacy.confidence;
+        let answer = plan.finish(&groups, &draws, confidence);
         let widths: Vec<String> = plan
             .columns
             .iter()
-            .zip(&released)
-            .map(|(c, r)| format!("{} ±{}", c.name, fmt_width(r.half_width)))
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let w: Vec<f64> = answer.half_widths.iter().filter_map(|r| r[i]).collect();
+                let lo = w.iter().cloned().fold(f64::INFINITY, f64::min);
+                let hi = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                match w.len() {
+                    0 => None,
+                    _ if hi - lo <= 1e-9 * hi.abs().max(1.0) => {
+                        Some(format!("{} ±{}", c.name, fmt_width(hi)))
+                    }
+                    _ => Some(format!("{} ±{}…{}", c.name, fmt_width(lo), fmt_width(hi))),
+                }
+            })
             .collect();
+        let cost = if plan.delta > 0.0 {
+            format!("ε = {}, δ = {:e}", fmt_eps(plan.epsilon), plan.delta)
+        } else {
+            format!("ε = {}", fmt_eps(plan.epsilon))
+        };
+        let accuracy = if widths.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " {}% confidence half-widths: {}",
+                confidence * 100.0,
+                widths.join(", ")
+            )
+        };
         let notice = format!(
-            "dpgate: this answer cost ε = {}; {} of ε = {} remain. {}% confidence half-widths: {}",
-            fmt_eps(plan.epsilon),
+            "dpgate: this answer cost {cost}; {} of ε = {} remain.{accuracy}",
             fmt_eps(charge.remaining),
             fmt_eps(budget),
-            confidence * 100.0,
-            widths.join(", ")
         );
         Ok(Outcome::Rows {
             fields: plan
@@ -271,13 +314,7 @@ impl QueryHandler {
                 .iter()
                 .map(|c| (c.name.clone(), output_type(c.ty)))
                 .collect(),
-            rows: vec![released
-                .into_iter()
-                .map(|r| match r.value {
-                    Released::Int(i) => Constant::Int(i),
-                    Released::Float(f) => Constant::Float(f),
-                })
-                .collect()],
+            rows: answer.rows,
             notice: Some(notice),
         })
     }
@@ -412,7 +449,20 @@ fn output_type(ty: OutputType) -> Type {
     match ty {
         OutputType::Int => Type::INT8,
         OutputType::Float => Type::FLOAT8,
+        OutputType::Text => Type::TEXT,
+        OutputType::Bool => Type::BOOL,
     }
+}
+
+/// Draws noise for `groups` groups in a blocking task.
+fn draw_noise(
+    release: dpgate_dp::release::ReleasePlan,
+    groups: usize,
+) -> tokio::task::JoinHandle<Vec<NoiseDraw>> {
+    tokio::task::spawn_blocking(move || {
+        let mut rng = dpgate_dp::secure_rng();
+        (0..groups).map(|_| release.draw_noise(&mut rng)).collect()
+    })
 }
 
 /// The one error every failure after the charge gets: it must not depend

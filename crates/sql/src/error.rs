@@ -15,6 +15,10 @@ pub mod sqlstate {
     pub const UNDEFINED_COLUMN: &str = "42703";
     /// Raw rows, writes and DDL: never allowed.
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    /// A column name that matches columns of several tables.
+    pub const AMBIGUOUS_COLUMN: &str = "42702";
+    /// An ORDER BY or GROUP BY position outside the select list.
+    pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
     /// An aggregate or expression that is not allowed here.
     pub const GROUPING_ERROR: &str = "42803";
     /// A type mismatch (e.g. SUM over a text column).

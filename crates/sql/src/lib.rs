@@ -1,18 +1,25 @@
 //! dpgate's SQL front end, with no I/O: parse and classify statements,
-//! check private queries against the declared catalog, and plan the
-//! bounded backend query and its release.
+//! check private queries against the declared catalog, plan the bounded
+//! backend query and its release, and post-process released groups.
 
+mod aggregate;
+pub mod answer;
 pub mod classify;
 pub mod constant;
 pub mod error;
+mod expr;
+mod narrow;
 pub mod params;
 pub mod plan;
-mod predicate;
+pub mod post;
 mod resolve;
+mod scope;
+mod source;
 
+pub use answer::{Answer, RawGroup};
 pub use classify::{classify, Command};
 pub use error::{sqlstate, Refusal};
-pub use plan::{plan, OutputColumn, OutputType, Plan};
+pub use plan::{plan, Grouping, OutputColumn, OutputType, Plan};
 pub use resolve::resolve_table;
 
 #[cfg(test)]

@@ -60,10 +60,11 @@ fn count_and_avg_bound_each_unit() {
     assert_eq!(
         p.backend_sql,
         "SELECT CAST(COALESCE(COUNT(*), 0) AS text) AS m0, \
-         CAST(COALESCE(SUM(LEAST(GREATEST(\"age\", 0), 110)), 0) AS text) AS m1, \
-         CAST(COALESCE(COUNT(\"age\"), 0) AS text) AS m2 \
-         FROM (SELECT \"age\", ROW_NUMBER() OVER (PARTITION BY \"patient_id\" ORDER BY random()) AS __dp_rn \
-         FROM \"public\".\"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
+         CAST(COALESCE(SUM(CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint)), 0) AS text) AS m1, \
+         CAST(COALESCE(COUNT(__dp_a0), 0) AS text) AS m2 \
+         FROM (SELECT CAST(LEAST(GREATEST(\"visits\".\"age\", 0), 110) AS bigint) AS __dp_a0, \
+         ROW_NUMBER() OVER (PARTITION BY \"visits\".\"patient_id\" ORDER BY random()) AS __dp_rn \
+         FROM \"public\".\"visits\" AS \"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
     );
     let sens = sensitivities(&p);
     assert_eq!(sens, [5, 5 * 110, 5]);
@@ -93,12 +94,12 @@ fn real_sums_use_a_power_of_two_grid() {
     let p = try_plan("SELECT SUM(cost) FROM visits WHERE ward = 'A'").unwrap();
     assert!(
         p.backend_sql
-            .contains("SUM(ROUND(LEAST(GREATEST(CAST(\"cost\" AS float8), 0e0), 5e3) * 1.28e2))"),
+            .contains("SUM(ROUND(LEAST(GREATEST(CAST(__dp_a0 AS float8), 0e0), 5e3) * 1.28e2))"),
         "{}",
         p.backend_sql
     );
     assert!(
-        p.backend_sql.contains("WHERE \"ward\" = 'A'"),
+        p.backend_sql.contains("WHERE \"visits\".\"ward\" = 'A'"),
         "{}",
         p.backend_sql
     );
@@ -112,9 +113,12 @@ fn row_level_tables_need_no_window() {
     let p = try_plan("SELECT SUM(score) FROM events WHERE score > -3").unwrap();
     assert_eq!(
         p.backend_sql,
-        "SELECT CAST(COALESCE(SUM(LEAST(GREATEST(\"score\", -10), 3)), 0) AS text) AS m0 FROM \"public\".\"events\" WHERE \"score\" > -3"
+        "SELECT CAST(COALESCE(SUM(CAST(LEAST(GREATEST(__dp_a0, -2), 3) AS bigint)), 0) AS text) AS m0 \
+         FROM (SELECT CAST(LEAST(GREATEST(\"events\".\"score\", -2), 3) AS bigint) AS __dp_a0 \
+         FROM \"public\".\"events\" AS \"events\" WHERE \"events\".\"score\" > -3) AS __dp_bounded"
     );
-    assert_eq!(p.release.measurements[0].noise.sensitivity(), 10);
+    // WHERE score > -3 narrows [-10, 3] to [-2, 3].
+    assert_eq!(p.release.measurements[0].noise.sensitivity(), 3);
 }
 
 #[test]
@@ -122,7 +126,7 @@ fn where_columns_are_normalised_and_checked() {
     let p = try_plan("SELECT COUNT(*) FROM visits v WHERE AGE BETWEEN 18 AND 65 AND (ward IN ('A','B') OR cost IS NULL)").unwrap();
     assert!(
         p.backend_sql.contains(
-            "WHERE \"age\" BETWEEN 18 AND 65 AND (\"ward\" IN ('A', 'B') OR \"cost\" IS NULL)"
+            "WHERE \"v\".\"age\" BETWEEN 18 AND 65 AND (\"v\".\"ward\" IN ('A', 'B') OR \"v\".\"cost\" IS NULL)"
         ),
         "{}",
         p.backend_sql
@@ -132,8 +136,8 @@ fn where_columns_are_normalised_and_checked() {
         "42703"
     );
     assert_eq!(
-        refused("SELECT COUNT(*) FROM visits WHERE age / 0 = 1").code,
-        "0A000"
+        refused("SELECT COUNT(*) FROM visits WHERE age / 'x' = 1").code,
+        "42804"
     );
     assert_eq!(
         refused("SELECT COUNT(*) FROM visits WHERE age IN (SELECT 1)").code,
@@ -150,24 +154,31 @@ fn refusals_have_codes_and_hints() {
     for (sql, code) in [
         ("SELECT * FROM visits", "42501"),
         ("SELECT age FROM visits", "42501"),
-        ("SELECT DISTINCT ward FROM visits", "42501"),
         ("SELECT MAX(age) FROM visits", "0A000"),
         ("SELECT MIN(age) FROM visits", "0A000"),
         ("SELECT COUNT(*) FROM secrets", "42P01"),
         ("SELECT SUM(ward) FROM visits", "42804"),
         ("SELECT SUM(patient_id) FROM visits", "42804"),
-        ("SELECT COUNT(*) FROM visits GROUP BY ward", "0A000"),
         ("SELECT COUNT(*) FROM visits JOIN events ON true", "0A000"),
         ("SELECT COUNT(*) FROM wards", "0A000"),
         (
             "SELECT COUNT(*) FROM visits UNION SELECT COUNT(*) FROM visits",
             "0A000",
         ),
-        ("SELECT COUNT(*) FROM (SELECT * FROM visits) t", "0A000"),
-        ("SELECT COUNT(*) FROM visits ORDER BY 1", "0A000"),
-        ("SELECT SUM(age + 1) FROM visits", "0A000"),
-        ("SELECT COUNT(DISTINCT age) FROM visits", "0A000"),
-        ("SELECT random() FROM visits", "0A000"),
+        (
+            "SELECT COUNT(*) FROM (SELECT COUNT(*) FROM visits) t",
+            "0A000",
+        ),
+        ("SELECT COUNT(*) FROM visits ORDER BY 2", "42P10"),
+        ("SELECT SUM(cost / age) FROM visits", "0A000"),
+        ("SELECT SUM(DISTINCT age) FROM visits", "0A000"),
+        ("SELECT random() FROM visits", "42501"),
+        ("SELECT COUNT(*), random() FROM visits", "0A000"),
+        ("SELECT age, COUNT(*) FROM visits", "42803"),
+        (
+            "SELECT patient_id, COUNT(*) FROM visits GROUP BY patient_id",
+            "42501",
+        ),
     ] {
         let r = refused(sql);
         assert_eq!(r.code, code, "{sql}: {r}");
@@ -203,7 +214,7 @@ fn parameters_are_typed_and_bound() {
     let p = plan(&q, &cfg, 0.5).unwrap();
     assert!(
         p.backend_sql
-            .contains("\"age\" > (-3) AND \"ward\" = 'A''; DROP' AND \"cost\" < 2.5e0"),
+            .contains("\"visits\".\"age\" > (-3) AND \"visits\".\"ward\" = 'A''; DROP' AND \"visits\".\"cost\" < 2.5e0"),
         "{}",
         p.backend_sql
     );
@@ -241,7 +252,7 @@ fn variances_use_centred_sums_on_grids() {
     assert_eq!(sens, [5, 5 * 55 * 16384, 5 * 3025 * 256]);
     assert!(
         p.backend_sql
-            .contains("(LEAST(GREATEST(CAST(\"age\" AS float8), 0e0), 1.1e2) - 5.5e1)"),
+            .contains("(LEAST(GREATEST(CAST(__dp_a0 AS float8), 0e0), 1.1e2) - 5.5e1)"),
         "{}",
         p.backend_sql
     );
@@ -260,7 +271,7 @@ fn percentiles_use_a_noisy_histogram() {
     // A unit's 5 rows move at most 5 bin counts by one each.
     assert_eq!(p.release.measurements[0].noise.sensitivity(), 5);
     assert!(p.backend_sql.contains(
-        "width_bucket(LEAST(GREATEST(CAST(\"cost\" AS float8), 0e0), 5e3), 0e0, 5e3, 64)"
+        "width_bucket(LEAST(GREATEST(CAST(__dp_a0 AS float8), 0e0), 5e3), 0e0, 5e3, 64)"
     ));
     match p.release.outputs[0] {
         dpgate_dp::release::Output::Quantile { p, .. } => {

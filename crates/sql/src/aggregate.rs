@@ -1,0 +1,452 @@
+//! Aggregate calls → measurements. Each aggregate becomes one or more
+//! integer measurements over the bounded rows (counts, sums on a grid,
+//! histograms), each with the sensitivity that the contribution bound and
+//! the argument's proven range give, and an [`Output`] that derives the
+//! analyst's value from the noisy measurements.
+
+use dpgate_dp::release::Output;
+use dpgate_dp::sensitivity::Contribution;
+use dpgate_dp::Grid;
+use sqlparser::ast::{
+    DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
+    OrderBySort, Value,
+};
+
+use crate::classify::object_name;
+use crate::error::{sqlstate, Refusal};
+use crate::expr::{clamp_sql, compile, Range, SqlType, Typed};
+use crate::scope::Scope;
+
+/// Aggregate functions dpgate knows (answered or refused with a reason).
+pub fn is_aggregate(name: &str) -> bool {
+    matches!(
+        name,
+        "count"
+            | "sum"
+            | "avg"
+            | "mean"
+            | "variance"
+            | "var_samp"
+            | "var_pop"
+            | "stddev"
+            | "stddev_samp"
+            | "stddev_pop"
+            | "median"
+            | "percentile_cont"
+            | "percentile_disc"
+            | "min"
+            | "max"
+            | "array_agg"
+            | "string_agg"
+            | "json_agg"
+            | "jsonb_agg"
+            | "bool_and"
+            | "bool_or"
+            | "every"
+            | "mode"
+            | "corr"
+            | "covar_pop"
+            | "covar_samp"
+            | "bit_and"
+            | "bit_or"
+    )
+}
+
+/// Whether `e` calls an aggregate (including ordered-set and window
+/// calls, which are refused with a reason when planned).
+pub fn contains_aggregate(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(e, |x| {
+        if let Expr::Function(f) = x {
+            let name = object_name(&f.name).to_ascii_lowercase();
+            if is_aggregate(&name) || !f.within_group.is_empty() || f.over.is_some() {
+                found = true;
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+/// Bins of the noisy histogram behind percentiles: 64 keeps the noise on
+/// cumulative counts small while resolving 1/64 of the declared range.
+pub const HISTOGRAM_BINS: usize = 64;
+
+/// One measurement before the budget is split: one SQL aggregate per
+/// coordinate (several for a histogram), its L1 sensitivity and grid.
+#[derive(Clone, Debug)]
+pub struct MeasureSpec {
+    /// Aggregates over the bounded rows, reading `__dp_a<i>` columns.
+    pub sqls: Vec<String>,
+    /// L1 sensitivity of the whole vector, in grid units.
+    pub sensitivity: u64,
+    /// Grid of the raw values.
+    pub grid: Grid,
+}
+
+/// The measurements of a query and the row-level arguments they read.
+#[derive(Clone, Debug, Default)]
+pub struct Measures {
+    /// Measurements, in backend column order.
+    pub specs: Vec<MeasureSpec>,
+    /// Row-level argument SQL, computed before bounding as `__dp_a<i>`.
+    pub args: Vec<String>,
+}
+
+impl Measures {
+    /// The bounded-row column that holds `sql` (shared when identical).
+    fn arg(&mut self, sql: String) -> String {
+        let i = self.args.iter().position(|a| *a == sql).unwrap_or_else(|| {
+            self.args.push(sql);
+            self.args.len() - 1
+        });
+        format!("__dp_a{i}")
+    }
+
+    /// Adds a measurement, or returns the identical one already planned
+    /// (a shared measurement is paid once).
+    pub fn register(&mut self, sqls: Vec<String>, sensitivity: u64, grid: Grid) -> usize {
+        if let Some(i) = self.specs.iter().position(|s| s.sqls == sqls) {
+            return i;
+        }
+        self.specs.push(MeasureSpec {
+            sqls,
+            sensitivity,
+            grid,
+        });
+        self.specs.len() - 1
+    }
+
+    /// `COUNT(*)` over the bounded rows (also the partition selection count).
+    pub fn count_rows(&mut self, max_rows: u64) -> usize {
+        self.register(
+            vec!["COUNT(*)".into()],
+            Contribution::ungrouped(max_rows).count().l1,
+            Grid::INTEGER,
+        )
+    }
+}
+
+/// How much one unit contributes: at most `max_rows` rows in total, so
+/// across all groups a count changes by at most `max_rows` in L1.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// Rows kept per unit.
+    pub max_rows: u64,
+    /// The query has GROUP BY (a unit may reach up to `max_rows` groups).
+    pub grouped: bool,
+}
+
+/// The type a released aggregate has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggType {
+    /// bigint
+    Int,
+    /// double precision
+    Float,
+}
+
+/// Plans the aggregate call `f`.
+pub fn plan_aggregate(
+    f: &Function,
+    scope: &Scope,
+    bound: Bound,
+    measures: &mut Measures,
+) -> Result<(Output, AggType), Refusal> {
+    let name = object_name(&f.name).to_ascii_lowercase();
+    if f.over.is_some() {
+        return Err(Refusal::unsupported(
+            "window functions are not supported",
+            "use plain aggregates, with GROUP BY for one value per group",
+        ));
+    }
+    let filter = f
+        .filter
+        .as_ref()
+        .map(|c| {
+            let t = compile(c, scope)?;
+            if !matches!(t.ty, SqlType::Bool | SqlType::Unknown) {
+                return Err(Refusal::new(
+                    sqlstate::DATATYPE_MISMATCH,
+                    "FILTER needs a boolean condition",
+                    "write FILTER (WHERE age > 40)",
+                ));
+            }
+            Ok(t.sql)
+        })
+        .transpose()?;
+    let contribution = Contribution::ungrouped(bound.max_rows);
+    let filtered = |sql: String| match &filter {
+        Some(c) => format!("CASE WHEN {c} THEN {sql} END"),
+        None => sql,
+    };
+    if !f.within_group.is_empty() {
+        let (arg, p) = percentile(f, &name, scope)?;
+        return quantile(&name, &arg, p, contribution, filtered, measures);
+    }
+    let (arg, distinct) = argument(f, &name, scope)?;
+    let count_of = |measures: &mut Measures, sql: String| {
+        let a = measures.arg(filtered(sql));
+        measures.register(
+            vec![format!("COUNT({a})")],
+            contribution.count().l1,
+            Grid::INTEGER,
+        )
+    };
+    if distinct && name != "count" {
+        return Err(Refusal::unsupported(
+            format!("{}(DISTINCT ...) is not supported", name.to_uppercase()),
+            "use COUNT(DISTINCT col), or the aggregate without DISTINCT",
+        ));
+    }
+    let count_output = |m| Ok((Output::Count { measurement: m }, AggType::Int));
+    let Some(arg) = arg else {
+        // COUNT(*) and COUNT(<constant>).
+        let m = match &filter {
+            None => measures.count_rows(bound.max_rows),
+            Some(_) => count_of(measures, "1".into()),
+        };
+        return count_output(m);
+    };
+    match name.as_str() {
+        "count" if distinct => {
+            let a = measures.arg(filtered(arg.sql.clone()));
+            let per = Contribution {
+                max_partitions: if bound.grouped { bound.max_rows } else { 1 },
+                max_rows: bound.max_rows,
+            };
+            let m = measures.register(
+                vec![format!("COUNT(DISTINCT {a})")],
+                per.count_distinct(arg.is_unit).l1,
+                Grid::INTEGER,
+            );
+            count_output(m)
+        }
+        // Clamped where possible, so COUNT(age) and AVG(age) share a count.
+        "count" => count_output(count_of(
+            measures,
+            arg.operand().unwrap_or_else(|_| arg.sql.clone()),
+        )),
+        "sum" | "avg" | "mean" => {
+            let range = arg.finite_range(&name.to_uppercase())?;
+            let a = measures.arg(filtered(arg.operand()?));
+            let (sql, grid) = clamped_sum(&a, arg.ty, range);
+            let sum = measures.register(
+                vec![sql],
+                contribution.sum(grid.max_units(range.lo, range.hi)).l1,
+                grid,
+            );
+            let integer = arg.ty == SqlType::Int;
+            if name == "sum" {
+                let ty = if integer { AggType::Int } else { AggType::Float };
+                return Ok((
+                    Output::Sum {
+                        measurement: sum,
+                        integer,
+                    },
+                    ty,
+                ));
+            }
+            let count = count_of(measures, arg.operand()?);
+            Ok((
+                Output::Mean {
+                    sum,
+                    count,
+                    lower: range.lo,
+                    upper: range.hi,
+                },
+                AggType::Float,
+            ))
+        }
+        "variance" | "var_samp" | "var_pop" | "stddev" | "stddev_samp" | "stddev_pop" => {
+            let range = arg.finite_range(&name.to_uppercase())?;
+            let (center, radius) = ((range.lo + range.hi) / 2.0, (range.hi - range.lo) / 2.0);
+            let a = measures.arg(filtered(arg.operand()?));
+            let centred = format!("({} - {center:e})", clamp_sql(&a, SqlType::Float, range));
+            let g1 = Grid::for_magnitude(radius);
+            let g2 = Grid::for_magnitude(radius * radius);
+            let count = measures.register(
+                vec![format!("COUNT({a})")],
+                contribution.count().l1,
+                Grid::INTEGER,
+            );
+            let sum = measures.register(
+                vec![on_grid(&centred, g1)],
+                contribution.sum(g1.max_units(-radius, radius)).l1,
+                g1,
+            );
+            let sum_squares = measures.register(
+                vec![on_grid(&format!("({centred} * {centred})"), g2)],
+                contribution.sum(g2.max_units(0.0, radius * radius)).l1,
+                g2,
+            );
+            Ok((
+                Output::Variance {
+                    count,
+                    sum,
+                    sum_squares,
+                    radius,
+                    sample: !name.ends_with("_pop"),
+                    stddev: name.starts_with("stddev"),
+                },
+                AggType::Float,
+            ))
+        }
+        "median" => quantile(&name, &arg, 0.5, contribution, filtered, measures),
+        "min" | "max" => Err(Refusal::unsupported(
+            format!(
+                "{} reveals one person's value and has no private version",
+                name.to_uppercase()
+            ),
+            "ask for a percentile instead, e.g. PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY col)",
+        )),
+        _ => Err(Refusal::unsupported(
+            format!("the aggregate {name} is not supported in private queries"),
+            "use COUNT, COUNT(DISTINCT), SUM, AVG, VARIANCE, STDDEV, MEDIAN or PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY col)",
+        )),
+    }
+}
+
+/// The one argument of an aggregate (`None` for `*` or a constant), and
+/// whether it is DISTINCT.
+fn argument(f: &Function, name: &str, scope: &Scope) -> Result<(Option<Typed>, bool), Refusal> {
+    let FunctionArguments::List(list) = &f.args else {
+        return Err(Refusal::unsupported(
+            format!("{name} needs an argument list"),
+            "write e.g. COUNT(*) or SUM(cost)",
+        ));
+    };
+    if !list.clauses.is_empty() {
+        return Err(Refusal::unsupported(
+            format!("{name}(... ORDER BY/LIMIT) is not supported"),
+            "aggregate without clauses inside the parentheses",
+        ));
+    }
+    let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
+    let arg = match list.args.as_slice() {
+        [FunctionArg::Unnamed(a)] => a,
+        [] => {
+            return Err(Refusal::new(
+                sqlstate::SYNTAX_ERROR,
+                format!("{name}() needs an argument"),
+                "write COUNT(*)",
+            ))
+        }
+        _ => {
+            return Err(Refusal::unsupported(
+                format!("{name} takes one argument here"),
+                "aggregate one column or expression",
+            ))
+        }
+    };
+    match arg {
+        FunctionArgExpr::Wildcard if name == "count" && !distinct => Ok((None, false)),
+        FunctionArgExpr::Expr(Expr::Value(v))
+            if name == "count" && !distinct && !matches!(v.value, Value::Null) =>
+        {
+            Ok((None, false))
+        }
+        FunctionArgExpr::Expr(e) => Ok((Some(compile(e, scope)?), distinct)),
+        _ => Err(Refusal::unsupported(
+            format!("{name}(*) is not supported"),
+            "aggregate a declared column",
+        )),
+    }
+}
+
+/// `PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY expr [ASC|DESC])`, and `_DISC`.
+fn percentile(f: &Function, name: &str, scope: &Scope) -> Result<(Typed, f64), Refusal> {
+    let hint =
+        "write PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY col) with a constant p between 0 and 1";
+    if name != "percentile_cont" && name != "percentile_disc" {
+        return Err(Refusal::unsupported(
+            format!("{name}(...) WITHIN GROUP is not supported"),
+            hint,
+        ));
+    }
+    let p = match &f.args {
+        FunctionArguments::List(list) => match list.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] => match &v.value {
+                Value::Number(n, _) => n.parse::<f64>().ok(),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    let p = p.filter(|p| (0.0..=1.0).contains(p)).ok_or_else(|| {
+        Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("{name} needs one constant fraction between 0 and 1"),
+            hint,
+        )
+    })?;
+    let [order] = f.within_group.as_slice() else {
+        return Err(Refusal::unsupported(
+            format!("{name} orders by one expression"),
+            hint,
+        ));
+    };
+    let descending = matches!(order.options.sort, Some(OrderBySort::Desc));
+    Ok((
+        compile(&order.expr, scope)?,
+        if descending { 1.0 - p } else { p },
+    ))
+}
+
+fn quantile(
+    name: &str,
+    arg: &Typed,
+    p: f64,
+    contribution: Contribution,
+    filtered: impl Fn(String) -> String,
+    measures: &mut Measures,
+) -> Result<(Output, AggType), Refusal> {
+    let range = arg.finite_range(&name.to_uppercase())?;
+    if range.lo >= range.hi {
+        return Err(Refusal::unsupported(
+            format!(
+                "{} has a single possible value, so it has no quantiles",
+                arg.sql
+            ),
+            "ask the data owner to declare distinct lower and upper bounds",
+        ));
+    }
+    let a = measures.arg(filtered(arg.operand()?));
+    let bucket = format!(
+        "LEAST(width_bucket({}, {:e}, {:e}, {HISTOGRAM_BINS}), {HISTOGRAM_BINS})",
+        clamp_sql(&a, SqlType::Float, range),
+        range.lo,
+        range.hi
+    );
+    let sqls = (1..=HISTOGRAM_BINS)
+        .map(|i| format!("COUNT(CASE WHEN {bucket} = {i} THEN 1 END)"))
+        .collect();
+    let histogram = measures.register(sqls, contribution.histogram().l1, Grid::INTEGER);
+    Ok((
+        Output::Quantile {
+            histogram,
+            lower: range.lo,
+            upper: range.hi,
+            p,
+        },
+        AggType::Float,
+    ))
+}
+
+/// SQL for the sum of clamped values in grid units, and the grid.
+fn clamped_sum(arg: &str, ty: SqlType, range: Range) -> (String, Grid) {
+    if ty == SqlType::Int {
+        return (format!("SUM({})", clamp_sql(arg, ty, range)), Grid::INTEGER);
+    }
+    let grid = Grid::for_magnitude(range.max_abs());
+    (on_grid(&clamp_sql(arg, SqlType::Float, range), grid), grid)
+}
+
+/// The sum of `value` rounded onto `grid`. Multiplying by a power of two is
+/// exact in float8, and ROUND puts each value on the grid, so the sum is
+/// an exact integer in grid units.
+fn on_grid(value: &str, grid: Grid) -> String {
+    let scale = 2f64.powi(-grid.exponent);
+    format!("SUM(ROUND({value} * {scale:e}))")
+}

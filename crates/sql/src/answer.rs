@@ -1,0 +1,232 @@
+//! From the backend's raw groups to the analyst's rows: arrange groups
+//! (declared domains in full), add the noise drawn beforehand, drop keys
+//! that fail partition selection, derive aggregates, then post-process
+//! (select-list arithmetic, HAVING, DISTINCT, ORDER BY, OFFSET, LIMIT).
+//! Pure: the server does the I/O and draws the noise.
+
+use std::cmp::Ordering;
+
+use dpgate_dp::release::{NoiseDraw, Released};
+
+use crate::constant::Constant;
+use crate::plan::{Grouping, OutputType, Plan};
+use crate::post::{compare, PostExpr};
+
+/// One row of the backend query: key texts and raw measured values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawGroup {
+    /// Group keys as text (`None` is NULL).
+    pub keys: Vec<Option<String>>,
+    /// Raw values of every measurement, concatenated.
+    pub values: Vec<i64>,
+}
+
+/// Released rows, each value with the half-width of its interval where
+/// one is known (aggregates selected directly).
+#[derive(Clone, Debug, Default)]
+pub struct Answer {
+    /// Rows in release order.
+    pub rows: Vec<Vec<Constant>>,
+    /// Per row, per column: the half-width at the configured confidence.
+    pub half_widths: Vec<Vec<Option<f64>>>,
+}
+
+/// A released row: values, half-widths, and its ORDER BY values.
+type Row = (Vec<Constant>, Vec<Option<f64>>, Vec<Constant>);
+
+impl Plan {
+    /// Groups whose noise can be drawn before any data is read: 1 without
+    /// GROUP BY, the domain size for declared domains, `None` when keys
+    /// come from partition selection.
+    pub fn groups_before_data(&self) -> Option<usize> {
+        match &self.grouping {
+            Grouping::None => Some(1),
+            Grouping::Domain { groups, .. } => Some(groups.len()),
+            Grouping::Selection { .. } => None,
+        }
+    }
+
+    /// Puts raw groups in release order. Declared domains yield every key,
+    /// with zeros where the backend returned no row, and drop keys outside
+    /// the domain; without GROUP BY there is exactly one group.
+    pub fn arrange(&self, raw: Vec<RawGroup>) -> Vec<RawGroup> {
+        let zeros = vec![0; self.release.raw_len()];
+        match &self.grouping {
+            Grouping::None => vec![raw.into_iter().next().unwrap_or(RawGroup {
+                keys: vec![],
+                values: zeros,
+            })],
+            Grouping::Domain { keys, groups } => groups
+                .iter()
+                .map(|g| {
+                    let found = raw.iter().find(|r| {
+                        r.keys.len() == g.len()
+                            && r.keys
+                                .iter()
+                                .zip(g)
+                                .zip(keys)
+                                .all(|((a, b), ty)| same_key(a.as_deref(), b.as_deref(), *ty))
+                    });
+                    RawGroup {
+                        keys: g.clone(),
+                        values: found.map_or_else(|| zeros.clone(), |r| r.values.clone()),
+                    }
+                })
+                .collect(),
+            Grouping::Selection { .. } => raw,
+        }
+    }
+
+    /// Noises arranged groups with one draw each, selects, derives and
+    /// post-processes.
+    pub fn finish(&self, groups: &[RawGroup], draws: &[NoiseDraw], confidence: f64) -> Answer {
+        let key_types: &[OutputType] = match &self.grouping {
+            Grouping::None => &[],
+            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys,
+        };
+        let mut rows: Vec<Row> = Vec::new();
+        for (g, draw) in groups.iter().zip(draws) {
+            let noisy = self.release.add_noise(&g.values, draw);
+            if let Grouping::Selection {
+                count, threshold, ..
+            } = &self.grouping
+            {
+                if noisy[*count][0] < *threshold {
+                    continue;
+                }
+            }
+            let derived = self.release.derive_all(&noisy, confidence);
+            let aggs: Vec<Constant> = derived
+                .iter()
+                .map(|d| match d.value {
+                    Released::Int(i) => Constant::Int(i),
+                    Released::Float(f) if f.is_finite() => Constant::Float(f),
+                    Released::Float(_) => Constant::Null,
+                })
+                .collect();
+            let keys: Vec<Constant> = g
+                .keys
+                .iter()
+                .zip(key_types)
+                .map(|(k, ty)| key_value(k.as_deref(), *ty))
+                .collect();
+            if let Some(h) = &self.post.having {
+                if h.eval(&aggs, &keys) != Constant::Bool(true) {
+                    continue;
+                }
+            }
+            let values: Vec<Constant> = self
+                .post
+                .items
+                .iter()
+                .map(|p| p.eval(&aggs, &keys))
+                .collect();
+            let widths = self
+                .post
+                .items
+                .iter()
+                .map(|p| match p {
+                    PostExpr::Agg(i) => Some(derived[*i].half_width),
+                    _ => None,
+                })
+                .collect();
+            let sort_keys = self
+                .post
+                .order
+                .iter()
+                .map(|(p, _, _)| p.eval(&aggs, &keys))
+                .collect();
+            rows.push((values, widths, sort_keys));
+        }
+        if self.post.distinct {
+            let mut seen: Vec<Vec<Constant>> = Vec::new();
+            rows.retain(|(v, _, _)| {
+                let new = !seen.contains(v);
+                if new {
+                    seen.push(v.clone());
+                }
+                new
+            });
+        }
+        if !self.post.order.is_empty() {
+            rows.sort_by(|a, b| {
+                for (i, (_, desc, nulls_first)) in self.post.order.iter().enumerate() {
+                    let o = order_values(&a.2[i], &b.2[i], *desc, *nulls_first);
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                Ordering::Equal
+            });
+        }
+        let limit = self.post.limit.map_or(usize::MAX, |l| l as usize);
+        let (rows, half_widths) = rows
+            .into_iter()
+            .skip(self.post.offset as usize)
+            .take(limit)
+            .map(|(v, w, _)| (v, w))
+            .unzip();
+        Answer { rows, half_widths }
+    }
+}
+
+fn order_values(a: &Constant, b: &Constant, desc: bool, nulls_first: bool) -> Ordering {
+    match (a, b) {
+        (Constant::Null, Constant::Null) => Ordering::Equal,
+        (Constant::Null, _) => {
+            if nulls_first {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            }
+        }
+        (_, Constant::Null) => {
+            if nulls_first {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            }
+        }
+        _ => {
+            let o = compare(a, b).unwrap_or(Ordering::Equal);
+            if desc {
+                o.reverse()
+            } else {
+                o
+            }
+        }
+    }
+}
+
+/// Keys compare as values of their type: `5` and `5.0`, `t` and `true`.
+fn same_key(a: Option<&str>, b: Option<&str>, ty: OutputType) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => key_value(Some(a), ty) == key_value(Some(b), ty),
+        _ => false,
+    }
+}
+
+/// A key's text as a typed value.
+pub fn key_value(text: Option<&str>, ty: OutputType) -> Constant {
+    let Some(t) = text else {
+        return Constant::Null;
+    };
+    match ty {
+        OutputType::Int => t.trim().parse().map(Constant::Int).unwrap_or_else(|_| {
+            t.trim()
+                .parse::<f64>()
+                .map_or(Constant::Text(t.into()), |f| Constant::Int(f as i64))
+        }),
+        OutputType::Float => t
+            .trim()
+            .parse()
+            .map_or(Constant::Text(t.into()), Constant::Float),
+        OutputType::Bool => match t.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" => Constant::Bool(true),
+            "f" | "false" => Constant::Bool(false),
+            _ => Constant::Text(t.into()),
+        },
+        OutputType::Text => Constant::Text(t.into()),
+    }
+}

@@ -1,0 +1,1383 @@
+//! Row-level expressions (in WHERE, GROUP BY, aggregate arguments and FROM
+//! subqueries): checked against the columns in scope, typed, bounded by
+//! interval arithmetic from the declared column bounds, and rendered as
+//! backend SQL that cannot fail on any row (invariant 6).
+//!
+//! Numeric columns used inside arithmetic or functions are read clamped to
+//! their declared bounds, so every computed value has a proven range and
+//! no row can make the backend overflow or divide by zero. Bare columns in
+//! comparisons are read as stored.
+
+use dpgate_config::ColumnType;
+use sqlparser::ast::{
+    BinaryOperator, CastKind, CeilFloorKind, DataType, Expr, Function, FunctionArg,
+    FunctionArgExpr, FunctionArguments, UnaryOperator, Value,
+};
+
+use crate::classify::object_name;
+use crate::error::{sqlstate, Refusal};
+use crate::scope::Scope;
+
+/// Types of row-level values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlType {
+    /// Integers (computed as bigint).
+    Int,
+    /// Real numbers (float8).
+    Float,
+    /// Text.
+    Text,
+    /// Booleans.
+    Bool,
+    /// Dates.
+    Date,
+    /// Timestamps.
+    Timestamp,
+    /// NULL, an untyped string literal, or a privacy unit of undeclared type.
+    Unknown,
+}
+
+impl From<ColumnType> for SqlType {
+    fn from(t: ColumnType) -> SqlType {
+        match t {
+            ColumnType::Int => SqlType::Int,
+            ColumnType::Float => SqlType::Float,
+            ColumnType::Text => SqlType::Text,
+            ColumnType::Bool => SqlType::Bool,
+            ColumnType::Date => SqlType::Date,
+            ColumnType::Timestamp => SqlType::Timestamp,
+        }
+    }
+}
+
+impl SqlType {
+    /// Int or Float.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, SqlType::Int | SqlType::Float)
+    }
+
+    /// PostgreSQL's name for the type, for messages.
+    pub fn pg_name(self) -> &'static str {
+        match self {
+            SqlType::Int => "integer",
+            SqlType::Float => "double precision",
+            SqlType::Text => "text",
+            SqlType::Bool => "boolean",
+            SqlType::Date => "date",
+            SqlType::Timestamp => "timestamp",
+            SqlType::Unknown => "unknown",
+        }
+    }
+}
+
+/// A closed numeric interval; infinite ends mean "no bound".
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Range {
+    /// Lower end.
+    pub lo: f64,
+    /// Upper end.
+    pub hi: f64,
+}
+
+impl Range {
+    /// No bound at all.
+    pub const ALL: Range = Range {
+        lo: f64::NEG_INFINITY,
+        hi: f64::INFINITY,
+    };
+
+    /// `[lo, hi]`.
+    pub fn new(lo: f64, hi: f64) -> Range {
+        Range { lo, hi }
+    }
+
+    /// Both ends finite.
+    pub fn is_finite(&self) -> bool {
+        self.lo.is_finite() && self.hi.is_finite()
+    }
+
+    /// The smallest interval holding both.
+    pub fn hull(self, other: Range) -> Range {
+        Range::new(self.lo.min(other.lo), self.hi.max(other.hi))
+    }
+
+    /// The largest absolute value.
+    pub fn max_abs(&self) -> f64 {
+        self.lo.abs().max(self.hi.abs())
+    }
+
+    fn contains_zero(&self) -> bool {
+        self.lo <= 0.0 && self.hi >= 0.0
+    }
+
+    fn map_monotone(self, f: impl Fn(f64) -> f64) -> Range {
+        Range::new(f(self.lo), f(self.hi))
+    }
+}
+
+/// A literal as written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Literal {
+    /// NULL.
+    Null,
+    /// A number.
+    Number(f64),
+    /// A string (untyped until compared).
+    Text(String),
+    /// TRUE or FALSE.
+    Bool(bool),
+}
+
+/// A checked row-level expression.
+#[derive(Clone, Debug)]
+pub struct Typed {
+    /// Backend SQL (bare columns unclamped; see [`Typed::operand`]).
+    pub sql: String,
+    /// Its type.
+    pub ty: SqlType,
+    /// Proven range of numeric values (before NULLs).
+    pub range: Range,
+    /// Every value it can take, when that is a public, finite list
+    /// (`None` in the list is NULL). Keys with a domain are released in full.
+    pub domain: Option<Vec<Option<String>>>,
+    /// It is a privacy unit column.
+    pub is_unit: bool,
+    /// It is a bare column reference.
+    pub column: bool,
+    /// It is a literal.
+    pub literal: Option<Literal>,
+}
+
+/// Largest magnitude allowed in integer arithmetic (well inside bigint).
+const INT_LIMIT: f64 = 4.0e18;
+/// Largest magnitude allowed in float arithmetic (far from float8 overflow).
+const FLOAT_LIMIT: f64 = 1.0e100;
+/// Divisors closer to zero than this give NULL, so a quotient stays finite.
+const MIN_DIVISOR: f64 = 1.0e-100;
+/// Largest integer range turned into a public domain (e.g. extract(day)).
+const MAX_INT_DOMAIN: f64 = 400.0;
+
+impl Typed {
+    fn new(sql: String, ty: SqlType, range: Range) -> Typed {
+        Typed {
+            sql,
+            ty,
+            range,
+            domain: None,
+            is_unit: false,
+            column: false,
+            literal: None,
+        }
+    }
+
+    fn with_domain(mut self, domain: Option<Vec<Option<String>>>) -> Typed {
+        self.domain = domain;
+        self
+    }
+
+    /// SQL for use inside arithmetic and functions: a bare numeric column
+    /// is clamped to its (possibly narrowed) bounds and read as bigint or
+    /// float8, so the computation that follows cannot fail.
+    pub fn operand(&self) -> Result<String, Refusal> {
+        if !(self.column && self.ty.is_numeric()) {
+            return Ok(self.sql.clone());
+        }
+        if !self.range.is_finite() {
+            return Err(Refusal::unsupported(
+                format!(
+                    "{} has no declared bounds, so arithmetic on it could overflow",
+                    self.sql
+                ),
+                "ask the data owner to declare lower and upper bounds for it in proxy.toml, or compare it directly",
+            ));
+        }
+        Ok(clamp_sql(&self.sql, self.ty, self.range))
+    }
+
+    /// The numeric range, which must be finite (for sums, means, quantiles).
+    pub fn finite_range(&self, what: &str) -> Result<Range, Refusal> {
+        if !self.ty.is_numeric() {
+            return Err(Refusal::new(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "{what} needs a number, but {} is {}",
+                    self.sql,
+                    self.ty.pg_name()
+                ),
+                "aggregate an int or float column or expression",
+            ));
+        }
+        if self.is_unit {
+            return Err(Refusal::new(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "{} identifies a person and has no bounds to {what}",
+                    self.sql
+                ),
+                "count it with COUNT(DISTINCT ...) instead",
+            ));
+        }
+        if !self.range.is_finite() {
+            return Err(Refusal::unsupported(
+                format!("{what} of {} is unbounded: dpgate cannot prove a finite range for it", self.sql),
+                "clamp it, e.g. LEAST(GREATEST(expr, 0), 100), or ask the data owner to declare bounds for its columns",
+            ));
+        }
+        Ok(self.range)
+    }
+}
+
+/// `sql` clamped into `range` and cast to bigint or float8.
+pub fn clamp_sql(sql: &str, ty: SqlType, range: Range) -> String {
+    if ty == SqlType::Int {
+        format!(
+            "CAST(LEAST(GREATEST({sql}, {}), {}) AS bigint)",
+            range.lo as i64, range.hi as i64
+        )
+    } else {
+        // NaN sorts above every number in PostgreSQL, so it lands on hi.
+        format!(
+            "LEAST(GREATEST(CAST({sql} AS float8), {:e}), {:e})",
+            range.lo, range.hi
+        )
+    }
+}
+
+/// Quotes a string literal for SQL.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn unsupported(what: impl std::fmt::Display) -> Refusal {
+    Refusal::unsupported(
+        format!("{what} is not supported in private queries"),
+        "use columns, constants, arithmetic (+ - * / %), comparisons, AND/OR/NOT, IN, BETWEEN, LIKE, IS NULL, CASE, COALESCE, NULLIF, LEAST, GREATEST, ABS, ROUND, FLOOR, CEIL, CAST, date_trunc, extract and width_bucket",
+    )
+}
+
+fn mismatch(message: String, hint: impl Into<String>) -> Refusal {
+    Refusal::new(sqlstate::DATATYPE_MISMATCH, message, hint)
+}
+
+/// Checks and renders a row-level expression.
+pub fn compile(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
+    match expr {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(scope.lookup(expr)?.typed.clone()),
+        Expr::Value(v) => literal(&v.value),
+        Expr::TypedString(ts) => typed_string(&ts.data_type, &ts.value.value),
+        Expr::Nested(inner) => {
+            let mut t = compile(inner, scope)?;
+            if !t.column {
+                t.sql = format!("({})", t.sql);
+            }
+            Ok(t)
+        }
+        Expr::UnaryOp { op, expr: inner } => unary(*op, compile(inner, scope)?),
+        Expr::BinaryOp { left, op, right } => {
+            binary(compile(left, scope)?, op, compile(right, scope)?)
+        }
+        Expr::IsNull(e) => is_check(e, "IS NULL", false, scope),
+        Expr::IsNotNull(e) => is_check(e, "IS NOT NULL", false, scope),
+        Expr::IsTrue(e) => is_check(e, "IS TRUE", true, scope),
+        Expr::IsFalse(e) => is_check(e, "IS FALSE", true, scope),
+        Expr::IsNotTrue(e) => is_check(e, "IS NOT TRUE", true, scope),
+        Expr::IsNotFalse(e) => is_check(e, "IS NOT FALSE", true, scope),
+        Expr::InList {
+            expr,
+            list,
+            negated,
+        } => {
+            let subject = compile(expr, scope)?;
+            let items = list
+                .iter()
+                .map(|e| {
+                    let item = compile(e, scope)?;
+                    comparable(&subject, &item)?;
+                    Ok(item.sql)
+                })
+                .collect::<Result<Vec<_>, Refusal>>()?;
+            let not = if *negated { "NOT " } else { "" };
+            Ok(boolean(format!(
+                "{} {not}IN ({})",
+                subject.sql,
+                items.join(", ")
+            )))
+        }
+        Expr::Between {
+            expr,
+            negated,
+            low,
+            high,
+        } => {
+            let subject = compile(expr, scope)?;
+            let (low, high) = (compile(low, scope)?, compile(high, scope)?);
+            comparable(&subject, &low)?;
+            comparable(&subject, &high)?;
+            let not = if *negated { "NOT " } else { "" };
+            Ok(boolean(format!(
+                "{} {not}BETWEEN {} AND {}",
+                subject.sql, low.sql, high.sql
+            )))
+        }
+        Expr::Like {
+            negated,
+            any: false,
+            expr,
+            pattern,
+            escape_char: None,
+        } => like(expr, pattern, *negated, "LIKE", scope),
+        Expr::ILike {
+            negated,
+            any: false,
+            expr,
+            pattern,
+            escape_char: None,
+        } => like(expr, pattern, *negated, "ILIKE", scope),
+        Expr::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => case(
+            operand.as_deref(),
+            conditions,
+            else_result.as_deref(),
+            scope,
+        ),
+        Expr::Cast {
+            kind: CastKind::Cast | CastKind::DoubleColon,
+            expr,
+            data_type,
+            format: None,
+        } => {
+            cast(compile(expr, scope)?, data_type)
+        }
+        Expr::Extract { field, expr, .. } => extract(&field.to_string(), compile(expr, scope)?),
+        Expr::Ceil { expr, field } => ceil_floor("ceil", expr, field, scope),
+        Expr::Floor { expr, field } => ceil_floor("floor", expr, field, scope),
+        Expr::Function(f) => function(f, scope),
+        Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. } => {
+            Err(Refusal::unsupported(
+                "subqueries in expressions are not supported",
+                "join the table instead, or filter with comparisons on columns in FROM",
+            ))
+        }
+        other => Err(unsupported(format!("the expression {other}"))),
+    }
+}
+
+fn boolean(sql: String) -> Typed {
+    Typed::new(sql, SqlType::Bool, Range::ALL).with_domain(Some(vec![
+        Some("true".into()),
+        Some("false".into()),
+        None,
+    ]))
+}
+
+fn literal(value: &Value) -> Result<Typed, Refusal> {
+    let (sql, ty, lit) = match value {
+        Value::Null => ("NULL".to_string(), SqlType::Unknown, Literal::Null),
+        Value::Boolean(b) => (
+            b.to_string().to_uppercase(),
+            SqlType::Bool,
+            Literal::Bool(*b),
+        ),
+        Value::Number(n, _) => {
+            let x: f64 = n
+                .parse()
+                .map_err(|_| unsupported(format!("the number {n}")))?;
+            let int = n.parse::<i64>().is_ok();
+            let sql = if int { n.clone() } else { format!("{x:e}") };
+            let ty = if int { SqlType::Int } else { SqlType::Float };
+            (sql, ty, Literal::Number(x))
+        }
+        Value::SingleQuotedString(s)
+        | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: s, .. }) => {
+            (quote_literal(s), SqlType::Unknown, Literal::Text(s.clone()))
+        }
+        Value::Placeholder(p) => {
+            return Err(Refusal::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("parameter {p} has no value"),
+                "bind a value for every $n parameter",
+            ))
+        }
+        other => return Err(unsupported(format!("the literal {other}"))),
+    };
+    let range = match lit {
+        Literal::Number(x) => Range::new(x, x),
+        _ => Range::ALL,
+    };
+    let domain = match &lit {
+        Literal::Null => Some(vec![None]),
+        Literal::Text(s) => Some(vec![Some(s.clone())]),
+        Literal::Bool(b) => Some(vec![Some(b.to_string())]),
+        Literal::Number(_) => Some(vec![Some(sql.clone())]),
+    };
+    let mut t = Typed::new(sql, ty, range).with_domain(domain);
+    t.literal = Some(lit);
+    Ok(t)
+}
+
+/// `DATE '2024-01-31'`, `TIMESTAMP '2024-01-31 10:00'`: checked here so a
+/// malformed literal is refused before the charge.
+fn typed_string(data_type: &DataType, value: &Value) -> Result<Typed, Refusal> {
+    let text = match value {
+        Value::SingleQuotedString(s) => s.clone(),
+        other => return Err(unsupported(format!("the literal {other}"))),
+    };
+    let ty = match target_type(data_type) {
+        Some(t @ (SqlType::Date | SqlType::Timestamp)) => t,
+        _ => {
+            return Err(unsupported(format!(
+                "the typed literal {data_type} '{text}'"
+            )))
+        }
+    };
+    check_date_text(&text, ty)?;
+    let name = if ty == SqlType::Date {
+        "date"
+    } else {
+        "timestamp"
+    };
+    let mut t = Typed::new(
+        format!("CAST({} AS {name})", quote_literal(&text)),
+        ty,
+        Range::ALL,
+    );
+    t.literal = Some(Literal::Text(text));
+    Ok(t)
+}
+
+/// A date (`YYYY-MM-DD`) or timestamp (date, then an optional time).
+fn check_date_text(text: &str, ty: SqlType) -> Result<(), Refusal> {
+    let t = text.trim();
+    let date = t.get(..10).unwrap_or("");
+    let rest = t.get(10..).unwrap_or("");
+    let parts: Vec<&str> = date.split('-').collect();
+    let ok_date = parts.len() == 3
+        && parts[0].len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        && matches!(parts[1].parse::<u32>(), Ok(1..=12))
+        && matches!(parts[2].parse::<u32>(), Ok(1..=31));
+    let ok_rest = match ty {
+        SqlType::Date => rest.is_empty(),
+        _ => {
+            rest.is_empty()
+                || (rest.starts_with([' ', 'T'])
+                    && rest[1..]
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || matches!(c, ':' | '.' | '+' | '-' | 'Z')))
+        }
+    };
+    if ok_date && ok_rest {
+        Ok(())
+    } else {
+        Err(mismatch(
+            format!("'{text}' is not a valid {}", ty.pg_name()),
+            "write dates as 'YYYY-MM-DD' and timestamps as 'YYYY-MM-DD HH:MM:SS'",
+        ))
+    }
+}
+
+fn unary(op: UnaryOperator, t: Typed) -> Result<Typed, Refusal> {
+    match op {
+        UnaryOperator::Not => {
+            want_bool(&t, "NOT")?;
+            Ok(boolean(format!("NOT {}", t.sql)))
+        }
+        UnaryOperator::Minus | UnaryOperator::Plus => {
+            want_numeric(&t, &op.to_string())?;
+            if op == UnaryOperator::Plus {
+                return Ok(t);
+            }
+            if let Some(Literal::Number(x)) = t.literal {
+                let mut n = literal(&Value::Number(format!("{}", -x), false))?;
+                if t.ty == SqlType::Int {
+                    n.sql = format!("{}", -(x as i64));
+                    n.ty = SqlType::Int;
+                }
+                return Ok(n);
+            }
+            let r = Range::new(-t.range.hi, -t.range.lo);
+            checked(format!("(- {})", t.operand()?), t.ty, r)
+        }
+        other => Err(unsupported(format!("the operator {other}"))),
+    }
+}
+
+fn want_bool(t: &Typed, what: &str) -> Result<(), Refusal> {
+    if matches!(t.ty, SqlType::Bool | SqlType::Unknown) {
+        Ok(())
+    } else {
+        Err(mismatch(
+            format!("argument of {what} must be boolean, not {}", t.ty.pg_name()),
+            "use a comparison, e.g. age > 40",
+        ))
+    }
+}
+
+fn want_numeric(t: &Typed, what: &str) -> Result<(), Refusal> {
+    if t.ty.is_numeric() {
+        Ok(())
+    } else if let Some(Literal::Text(s)) = &t.literal {
+        Err(mismatch(
+            format!("'{s}' is a string, not a number, in {what}"),
+            "write numbers without quotes",
+        ))
+    } else {
+        Err(mismatch(
+            format!("{what} needs numbers, but {} is {}", t.sql, t.ty.pg_name()),
+            "apply arithmetic to int or float columns",
+        ))
+    }
+}
+
+/// A numeric result, refused if its range could overflow the backend type.
+fn checked(sql: String, ty: SqlType, range: Range) -> Result<Typed, Refusal> {
+    let limit = if ty == SqlType::Int {
+        INT_LIMIT
+    } else {
+        FLOAT_LIMIT
+    };
+    if range.lo.is_nan() || range.hi.is_nan() || range.max_abs() > limit {
+        return Err(Refusal::unsupported(
+            format!("{sql} could exceed ±{limit:e} for some rows"),
+            "use smaller constants, or clamp with LEAST/GREATEST first",
+        ));
+    }
+    Ok(Typed::new(sql, ty, range))
+}
+
+fn numeric_type(a: &Typed, b: &Typed) -> SqlType {
+    if a.ty == SqlType::Int && b.ty == SqlType::Int {
+        SqlType::Int
+    } else {
+        SqlType::Float
+    }
+}
+
+fn product(a: f64, b: f64) -> f64 {
+    // 0 × ∞ counts as 0: an exact zero factor stays zero.
+    if a == 0.0 || b == 0.0 {
+        0.0
+    } else {
+        a * b
+    }
+}
+
+fn hull_of(points: [f64; 4]) -> Range {
+    let lo = points.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = points.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    Range::new(lo, hi)
+}
+
+fn binary(a: Typed, op: &BinaryOperator, b: Typed) -> Result<Typed, Refusal> {
+    use BinaryOperator::*;
+    match op {
+        And | Or => {
+            want_bool(&a, &op.to_string())?;
+            want_bool(&b, &op.to_string())?;
+            Ok(boolean(format!("{} {op} {}", a.sql, b.sql)))
+        }
+        Eq | NotEq | Lt | LtEq | Gt | GtEq => {
+            comparable(&a, &b)?;
+            Ok(boolean(format!("{} {op} {}", a.sql, b.sql)))
+        }
+        StringConcat => {
+            for t in [&a, &b] {
+                if !matches!(t.ty, SqlType::Text | SqlType::Unknown) {
+                    return Err(mismatch(
+                        format!("|| joins text, but {} is {}", t.sql, t.ty.pg_name()),
+                        "cast it first: CAST(x AS text)",
+                    ));
+                }
+            }
+            Ok(Typed::new(
+                format!("({} || {})", a.sql, b.sql),
+                SqlType::Text,
+                Range::ALL,
+            ))
+        }
+        Plus | Minus | Multiply | Divide | Modulo => {
+            want_numeric(&a, &op.to_string())?;
+            want_numeric(&b, &op.to_string())?;
+            let ty = numeric_type(&a, &b);
+            let (x, y) = (a.operand()?, b.operand()?);
+            let (ra, rb) = (a.range, b.range);
+            match op {
+                Plus => checked(
+                    format!("({x} + {y})"),
+                    ty,
+                    Range::new(ra.lo + rb.lo, ra.hi + rb.hi),
+                ),
+                Minus => checked(
+                    format!("({x} - {y})"),
+                    ty,
+                    Range::new(ra.lo - rb.hi, ra.hi - rb.lo),
+                ),
+                Multiply => checked(
+                    format!("({x} * {y})"),
+                    ty,
+                    hull_of([
+                        product(ra.lo, rb.lo),
+                        product(ra.lo, rb.hi),
+                        product(ra.hi, rb.lo),
+                        product(ra.hi, rb.hi),
+                    ]),
+                ),
+                Divide => divide(&x, ra, &y, rb, ty),
+                _ => {
+                    if ty != SqlType::Int {
+                        return Err(mismatch(
+                            "% needs integers".into(),
+                            "apply % to int columns, or use FLOOR for real numbers",
+                        ));
+                    }
+                    let m = rb.max_abs();
+                    let r = Range::new(
+                        if ra.lo < 0.0 { -m } else { 0.0 },
+                        if ra.hi > 0.0 { m } else { 0.0 },
+                    );
+                    checked(format!("({x} % NULLIF({y}, 0))"), ty, r)
+                }
+            }
+        }
+        other => Err(unsupported(format!("the operator {other}"))),
+    }
+}
+
+/// Division that cannot fail: a zero divisor gives NULL (PostgreSQL would
+/// raise an error that reveals a row), and a float divisor nearer zero than
+/// [`MIN_DIVISOR`] too, so the quotient cannot overflow.
+fn divide(x: &str, ra: Range, y: &str, rb: Range, ty: SqlType) -> Result<Typed, Refusal> {
+    if !rb.contains_zero() {
+        let r = hull_of([ra.lo / rb.lo, ra.lo / rb.hi, ra.hi / rb.lo, ra.hi / rb.hi]);
+        let r = if ty == SqlType::Int {
+            Range::new(r.lo.trunc(), r.hi.trunc())
+        } else {
+            r
+        };
+        return checked(format!("({x} / {y})"), ty, r);
+    }
+    if ty == SqlType::Int {
+        // |y| ≥ 1 whenever it is not zero, so |x / y| ≤ |x|.
+        let m = ra.max_abs();
+        return checked(format!("({x} / NULLIF({y}, 0))"), ty, Range::new(-m, m));
+    }
+    Ok(Typed::new(
+        format!("(CASE WHEN abs({y}) >= {MIN_DIVISOR:e} THEN {x} / {y} END)"),
+        ty,
+        Range::ALL,
+    ))
+}
+
+/// Refuses comparisons PostgreSQL would reject while reading rows (e.g.
+/// `age = 'abc'`), before anything is charged.
+fn comparable(a: &Typed, b: &Typed) -> Result<(), Refusal> {
+    use SqlType::*;
+    let ok = match (a.ty, b.ty) {
+        (x, y) if x == y => true,
+        (Int | Float, Int | Float) => true,
+        (Date | Timestamp, Date | Timestamp) => true,
+        (Unknown, _) | (_, Unknown) => {
+            let (typed, other) = if a.ty == Unknown { (b, a) } else { (a, b) };
+            literal_fits(typed.ty, other.literal.as_ref())
+        }
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let (col, other) = if a.literal.is_some() { (b, a) } else { (a, b) };
+    Err(mismatch(
+        format!(
+            "{} is {} and cannot be compared with {}",
+            col.sql,
+            col.ty.pg_name(),
+            other.sql
+        ),
+        format!("compare it with a {} value", col.ty.pg_name()),
+    ))
+}
+
+/// Whether a literal of unknown type reads as a value of `ty`.
+fn literal_fits(ty: SqlType, lit: Option<&Literal>) -> bool {
+    let Some(Literal::Text(s)) = lit else {
+        // NULL, or an expression of unknown type (a privacy unit).
+        return true;
+    };
+    match ty {
+        SqlType::Int | SqlType::Float => s.trim().parse::<f64>().is_ok(),
+        SqlType::Bool => matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "t" | "f" | "true" | "false" | "yes" | "no" | "on" | "off" | "1" | "0"
+        ),
+        SqlType::Date | SqlType::Timestamp => check_date_text(s, ty).is_ok(),
+        SqlType::Text | SqlType::Unknown => true,
+    }
+}
+
+fn is_check(e: &Expr, what: &str, want: bool, scope: &Scope) -> Result<Typed, Refusal> {
+    let t = compile(e, scope)?;
+    if want {
+        want_bool(&t, what)?;
+    }
+    Ok(
+        Typed::new(format!("{} {what}", t.sql), SqlType::Bool, Range::ALL)
+            .with_domain(Some(vec![Some("true".into()), Some("false".into())])),
+    )
+}
+
+fn like(
+    expr: &Expr,
+    pattern: &Expr,
+    negated: bool,
+    op: &str,
+    scope: &Scope,
+) -> Result<Typed, Refusal> {
+    let subject = compile(expr, scope)?;
+    if !matches!(subject.ty, SqlType::Text | SqlType::Unknown) {
+        return Err(mismatch(
+            format!(
+                "{op} matches text, but {} is {}",
+                subject.sql,
+                subject.ty.pg_name()
+            ),
+            "apply LIKE to text columns",
+        ));
+    }
+    let pattern = compile(pattern, scope)?;
+    let Some(Literal::Text(p)) = &pattern.literal else {
+        return Err(Refusal::unsupported(
+            format!("{op} needs a constant pattern"),
+            "write the pattern as a string, e.g. LIKE 'A%'",
+        ));
+    };
+    // A pattern ending in a lone escape character is a backend error.
+    let trailing = p.chars().rev().take_while(|c| *c == '\\').count();
+    if trailing % 2 == 1 {
+        return Err(Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "LIKE pattern must not end with the escape character",
+            "double the trailing backslash",
+        ));
+    }
+    let not = if negated { "NOT " } else { "" };
+    Ok(boolean(format!(
+        "{} {not}{op} {}",
+        subject.sql, pattern.sql
+    )))
+}
+
+/// The common type of CASE branches, COALESCE and LEAST/GREATEST arguments.
+fn unify(parts: &[&Typed], what: &str) -> Result<SqlType, Refusal> {
+    let mut ty = SqlType::Unknown;
+    for t in parts {
+        ty = match (ty, t.ty) {
+            (SqlType::Unknown, x) | (x, SqlType::Unknown) => x,
+            (x, y) if x == y => x,
+            (SqlType::Int | SqlType::Float, SqlType::Int | SqlType::Float) => SqlType::Float,
+            (SqlType::Date | SqlType::Timestamp, SqlType::Date | SqlType::Timestamp) => {
+                SqlType::Timestamp
+            }
+            (x, y) => {
+                return Err(mismatch(
+                    format!("{what} mixes {} and {}", x.pg_name(), y.pg_name()),
+                    "give every branch the same type, e.g. with CAST",
+                ))
+            }
+        };
+    }
+    if ty == SqlType::Unknown
+        && parts
+            .iter()
+            .any(|t| matches!(t.literal, Some(Literal::Text(_))))
+    {
+        ty = SqlType::Text;
+    }
+    Ok(ty)
+}
+
+/// Range and domain over alternatives (NULL alternatives add no range).
+fn merge(parts: &[&Typed]) -> (Range, Option<Vec<Option<String>>>) {
+    let mut range: Option<Range> = None;
+    let mut domain: Option<Vec<Option<String>>> = Some(Vec::new());
+    for t in parts {
+        if t.literal != Some(Literal::Null) {
+            range = Some(range.map_or(t.range, |r| r.hull(t.range)));
+        }
+        domain = match (domain, &t.domain) {
+            (Some(mut d), Some(more)) => {
+                for v in more {
+                    if !d.contains(v) {
+                        d.push(v.clone());
+                    }
+                }
+                Some(d)
+            }
+            _ => None,
+        };
+    }
+    (range.unwrap_or(Range::ALL), domain)
+}
+
+/// Operand SQL cast to the unified type (int literals in a float CASE etc.).
+fn branch_sql(t: &Typed, ty: SqlType) -> Result<String, Refusal> {
+    let sql = t.operand()?;
+    Ok(if t.ty == SqlType::Int && ty == SqlType::Float {
+        format!("CAST({sql} AS float8)")
+    } else {
+        sql
+    })
+}
+
+fn case(
+    operand: Option<&Expr>,
+    conditions: &[sqlparser::ast::CaseWhen],
+    else_result: Option<&Expr>,
+    scope: &Scope,
+) -> Result<Typed, Refusal> {
+    let subject = operand.map(|o| compile(o, scope)).transpose()?;
+    let mut whens = Vec::new();
+    let mut results = Vec::new();
+    for cw in conditions {
+        let cond = compile(&cw.condition, scope)?;
+        match &subject {
+            Some(s) => comparable(s, &cond)?,
+            None => want_bool(&cond, "CASE WHEN")?,
+        }
+        whens.push(cond.sql);
+        results.push(compile(&cw.result, scope)?);
+    }
+    let else_t = match else_result {
+        Some(e) => compile(e, scope)?,
+        None => literal(&Value::Null)?,
+    };
+    results.push(else_t);
+    let refs: Vec<&Typed> = results.iter().collect();
+    let ty = unify(&refs, "CASE")?;
+    let (range, domain) = merge(&refs);
+    let mut sql = String::from("CASE");
+    if let Some(s) = &subject {
+        sql.push_str(&format!(" {}", s.sql));
+    }
+    for (w, r) in whens.iter().zip(&results) {
+        sql.push_str(&format!(" WHEN {w} THEN {}", branch_sql(r, ty)?));
+    }
+    let last = results.last().expect("else branch");
+    sql.push_str(&format!(" ELSE {} END", branch_sql(last, ty)?));
+    if ty == SqlType::Text && results.iter().all(|r| r.literal.is_some()) {
+        // Untyped string literals: make the result text, as PostgreSQL does.
+        sql = format!("CAST({sql} AS text)");
+    }
+    let bounded = if ty.is_numeric() { range } else { Range::ALL };
+    Ok(Typed::new(sql, ty, bounded).with_domain(domain))
+}
+
+/// The type a CAST target names, if dpgate knows it.
+fn target_type(dt: &DataType) -> Option<SqlType> {
+    let name = dt.to_string().to_ascii_lowercase();
+    let base = name.split('(').next().unwrap_or("").trim();
+    Some(match base {
+        "int" | "integer" | "bigint" | "smallint" | "int2" | "int4" | "int8" => SqlType::Int,
+        "float" | "float4" | "float8" | "real" | "double" | "double precision" | "numeric"
+        | "decimal" => SqlType::Float,
+        "text" | "varchar" | "character varying" | "char" | "character" | "string" => SqlType::Text,
+        "bool" | "boolean" => SqlType::Bool,
+        "date" => SqlType::Date,
+        "timestamp"
+        | "timestamptz"
+        | "timestamp with time zone"
+        | "timestamp without time zone" => SqlType::Timestamp,
+        _ => return None,
+    })
+}
+
+/// Casts that cannot fail on any row: between numbers (with a proven
+/// range), anything to text, and between dates and timestamps.
+fn cast(t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
+    let to = target_type(dt).ok_or_else(|| unsupported(format!("CAST to {dt}")))?;
+    let refuse =
+        || {
+            Refusal::unsupported(
+            format!("CAST of {} ({}) to {dt} could fail on some rows", t.sql, t.ty.pg_name()),
+            "cast between numbers, to text, or between date and timestamp; compare text with text",
+        )
+        };
+    if let Some(Literal::Text(s)) = &t.literal {
+        // A literal is checked now: it either reads as the type or is refused.
+        if !literal_fits(to, t.literal.as_ref()) {
+            return Err(refuse());
+        }
+        let mut out = t.clone();
+        if to.is_numeric() {
+            let x: f64 = s.trim().parse().map_err(|_| refuse())?;
+            out = literal(&Value::Number(s.trim().to_string(), false))?;
+            out.range = Range::new(x, x);
+        } else if matches!(to, SqlType::Date | SqlType::Timestamp) {
+            return typed_string(dt, &Value::SingleQuotedString(s.clone()));
+        }
+        out.ty = to;
+        return Ok(out);
+    }
+    match (t.ty, to) {
+        (from, SqlType::Text) => {
+            let mut out = Typed::new(
+                format!("CAST({} AS text)", t.sql),
+                SqlType::Text,
+                Range::ALL,
+            );
+            out.domain = if from == SqlType::Bool || from == SqlType::Text {
+                t.domain.clone()
+            } else {
+                None
+            };
+            if from == SqlType::Int {
+                out.domain = t.domain.clone();
+            }
+            Ok(out)
+        }
+        (SqlType::Int | SqlType::Float, SqlType::Float) => {
+            let mut out = Typed::new(
+                format!("CAST({} AS float8)", t.operand()?),
+                SqlType::Float,
+                t.range,
+            );
+            out.domain = None;
+            Ok(out)
+        }
+        (SqlType::Int, SqlType::Int) => Ok(t),
+        (SqlType::Float, SqlType::Int) => {
+            if !t.range.is_finite() {
+                return Err(refuse());
+            }
+            let r = t.range.map_monotone(f64::round);
+            checked(format!("CAST({} AS bigint)", t.operand()?), SqlType::Int, r)
+        }
+        (SqlType::Date | SqlType::Timestamp, SqlType::Date | SqlType::Timestamp) => {
+            let name = if to == SqlType::Date {
+                "date"
+            } else {
+                "timestamp"
+            };
+            Ok(Typed::new(
+                format!("CAST({} AS {name})", t.sql),
+                to,
+                Range::ALL,
+            ))
+        }
+        (SqlType::Bool, SqlType::Bool) => Ok(t),
+        (SqlType::Unknown, _) if t.literal == Some(Literal::Null) => {
+            let mut out = t.clone();
+            out.ty = to;
+            Ok(out)
+        }
+        _ => Err(refuse()),
+    }
+}
+
+/// `extract(field FROM d)` as an integer where the field is one, with the
+/// field's calendar range as its public domain.
+fn extract(field: &str, t: Typed) -> Result<Typed, Refusal> {
+    if !matches!(t.ty, SqlType::Date | SqlType::Timestamp) {
+        return Err(mismatch(
+            format!(
+                "extract needs a date or timestamp, but {} is {}",
+                t.sql,
+                t.ty.pg_name()
+            ),
+            "extract from a date or timestamp column",
+        ));
+    }
+    let f = field.to_ascii_lowercase();
+    let range =
+        match f.as_str() {
+            "year" | "isoyear" | "decade" | "century" | "millennium" => Range::ALL,
+            "quarter" => Range::new(1.0, 4.0),
+            "month" => Range::new(1.0, 12.0),
+            "week" => Range::new(1.0, 53.0),
+            "day" => Range::new(1.0, 31.0),
+            "doy" => Range::new(1.0, 366.0),
+            "dow" => Range::new(0.0, 6.0),
+            "isodow" => Range::new(1.0, 7.0),
+            "hour" => Range::new(0.0, 23.0),
+            "minute" => Range::new(0.0, 59.0),
+            "epoch" => {
+                return Ok(Typed::new(
+                    format!("CAST(EXTRACT(EPOCH FROM {}) AS float8)", t.sql),
+                    SqlType::Float,
+                    Range::ALL,
+                ))
+            }
+            _ => return Err(Refusal::unsupported(
+                format!("extract({field} ...) is not supported"),
+                "extract year, quarter, month, week, day, doy, dow, isodow, hour, minute or epoch",
+            )),
+        };
+    let sql = format!(
+        "CAST(EXTRACT({} FROM {}) AS bigint)",
+        f.to_uppercase(),
+        t.sql
+    );
+    Ok(Typed::new(sql, SqlType::Int, range).with_domain(int_domain(range)))
+}
+
+/// Every integer of a small finite range, as text.
+fn int_domain(r: Range) -> Option<Vec<Option<String>>> {
+    (r.is_finite() && r.hi - r.lo <= MAX_INT_DOMAIN).then(|| {
+        (r.lo as i64..=r.hi as i64)
+            .map(|i| Some(i.to_string()))
+            .collect()
+    })
+}
+
+fn ceil_floor(
+    name: &str,
+    expr: &Expr,
+    field: &CeilFloorKind,
+    scope: &Scope,
+) -> Result<Typed, Refusal> {
+    match field {
+        CeilFloorKind::DateTimeField(sqlparser::ast::DateTimeField::NoDateTime) => {
+            rounding(name, compile(expr, scope)?, None)
+        }
+        _ => Err(unsupported(format!(
+            "{} with a field or scale",
+            name.to_uppercase()
+        ))),
+    }
+}
+
+/// ROUND/FLOOR/CEIL/TRUNC: integers stay integers; reals widen by one.
+fn rounding(name: &str, t: Typed, digits: Option<i64>) -> Result<Typed, Refusal> {
+    want_numeric(&t, name)?;
+    if t.ty == SqlType::Int {
+        return Ok(t);
+    }
+    let x = t.operand()?;
+    let r = Range::new(t.range.lo - 1.0, t.range.hi + 1.0);
+    let sql = match digits {
+        // float8 has no round(x, n): go through numeric, then back.
+        Some(d) => format!("CAST(ROUND(CAST({x} AS numeric), {d}) AS float8)"),
+        None => format!("{}({x})", name.to_uppercase()),
+    };
+    checked(sql, SqlType::Float, r)
+}
+
+fn args(f: &Function) -> Result<Vec<&Expr>, Refusal> {
+    let name = object_name(&f.name);
+    match &f.args {
+        FunctionArguments::List(list)
+            if list.duplicate_treatment.is_none() && list.clauses.is_empty() =>
+        {
+            list.args
+                .iter()
+                .map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                    _ => Err(unsupported(format!("this argument form of {name}"))),
+                })
+                .collect()
+        }
+        FunctionArguments::None => Ok(vec![]),
+        _ => Err(unsupported(format!("this call of {name}"))),
+    }
+}
+
+fn constant_int(t: &Typed, what: &str) -> Result<i64, Refusal> {
+    match t.literal {
+        Some(Literal::Number(x)) if x.fract() == 0.0 && x.abs() < 1e9 => Ok(x as i64),
+        _ => Err(Refusal::unsupported(
+            format!("{what} must be a constant integer"),
+            format!("write {what} as a number"),
+        )),
+    }
+}
+
+fn constant_number(t: &Typed, what: &str) -> Result<f64, Refusal> {
+    match t.literal {
+        Some(Literal::Number(x)) => Ok(x),
+        _ => Err(Refusal::unsupported(
+            format!("{what} must be a constant number"),
+            format!("write {what} as a number"),
+        )),
+    }
+}
+
+fn constant_text(t: &Typed, what: &str) -> Result<String, Refusal> {
+    match &t.literal {
+        Some(Literal::Text(s)) => Ok(s.to_ascii_lowercase()),
+        _ => Err(Refusal::unsupported(
+            format!("{what} must be a constant string"),
+            format!("write {what} as a string, e.g. 'month'"),
+        )),
+    }
+}
+
+fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
+    let name = object_name(&f.name).to_ascii_lowercase();
+    if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
+        return Err(unsupported(format!(
+            "{name}(...) with OVER, FILTER or WITHIN GROUP here"
+        )));
+    }
+    if crate::aggregate::is_aggregate(&name) {
+        return Err(Refusal::new(
+            sqlstate::GROUPING_ERROR,
+            format!("aggregate function {name} is not allowed here"),
+            "aggregates belong in the select list, HAVING or ORDER BY, not inside row expressions",
+        ));
+    }
+    let a: Vec<Typed> = args(f)?
+        .into_iter()
+        .map(|e| compile(e, scope))
+        .collect::<Result<_, _>>()?;
+    let arity = |n: usize| -> Result<(), Refusal> {
+        if a.len() == n {
+            Ok(())
+        } else {
+            Err(mismatch(
+                format!("{name} takes {n} argument(s), not {}", a.len()),
+                format!("call {name} with {n} argument(s)"),
+            ))
+        }
+    };
+    match name.as_str() {
+        "abs" => {
+            arity(1)?;
+            want_numeric(&a[0], "abs")?;
+            let r = a[0].range;
+            let lo = if r.contains_zero() {
+                0.0
+            } else {
+                r.lo.abs().min(r.hi.abs())
+            };
+            checked(
+                format!("abs({})", a[0].operand()?),
+                a[0].ty,
+                Range::new(lo, r.max_abs()),
+            )
+        }
+        "sign" => {
+            arity(1)?;
+            want_numeric(&a[0], "sign")?;
+            checked(
+                format!("sign({})", a[0].operand()?),
+                a[0].ty,
+                Range::new(-1.0, 1.0),
+            )
+        }
+        "round" | "trunc" if a.len() == 2 => {
+            let d = constant_int(&a[1], "the number of digits")?;
+            rounding(&name, a[0].clone(), Some(d.clamp(-20, 20)))
+        }
+        "round" | "trunc" | "floor" | "ceil" | "ceiling" => {
+            arity(1)?;
+            rounding(&name, a[0].clone(), None)
+        }
+        "sqrt" => {
+            arity(1)?;
+            want_numeric(&a[0], "sqrt")?;
+            let r = a[0].range;
+            checked(
+                format!("sqrt(GREATEST(CAST({} AS float8), 0))", a[0].operand()?),
+                SqlType::Float,
+                Range::new(r.lo.max(0.0).sqrt(), r.hi.max(0.0).sqrt()),
+            )
+        }
+        "least" | "greatest" => {
+            if a.is_empty() {
+                return Err(mismatch(
+                    format!("{name} needs arguments"),
+                    "pass two or more values",
+                ));
+            }
+            let refs: Vec<&Typed> = a.iter().collect();
+            let ty = unify(&refs, &name)?;
+            let parts: Vec<&Typed> = a
+                .iter()
+                .filter(|t| t.literal != Some(Literal::Null))
+                .collect();
+            let pick = |f: fn(f64, f64) -> f64, g: fn(&Range) -> f64| {
+                parts
+                    .iter()
+                    .map(|t| g(&t.range))
+                    .reduce(f)
+                    .unwrap_or(f64::NAN)
+            };
+            let range = if name == "least" {
+                Range::new(pick(f64::min, |r| r.lo), pick(f64::min, |r| r.hi))
+            } else {
+                Range::new(pick(f64::max, |r| r.lo), pick(f64::max, |r| r.hi))
+            };
+            let sqls = a
+                .iter()
+                .map(|t| branch_sql(t, ty))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sql = format!("{}({})", name.to_uppercase(), sqls.join(", "));
+            if ty.is_numeric() {
+                checked(sql, ty, range)
+            } else {
+                Ok(Typed::new(sql, ty, Range::ALL))
+            }
+        }
+        "coalesce" => {
+            if a.is_empty() {
+                return Err(mismatch(
+                    "coalesce needs arguments".into(),
+                    "pass two or more values",
+                ));
+            }
+            let refs: Vec<&Typed> = a.iter().collect();
+            let ty = unify(&refs, "COALESCE")?;
+            let (range, domain) = merge(&refs);
+            let sqls = a
+                .iter()
+                .map(|t| branch_sql(t, ty))
+                .collect::<Result<Vec<_>, _>>()?;
+            let range = if ty.is_numeric() { range } else { Range::ALL };
+            // The last argument decides whether NULL remains possible.
+            let domain = domain.map(|mut d| {
+                if a.last()
+                    .and_then(|t| t.domain.as_ref())
+                    .is_some_and(|d| !d.contains(&None))
+                {
+                    d.retain(|v| v.is_some());
+                }
+                d
+            });
+            Ok(Typed::new(format!("COALESCE({})", sqls.join(", ")), ty, range).with_domain(domain))
+        }
+        "nullif" => {
+            arity(2)?;
+            comparable(&a[0], &a[1])?;
+            let mut domain = a[0].domain.clone();
+            if let Some(d) = domain.as_mut() {
+                d.push(None);
+            }
+            Ok(Typed::new(
+                format!("NULLIF({}, {})", a[0].operand()?, a[1].sql),
+                a[0].ty,
+                a[0].range,
+            )
+            .with_domain(domain))
+        }
+        "lower" | "upper" => {
+            arity(1)?;
+            if !matches!(a[0].ty, SqlType::Text | SqlType::Unknown) {
+                return Err(mismatch(
+                    format!("{name} needs text"),
+                    "apply it to a text column",
+                ));
+            }
+            let domain = a[0].domain.as_ref().map(|d| {
+                let mut out: Vec<Option<String>> = Vec::new();
+                for v in d {
+                    let m = v.as_ref().map(|s| {
+                        if name == "lower" {
+                            s.to_lowercase()
+                        } else {
+                            s.to_uppercase()
+                        }
+                    });
+                    if !out.contains(&m) {
+                        out.push(m);
+                    }
+                }
+                out
+            });
+            Ok(
+                Typed::new(format!("{name}({})", a[0].sql), SqlType::Text, Range::ALL)
+                    .with_domain(domain),
+            )
+        }
+        "length" | "char_length" => {
+            arity(1)?;
+            if !matches!(a[0].ty, SqlType::Text | SqlType::Unknown) {
+                return Err(mismatch(
+                    format!("{name} needs text"),
+                    "apply it to a text column",
+                ));
+            }
+            Ok(Typed::new(
+                format!("CAST(length({}) AS bigint)", a[0].sql),
+                SqlType::Int,
+                Range::new(0.0, f64::INFINITY),
+            ))
+        }
+        "date_trunc" => {
+            arity(2)?;
+            let unit = constant_text(&a[0], "the date_trunc unit")?;
+            const UNITS: [&str; 9] = [
+                "year", "quarter", "month", "week", "day", "hour", "minute", "decade", "century",
+            ];
+            if !UNITS.contains(&unit.as_str()) {
+                return Err(Refusal::unsupported(
+                    format!("date_trunc('{unit}', ...) is not supported"),
+                    format!("truncate to one of: {}", UNITS.join(", ")),
+                ));
+            }
+            if !matches!(a[1].ty, SqlType::Date | SqlType::Timestamp) {
+                return Err(mismatch(
+                    format!(
+                        "date_trunc needs a date or timestamp, but {} is {}",
+                        a[1].sql,
+                        a[1].ty.pg_name()
+                    ),
+                    "truncate a date or timestamp column",
+                ));
+            }
+            Ok(Typed::new(
+                format!(
+                    "date_trunc({}, CAST({} AS timestamp))",
+                    quote_literal(&unit),
+                    a[1].sql
+                ),
+                SqlType::Timestamp,
+                Range::ALL,
+            ))
+        }
+        "date_part" => {
+            arity(2)?;
+            let field = constant_text(&a[0], "the date_part field")?;
+            extract(&field, a[1].clone())
+        }
+        "width_bucket" => {
+            arity(4)?;
+            want_numeric(&a[0], "width_bucket")?;
+            let lo = constant_number(&a[1], "the lower edge")?;
+            let hi = constant_number(&a[2], "the upper edge")?;
+            let n = constant_int(&a[3], "the bucket count")?;
+            if lo == hi || !(1..=10_000).contains(&n) {
+                return Err(Refusal::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "width_bucket needs distinct edges and between 1 and 10000 buckets",
+                    "e.g. width_bucket(age, 0, 100, 10)",
+                ));
+            }
+            // The operand is read as a finite float: NaN or ±Infinity
+            // would make PostgreSQL raise an error.
+            let x = if a[0].column && a[0].range.is_finite() {
+                clamp_sql(&a[0].sql, SqlType::Float, a[0].range)
+            } else {
+                format!(
+                    "LEAST(GREATEST(CAST({} AS float8), -1e300), 1e300)",
+                    a[0].operand()?
+                )
+            };
+            let range = Range::new(0.0, (n + 1) as f64);
+            Ok(Typed::new(
+                format!("CAST(width_bucket({x}, {lo:e}, {hi:e}, {n}) AS bigint)"),
+                SqlType::Int,
+                range,
+            )
+            .with_domain(
+                int_domain(range)
+                    .or_else(|| Some((0..=n + 1).map(|i| Some(i.to_string())).collect())),
+            ))
+        }
+        _ => Err(unsupported(format!("the function {name}"))),
+    }
+}

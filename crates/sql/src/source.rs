@@ -1,0 +1,464 @@
+//! FROM: declared tables, row-level subqueries and CTEs over them, joins
+//! of private tables on their shared privacy unit, and joins with public
+//! lookup tables. The result is one row source whose privacy unit and
+//! per-unit row bound are known before any data is read.
+
+use dpgate_config::{quote_ident, Config, TablePrivacy};
+use sqlparser::ast::{
+    Expr, GroupByExpr, Join, JoinConstraint, JoinOperator, Query, SelectItem, SetExpr, TableFactor,
+    TableWithJoins,
+};
+
+use crate::error::{sqlstate, Refusal};
+use crate::expr::compile;
+use crate::narrow::narrow;
+use crate::resolve::resolve_table;
+use crate::scope::{Scope, ScopeColumn};
+
+/// The rows a query aggregates.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The FROM clause as backend SQL.
+    pub from_sql: String,
+    /// Visible columns.
+    pub scope: Scope,
+    /// SQL of the privacy unit (`None` when only public tables are read).
+    pub unit: Option<String>,
+    /// Rows kept per unit.
+    pub max_rows: u64,
+    /// Each unit is provably one row (a table without a privacy unit
+    /// column, read directly), so no bounding is needed.
+    pub one_row_per_unit: bool,
+}
+
+/// Named row-level subqueries from WITH.
+pub type Ctes<'q> = Vec<(String, &'q Query)>;
+
+/// Resolves the FROM list of a SELECT.
+pub fn resolve_from(
+    from: &[TableWithJoins],
+    config: &Config,
+    ctes: &Ctes<'_>,
+) -> Result<Source, Refusal> {
+    let [first] = from else {
+        return Err(Refusal::unsupported(
+            if from.is_empty() {
+                "a private query needs FROM".to_string()
+            } else {
+                "a comma-separated FROM list is a cross join, which dpgate does not answer".into()
+            },
+            "write JOIN ... ON with the condition that links the tables",
+        ));
+    };
+    let mut source = factor(&first.relation, config, ctes)?;
+    for join in &first.joins {
+        let right = factor(&join.relation, config, ctes)?;
+        source = join_sources(source, right, join)?;
+    }
+    if source.unit.is_none() {
+        return Err(Refusal::unsupported(
+            "the query reads only public lookup tables; dpgate answers aggregates over private tables",
+            "query the lookup tables in the database directly, or join them to a private table",
+        ));
+    }
+    Ok(source)
+}
+
+fn factor(f: &TableFactor, config: &Config, ctes: &Ctes<'_>) -> Result<Source, Refusal> {
+    match f {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            with_hints,
+            version: None,
+            partitions,
+            ..
+        } if with_hints.is_empty() && partitions.is_empty() => {
+            let alias_name = alias.as_ref().map(|a| a.name.value.clone());
+            if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+                return Err(Refusal::unsupported(
+                    "column aliases on a table are not supported",
+                    "alias columns in the select list instead",
+                ));
+            }
+            if name.0.len() == 1 {
+                let n = crate::classify::object_name(name);
+                if let Some((_, q)) = ctes.iter().find(|(c, _)| c.eq_ignore_ascii_case(&n)) {
+                    let alias = alias_name.unwrap_or(n);
+                    return derived(q, &alias, config, ctes);
+                }
+            }
+            table(name, alias_name, config)
+        }
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias,
+            ..
+        } => {
+            let alias = alias
+                .as_ref()
+                .map(|a| a.name.value.clone())
+                .ok_or_else(|| {
+                    Refusal::new(
+                        sqlstate::SYNTAX_ERROR,
+                        "subquery in FROM must have an alias",
+                        "write FROM (SELECT ...) AS s",
+                    )
+                })?;
+            derived(subquery, &alias, config, ctes)
+        }
+        TableFactor::NestedJoin {
+            table_with_joins,
+            alias: None,
+        } => resolve_from(std::slice::from_ref(table_with_joins), config, ctes),
+        other => Err(Refusal::unsupported(
+            format!("FROM {other} is not supported"),
+            "read declared tables, row-level subqueries over them, or joins of those",
+        )),
+    }
+}
+
+fn table(
+    name: &sqlparser::ast::ObjectName,
+    alias: Option<String>,
+    config: &Config,
+) -> Result<Source, Refusal> {
+    let t = resolve_table(config, name)?;
+    let q = alias.unwrap_or_else(|| t.name.clone());
+    let mut columns: Vec<ScopeColumn> = t
+        .columns
+        .iter()
+        .map(|c| ScopeColumn::declared(&q, c))
+        .collect();
+    let (unit, max_rows, one_row) = match &t.privacy {
+        TablePrivacy::Public => (None, 0, false),
+        TablePrivacy::Private {
+            privacy_unit: Some(u),
+            max_rows_per_unit,
+        } => {
+            let sql = format!("{}.{}", quote_ident(&q), quote_ident(u));
+            columns.push(ScopeColumn::unit(&q, u, sql.clone()));
+            (Some(sql), u64::from(*max_rows_per_unit), false)
+        }
+        // Each row is a unit: the row's physical identity stands for it
+        // when a join could repeat the row.
+        TablePrivacy::Private {
+            privacy_unit: None, ..
+        } => (Some(format!("{}.ctid", quote_ident(&q))), 1, true),
+    };
+    Ok(Source {
+        from_sql: format!("{} AS {}", t.qualified_name(), quote_ident(&q)),
+        scope: Scope { columns },
+        unit,
+        max_rows,
+        one_row_per_unit: one_row,
+    })
+}
+
+/// A row-level subquery: filter, project and derive, but no aggregation,
+/// no DISTINCT, no ORDER BY or LIMIT (which would pick rows by value).
+fn derived(q: &Query, alias: &str, config: &Config, ctes: &Ctes<'_>) -> Result<Source, Refusal> {
+    let refuse = |what: &str| {
+        Refusal::unsupported(
+            format!("{what} inside a subquery or CTE is not supported: it would select rows by their values"),
+            "keep subqueries row-level (SELECT expressions FROM ... WHERE ...) and aggregate in the outer query",
+        )
+    };
+    let mut scope_ctes: Ctes<'_> = ctes.clone();
+    if let Some(with) = &q.with {
+        if with.recursive {
+            return Err(refuse("WITH RECURSIVE"));
+        }
+        for cte in &with.cte_tables {
+            scope_ctes.push((cte.alias.name.value.clone(), cte.query.as_ref()));
+        }
+    }
+    if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return Err(refuse("ORDER BY, LIMIT or FETCH"));
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return Err(refuse("UNION, INTERSECT, EXCEPT or VALUES"));
+    };
+    if select.distinct.is_some() {
+        return Err(refuse("DISTINCT"));
+    }
+    let grouped = match &select.group_by {
+        GroupByExpr::Expressions(e, m) => !e.is_empty() || !m.is_empty(),
+        GroupByExpr::All(_) => true,
+    };
+    let aggregates = select.projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+            crate::aggregate::contains_aggregate(e)
+        }
+        _ => false,
+    });
+    if grouped || aggregates || select.having.is_some() {
+        return Err(refuse(
+            "aggregation (GROUP BY, HAVING or an aggregate function)",
+        ));
+    }
+    let inner = resolve_from(&select.from, config, &scope_ctes)?;
+    let mut inner_scope = inner.scope.clone();
+    let filter = match &select.selection {
+        Some(p) => {
+            let t = compile(p, &inner.scope)?;
+            if !matches!(
+                t.ty,
+                crate::expr::SqlType::Bool | crate::expr::SqlType::Unknown
+            ) {
+                return Err(Refusal::new(
+                    sqlstate::DATATYPE_MISMATCH,
+                    "argument of WHERE must be boolean",
+                    "write a condition, e.g. WHERE age > 40",
+                ));
+            }
+            narrow(&mut inner_scope, p);
+            format!(" WHERE {}", t.sql)
+        }
+        None => String::new(),
+    };
+    let unit = inner.unit.clone().expect("resolve_from keeps a unit");
+    let qa = quote_ident(alias);
+    let mut items = vec![format!("{unit} AS \"__dp_unit\"")];
+    let mut columns = Vec::new();
+    let mut add = |name: String, mut typed: crate::expr::Typed| {
+        if typed.is_unit {
+            typed.sql = format!("{qa}.\"__dp_unit\"");
+        } else {
+            items.push(format!("{} AS {}", typed.sql, quote_ident(&name)));
+            typed.sql = format!("{qa}.{}", quote_ident(&name));
+        }
+        typed.column = true;
+        typed.literal = None;
+        columns.push(ScopeColumn {
+            qualifier: alias.to_string(),
+            name,
+            typed,
+        });
+    };
+    for item in &select.projection {
+        match item {
+            SelectItem::Wildcard(_) => {
+                for c in &inner_scope.columns {
+                    add(c.name.clone(), c.typed.clone());
+                }
+            }
+            SelectItem::QualifiedWildcard(kind, _) => {
+                let q = kind.to_string();
+                let q = q
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches('"')
+                    .to_string();
+                let matching: Vec<&ScopeColumn> = inner_scope
+                    .columns
+                    .iter()
+                    .filter(|c| c.qualifier.eq_ignore_ascii_case(&q))
+                    .collect();
+                if matching.is_empty() {
+                    return Err(Refusal::new(
+                        sqlstate::UNDEFINED_TABLE,
+                        format!("missing FROM-clause entry for table \"{q}\""),
+                        "name a table of the subquery's FROM",
+                    ));
+                }
+                for c in matching {
+                    add(c.name.clone(), c.typed.clone());
+                }
+            }
+            SelectItem::UnnamedExpr(e) => {
+                let name = match e {
+                    Expr::Identifier(i) => i.value.clone(),
+                    Expr::CompoundIdentifier(p) => {
+                        p.last().map(|i| i.value.clone()).unwrap_or_default()
+                    }
+                    _ => {
+                        return Err(Refusal::new(
+                            sqlstate::SYNTAX_ERROR,
+                            format!("the subquery column {e} needs a name"),
+                            format!("write {e} AS some_name"),
+                        ))
+                    }
+                };
+                // A column keeps its narrowed range but is read raw; it is
+                // clamped wherever it is used in arithmetic.
+                add(name, compile(e, &inner_scope)?);
+            }
+            SelectItem::ExprWithAlias { expr, alias: a } => {
+                add(a.value.clone(), compile(expr, &inner_scope)?);
+            }
+            other => {
+                return Err(Refusal::unsupported(
+                    format!("{other} is not supported in a subquery"),
+                    "name each subquery column with one alias",
+                ))
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in &columns {
+        if !seen.insert(c.name.to_ascii_lowercase()) {
+            return Err(Refusal::new(
+                sqlstate::AMBIGUOUS_COLUMN,
+                format!(
+                    "the subquery \"{alias}\" has two columns named \"{}\"",
+                    c.name
+                ),
+                "give each column its own alias",
+            ));
+        }
+    }
+    Ok(Source {
+        from_sql: format!(
+            "(SELECT {} FROM {}{filter}) AS {qa}",
+            items.join(", "),
+            inner.from_sql
+        ),
+        scope: Scope { columns },
+        unit: Some(format!("{qa}.\"__dp_unit\"")),
+        max_rows: inner.max_rows,
+        one_row_per_unit: inner.one_row_per_unit,
+    })
+}
+
+/// Joins two sources: private with private on the shared privacy unit,
+/// or private with public on any row-level condition.
+fn join_sources(left: Source, right: Source, join: &Join) -> Result<Source, Refusal> {
+    let (kind, constraint) = match &join.join_operator {
+        JoinOperator::Join(c) | JoinOperator::Inner(c) => ("JOIN", c),
+        JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => ("LEFT JOIN", c),
+        other => {
+            let what = format!("{other:?}");
+            let what = what.split('(').next().unwrap_or("this join").to_string();
+            return Err(Refusal::unsupported(
+                format!("{what} joins are not supported"),
+                "use JOIN or LEFT JOIN with the private table on the left",
+            ));
+        }
+    };
+    let mut scope = left.scope.clone();
+    scope.columns.extend(right.scope.columns.iter().cloned());
+    let on = match constraint {
+        JoinConstraint::On(e) => e.clone(),
+        JoinConstraint::Using(cols) => {
+            let mut conds = Vec::new();
+            for c in cols {
+                let name = crate::classify::object_name(c);
+                let l = left.scope.lookup(&Expr::Identifier(name.as_str().into()))?;
+                let r = right
+                    .scope
+                    .lookup(&Expr::Identifier(name.as_str().into()))?;
+                conds.push(format!("{} = {}", l.typed.sql, r.typed.sql));
+            }
+            let unit_match = true_unit_match(&cols_pairs(&left, &right, cols));
+            return finish_join(left, right, scope, kind, conds.join(" AND "), unit_match);
+        }
+        _ => {
+            return Err(Refusal::unsupported(
+                "joins need an ON or USING condition",
+                "write JOIN t ON a.patient_id = t.patient_id",
+            ))
+        }
+    };
+    let cond = compile(&on, &scope)?;
+    let unit_match = unit_equality(&on, &scope, &left, &right);
+    finish_join(left, right, scope, kind, cond.sql, unit_match)
+}
+
+fn cols_pairs(
+    left: &Source,
+    right: &Source,
+    cols: &[sqlparser::ast::ObjectName],
+) -> Vec<(Option<String>, Option<String>)> {
+    cols.iter()
+        .map(|c| {
+            let name = crate::classify::object_name(c);
+            let id = Expr::Identifier(name.as_str().into());
+            let l = left
+                .scope
+                .lookup(&id)
+                .ok()
+                .filter(|c| c.typed.is_unit)
+                .map(|c| c.typed.sql.clone());
+            let r = right
+                .scope
+                .lookup(&id)
+                .ok()
+                .filter(|c| c.typed.is_unit)
+                .map(|c| c.typed.sql.clone());
+            (l, r)
+        })
+        .collect()
+}
+
+fn true_unit_match(pairs: &[(Option<String>, Option<String>)]) -> bool {
+    pairs.iter().any(|(l, r)| l.is_some() && r.is_some())
+}
+
+/// Whether a top-level conjunct of `on` equates the two sides' units.
+fn unit_equality(on: &Expr, scope: &Scope, left: &Source, right: &Source) -> bool {
+    match on {
+        Expr::BinaryOp {
+            left: a,
+            op: sqlparser::ast::BinaryOperator::And,
+            right: b,
+        } => unit_equality(a, scope, left, right) || unit_equality(b, scope, left, right),
+        Expr::Nested(inner) => unit_equality(inner, scope, left, right),
+        Expr::BinaryOp {
+            left: a,
+            op: sqlparser::ast::BinaryOperator::Eq,
+            right: b,
+        } => {
+            let (Ok(a), Ok(b)) = (compile(a, scope), compile(b, scope)) else {
+                return false;
+            };
+            let is = |t: &crate::expr::Typed, s: &Source| {
+                s.unit.as_deref() == Some(t.sql.as_str())
+                    || (t.is_unit && s.scope.columns.iter().any(|c| c.typed.sql == t.sql))
+            };
+            (is(&a, left) && is(&b, right)) || (is(&b, left) && is(&a, right))
+        }
+        _ => false,
+    }
+}
+
+fn finish_join(
+    left: Source,
+    right: Source,
+    scope: Scope,
+    kind: &str,
+    cond: String,
+    unit_match: bool,
+) -> Result<Source, Refusal> {
+    let from_sql = format!("{} {kind} {} ON {cond}", left.from_sql, right.from_sql);
+    let (unit, max_rows) = match (&left.unit, &right.unit) {
+        (Some(_), Some(_)) => {
+            if left.one_row_per_unit || right.one_row_per_unit || !unit_match {
+                return Err(Refusal::unsupported(
+                    "private tables can only be joined on their shared privacy unit",
+                    "join on the privacy unit columns, e.g. ON v.patient_id = p.patient_id",
+                ));
+            }
+            (left.unit.clone(), left.max_rows.saturating_mul(right.max_rows))
+        }
+        (Some(_), None) => (left.unit.clone(), left.max_rows),
+        (None, Some(_)) if kind == "JOIN" => (right.unit.clone(), right.max_rows),
+        (None, Some(_)) => {
+            return Err(Refusal::unsupported(
+                "a LEFT JOIN from a public table to a private one would release public rows that match no person",
+                "put the private table first: FROM visits v LEFT JOIN wards w ON ...",
+            ))
+        }
+        (None, None) => (None, 0),
+    };
+    Ok(Source {
+        from_sql,
+        scope,
+        unit,
+        max_rows,
+        one_row_per_unit: false,
+    })
+}
