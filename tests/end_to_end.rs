@@ -102,7 +102,10 @@ async fn refusals_carry_sqlstate_and_hint_and_touch_nothing() {
         ("DELETE FROM visits", "42501"),
         ("CREATE TABLE t (a int)", "42501"),
         ("SELECT COUNT(*) FROM visits; SELECT 1", "0A000"),
-        ("SELECT COUNT(*) FROM visits WHERE age IN (SELECT 1)", "0A000"),
+        (
+            "SELECT COUNT(*) FROM visits WHERE age IN (SELECT 1)",
+            "0A000",
+        ),
         ("SELEC COUNT(*) FROM visits", "42601"),
         ("SET dp.epsilon = 50", "22023"),
         ("SET dp.epsilon = -1", "22023"),

@@ -10,17 +10,24 @@ use common::*;
 use dpgate_backend::parse_measurement;
 use dpgate_config::Config;
 use dpgate_sql::params::{bind_parameters, ParamValue};
-use dpgate_sql::{classify, plan, Command};
+use dpgate_sql::{classify, plan, Command, Grouping, RawGroup};
 use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Direct connections to the two neighbouring databases.
+async fn connect_both(small: &str, large: &str) -> (Client, Client) {
+    let c = cluster();
+    (
+        connect_direct(&c.url(small)).await,
+        connect_direct(&c.url(large)).await,
+    )
+}
 
 /// Two databases: `visits` as generated, and the same plus one patient
 /// with 40 extreme rows (ages and costs far outside the declared bounds).
 async fn neighbours() -> (Client, Client, Config) {
     let (small, _) = visits_database("sens_d", 400).await;
     let (large, _) = visits_database("sens_dprime", 400).await;
-    let c = cluster();
-    let d = connect_direct(&c.url(&small)).await;
-    let d_prime = connect_direct(&c.url(&large)).await;
+    let (d, d_prime) = connect_both(&small, &large).await;
     d_prime
         .batch_execute(
             "INSERT INTO visits SELECT 999999, CASE WHEN v % 2 = 0 THEN 100000 ELSE -100000 END,
@@ -155,4 +162,145 @@ async fn the_bound_is_reached_so_the_test_can_fail() {
     );
     // Ages alternate between the bounds: the sum moves by at most 5 × 110.
     assert!((b[1] - a[1]).unsigned_abs() <= p.release.measurements[1].noise.sensitivity());
+}
+
+/// Hospital databases D and D′ = D plus one patient with 40 extreme visits
+/// (every ward, a diagnosis nobody else has, ages and costs far outside
+/// the bounds) and 3 rows in `patients` (the bound is 1).
+async fn hospital_neighbours() -> (Client, Client, Config) {
+    let small = hospital_database("sens_h", 300).await;
+    let large = hospital_database("sens_hprime", 300).await;
+    let (d, d_prime) = connect_both(&small, &large).await;
+    d_prime
+        .batch_execute(
+            "INSERT INTO visits SELECT 999999, CASE WHEN v % 2 = 0 THEN 100000 ELSE -100000 END,
+                    CASE WHEN v % 2 = 0 THEN 1e12 ELSE -1e12 END, (ARRAY['A','B','C'])[1 + v % 3], 'x',
+                    DATE '2023-01-01' + v * 17, CASE WHEN v % 4 = 0 THEN 'zzz-rare' ELSE 'flu' END
+             FROM generate_series(1, 40) AS v;
+             INSERT INTO patients SELECT 999999, 'F', 1800 + v * 300, 'north', true FROM generate_series(1, 3) v;",
+        )
+        .await
+        .unwrap();
+    let config = Config::parse(
+        &hospital_toml(&small, 1, std::path::Path::new("/tmp/unused"), 1.0, 0.1),
+        &|_| Some("x".into()),
+    )
+    .unwrap();
+    (d, d_prime, config)
+}
+
+async fn groups(client: &Client, sql: &str, keys: usize) -> Vec<RawGroup> {
+    let mut out = Vec::new();
+    for m in client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    {
+        if let SimpleQueryMessage::Row(r) = m {
+            out.push(RawGroup {
+                keys: (0..keys).map(|i| r.get(i).map(str::to_string)).collect(),
+                values: (keys..r.len())
+                    .map(|i| parse_measurement(r.get(i).unwrap()).unwrap())
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_joined_and_derived_shapes_stay_within_their_sensitivity() {
+    let (d, d_prime, config) = hospital_neighbours().await;
+    let shapes = [
+        "SELECT ward, COUNT(*), SUM(cost), AVG(age) FROM visits GROUP BY ward",
+        "SELECT ward, VARIANCE(age), MEDIAN(cost) FROM visits GROUP BY ward",
+        "SELECT ward, COUNT(DISTINCT patient_id) FROM visits GROUP BY ward",
+        "SELECT COUNT(DISTINCT patient_id), COUNT(DISTINCT ward) FROM visits",
+        "SELECT diagnosis, COUNT(*), SUM(age) FROM visits GROUP BY diagnosis",
+        "SELECT diagnosis, ward, AVG(cost) FROM visits GROUP BY diagnosis, ward",
+        "SELECT date_trunc('month', visit_date) AS m, COUNT(*) FROM visits GROUP BY m",
+        "SELECT extract(month FROM visit_date) AS m, SUM(age) FROM visits GROUP BY m",
+        "SELECT width_bucket(age, 0, 100, 10) AS b, COUNT(*) FROM visits GROUP BY b",
+        "SELECT CASE WHEN age < 18 THEN 'child' ELSE 'adult' END AS band, SUM(cost) FROM visits GROUP BY band",
+        "SELECT SUM(age * 2 + 1), AVG(cost / 100), SUM(CASE WHEN age >= 65 THEN cost ELSE 0 END) FROM visits",
+        "SELECT SUM(age) FROM visits WHERE age < 40",
+        "SELECT COUNT(*) FILTER (WHERE age > 40), SUM(cost) FILTER (WHERE ward = 'A') FROM visits",
+        "SELECT p.sex, COUNT(*), AVG(p.birth_year) FROM visits v JOIN patients p ON v.patient_id = p.patient_id GROUP BY p.sex",
+        "SELECT AVG(2025 - birth_year), COUNT(*) FROM patients",
+        "SELECT w.name, COUNT(*), SUM(w.floor) FROM visits v JOIN wards w ON v.ward = w.ward GROUP BY w.name",
+        "SELECT COUNT(*) FROM visits v LEFT JOIN wards w ON v.ward = w.ward",
+        "WITH young AS (SELECT age, cost * 2 AS c FROM visits WHERE age < 30) SELECT COUNT(*), AVG(c) FROM young",
+        "SELECT ward, SUM(c) FROM (SELECT ward, cost + age AS c FROM visits) s GROUP BY ward",
+    ];
+    for sql in shapes {
+        let Command::Private(query) = classify(sql).unwrap().remove(0) else {
+            panic!("{sql} is not private")
+        };
+        let p = plan(&query, &config, 1.0).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let keys = match &p.grouping {
+            Grouping::None => 0,
+            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys.len(),
+        };
+        for _ in 0..3 {
+            let a = p.arrange(groups(&d, &p.backend_sql, keys).await);
+            let b = p.arrange(groups(&d_prime, &p.backend_sql, keys).await);
+            let zeros = vec![0; p.release.raw_len()];
+            let mut all_keys: Vec<&Vec<Option<String>>> = a.iter().map(|g| &g.keys).collect();
+            all_keys.extend(
+                b.iter()
+                    .map(|g| &g.keys)
+                    .filter(|k| !a.iter().any(|g| &g.keys == *k)),
+            );
+            let values = |side: &[RawGroup], k: &Vec<Option<String>>| {
+                side.iter()
+                    .find(|g| &g.keys == k)
+                    .map_or(zeros.clone(), |g| g.values.clone())
+            };
+            let mut at = 0;
+            for (i, m) in p.release.measurements.iter().enumerate() {
+                let change: u64 = all_keys
+                    .iter()
+                    .map(|k| {
+                        let (va, vb) = (values(&a, k), values(&b, k));
+                        (at..at + m.len)
+                            .map(|j| (vb[j] - va[j]).unsigned_abs())
+                            .sum::<u64>()
+                    })
+                    .sum();
+                at += m.len;
+                let declared = m.noise.sensitivity();
+                assert!(
+                    change <= declared,
+                    "{sql}: measurement {i} changed by {change} > sensitivity {declared}\n{}",
+                    p.backend_sql
+                );
+            }
+            // A key only the added unit has is released only by partition
+            // selection, and its count stays below the threshold's offset.
+            let new_keys: Vec<&RawGroup> = b
+                .iter()
+                .filter(|g| !a.iter().any(|h| h.keys == g.keys))
+                .collect();
+            match &p.grouping {
+                Grouping::Selection {
+                    count, threshold, ..
+                } => {
+                    let offset: usize =
+                        p.release.measurements[..*count].iter().map(|m| m.len).sum();
+                    let k = p.release.measurements[*count].noise.sensitivity() as i64;
+                    for g in new_keys {
+                        assert!(
+                            g.values[offset] <= k && k < *threshold,
+                            "{sql}: new key {:?}",
+                            g.keys
+                        );
+                    }
+                }
+                _ => assert!(
+                    new_keys.is_empty(),
+                    "{sql}: a key appeared outside partition selection"
+                ),
+            }
+        }
+    }
 }

@@ -211,13 +211,17 @@ pub fn plan_aggregate(
     match name.as_str() {
         "count" if distinct => {
             let a = measures.arg(filtered(arg.sql.clone()));
-            let per = Contribution {
-                max_partitions: if bound.grouped { bound.max_rows } else { 1 },
-                max_rows: bound.max_rows,
+            // A unit's rows add at most one new value each (≤ max_rows in
+            // all groups together); counting the unit itself, at most one
+            // per group, so exactly one without GROUP BY.
+            let sensitivity = if arg.is_unit && !bound.grouped {
+                contribution.count_distinct(true).l1
+            } else {
+                contribution.count().l1
             };
             let m = measures.register(
                 vec![format!("COUNT(DISTINCT {a})")],
-                per.count_distinct(arg.is_unit).l1,
+                sensitivity,
                 Grid::INTEGER,
             );
             count_output(m)

@@ -293,3 +293,164 @@ fn percentiles_use_a_noisy_histogram() {
     );
     assert_eq!(refused("SELECT VARIANCE(ward) FROM visits").code, "42804");
 }
+
+fn plan_at(sql: &str, epsilon: f64) -> Plan {
+    match classify(sql).unwrap().remove(0) {
+        Command::Private(q) => plan(&q, &config(), epsilon).unwrap(),
+        other => panic!("not private: {other:?}"),
+    }
+}
+
+#[test]
+fn declared_domains_release_every_key_and_nothing_else() {
+    let p = try_plan("SELECT ward, COUNT(*) FROM visits GROUP BY ward").unwrap();
+    let crate::Grouping::Domain { groups, .. } = &p.grouping else {
+        panic!("{:?}", p.grouping)
+    };
+    assert_eq!(
+        groups,
+        &[vec![Some("A".to_string())], vec![Some("B".into())]]
+    );
+    assert_eq!(p.delta, 0.0);
+    let raw = vec![
+        crate::RawGroup {
+            keys: vec![Some("Z".into())],
+            values: vec![7],
+        },
+        crate::RawGroup {
+            keys: vec![Some("A".into())],
+            values: vec![3],
+        },
+    ];
+    let arranged = p.arrange(raw);
+    // B appears with zero rows; Z, outside the domain, never does.
+    assert_eq!(arranged.len(), 2);
+    assert_eq!(arranged[0].values, [3]);
+    assert_eq!(arranged[1].values, [0]);
+    // WHERE ward = 'A' narrows the domain.
+    let p = try_plan("SELECT ward, COUNT(*) FROM visits WHERE ward = 'A' GROUP BY ward").unwrap();
+    assert!(matches!(&p.grouping, crate::Grouping::Domain { groups, .. } if groups.len() == 1));
+    // CASE bins and width_bucket have domains of their own.
+    let p = try_plan(
+        "SELECT CASE WHEN age < 18 THEN 'child' ELSE 'adult' END AS band, width_bucket(age, 0, 100, 4) AS b, COUNT(*) FROM visits GROUP BY 1, 2",
+    )
+    .unwrap();
+    assert!(matches!(&p.grouping, crate::Grouping::Domain { groups, .. } if groups.len() == 2 * 6));
+}
+
+#[test]
+fn undeclared_keys_pass_partition_selection() {
+    let p = try_plan("SELECT age, SUM(cost) FROM visits GROUP BY age").unwrap();
+    let crate::Grouping::Selection {
+        count, threshold, ..
+    } = p.grouping
+    else {
+        panic!("{:?}", p.grouping)
+    };
+    // The selection count is a hidden COUNT(*) with the same share of ε.
+    assert_eq!(p.release.measurements.len(), 2);
+    assert_eq!(p.release.measurements[count].noise.sensitivity(), 5);
+    // A unit alone has at most 5 rows in a key: τ must sit well above.
+    assert!(threshold > 5 + 10, "{threshold}");
+    assert!(p.delta > 0.0);
+}
+
+#[test]
+fn aggregated_expressions_are_bounded_by_interval_arithmetic() {
+    for (sql, sensitivity) in [
+        ("SELECT SUM(age * 2 + 1) FROM visits", 5 * 221),
+        ("SELECT SUM(age - 200) FROM visits", 5 * 200),
+        (
+            "SELECT SUM(CASE WHEN age > 50 THEN 1 ELSE 0 END) FROM visits",
+            5,
+        ),
+        ("SELECT SUM(age) FROM visits WHERE age < 40", 5 * 39),
+        (
+            "SELECT SUM(age) FROM visits WHERE age BETWEEN 10 AND 20 AND age <> 3",
+            5 * 20,
+        ),
+        ("SELECT SUM(age / 10) FROM visits", 5 * 11),
+        ("SELECT SUM(age % 7) FROM visits", 5 * 7),
+        ("SELECT SUM(ABS(score)) FROM events", 10),
+        ("SELECT SUM(GREATEST(score, 0)) FROM events", 3),
+        ("SELECT SUM(COALESCE(score, 100)) FROM events", 100),
+        (
+            "SELECT SUM(score) FROM (SELECT score FROM events WHERE score >= 0) s",
+            3,
+        ),
+    ] {
+        let p = try_plan(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(
+            p.release.measurements[0].noise.sensitivity(),
+            sensitivity,
+            "{sql}"
+        );
+    }
+    // Division by a range containing zero is guarded and unbounded for
+    // reals: refused unless clamped.
+    assert_eq!(refused("SELECT SUM(cost / age) FROM visits").code, "0A000");
+    let p = try_plan("SELECT SUM(LEAST(GREATEST(cost / age, 0), 10)) FROM visits").unwrap();
+    assert!(
+        p.backend_sql.contains("CASE WHEN abs("),
+        "{}",
+        p.backend_sql
+    );
+    assert!(p.backend_sql.contains("NULLIF") || p.backend_sql.contains("abs("));
+}
+
+#[test]
+fn post_processing_runs_on_noisy_groups() {
+    // ε so large the noise is zero with overwhelming probability.
+    let p = plan_at(
+        "SELECT ward, COUNT(*) AS n, SUM(age) / COUNT(*) AS m FROM visits GROUP BY ward \
+         HAVING COUNT(*) > 5 ORDER BY n DESC LIMIT 1",
+        1e9,
+    );
+    let raw = vec![
+        crate::RawGroup {
+            keys: vec![Some("A".into())],
+            values: vec![10, 300],
+        },
+        crate::RawGroup {
+            keys: vec![Some("B".into())],
+            values: vec![20, 200],
+        },
+    ];
+    let groups = p.arrange(raw);
+    let mut rng = dpgate_dp::secure_rng();
+    let draws: Vec<_> = groups
+        .iter()
+        .map(|_| p.release.draw_noise(&mut rng))
+        .collect();
+    let answer = p.finish(&groups, &draws, 0.95);
+    use crate::constant::Constant::*;
+    assert_eq!(answer.rows, vec![vec![Text("B".into()), Int(20), Int(10)]]);
+    assert!(answer.half_widths[0][1].is_some() && answer.half_widths[0][2].is_none());
+    // The backend query never sees HAVING, ORDER BY or LIMIT.
+    for word in ["HAVING", "ORDER BY n", "LIMIT"] {
+        assert!(!p.backend_sql.contains(word), "{}", p.backend_sql);
+    }
+}
+
+#[test]
+fn joins_need_the_shared_unit_or_a_public_table() {
+    let p = try_plan("SELECT COUNT(*) FROM visits v JOIN wards w ON v.ward = w.ward").unwrap();
+    assert_eq!(p.release.measurements[0].noise.sensitivity(), 5);
+    assert!(p.backend_sql.contains("PARTITION BY \"v\".\"patient_id\""));
+    let p = try_plan("SELECT COUNT(*) FROM visits a JOIN visits b ON a.patient_id = b.patient_id")
+        .unwrap();
+    // Both sides keep 5 rows per unit: the join keeps 25.
+    assert_eq!(p.release.measurements[0].noise.sensitivity(), 25);
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits a JOIN visits b ON a.age = b.age").code,
+        "0A000"
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits JOIN events ON true").code,
+        "0A000"
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM wards w LEFT JOIN visits v ON v.ward = w.ward").code,
+        "0A000"
+    );
+}

@@ -1,0 +1,140 @@
+//! Accuracy: released values fall inside their reported 95 % intervals at
+//! least 94 % of the time. Planned like any query, run on real PostgreSQL
+//! over data that needs no bounding (so the bounded truth is the plain
+//! SQL answer), noised and post-processed by the same code as the server.
+
+mod common;
+
+use common::*;
+use dpgate_config::Config;
+use dpgate_dp::secure_rng;
+use dpgate_sql::constant::Constant;
+use dpgate_sql::{classify, plan, Command, Grouping, RawGroup};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_fall_inside_their_reported_intervals() {
+    let db = hospital_database("accuracy", 2000).await;
+    let client = connect_direct(&cluster().url(&db)).await;
+    let config = Config::parse(
+        &hospital_toml(&db, 1, std::path::Path::new("/tmp/unused"), 1.0, 1.0),
+        &|_| Some("x".into()),
+    )
+    .unwrap();
+    // (private query, the same question in plain SQL, ordered by key)
+    let cases = [
+        (
+            "SELECT ward, COUNT(*), SUM(cost), AVG(age), STDDEV(age) FROM visits GROUP BY ward ORDER BY ward",
+            "SELECT ward, COUNT(*), SUM(cost), AVG(age), STDDEV(age) FROM visits GROUP BY ward ORDER BY ward",
+        ),
+        (
+            "SELECT COUNT(*), SUM(age), AVG(cost) FROM visits WHERE age < 40",
+            "SELECT COUNT(*), SUM(age), AVG(cost) FROM visits WHERE age < 40",
+        ),
+        (
+            "SELECT p.sex, COUNT(*), AVG(p.birth_year) FROM visits v JOIN patients p ON v.patient_id = p.patient_id GROUP BY p.sex ORDER BY p.sex",
+            "SELECT p.sex, COUNT(*), AVG(p.birth_year) FROM visits v JOIN patients p ON v.patient_id = p.patient_id GROUP BY p.sex ORDER BY p.sex",
+        ),
+        (
+            "SELECT diagnosis, COUNT(*), SUM(age * 2) FROM visits GROUP BY diagnosis ORDER BY diagnosis",
+            "SELECT diagnosis, COUNT(*), SUM(age * 2) FROM visits GROUP BY diagnosis ORDER BY diagnosis",
+        ),
+    ];
+    let (mut inside, mut total) = (0usize, 0usize);
+    for (private, plain) in cases {
+        let truth = text_rows(&client, plain).await;
+        let Command::Private(q) = classify(private).unwrap().remove(0) else {
+            panic!()
+        };
+        let p = plan(&q, &config, 1.0).unwrap();
+        let keys = match &p.grouping {
+            Grouping::None => 0,
+            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys.len(),
+        };
+        let (mut case_inside, mut case_total) = (0usize, 0usize);
+        for _ in 0..10 {
+            let raw: Vec<RawGroup> = text_rows(&client, &p.backend_sql)
+                .await
+                .into_iter()
+                .map(|r| RawGroup {
+                    keys: r[..keys].to_vec(),
+                    values: r[keys..]
+                        .iter()
+                        .map(|v| dpgate_backend::parse_measurement(v.as_deref().unwrap()).unwrap())
+                        .collect(),
+                })
+                .collect();
+            let groups = p.arrange(raw);
+            for _ in 0..30 {
+                let mut rng = secure_rng();
+                let draws: Vec<_> = groups
+                    .iter()
+                    .map(|_| p.release.draw_noise(&mut rng))
+                    .collect();
+                let answer = p.finish(&groups, &draws, 0.95);
+                for (row, widths) in answer.rows.iter().zip(&answer.half_widths) {
+                    // Match the released row to the true row by its keys.
+                    let Some(t) = truth
+                        .iter()
+                        .find(|t| (0..keys).all(|i| Some(text(&row[i])) == t[i]))
+                    else {
+                        continue;
+                    };
+                    for (col, w) in widths.iter().enumerate() {
+                        let (Some(w), Some(truth)) = (w, t[col].as_deref()) else {
+                            continue;
+                        };
+                        let truth: f64 = truth.parse().unwrap();
+                        let value = match row[col] {
+                            Constant::Int(i) => i as f64,
+                            Constant::Float(f) => f,
+                            ref other => panic!("{private}: {other:?}"),
+                        };
+                        case_total += 1;
+                        if (value - truth).abs() <= *w {
+                            case_inside += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let rate = case_inside as f64 / case_total as f64;
+        println!("{private}: {case_inside}/{case_total} = {rate:.4} inside");
+        assert!(case_total > 0, "{private}: nothing checked");
+        assert!(
+            rate >= 0.94,
+            "{private}: only {rate:.4} of answers inside their 95 % intervals"
+        );
+        inside += case_inside;
+        total += case_total;
+    }
+    println!(
+        "all: {inside}/{total} = {:.4}",
+        inside as f64 / total as f64
+    );
+}
+
+fn text(c: &Constant) -> String {
+    match c {
+        Constant::Text(t) => t.clone(),
+        Constant::Int(i) => i.to_string(),
+        Constant::Float(f) => f.to_string(),
+        Constant::Bool(b) => b.to_string(),
+        Constant::Null => String::new(),
+    }
+}
