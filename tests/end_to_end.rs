@@ -396,3 +396,73 @@ async fn a_backend_failure_after_the_charge_gives_one_uninformative_error() {
         Some("0.9")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_queries_work_over_psql_and_the_extended_protocol() {
+    let db = hospital_database("e2e_grouped", 1500).await;
+    let dir = tempdir();
+    let port = free_port();
+    let config = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 100.0, 1.0);
+    let gate = Dpgate::start(dir.path(), &config, port);
+
+    // psql: every declared ward, ordered, with a notice giving each width.
+    let out = Command::new("psql")
+        .arg(format!("host=127.0.0.1 port={port} user=analyst dbname=warehouse"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT ward, COUNT(*) AS n, ROUND(AVG(cost), 1) AS avg_cost FROM visits GROUP BY ward ORDER BY ward",
+        ])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .expect("psql on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let wards: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('|').next().unwrap())
+        .collect();
+    assert_eq!(wards, ["A", "B", "C"], "{stdout}");
+    assert!(
+        stderr.contains("n ±") && !stderr.contains("avg_cost ±"),
+        "{stderr}"
+    );
+
+    // Extended protocol, binary results, a parameter in WHERE.
+    let (client, mut notices) = gate.connect().await;
+    let rows = client
+        .query(
+            "SELECT p.sex, COUNT(*) AS n, AVG(v.age) AS mean_age FROM visits v \
+             JOIN patients p ON v.patient_id = p.patient_id WHERE v.age >= $1 \
+             GROUP BY p.sex ORDER BY p.sex",
+            &[&18i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, String>(0), "F");
+    let n: i64 = rows[0].get(1);
+    let mean: f64 = rows[0].get(2);
+    assert!(n > 1000 && (18.0..=110.0).contains(&mean), "{n} {mean}");
+    let notice = notices.recv().await.unwrap();
+    assert!(notice.contains("mean_age ±"), "{notice}");
+
+    // Partition selection: δ appears in the notice; keys are real values.
+    let rows = client
+        .query(
+            "SELECT diagnosis, COUNT(*) FROM visits GROUP BY diagnosis ORDER BY 2 DESC",
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert!(names
+        .iter()
+        .all(|n| ["flu", "fracture", "asthma", "diabetes", "migraine"].contains(&n.as_str())));
+    let notice = notices.recv().await.unwrap();
+    assert!(notice.contains("δ = 1e-6"), "{notice}");
+}

@@ -325,8 +325,7 @@ impl QueryHandler {
         let [Command::Private(query)] = commands else {
             return Vec::new();
         };
-        let table = single_table_of(query, &self.shared.config);
-        parameter_types(query, table)
+        parameter_types(query, &self.shared.config)
             .iter()
             .enumerate()
             .map(|(i, t)| {
@@ -378,26 +377,6 @@ impl QueryHandler {
             _ => Ok((vec![], vec![])),
         }
     }
-}
-
-fn single_table_of<'c>(
-    query: &sqlparser_query::Query,
-    config: &'c dpgate_config::Config,
-) -> Option<&'c dpgate_config::Table> {
-    let sqlparser_query::SetExpr::Select(select) = query.body.as_ref() else {
-        return None;
-    };
-    let from = select.from.first()?;
-    match &from.relation {
-        sqlparser_query::TableFactor::Table { name, .. } => {
-            dpgate_sql::resolve_table(config, name).ok()
-        }
-        _ => None,
-    }
-}
-
-mod sqlparser_query {
-    pub use dpgate_sql::ast::{Query, SetExpr, TableFactor};
 }
 
 fn declared_type(declared: &[Option<Type>], i: usize) -> Option<Type> {

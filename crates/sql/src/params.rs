@@ -5,11 +5,15 @@
 
 use std::ops::ControlFlow;
 
-use dpgate_config::{ColumnType, Table};
-use sqlparser::ast::{visit_expressions, visit_expressions_mut, Expr, Query, Value, ValueWithSpan};
+use dpgate_config::{ColumnType, Config};
+use sqlparser::ast::{
+    visit_expressions, visit_expressions_mut, Expr, Query, SetExpr, Value, ValueWithSpan,
+};
 
 use crate::error::{sqlstate, Refusal};
-use crate::resolve::resolve_column;
+use crate::expr::{compile, SqlType};
+use crate::scope::Scope;
+use crate::source::{resolve_from, Ctes};
 
 /// A bound parameter value, decoded by the server.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,14 +52,24 @@ pub fn parameter_count(query: &Query) -> usize {
     n
 }
 
-/// Infers each parameter's type from the column it is compared with;
-/// `None` where nothing says (clients then send text).
-pub fn parameter_types(query: &Query, table: Option<&Table>) -> Vec<Option<ColumnType>> {
+/// Infers each parameter's type from the column or expression it is
+/// compared with (resolved against the query's FROM, aliases and joins
+/// included); `None` where nothing says (clients then send text).
+pub fn parameter_types(query: &Query, config: &Config) -> Vec<Option<ColumnType>> {
     let mut types = vec![None; parameter_count(query)];
+    let scope = query_scope(query, config);
     let column_type = |e: &Expr| -> Option<ColumnType> {
-        let t = table?;
-        let name = resolve_column(e, t).ok()?;
-        Some(t.column(&name).map(|c| c.ty).unwrap_or(ColumnType::Text))
+        if placeholder_index(e).is_some() {
+            return None;
+        }
+        Some(match compile(e, scope.as_ref()?).ok()?.ty {
+            SqlType::Int => ColumnType::Int,
+            SqlType::Float => ColumnType::Float,
+            SqlType::Bool => ColumnType::Bool,
+            SqlType::Date => ColumnType::Date,
+            SqlType::Timestamp => ColumnType::Timestamp,
+            SqlType::Text | SqlType::Unknown => ColumnType::Text,
+        })
     };
     let _ = visit_expressions(query, |e| {
         let mut note = |col: &Expr, others: &[&Expr]| {
@@ -84,6 +98,22 @@ pub fn parameter_types(query: &Query, table: Option<&Table>) -> Vec<Option<Colum
         ControlFlow::<()>::Continue(())
     });
     types
+}
+
+/// The columns the top-level SELECT can name, if its FROM resolves.
+fn query_scope(query: &Query, config: &Config) -> Option<Scope> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let ctes: Ctes<'_> = query
+        .with
+        .iter()
+        .flat_map(|w| &w.cte_tables)
+        .map(|c| (c.alias.name.value.clone(), c.query.as_ref()))
+        .collect();
+    resolve_from(&select.from, config, &ctes)
+        .ok()
+        .map(|s| s.scope)
 }
 
 /// Replaces every `$n` with the literal of `values[n-1]`.

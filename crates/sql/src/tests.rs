@@ -196,10 +196,9 @@ fn parameters_are_typed_and_bound() {
         panic!()
     };
     let cfg = config();
-    let table = cfg.table(None, "visits");
     use dpgate_config::ColumnType::*;
     assert_eq!(
-        parameter_types(&q, table),
+        parameter_types(&q, &cfg),
         [Some(Int), Some(Text), Some(Float)]
     );
     bind_parameters(
