@@ -928,12 +928,8 @@ fn cast(t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
                 SqlType::Text,
                 Range::ALL,
             );
-            out.domain = if from == SqlType::Bool || from == SqlType::Text {
-                t.domain.clone()
-            } else {
-                None
-            };
-            if from == SqlType::Int {
+            // Text of ints, booleans and text is what the domain lists.
+            if matches!(from, SqlType::Bool | SqlType::Text | SqlType::Int) {
                 out.domain = t.domain.clone();
             }
             Ok(out)

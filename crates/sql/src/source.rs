@@ -345,15 +345,16 @@ fn join_sources(left: Source, right: Source, join: &Join) -> Result<Source, Refu
         JoinConstraint::On(e) => e.clone(),
         JoinConstraint::Using(cols) => {
             let mut conds = Vec::new();
+            let mut unit_match = false;
             for c in cols {
-                let name = crate::classify::object_name(c);
-                let l = left.scope.lookup(&Expr::Identifier(name.as_str().into()))?;
-                let r = right
-                    .scope
-                    .lookup(&Expr::Identifier(name.as_str().into()))?;
-                conds.push(format!("{} = {}", l.typed.sql, r.typed.sql));
+                let id = Expr::Identifier(crate::classify::object_name(c).as_str().into());
+                let (l, r) = (
+                    &left.scope.lookup(&id)?.typed,
+                    &right.scope.lookup(&id)?.typed,
+                );
+                unit_match |= l.is_unit && r.is_unit;
+                conds.push(format!("{} = {}", l.sql, r.sql));
             }
-            let unit_match = true_unit_match(&cols_pairs(&left, &right, cols));
             return finish_join(left, right, scope, kind, conds.join(" AND "), unit_match);
         }
         _ => {
@@ -366,36 +367,6 @@ fn join_sources(left: Source, right: Source, join: &Join) -> Result<Source, Refu
     let cond = compile(&on, &scope)?;
     let unit_match = unit_equality(&on, &scope, &left, &right);
     finish_join(left, right, scope, kind, cond.sql, unit_match)
-}
-
-fn cols_pairs(
-    left: &Source,
-    right: &Source,
-    cols: &[sqlparser::ast::ObjectName],
-) -> Vec<(Option<String>, Option<String>)> {
-    cols.iter()
-        .map(|c| {
-            let name = crate::classify::object_name(c);
-            let id = Expr::Identifier(name.as_str().into());
-            let l = left
-                .scope
-                .lookup(&id)
-                .ok()
-                .filter(|c| c.typed.is_unit)
-                .map(|c| c.typed.sql.clone());
-            let r = right
-                .scope
-                .lookup(&id)
-                .ok()
-                .filter(|c| c.typed.is_unit)
-                .map(|c| c.typed.sql.clone());
-            (l, r)
-        })
-        .collect()
-}
-
-fn true_unit_match(pairs: &[(Option<String>, Option<String>)]) -> bool {
-    pairs.iter().any(|(l, r)| l.is_some() && r.is_some())
 }
 
 /// Whether a top-level conjunct of `on` equates the two sides' units.
