@@ -139,6 +139,17 @@ fn serve(path: &Path) -> Result<(), ExitCode> {
             eprintln!("{e} (backend.url in {})", path.display());
             ExitCode::FAILURE
         })?;
+        let catalog = match dpgate_catalog::Catalog::open(&config, &backend).await {
+            Ok(c) => Some(c),
+            Err(e) if config.catalog_url.is_some() => {
+                eprintln!("{e} (catalog.url in {})", path.display());
+                return Err(ExitCode::FAILURE);
+            }
+            Err(e) => {
+                tracing::warn!("catalog browsing is off: {e}");
+                None
+            }
+        };
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
             eprintln!("cannot listen on {}: {e}", config.listen);
             ExitCode::FAILURE
@@ -148,6 +159,7 @@ fn serve(path: &Path) -> Result<(), ExitCode> {
             config: Arc::new(config),
             ledger: Arc::new(ledger),
             backend,
+            catalog,
         });
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

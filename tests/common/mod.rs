@@ -201,6 +201,8 @@ pub fn proxy_toml(db: &str, listen_port: u16, ledger: &Path, budget: f64, epsilo
 listen = "127.0.0.1:{listen_port}"
 [backend]
 url = "{url}"
+[catalog]
+url = "{catalog}"
 [ledger]
 path = "{ledger}"
 [privacy]
@@ -219,6 +221,7 @@ columns.ward = {{ type = "text", values = ["A", "B", "C"] }}
 columns.cost = {{ type = "float", lower = 0, upper = 5000 }}
 "#,
         url = cluster().url(db),
+        catalog = cluster().url(&format!("{db}_catalog_{listen_port}")),
         ledger = ledger.display()
     )
 }

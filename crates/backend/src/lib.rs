@@ -2,11 +2,11 @@
 //! statement timeout, and are pooled; the only thing asked of them is the
 //! planned query, whose single row of integer measurements comes back.
 
-use std::sync::Mutex;
+pub mod pool;
+
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio_postgres::{Client, NoTls};
+pub use pool::{Pool, Pooled};
 
 /// Backend failures. Callers must not forward the detail to analysts
 /// once a charge was made (it may depend on data); they log it.
@@ -15,87 +15,83 @@ pub enum BackendError {
     /// Connecting failed.
     #[error("cannot connect to the backend: {0}")]
     Connect(tokio_postgres::Error),
-    /// The query failed or timed out.
+    /// The query failed.
     #[error("backend query failed: {0}")]
     Query(tokio_postgres::Error),
     /// The query returned something other than one row of integers.
     #[error("backend returned an unexpected result: {0}")]
     Shape(String),
+    /// The query did not finish within the statement timeout.
+    #[error("backend query timed out")]
+    Timeout,
 }
 
-/// A pool of PostgreSQL connections.
+/// The read-only pool of connections to the data.
 pub struct Backend {
-    url: String,
+    pool: Pool,
     statement_timeout_ms: u64,
-    idle: Mutex<Vec<Client>>,
-    permits: Semaphore,
 }
 
 impl Backend {
     /// Connects once to check the URL, then keeps up to `pool_size` connections.
     pub async fn connect(config: &dpgate_config::Backend) -> Result<Backend, BackendError> {
-        let backend = Backend {
-            url: config.url.clone(),
+        let url: tokio_postgres::Config = config.url.parse().map_err(BackendError::Connect)?;
+        let setup = format!(
+            "SET statement_timeout = {}; SET default_transaction_read_only = on; SET application_name = 'dpgate'",
+            config.statement_timeout_ms
+        );
+        Ok(Backend {
+            pool: Pool::connect(url, setup, config.pool_size)
+                .await
+                .map_err(BackendError::Connect)?,
             statement_timeout_ms: config.statement_timeout_ms,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(config.pool_size),
-        };
-        let first = backend.open().await?;
-        backend.idle.lock().unwrap().push(first);
-        Ok(backend)
+        })
     }
 
-    async fn open(&self) -> Result<Client, BackendError> {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+    /// The connection settings, from which the catalog database is derived.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The type PostgreSQL gives `column` of `table` (`schema.name`), as
+    /// `format_type` writes it; catalog metadata only, never data.
+    pub async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String> {
+        let client = self.pool.get().await.ok()?;
+        let row = client
+            .query_opt(
+                "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
+                &[&schema, &table, &column],
+            )
             .await
-            .map_err(BackendError::Connect)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("backend connection closed: {e}");
-            }
-        });
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = {}; SET default_transaction_read_only = on; SET application_name = 'dpgate'",
-                self.statement_timeout_ms
-            ))
-            .await
-            .map_err(BackendError::Connect)?;
-        Ok(client)
+            .ok()??;
+        row.try_get(0).ok()
     }
 
     /// Runs `sql`, which returns one row per group: `keys` key columns as
     /// text, then `count` integer columns rendered as text (so that no
-    /// cast can fail in the backend).
+    /// cast can fail in the backend). If the returned future is dropped
+    /// (the analyst cancelled), the backend query is cancelled too.
     pub async fn fetch_groups(
         &self,
         sql: &str,
         keys: usize,
         count: usize,
     ) -> Result<Vec<Group>, BackendError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
-        let pooled = self.idle.lock().unwrap().pop();
-        let client = match pooled {
-            Some(c) if !c.is_closed() => c,
-            _ => self.open().await?,
-        };
+        let client = self.pool.get().await.map_err(BackendError::Connect)?;
         let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
-        let result = tokio::time::timeout(timeout, client.query(sql, &[])).await;
-        let rows = match result {
+        let mut running = CancelOnDrop(Some(client.cancel_token()));
+        let rows = match tokio::time::timeout(timeout, client.query(sql, &[])).await {
             Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                if !client.is_closed() {
-                    self.idle.lock().unwrap().push(client);
-                }
-                return Err(BackendError::Query(e));
+            Ok(Err(e)) => return Err(BackendError::Query(e)),
+            Err(_) => {
+                client.discard();
+                return Err(BackendError::Timeout);
             }
-            Err(_) => return Err(BackendError::Shape("timed out".into())),
         };
-        self.idle.lock().unwrap().push(client);
+        running.0 = None;
+        drop(client);
         rows.iter()
             .map(|row| {
                 let text = |i: usize| {
@@ -112,6 +108,21 @@ impl Backend {
                 })
             })
             .collect()
+    }
+}
+
+/// Cancels the backend query it guards unless disarmed: a dropped query
+/// future would otherwise leave the query running in PostgreSQL.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take() {
+            tracing::info!("cancelling the backend query");
+            tokio::spawn(async move {
+                let _ = token.cancel_query(tokio_postgres::NoTls).await;
+            });
+        }
     }
 }
 

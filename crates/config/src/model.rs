@@ -11,6 +11,8 @@ pub(crate) struct RawConfig {
     pub server: RawServer,
     pub backend: RawBackend,
     #[serde(default)]
+    pub catalog: RawCatalog,
+    #[serde(default)]
     pub ledger: RawLedger,
     #[serde(default)]
     pub privacy: RawPrivacy,
@@ -24,6 +26,17 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     pub listen: Option<String>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout_s: Option<u64>,
+    pub shutdown_grace_s: Option<u64>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCatalog {
+    pub url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -85,8 +98,13 @@ pub(crate) struct RawColumn {
 pub struct Config {
     /// Where dpgate listens.
     pub listen: std::net::SocketAddr,
+    /// Connection handling: limits, timeouts, TLS.
+    pub server: Server,
     /// The database dpgate queries.
     pub backend: Backend,
+    /// The shadow catalog database (`postgres://`), if set explicitly;
+    /// otherwise dpgate derives one next to the backend.
+    pub catalog_url: Option<String>,
     /// Path of the SQLite ledger file.
     pub ledger_path: String,
     /// Privacy defaults.
@@ -95,6 +113,28 @@ pub struct Config {
     pub users: Vec<User>,
     /// Declared tables: the only ones dpgate knows.
     pub tables: Vec<Table>,
+}
+
+/// How dpgate treats client connections.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// Connections served at once; more are refused with SQLSTATE 53300.
+    pub max_connections: usize,
+    /// A connection idle this long between statements is closed (None: never).
+    pub idle_timeout: Option<std::time::Duration>,
+    /// On SIGTERM, how long running statements may take to finish.
+    pub shutdown_grace: std::time::Duration,
+    /// PEM certificate chain and private key for TLS, if TLS is on.
+    pub tls: Option<Tls>,
+}
+
+/// Paths of the TLS certificate chain and key (PEM).
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// Certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PKCS#8, PKCS#1 or SEC1 private key.
+    pub key: std::path::PathBuf,
 }
 
 /// Where and how the backend database is reached.

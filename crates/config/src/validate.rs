@@ -73,7 +73,11 @@ pub(crate) fn validate(
 ) -> Result<Config, ConfigErrors> {
     let mut c = Collector(Vec::new());
 
-    let listen_text = raw.server.listen.unwrap_or_else(|| "127.0.0.1:6432".into());
+    let listen_text = raw
+        .server
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:6432".into());
     let listen = listen_text.parse().unwrap_or_else(|_| {
         c.err(
             "server.listen",
@@ -82,6 +86,18 @@ pub(crate) fn validate(
         );
         "127.0.0.1:6432".parse().unwrap()
     });
+
+    let server = validate_server(&mut c, &raw.server);
+    let catalog_url = raw.catalog.url.clone();
+    if let Some(u) = &catalog_url {
+        if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+            c.err(
+                "catalog.url",
+                format!("{u:?} is not a PostgreSQL URL"),
+                "write postgres://user@host:port/database of an empty database dpgate may write",
+            );
+        }
+    }
 
     let url = raw.backend.url.unwrap_or_default();
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -149,7 +165,9 @@ pub(crate) fn validate(
     if c.0.is_empty() {
         Ok(Config {
             listen,
+            server,
             backend,
+            catalog_url,
             ledger_path: raw
                 .ledger
                 .path
@@ -160,6 +178,41 @@ pub(crate) fn validate(
         })
     } else {
         Err(ConfigErrors(c.0))
+    }
+}
+
+fn validate_server(c: &mut Collector, raw: &RawServer) -> Server {
+    let max_connections = raw.max_connections.unwrap_or(100);
+    if max_connections == 0 {
+        c.err(
+            "server.max_connections",
+            "0 connections means nobody can connect",
+            "write 1 or more (default 100)",
+        );
+    }
+    let tls = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        _ => {
+            c.err(
+                "server.tls_cert",
+                "TLS needs both tls_cert and tls_key",
+                "set both paths (PEM files), or neither to serve without TLS",
+            );
+            None
+        }
+    };
+    Server {
+        max_connections,
+        idle_timeout: raw
+            .idle_timeout_s
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs),
+        shutdown_grace: std::time::Duration::from_secs(raw.shutdown_grace_s.unwrap_or(30)),
+        tls,
     }
 }
 

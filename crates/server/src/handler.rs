@@ -1,50 +1,55 @@
-//! The query path of one connection: classify, answer session statements,
-//! and for private queries plan → charge → backend → release → notice.
+//! The query path of one connection: classify each statement and send it
+//! where it belongs — session state, the shadow catalog, or the private
+//! path (plan → charge → backend → release).
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use dpgate_dp::release::NoiseDraw;
+use dpgate_catalog::Param;
+use dpgate_sql::catalog::{
+    is_catalog_query, prepare_catalog_sql, split_statements, unparsed_catalog_candidate,
+};
 use dpgate_sql::constant::{evaluate_constant, Constant, SessionInfo};
 use dpgate_sql::params::{bind_parameters, parameter_types, ParamValue};
-use dpgate_sql::{
-    classify, plan, sqlstate, Command, Grouping, OutputType, Plan, RawGroup, Refusal,
-};
-use futures::{stream, Sink, SinkExt};
+use dpgate_sql::{classify, plan, sqlstate, Command, Plan, Refusal};
+use futures::Sink;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
-    QueryResponse, Response, Tag,
+    DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, Response, Tag,
 };
 use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
 use pgwire::api::{ClientInfo, Type, METADATA_DATABASE, METADATA_USER};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
+use crate::private::{add_interval_columns, Accuracy};
 use crate::session::Session;
+use crate::wire::{
+    constant_type, error_info, output_type, pg_type, send_notice, to_response, Fields, Outcome,
+};
 use crate::Shared;
 
 /// Handles simple and extended queries for every connection.
 pub struct QueryHandler {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     parser: Arc<NoopQueryParser>,
 }
 
-/// Result columns: name and type.
-type Fields = Vec<(String, Type)>;
-
-/// What one statement produced, before it is framed for the wire.
-enum Outcome {
-    Rows {
-        fields: Fields,
-        rows: Vec<Vec<Constant>>,
-        notice: Option<String>,
-    },
-    Tag(Response),
-    Error(Refusal),
+/// Parameters and result formats of one execution.
+#[derive(Clone, Copy)]
+struct Bound<'a> {
+    /// The portal of an extended-protocol Execute, if any.
+    portal: Option<&'a Portal<String>>,
+    /// Result formats per column.
+    format: &'a Format,
 }
+
+const SIMPLE: Bound<'static> = Bound {
+    portal: None,
+    format: &Format::UnifiedText,
+};
 
 impl QueryHandler {
     /// A handler over the shared state.
@@ -62,28 +67,48 @@ impl QueryHandler {
             .get_or_insert_with(|| Mutex::new(Session::new(&config)))
     }
 
-    /// What constant SELECTs may read about this connection.
+    /// What constant SELECTs and catalog queries may read about this connection.
     fn client_session<C: ClientInfo>(&self, client: &C) -> ClientSession {
         let meta = |key| client.metadata().get(key).cloned().unwrap_or_default();
+        let user = meta(METADATA_USER);
+        let max_epsilon = self.max_epsilon(&user);
         ClientSession {
-            user: meta(METADATA_USER),
+            user,
             database: meta(METADATA_DATABASE),
             session: self.session(client),
+            max_epsilon,
         }
     }
 
-    /// Runs the classified statements of `sql` in order, stopping at the
-    /// first error, with `params` bound.
+    fn max_epsilon(&self, user: &str) -> f64 {
+        self.shared
+            .config
+            .user(user)
+            .map(|u| u.max_epsilon_per_query)
+            .unwrap_or(0.0)
+    }
+
+    /// Runs every statement of `sql` in order, stopping at the first error.
     async fn execute<C: ClientInfo>(
         &self,
         client: &C,
-        commands: Vec<Command>,
         sql: &str,
-        params: &[ParamValue],
+        bound: Bound<'_>,
     ) -> Vec<Outcome> {
+        let commands = match classify(sql) {
+            Ok(c) => c,
+            Err(e) if self.catalog_can_take(sql) => {
+                tracing::debug!(error = %e.message, "unparsed statement sent to the catalog");
+                return vec![self.browse(client, sql, bound).await];
+            }
+            Err(e) => return vec![Outcome::Error(e)],
+        };
+        let texts = split_statements(sql);
+        let aligned = texts.len() == commands.len();
         let mut out = Vec::with_capacity(commands.len());
-        for command in commands {
-            let outcome = self.execute_one(client, command, sql, params).await;
+        for (i, command) in commands.into_iter().enumerate() {
+            let text = if aligned { texts[i].as_str() } else { sql };
+            let outcome = self.execute_one(client, command, text, bound).await;
             let failed = matches!(outcome, Outcome::Error(_));
             out.push(outcome);
             if failed {
@@ -93,65 +118,144 @@ impl QueryHandler {
         out
     }
 
+    fn catalog_can_take(&self, sql: &str) -> bool {
+        self.shared.catalog.is_some() && unparsed_catalog_candidate(sql, &self.shared.config)
+    }
+
     async fn execute_one<C: ClientInfo>(
         &self,
         client: &C,
         command: Command,
         sql: &str,
-        params: &[ParamValue],
+        bound: Bound<'_>,
     ) -> Outcome {
-        let user = client
-            .metadata()
-            .get(METADATA_USER)
-            .cloned()
-            .unwrap_or_default();
-        let session = self.session(client);
+        let info = self.client_session(client);
+        let session = info.session.clone();
         let config = &self.shared.config;
-        let max_eps = config
-            .user(&user)
-            .map(|u| u.max_epsilon_per_query)
-            .unwrap_or(0.0);
+        let tag = |t: &str| Ok(Outcome::Tag(Response::Execution(Tag::new(t))));
         let result: Result<Outcome, Refusal> = match command {
             Command::Set { name, value } => session
                 .lock()
                 .unwrap()
-                .set(&name, value.as_deref(), max_eps)
-                .map(|_| Outcome::Tag(Response::Execution(Tag::new("SET")))),
-            Command::IgnoredSet => Ok(Outcome::Tag(Response::Execution(Tag::new("SET")))),
+                .set(&name, value.as_deref(), info.max_epsilon)
+                .and_then(|_| tag("SET")),
+            Command::IgnoredSet => tag("SET"),
             Command::Reset(name) => {
                 session.lock().unwrap().reset(name.as_deref(), config);
-                Ok(Outcome::Tag(Response::Execution(Tag::new("RESET"))))
+                tag(
+                    if name.is_none()
+                        && sql.trim_start().to_ascii_lowercase().starts_with("discard")
+                    {
+                        "DISCARD ALL"
+                    } else {
+                        "RESET"
+                    },
+                )
             }
-            Command::Show(name) => self.show(&session, &user, &name).await,
+            Command::Show(name) => match self.show(&session, &info.user, &name).await {
+                Err(e)
+                    if e.code == sqlstate::UNDEFINED_OBJECT
+                        && self.shared.catalog.is_some()
+                        && !name.starts_with("dp.") =>
+                {
+                    return self.browse(client, &format!("SHOW {name}"), bound).await
+                }
+                other => other,
+            },
             Command::Begin => Ok(Outcome::Tag(Response::TransactionStart(Tag::new("BEGIN")))),
             Command::Commit => Ok(Outcome::Tag(Response::TransactionEnd(Tag::new("COMMIT")))),
             Command::Rollback => Ok(Outcome::Tag(Response::TransactionEnd(Tag::new("ROLLBACK")))),
-            Command::Savepoint(tag) => Ok(Outcome::Tag(Response::Execution(Tag::new(tag)))),
-            Command::Constant(items) => {
-                let info = self.client_session(client);
-                evaluate_constant(&items, &info).map(|values| {
-                    let fields = values
+            Command::Ack(t) => tag(t),
+            Command::Constant(items) => match evaluate_constant(&items, &info) {
+                Err(e)
+                    if e.code == sqlstate::FEATURE_NOT_SUPPORTED
+                        && self.shared.catalog.is_some() =>
+                {
+                    return self.browse(client, sql, bound).await
+                }
+                result => result.map(|values| Outcome::Rows {
+                    fields: values
                         .iter()
                         .map(|(n, v)| (n.clone(), constant_type(v)))
-                        .collect();
-                    Outcome::Rows {
-                        fields,
-                        rows: vec![values.into_iter().map(|(_, v)| v).collect()],
-                        notice: None,
-                    }
-                })
+                        .collect(),
+                    rows: vec![values.into_iter().map(|(_, v)| v).collect()],
+                    notice: None,
+                }),
+            },
+            Command::Explain(query) if is_catalog_query(&query, config) => {
+                return self.browse(client, sql, bound).await
             }
-            Command::Private(mut query) => {
-                let epsilon = session.lock().unwrap().epsilon();
-                match bind_parameters(&mut query, params)
-                    .and_then(|_| plan(&query, config, epsilon))
-                {
-                    Ok(plan) => self.answer(&user, plan, sql).await,
-                    Err(e) => Err(e),
+            Command::Explain(query) => self
+                .private_plan(&session, *query, bound)
+                .map(|plan| self.explain(&plan)),
+            Command::Private(query) if is_catalog_query(&query, config) => {
+                return self.browse(client, sql, bound).await
+            }
+            Command::Private(query) => match self.private_plan(&session, *query, bound) {
+                Ok(plan) => {
+                    let accuracy = session.lock().unwrap().accuracy();
+                    self.answer(&info.user, plan, sql, accuracy).await
                 }
-            }
+                Err(e) => Err(e),
+            },
         };
         result.unwrap_or_else(Outcome::Error)
+    }
+
+    /// Binds the execution's parameters into `query` and plans it.
+    fn private_plan(
+        &self,
+        session: &Mutex<Session>,
+        mut query: dpgate_sql::ast::Query,
+        bound: Bound<'_>,
+    ) -> Result<Plan, Refusal> {
+        let values = match bound.portal {
+            Some(portal) => {
+                let types = self.private_parameter_types(&query, &portal.statement.parameter_types);
+                decode_params(portal, &types)?
+            }
+            None => Vec::new(),
+        };
+        bind_parameters(&mut query, &values)?;
+        let epsilon = session.lock().unwrap().epsilon();
+        plan(&query, &self.shared.config, epsilon)
+    }
+
+    /// Sends a catalog query to the shadow catalog.
+    async fn browse<C: ClientInfo>(&self, client: &C, sql: &str, bound: Bound<'_>) -> Outcome {
+        let Some(catalog) = &self.shared.catalog else {
+            return Outcome::Error(catalog_off());
+        };
+        let info = self.client_session(client);
+        let sql = match prepare_catalog_sql(sql, &info) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Error(e),
+        };
+        let params: Vec<Param> = bound
+            .portal
+            .map(|p| {
+                p.parameters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Param {
+                        binary: p.parameter_format.is_binary(i),
+                        value: v.as_ref().map(|b| b.to_vec()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let search_path = info.session.lock().unwrap().search_path();
+        let binary = |i: usize| bound.format.is_binary(i);
+        match catalog.query(&sql, &params, &binary, &search_path).await {
+            Ok(rows) if rows.columns.is_empty() => {
+                Outcome::Tag(Response::Execution(Tag::new(&rows.tag)))
+            }
+            Ok(rows) => Outcome::Encoded {
+                fields: rows.columns,
+                rows: rows.rows,
+            },
+            Err(e) => Outcome::Error(catalog_refusal(e)),
+        }
     }
 
     async fn show(
@@ -170,161 +274,42 @@ impl QueryHandler {
                     .user(user)
                     .map(|u| u.epsilon_budget)
                     .unwrap_or(0.0);
-                vec![(name.into(), format!("{}", (budget - spent).max(0.0)))]
+                vec![(
+                    name.into(),
+                    crate::private::fmt_eps((budget - spent).max(0.0)),
+                )]
             }
             _ => vec![(name.to_string(), session.lock().unwrap().show(name)?)],
         };
-        let header = if name == "all" {
-            vec![("name", Type::TEXT), ("setting", Type::TEXT)]
+        let (fields, rows) = if name == "all" {
+            (
+                vec![("name".into(), Type::TEXT), ("setting".into(), Type::TEXT)],
+                rows.into_iter()
+                    .map(|(k, v)| vec![Constant::Text(k), Constant::Text(v)])
+                    .collect(),
+            )
         } else {
-            vec![(name, Type::TEXT)]
+            (
+                vec![(name.to_string(), Type::TEXT)],
+                rows.into_iter()
+                    .map(|(_, v)| vec![Constant::Text(v)])
+                    .collect(),
+            )
         };
         Ok(Outcome::Rows {
-            fields: header
-                .into_iter()
-                .map(|(n, t)| (n.to_string(), t))
-                .collect(),
-            rows: rows
-                .into_iter()
-                .map(|(k, v)| {
-                    if name == "all" {
-                        vec![Constant::Text(k), Constant::Text(v)]
-                    } else {
-                        vec![Constant::Text(v)]
-                    }
-                })
-                .collect(),
+            fields,
+            rows,
             notice: None,
         })
     }
 
-    async fn spent(&self, user: &str) -> Result<f64, Refusal> {
-        let ledger = self.shared.ledger.clone();
-        let user = user.to_string();
-        tokio::task::spawn_blocking(move || ledger.spent(&user))
-            .await
-            .map_err(|e| ledger_failure(&e.to_string()))?
-            .map_err(|e| ledger_failure(&e.to_string()))
-    }
-
-    /// Charge, query, release. Nothing reaches the backend unless the
-    /// charge is durable; after the charge, failures are uninformative.
-    async fn answer(&self, user: &str, plan: Plan, sql: &str) -> Result<Outcome, Refusal> {
-        let config = &self.shared.config;
-        let budget = config.user(user).map(|u| u.epsilon_budget).unwrap_or(0.0);
-        // Noise is drawn off the request path, while the charge and the
-        // backend query run: sampling time grows with the magnitude drawn.
-        // Only partition selection, whose group count is known after the
-        // query, draws afterwards.
-        let early_noise = plan
-            .groups_before_data()
-            .map(|n| draw_noise(plan.release.clone(), n));
-        let ledger = self.shared.ledger.clone();
-        let (u, s, eps) = (user.to_string(), sql.to_string(), plan.epsilon);
-        let charge = tokio::task::spawn_blocking(move || ledger.charge(&u, budget, eps, &s))
-            .await
-            .map_err(|e| ledger_failure(&e.to_string()))?
-            .map_err(|e| match e {
-                dpgate_ledger::LedgerError::Exhausted { spent, budget, cost } => Refusal::new(
-                    sqlstate::BUDGET_EXHAUSTED,
-                    format!("privacy budget exhausted: this query costs ε = {cost}, but only {} of {budget} remain", fmt_eps((budget - spent).max(0.0))),
-                    "lower the cost with SET dp.epsilon = <smaller value>, or ask the data owner for more budget",
-                ),
-                other => ledger_failure(&other.to_string()),
-            })?;
-        tracing::info!(
-            user,
-            epsilon = plan.epsilon,
-            delta = plan.delta,
-            spent = charge.spent,
-            "charged"
-        );
-
-        let keys = match &plan.grouping {
-            Grouping::None => 0,
-            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys.len(),
-        };
-        let raw = self
-            .shared
-            .backend
-            .fetch_groups(&plan.backend_sql, keys, plan.release.raw_len())
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, sql = %plan.backend_sql, "backend query failed after charge");
-                failed_after_charge()
-            })?;
-        let groups = plan.arrange(
-            raw.into_iter()
-                .map(|g| RawGroup {
-                    keys: g.keys,
-                    values: g.values,
-                })
-                .collect(),
-        );
-        let draws = match early_noise {
-            Some(draws) => draws,
-            None => draw_noise(plan.release.clone(), groups.len()),
-        }
-        .await
-        .map_err(|e| {
-            tracing::error!("noise sampling failed: {e}");
-            failed_after_charge()
-        })?;
-        let confidence = config.privacy.confidence;
-        let answer = plan.finish(&groups, &draws, confidence);
-        let widths: Vec<String> = plan
-            .columns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let w: Vec<f64> = answer.half_widths.iter().filter_map(|r| r[i]).collect();
-                let lo = w.iter().cloned().fold(f64::INFINITY, f64::min);
-                let hi = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                match w.len() {
-                    0 => None,
-                    _ if hi - lo <= 1e-9 * hi.abs().max(1.0) => {
-                        Some(format!("{} ±{}", c.name, fmt_width(hi)))
-                    }
-                    _ => Some(format!("{} ±{}…{}", c.name, fmt_width(lo), fmt_width(hi))),
-                }
-            })
-            .collect();
-        let cost = if plan.delta > 0.0 {
-            format!("ε = {}, δ = {:e}", fmt_eps(plan.epsilon), plan.delta)
-        } else {
-            format!("ε = {}", fmt_eps(plan.epsilon))
-        };
-        let accuracy = if widths.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " {}% confidence half-widths: {}",
-                confidence * 100.0,
-                widths.join(", ")
-            )
-        };
-        let notice = format!(
-            "dpgate: this answer cost {cost}; {} of ε = {} remain.{accuracy}",
-            fmt_eps(charge.remaining),
-            fmt_eps(budget),
-        );
-        Ok(Outcome::Rows {
-            fields: plan
-                .columns
-                .iter()
-                .map(|c| (c.name.clone(), output_type(c.ty)))
-                .collect(),
-            rows: answer.rows,
-            notice: Some(notice),
-        })
-    }
-
-    /// Parameter types of a single private statement: what the client
-    /// declared, else inferred from the compared column, else text.
-    fn parameter_types(&self, commands: &[Command], declared: &[Option<Type>]) -> Vec<Type> {
-        let [Command::Private(query)] = commands else {
-            return Vec::new();
-        };
+    /// Parameter types of a private statement: what the client declared,
+    /// else inferred from the compared column, else text.
+    fn private_parameter_types(
+        &self,
+        query: &dpgate_sql::ast::Query,
+        declared: &[Option<Type>],
+    ) -> Vec<Type> {
         parameter_types(query, &self.shared.config)
             .iter()
             .enumerate()
@@ -334,40 +319,71 @@ impl QueryHandler {
             .collect()
     }
 
-    /// Result columns and parameter types of a statement, without running it.
-    fn describe(
+    /// Parameter types and result columns of a statement, without running it.
+    async fn describe(
         &self,
         client: &impl ClientInfo,
         sql: &str,
         declared: &[Option<Type>],
     ) -> Result<(Vec<Type>, Fields), Refusal> {
-        let mut commands = classify(sql)?;
+        let mut commands = match classify(sql) {
+            Ok(c) => c,
+            Err(_) if self.catalog_can_take(sql) => {
+                return self.describe_catalog(client, sql).await
+            }
+            Err(e) => return Err(e),
+        };
         if commands.len() != 1 {
             return Ok((vec![], vec![]));
         }
-        let types = self.parameter_types(&commands, declared);
+        let config = &self.shared.config;
         match commands.remove(0) {
+            Command::Private(query) | Command::Explain(query)
+                if is_catalog_query(&query, config) =>
+            {
+                self.describe_catalog(client, sql).await
+            }
             Command::Private(mut query) => {
+                let types = self.private_parameter_types(&query, declared);
                 bind_parameters(&mut query, &vec![ParamValue::Null; types.len()])?;
-                let epsilon = self.session(client).lock().unwrap().epsilon();
-                let plan = plan(&query, &self.shared.config, epsilon)?;
-                let fields = plan
+                let session = self.session(client);
+                let (epsilon, accuracy) = {
+                    let s = session.lock().unwrap();
+                    (s.epsilon(), s.accuracy())
+                };
+                let plan = plan(&query, config, epsilon)?;
+                let mut fields: Fields = plan
                     .columns
                     .iter()
                     .map(|c| (c.name.clone(), output_type(c.ty)))
                     .collect();
+                if accuracy == Accuracy::Columns {
+                    add_interval_columns(&plan, &mut fields, &mut [], &[]);
+                }
                 Ok((types, fields))
             }
+            Command::Explain(query) => Ok((
+                self.private_parameter_types(&query, declared),
+                vec![("QUERY PLAN".into(), Type::TEXT)],
+            )),
             Command::Constant(items) => {
                 let info = self.client_session(client);
-                let values = evaluate_constant(&items, &info)?;
-                Ok((
-                    vec![],
-                    values
-                        .iter()
-                        .map(|(n, v)| (n.clone(), constant_type(v)))
-                        .collect(),
-                ))
+                match evaluate_constant(&items, &info) {
+                    Ok(values) => Ok((
+                        vec![],
+                        values
+                            .iter()
+                            .map(|(n, v)| (n.clone(), constant_type(v)))
+                            .collect(),
+                    )),
+                    Err(e)
+                        if e.code == sqlstate::FEATURE_NOT_SUPPORTED
+                            && self.shared.catalog.is_some() =>
+                    {
+                        self.describe_catalog(client, sql).await
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Command::Show(name) if name == "all" => Ok((
                 vec![],
@@ -375,6 +391,48 @@ impl QueryHandler {
             )),
             Command::Show(name) => Ok((vec![], vec![(name, Type::TEXT)])),
             _ => Ok((vec![], vec![])),
+        }
+    }
+
+    async fn describe_catalog(
+        &self,
+        client: &impl ClientInfo,
+        sql: &str,
+    ) -> Result<(Vec<Type>, Fields), Refusal> {
+        let catalog = self.shared.catalog.as_ref().ok_or_else(catalog_off)?;
+        let info = self.client_session(client);
+        let sql = prepare_catalog_sql(sql, &info)?;
+        let search_path = info.session.lock().unwrap().search_path();
+        let d = catalog
+            .describe(&sql, &search_path)
+            .await
+            .map_err(catalog_refusal)?;
+        Ok((d.params, d.columns))
+    }
+}
+
+fn catalog_off() -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "catalog browsing is off: dpgate has no catalog database",
+        "the data owner can set [catalog] url in proxy.toml to an empty PostgreSQL database dpgate may write; tables and columns are listed in the README and by dpgate check",
+    )
+}
+
+fn catalog_refusal(e: dpgate_catalog::CatalogError) -> Refusal {
+    match e {
+        dpgate_catalog::CatalogError::Query {
+            code,
+            message,
+            hint,
+        } => Refusal::new(code, message, hint.unwrap_or_default()),
+        other => {
+            tracing::warn!(error = %other, "catalog query failed");
+            Refusal::new(
+                "58000",
+                format!("the catalog query failed: {other}"),
+                "retry; if it keeps failing, the data owner should check the catalog database",
+            )
         }
     }
 }
@@ -387,86 +445,53 @@ fn declared_type(declared: &[Option<Type>], i: usize) -> Option<Type> {
         .filter(|t| *t != Type::UNKNOWN)
 }
 
-fn pg_type(t: dpgate_config::ColumnType) -> Type {
-    use dpgate_config::ColumnType::*;
-    match t {
-        Int => Type::INT8,
-        Float => Type::FLOAT8,
-        Text => Type::TEXT,
-        Bool => Type::BOOL,
-        Date => Type::DATE,
-        Timestamp => Type::TIMESTAMP,
-    }
-}
-
-fn constant_type(v: &Constant) -> Type {
-    match v {
-        Constant::Int(_) => Type::INT4,
-        Constant::Float(_) => Type::FLOAT8,
-        Constant::Bool(_) => Type::BOOL,
-        Constant::Text(_) | Constant::Null => Type::TEXT,
-    }
-}
-
-fn fmt_eps(x: f64) -> String {
-    let s = format!("{x:.6}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-fn fmt_width(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-    }
-}
-
-fn output_type(ty: OutputType) -> Type {
-    match ty {
-        OutputType::Int => Type::INT8,
-        OutputType::Float => Type::FLOAT8,
-        OutputType::Text => Type::TEXT,
-        OutputType::Bool => Type::BOOL,
-    }
-}
-
-/// Draws noise for `groups` groups in a blocking task.
-fn draw_noise(
-    release: dpgate_dp::release::ReleasePlan,
-    groups: usize,
-) -> tokio::task::JoinHandle<Vec<NoiseDraw>> {
-    tokio::task::spawn_blocking(move || {
-        let mut rng = dpgate_dp::secure_rng();
-        (0..groups).map(|_| release.draw_noise(&mut rng)).collect()
-    })
-}
-
-/// The one error every failure after the charge gets: it must not depend
-/// on the data, so it carries no detail (the log has it).
-fn failed_after_charge() -> Refusal {
-    Refusal::new(
-        sqlstate::BACKEND_FAILED,
-        "the private query could not be completed; its cost has been charged",
-        "retry later; if it keeps failing, ask the data owner to check the backend",
-    )
-}
-
-fn ledger_failure(detail: &str) -> Refusal {
-    tracing::error!(detail, "ledger failure");
-    Refusal::new(
-        "58030",
-        "the privacy ledger could not record the charge, so the query was not run",
-        "retry later; the data owner should check the ledger file",
-    )
+/// Decodes bound parameters by their declared or inferred types.
+fn decode_params(portal: &Portal<String>, inferred: &[Type]) -> Result<Vec<ParamValue>, Refusal> {
+    let bad = |e: PgWireError| {
+        Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("a parameter could not be read: {e}"),
+            "bind values of the parameter types the statement describes",
+        )
+    };
+    (0..portal.parameter_len())
+        .map(|i| {
+            let ty = declared_type(&portal.statement.parameter_types, i)
+                .or_else(|| inferred.get(i).cloned())
+                .unwrap_or(Type::TEXT);
+            let v = match ty {
+                Type::INT2 => portal
+                    .parameter::<i16>(i, &ty)
+                    .map(|v| v.map(|v| ParamValue::Int(v.into()))),
+                Type::INT4 => portal
+                    .parameter::<i32>(i, &ty)
+                    .map(|v| v.map(|v| ParamValue::Int(v.into()))),
+                Type::INT8 => portal
+                    .parameter::<i64>(i, &ty)
+                    .map(|v| v.map(ParamValue::Int)),
+                Type::FLOAT4 => portal
+                    .parameter::<f32>(i, &ty)
+                    .map(|v| v.map(|v| ParamValue::Float(v.into()))),
+                Type::FLOAT8 => portal
+                    .parameter::<f64>(i, &ty)
+                    .map(|v| v.map(ParamValue::Float)),
+                Type::BOOL => portal
+                    .parameter::<bool>(i, &ty)
+                    .map(|v| v.map(ParamValue::Bool)),
+                _ => portal
+                    .parameter::<String>(i, &Type::TEXT)
+                    .map(|v| v.map(ParamValue::Text)),
+            };
+            Ok(v.map_err(bad)?.unwrap_or(ParamValue::Null))
+        })
+        .collect()
 }
 
 struct ClientSession {
     user: String,
     database: String,
     session: Arc<Mutex<Session>>,
+    max_epsilon: f64,
 }
 
 impl SessionInfo for ClientSession {
@@ -479,108 +504,12 @@ impl SessionInfo for ClientSession {
     fn setting(&self, name: &str) -> Option<String> {
         self.session.lock().unwrap().show(name).ok()
     }
-}
-
-fn error_info(r: &Refusal, severity: &str) -> ErrorInfo {
-    let mut info = ErrorInfo::new(severity.to_string(), r.code.to_string(), r.message.clone());
-    info.hint = Some(r.hint.clone());
-    info
-}
-
-fn notice(text: String) -> PgWireBackendMessage {
-    PgWireBackendMessage::NoticeResponse(
-        ErrorInfo::new("NOTICE".into(), "00000".into(), text).into(),
-    )
-}
-
-/// Frames an outcome for the wire with per-column formats.
-fn to_response(outcome: Outcome, format: &Format) -> (Response, Option<String>) {
-    match outcome {
-        Outcome::Tag(r) => (r, None),
-        Outcome::Error(e) => (Response::Error(Box::new(error_info(&e, "ERROR"))), None),
-        Outcome::Rows {
-            fields,
-            rows,
-            notice,
-        } => {
-            let schema = Arc::new(
-                fields
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (name, ty))| {
-                        FieldInfo::new(name, None, None, ty, format.format_for(i))
-                    })
-                    .collect::<Vec<_>>(),
-            );
-            let encoded: Vec<PgWireResult<_>> = rows
-                .into_iter()
-                .map(|row| {
-                    let mut enc = DataRowEncoder::new(schema.clone());
-                    for (value, field) in row.iter().zip(schema.iter()) {
-                        encode(&mut enc, value, field.datatype())?;
-                    }
-                    Ok(enc.take_row())
-                })
-                .collect();
-            (
-                Response::Query(QueryResponse::new(schema, stream::iter(encoded))),
-                notice,
-            )
-        }
+    fn set_setting(&self, name: &str, value: &str) -> Result<(), Refusal> {
+        self.session
+            .lock()
+            .unwrap()
+            .set(name, Some(value), self.max_epsilon)
     }
-}
-
-fn encode(enc: &mut DataRowEncoder, value: &Constant, ty: &Type) -> PgWireResult<()> {
-    match value {
-        Constant::Null => enc.encode_field(&None::<String>),
-        Constant::Int(i) if *ty == Type::INT4 => {
-            enc.encode_field(&i32::try_from(*i).unwrap_or(i32::MAX))
-        }
-        Constant::Int(i) => enc.encode_field(i),
-        Constant::Float(f) => enc.encode_field(f),
-        Constant::Bool(b) => enc.encode_field(b),
-        Constant::Text(t) => enc.encode_field(t),
-    }
-}
-
-/// Decodes bound parameters by their declared or inferred types.
-fn decode_params(portal: &Portal<String>, inferred: &[Type]) -> PgWireResult<Vec<ParamValue>> {
-    (0..portal.parameter_len())
-        .map(|i| {
-            let ty = declared_type(&portal.statement.parameter_types, i)
-                .or_else(|| inferred.get(i).cloned())
-                .unwrap_or(Type::TEXT);
-            let v = match ty {
-                Type::INT2 => portal
-                    .parameter::<i16>(i, &ty)?
-                    .map(|v| ParamValue::Int(v.into())),
-                Type::INT4 => portal
-                    .parameter::<i32>(i, &ty)?
-                    .map(|v| ParamValue::Int(v.into())),
-                Type::INT8 => portal.parameter::<i64>(i, &ty)?.map(ParamValue::Int),
-                Type::FLOAT4 => portal
-                    .parameter::<f32>(i, &ty)?
-                    .map(|v| ParamValue::Float(v.into())),
-                Type::FLOAT8 => portal.parameter::<f64>(i, &ty)?.map(ParamValue::Float),
-                Type::BOOL => portal.parameter::<bool>(i, &ty)?.map(ParamValue::Bool),
-                _ => portal
-                    .parameter::<String>(i, &Type::TEXT)?
-                    .map(ParamValue::Text),
-            };
-            Ok(v.unwrap_or(ParamValue::Null))
-        })
-        .collect()
-}
-
-async fn send_notice<C>(client: &mut C, text: Option<String>) -> PgWireResult<()>
-where
-    C: Sink<PgWireBackendMessage> + Unpin + Send,
-    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-{
-    if let Some(text) = text {
-        client.feed(notice(text)).await?;
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -597,10 +526,7 @@ impl SimpleQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let outcomes = match classify(query) {
-            Ok(commands) => self.execute(client, commands, query, &[]).await,
-            Err(e) => vec![Outcome::Error(e)],
-        };
+        let outcomes = self.execute(client, query, SIMPLE).await;
         let mut responses = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             let (response, text) = to_response(outcome, &Format::UnifiedText);
@@ -638,20 +564,18 @@ impl ExtendedQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let sql = &portal.statement.statement;
-        let commands = match classify(sql) {
-            Ok(c) if c.len() > 1 => {
-                let e = Refusal::unsupported(
-                    "several statements cannot be sent in one prepared statement",
-                    "prepare one statement at a time",
-                );
-                return Ok(to_response(Outcome::Error(e), &Format::UnifiedText).0);
-            }
-            Ok(c) => c,
-            Err(e) => return Ok(to_response(Outcome::Error(e), &Format::UnifiedText).0),
+        if split_statements(sql).len() > 1 {
+            let e = Refusal::unsupported(
+                "several statements cannot be sent in one prepared statement",
+                "prepare one statement at a time",
+            );
+            return Ok(to_response(Outcome::Error(e), &Format::UnifiedText).0);
+        }
+        let bound = Bound {
+            portal: Some(portal),
+            format: &portal.result_column_format,
         };
-        let types = self.parameter_types(&commands, &portal.statement.parameter_types);
-        let params = decode_params(portal, &types)?;
-        let Some(outcome) = self.execute(client, commands, sql, &params).await.pop() else {
+        let Some(outcome) = self.execute(client, sql, bound).await.pop() else {
             return Ok(Response::EmptyQuery);
         };
         let (response, text) = to_response(outcome, &portal.result_column_format);
@@ -677,6 +601,7 @@ impl ExtendedQueryHandler for QueryHandler {
     {
         let (params, fields) = self
             .describe(client, &stmt.statement, &stmt.parameter_types)
+            .await
             .map_err(|e| PgWireError::UserError(Box::new(error_info(&e, "ERROR"))))?;
         let fields = fields
             .into_iter()
@@ -707,6 +632,7 @@ impl ExtendedQueryHandler for QueryHandler {
                 &portal.statement.statement,
                 &portal.statement.parameter_types,
             )
+            .await
             .map_err(|e| PgWireError::UserError(Box::new(error_info(&e, "ERROR"))))?;
         let fields = fields
             .into_iter()

@@ -4,7 +4,9 @@
 
 mod auth;
 mod handler;
+mod private;
 mod session;
+mod wire;
 
 use std::sync::Arc;
 
@@ -15,8 +17,9 @@ use dpgate_sql::constant::SERVER_VERSION;
 use pgwire::api::auth::sasl::scram::ScramAuth;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::PgWireServerHandlers;
+use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use tokio::net::TcpListener;
 
 pub use auth::UserStore;
@@ -29,11 +32,14 @@ pub struct Shared {
     pub ledger: Arc<Ledger>,
     /// The database behind dpgate.
     pub backend: Backend,
+    /// The shadow catalog answering schema queries, if available.
+    pub catalog: Option<dpgate_catalog::Catalog>,
 }
 
 struct Handlers {
     query: Arc<handler::QueryHandler>,
     startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -48,6 +54,10 @@ impl PgWireServerHandlers for Handlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
     }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
 }
 
 /// Serves connections on `listener` until `shutdown` resolves.
@@ -61,11 +71,14 @@ pub async fn serve(
     parameters.server_version = SERVER_VERSION.to_string();
     parameters.is_superuser = false;
     parameters.default_transaction_read_only = true;
+    let connections = Arc::new(ConnectionManager::new());
     let startup = SASLAuthStartupHandler::new(Arc::new(parameters))
-        .with_scram(ScramAuth::new(Arc::new(auth::ScramSource(users))));
+        .with_scram(ScramAuth::new(Arc::new(auth::ScramSource(users))))
+        .with_connection_manager(connections.clone());
     let handlers = Arc::new(Handlers {
         query: Arc::new(handler::QueryHandler::new(shared)),
         startup: Arc::new(startup),
+        cancel: Arc::new(DefaultCancelHandler::new(connections)),
     });
     tokio::pin!(shutdown);
     loop {

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use dpgate_config::Config;
+
+use crate::private::Accuracy;
 use dpgate_sql::constant::SERVER_VERSION;
 use dpgate_sql::{sqlstate, Refusal};
 
@@ -36,6 +38,7 @@ pub struct Session {
     settings: BTreeMap<String, String>,
     default_epsilon: f64,
     epsilon: f64,
+    accuracy: Accuracy,
 }
 
 impl Session {
@@ -50,12 +53,26 @@ impl Session {
             settings,
             default_epsilon: config.privacy.default_epsilon,
             epsilon: config.privacy.default_epsilon,
+            accuracy: Accuracy::Notice,
         }
     }
 
     /// ε the next private query spends.
     pub fn epsilon(&self) -> f64 {
         self.epsilon
+    }
+
+    /// How answers report their accuracy (`dp.accuracy`).
+    pub fn accuracy(&self) -> Accuracy {
+        self.accuracy
+    }
+
+    /// The search_path catalog queries resolve names with.
+    pub fn search_path(&self) -> String {
+        self.settings
+            .get("search_path")
+            .cloned()
+            .unwrap_or_else(|| "\"$user\", public".into())
     }
 
     /// `SET name = value`; `max_epsilon` is the user's per-query limit.
@@ -78,6 +95,20 @@ impl Session {
                 self.epsilon = eps;
                 Ok(())
             }
+            "dp.accuracy" => {
+                self.accuracy = match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+                    None | Some("notice") => Accuracy::Notice,
+                    Some("columns") => Accuracy::Columns,
+                    Some(other) => {
+                        return Err(Refusal::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("dp.accuracy must be 'notice' or 'columns', got '{other}'"),
+                            "SET dp.accuracy = 'columns' adds a <column>_ci half-width after each noisy column; 'notice' reports in a NOTICE only",
+                        ))
+                    }
+                };
+                Ok(())
+            }
             n if n.starts_with("dp.") => Err(unknown(n)),
             n => {
                 match value {
@@ -94,6 +125,7 @@ impl Session {
         match name {
             None => *self = Session::new(config),
             Some("dp.epsilon") => self.epsilon = self.default_epsilon,
+            Some("dp.accuracy") => self.accuracy = Accuracy::Notice,
             Some(n) => {
                 let fresh = Session::new(config);
                 match fresh.settings.get(n) {
@@ -106,8 +138,10 @@ impl Session {
 
     /// The value `SHOW name` reports (dp.budget is answered by the caller).
     pub fn show(&self, name: &str) -> Result<String, Refusal> {
-        if name == "dp.epsilon" {
-            return Ok(self.epsilon.to_string());
+        match name {
+            "dp.epsilon" => return Ok(self.epsilon.to_string()),
+            "dp.accuracy" => return Ok(self.accuracy_text().into()),
+            _ => {}
         }
         self.settings
             .get(name)
@@ -119,7 +153,15 @@ impl Session {
     pub fn all(&self) -> Vec<(String, String)> {
         let mut all: Vec<(String, String)> = self.settings.clone().into_iter().collect();
         all.push(("dp.epsilon".into(), self.epsilon.to_string()));
+        all.push(("dp.accuracy".into(), self.accuracy_text().into()));
         all
+    }
+
+    fn accuracy_text(&self) -> &'static str {
+        match self.accuracy {
+            Accuracy::Notice => "notice",
+            Accuracy::Columns => "columns",
+        }
     }
 }
 
@@ -135,6 +177,6 @@ fn unknown(name: &str) -> Refusal {
     Refusal::new(
         sqlstate::UNDEFINED_OBJECT,
         format!("unrecognized configuration parameter \"{name}\""),
-        "dpgate's own settings are dp.epsilon (SET/SHOW) and dp.budget (SHOW)",
+        "dpgate's own settings are dp.epsilon and dp.accuracy (SET/SHOW) and dp.budget (SHOW)",
     )
 }

@@ -85,6 +85,19 @@ impl Plan {
         }
     }
 
+    /// For each output column, the noisy aggregate it shows directly
+    /// (such columns carry an interval); `None` for keys and expressions.
+    pub fn column_sources(&self) -> Vec<Option<usize>> {
+        self.post
+            .items
+            .iter()
+            .map(|p| match p {
+                PostExpr::Agg(i) => Some(*i),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Noises arranged groups with one draw each, selects, derives and
     /// post-processes.
     pub fn finish(&self, groups: &[RawGroup], draws: &[NoiseDraw], confidence: f64) -> Answer {

@@ -32,8 +32,12 @@ pub enum Command {
     Commit,
     /// ROLLBACK / ABORT.
     Rollback,
-    /// SAVEPOINT / RELEASE / ROLLBACK TO: accepted, nothing to undo.
-    Savepoint(&'static str),
+    /// Accepted with this command tag and nothing to do: SAVEPOINT,
+    /// RELEASE, ROLLBACK TO (nothing to undo), CLOSE, DEALLOCATE, LISTEN,
+    /// UNLISTEN (no cursors, server-side state or notifications exist).
+    Ack(&'static str),
+    /// `EXPLAIN query`: the plan, without running or charging.
+    Explain(Box<Query>),
     /// A SELECT without FROM: literals and session functions.
     Constant(Vec<SelectItem>),
     /// A query over declared tables: to be planned.
@@ -84,9 +88,30 @@ fn classify_statement(statement: Statement) -> Result<Command, Refusal> {
         } => Command::Rollback,
         Statement::Rollback {
             savepoint: Some(_), ..
-        } => Command::Savepoint("ROLLBACK"),
-        Statement::Savepoint { .. } => Command::Savepoint("SAVEPOINT"),
-        Statement::ReleaseSavepoint { .. } => Command::Savepoint("RELEASE"),
+        } => Command::Ack("ROLLBACK"),
+        Statement::Savepoint { .. } => Command::Ack("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Command::Ack("RELEASE"),
+        Statement::Close { .. } => Command::Ack("CLOSE CURSOR ALL"),
+        Statement::Deallocate { .. } => Command::Ack("DEALLOCATE"),
+        Statement::LISTEN { .. } => Command::Ack("LISTEN"),
+        Statement::UNLISTEN { .. } => Command::Ack("UNLISTEN"),
+        Statement::Explain {
+            analyze: true, ..
+        } => {
+            return Err(Refusal::unsupported(
+                "EXPLAIN ANALYZE would run the query against the data",
+                "write EXPLAIN without ANALYZE: it shows the plan, the mechanisms and the cost without running or charging",
+            ))
+        }
+        Statement::Explain { statement, .. } => match *statement {
+            Statement::Query(query) => Command::Explain(query),
+            _ => {
+                return Err(Refusal::unsupported(
+                    "only queries can be explained",
+                    "write EXPLAIN SELECT …",
+                ))
+            }
+        },
         Statement::Insert(_)
         | Statement::Update(_)
         | Statement::Delete(_)

@@ -14,6 +14,13 @@ pub trait SessionInfo {
     fn database(&self) -> String;
     /// The current value of a setting, if known.
     fn setting(&self, name: &str) -> Option<String>;
+    /// Changes a setting (`set_config`); the default refuses.
+    fn set_setting(&self, name: &str, _value: &str) -> Result<(), Refusal> {
+        Err(Refusal::unsupported(
+            format!("cannot change {name} here"),
+            "use SET",
+        ))
+    }
 }
 
 /// A constant value.
@@ -98,9 +105,8 @@ fn eval(e: &Expr, s: &dyn SessionInfo) -> Result<Constant, Refusal> {
             Constant::Float(f) => Constant::Float(-f),
             _ => return Err(unsupported(e)),
         },
-        Expr::Identifier(i) => {
-            session_function(&i.value.to_ascii_lowercase(), &[], s).ok_or_else(|| unsupported(e))?
-        }
+        Expr::Identifier(i) => session_function(&i.value.to_ascii_lowercase(), &[], s)?
+            .ok_or_else(|| unsupported(e))?,
         Expr::Function(f) => {
             let name = object_name(&f.name).to_ascii_lowercase();
             let name = name
@@ -118,14 +124,18 @@ fn eval(e: &Expr, s: &dyn SessionInfo) -> Result<Constant, Refusal> {
                     .collect::<Result<Vec<_>, _>>()?,
                 _ => Vec::new(),
             };
-            session_function(&name, &args, s).ok_or_else(|| unsupported(e))?
+            session_function(&name, &args, s)?.ok_or_else(|| unsupported(e))?
         }
         _ => return Err(unsupported(e)),
     })
 }
 
-fn session_function(name: &str, args: &[Constant], s: &dyn SessionInfo) -> Option<Constant> {
-    Some(match (name, args) {
+fn session_function(
+    name: &str,
+    args: &[Constant],
+    s: &dyn SessionInfo,
+) -> Result<Option<Constant>, Refusal> {
+    Ok(Some(match (name, args) {
         ("version", []) => Constant::Text(version_string()),
         ("current_schema", []) => Constant::Text("public".into()),
         ("current_database", []) => Constant::Text(s.database()),
@@ -134,9 +144,15 @@ fn session_function(name: &str, args: &[Constant], s: &dyn SessionInfo) -> Optio
             .setting(&n.to_ascii_lowercase())
             .map(Constant::Text)
             .unwrap_or(Constant::Null),
+        ("set_config", [Constant::Text(n), Constant::Text(v), _]) => {
+            s.set_setting(&n.to_ascii_lowercase(), v)?;
+            Constant::Text(v.clone())
+        }
         ("pg_backend_pid", []) => Constant::Int(i64::from(std::process::id() as i32)),
-        _ => return None,
-    })
+        // Connection-pool resets (asyncpg): dpgate holds no advisory locks.
+        ("pg_advisory_unlock_all", []) => Constant::Null,
+        _ => return Ok(None),
+    }))
 }
 
 fn unsupported(e: &Expr) -> Refusal {

@@ -1,6 +1,7 @@
 //! Refusals: every query dpgate will not answer gets a PostgreSQL SQLSTATE,
 //! a message that says why and a hint that says what to write instead.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// SQLSTATE codes dpgate uses (see README "Error codes").
@@ -31,13 +32,16 @@ pub mod sqlstate {
     pub const BACKEND_FAILED: &str = "58000";
     /// Unknown SET/SHOW parameter.
     pub const UNDEFINED_OBJECT: &str = "42704";
+    /// A `$n` with no bound value.
+    pub const UNDEFINED_PARAMETER: &str = "42P02";
 }
 
 /// A refusal with its SQLSTATE, message and hint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// Five-character SQLSTATE.
-    pub code: &'static str,
+    /// Five-character SQLSTATE (dpgate's own, or PostgreSQL's for
+    /// catalog queries).
+    pub code: Cow<'static, str>,
     /// Why the statement is refused.
     pub message: String,
     /// What to write instead.
@@ -46,9 +50,13 @@ pub struct Refusal {
 
 impl Refusal {
     /// A refusal with the given code, message and hint.
-    pub fn new(code: &'static str, message: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub fn new(
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
         Refusal {
-            code,
+            code: code.into(),
             message: message.into(),
             hint: hint.into(),
         }

@@ -4,6 +4,7 @@
 
 mod aggregate;
 pub mod answer;
+pub mod catalog;
 pub mod classify;
 pub mod constant;
 pub mod error;

@@ -5,7 +5,7 @@ use dpgate_config::Config;
 use crate::params::{bind_parameters, parameter_types, ParamValue};
 use crate::{classify, plan, Command, Plan, Refusal};
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     Config::parse(
         r#"
 [backend]

@@ -1,0 +1,191 @@
+//! Running catalog queries on the shadow database, each in a read-only
+//! transaction that is rolled back, under the analyst's search_path.
+
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+
+use crate::params::{literal, Raw, RawValue};
+use crate::{Catalog, CatalogError};
+
+/// A bound parameter as the client sent it.
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// True for the binary format, false for text.
+    pub binary: bool,
+    /// The bytes, or `None` for NULL.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Parameter and result types of a catalog statement.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// Types of `$1`, `$2`, …
+    pub params: Vec<Type>,
+    /// Result columns: name and type.
+    pub columns: Vec<(String, Type)>,
+}
+
+/// The answer to a catalog query: each cell in the format asked for.
+#[derive(Debug, Clone)]
+pub struct CatalogRows {
+    /// Result columns: name and type.
+    pub columns: Vec<(String, Type)>,
+    /// Rows of cells (`None` is NULL).
+    pub rows: Vec<Vec<Option<Vec<u8>>>>,
+    /// The command tag, e.g. `SELECT 3`.
+    pub tag: String,
+}
+
+impl Catalog {
+    /// Parameter and result types of `sql`.
+    pub async fn describe(&self, sql: &str, search_path: &str) -> Result<Described, CatalogError> {
+        let client = self.pool.get().await?;
+        let result = async {
+            self.begin(&client, search_path).await?;
+            let stmt = client.prepare(sql).await?;
+            Ok::<_, CatalogError>(described(&stmt))
+        }
+        .await;
+        finish(&client).await;
+        result
+    }
+
+    /// Runs `sql` with `params`; `binary(i)` tells the format of column `i`.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[Param],
+        binary: &(dyn Fn(usize) -> bool + Sync),
+        search_path: &str,
+    ) -> Result<CatalogRows, CatalogError> {
+        let client = self.pool.get().await?;
+        let result = async {
+            self.begin(&client, search_path).await?;
+            let stmt = client.prepare(sql).await?;
+            let d = described(&stmt);
+            let any_binary = (0..d.columns.len()).any(binary);
+            let any_text = (0..d.columns.len()).any(|i| !binary(i)) || d.columns.is_empty();
+            let bin = match any_binary {
+                true => Some(binary_rows(&client, &stmt, params).await?),
+                false => None,
+            };
+            let text = match any_text {
+                true => Some(text_rows(&client, sql, &d.params, params).await?),
+                false => None,
+            };
+            let (rows, tag) = match (bin, text) {
+                (Some((b, tag)), Some((t, _))) => (
+                    b.into_iter()
+                        .zip(t)
+                        .map(|(b, t)| {
+                            b.into_iter()
+                                .zip(t)
+                                .enumerate()
+                                .map(|(i, (b, t))| if binary(i) { b } else { t })
+                                .collect()
+                        })
+                        .collect(),
+                    tag,
+                ),
+                (Some(b), None) => b,
+                (None, Some(t)) => t,
+                (None, None) => (Vec::new(), "SELECT 0".into()),
+            };
+            Ok(CatalogRows {
+                columns: d.columns,
+                rows,
+                tag,
+            })
+        }
+        .await;
+        finish(&client).await;
+        result
+    }
+
+    async fn begin(&self, client: &Client, search_path: &str) -> Result<(), CatalogError> {
+        client.batch_execute("BEGIN READ ONLY").await?;
+        client
+            .execute(
+                "SELECT pg_catalog.set_config('search_path', $1, true), pg_catalog.set_config('statement_timeout', $2, true)",
+                &[&search_path, &self.statement_timeout_ms.to_string()],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Ends the transaction; settings made inside it go with it.
+async fn finish(client: &Client) {
+    let _ = client.batch_execute("ROLLBACK").await;
+}
+
+fn described(stmt: &Statement) -> Described {
+    Described {
+        params: stmt.params().to_vec(),
+        columns: stmt
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_().clone()))
+            .collect(),
+    }
+}
+
+type Rows = (Vec<Vec<Option<Vec<u8>>>>, String);
+
+async fn binary_rows(
+    client: &Client,
+    stmt: &Statement,
+    params: &[Param],
+) -> Result<Rows, CatalogError> {
+    let raw: Vec<Raw> = params.iter().map(Raw).collect();
+    let rows = client
+        .query(stmt, &raw.iter().map(|r| r as _).collect::<Vec<_>>())
+        .await?;
+    let cells = rows
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| {
+                    row.try_get::<_, Option<RawValue>>(i)
+                        .map(|v| v.map(|v| v.0))
+                        .map_err(|e| CatalogError::Parameter(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tag = format!("SELECT {}", cells.len());
+    Ok((cells, tag))
+}
+
+async fn text_rows(
+    client: &Client,
+    sql: &str,
+    types: &[Type],
+    params: &[Param],
+) -> Result<Rows, CatalogError> {
+    let literals = params
+        .iter()
+        .zip(types)
+        .map(|(p, t)| literal(p, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sql = if literals.is_empty() {
+        sql.to_string()
+    } else {
+        dpgate_sql::catalog::inline_parameters(sql, &literals)
+            .map_err(|e| CatalogError::Parameter(e.message))?
+    };
+    let mut rows = Vec::new();
+    let mut tag = String::from("SELECT 0");
+    for message in client.simple_query(&sql).await? {
+        match message {
+            SimpleQueryMessage::Row(row) => rows.push(
+                (0..row.len())
+                    .map(|i| row.get(i).map(|v| v.as_bytes().to_vec()))
+                    .collect(),
+            ),
+            SimpleQueryMessage::CommandComplete(n) => tag = format!("SELECT {n}"),
+            _ => {}
+        }
+    }
+    Ok((rows, tag))
+}
