@@ -92,6 +92,11 @@ const HIDDEN_PREFIXES: &[&str] = &[
     "set_config",
 ];
 
+/// Names under a hidden prefix that only describe the schema: psql's `\d`
+/// lists extended-statistics *definitions* (the data behind them,
+/// `pg_statistic_ext_data`, stays hidden).
+const SCHEMA_ONLY: &[&str] = &["pg_statistic_ext"];
+
 /// True when `query` belongs to the shadow catalog: it reads only system
 /// relations (`pg_catalog`, `information_schema`, unqualified `pg_*`) or
 /// set-returning functions, or it reads declared tables with `LIMIT 0`
@@ -212,7 +217,8 @@ pub fn prepare_catalog_sql(sql: &str, session: &dyn SessionInfo) -> Result<Strin
         let text = &sql[offsets[i]..offsets[i + 1]];
         if let Token::Word(w) = &tokens[i].token {
             let lower = w.value.to_ascii_lowercase();
-            if let Some(prefix) = HIDDEN_PREFIXES.iter().find(|p| lower.starts_with(*p)) {
+            let hidden_prefix = HIDDEN_PREFIXES.iter().find(|p| lower.starts_with(*p));
+            if let Some(prefix) = hidden_prefix.filter(|_| !SCHEMA_ONLY.contains(&lower.as_str())) {
                 return Err(hidden(&lower, prefix));
             }
             if w.quote_style.is_none() {

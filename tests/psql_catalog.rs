@@ -1,0 +1,150 @@
+//! psql against a running dpgate: meta-commands browse exactly the
+//! declared schema, statistics stay hidden, and private answers come with
+//! their reports (NOTICE, EXPLAIN, accuracy columns).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs `script` through psql (unaligned, tuples and headers as psql
+/// prints them) and returns (stdout, stderr, success).
+fn psql(gate: &Dpgate, script: &str) -> (String, String, bool) {
+    let path = gate.dir.join("script.sql");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=analyst dbname=warehouse",
+            gate.port
+        ))
+        .args(["-X", "-A", "-v", "ON_ERROR_STOP=1", "-f"])
+        .arg(&path)
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .expect("psql on PATH");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_meta_commands_show_exactly_the_declared_schema() {
+    let db = hospital_database("psql_meta", 300).await;
+    let dir = tempdir();
+    let port = free_port();
+    let config = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1);
+    let gate = Dpgate::start(dir.path(), &config, port);
+
+    let (out, err, ok) = psql(&gate, "\\dt\n");
+    assert!(ok, "{err}");
+    for table in ["patients", "visits", "wards"] {
+        assert!(out.contains(&format!("public|{table}|table")), "{out}");
+    }
+    assert!(out.contains("(3 rows)"), "{out}");
+
+    // \d shows the unit and the declared columns, and nothing else: the
+    // backend's undeclared `secret` column is invisible.
+    let (out, err, ok) = psql(&gate, "\\d visits\n");
+    assert!(ok, "{err}");
+    let columns: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains('|') && !l.starts_with("Column|"))
+        .map(|l| l.split('|').next().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        ["patient_id", "age", "ward", "cost", "visit_date", "diagnosis"],
+        "{out}"
+    );
+    assert!(!out.contains("secret"), "{out}");
+
+    // \d+ carries the bounds as column comments; \dn and \l work.
+    let (out, err, ok) = psql(&gate, "\\d+ visits\n\\dn\n\\l\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("bounds [0, 110]"), "{out}");
+    assert!(out.contains("privacy unit"), "{out}");
+    assert!(out.contains("public"), "{out}");
+
+    // No statistic of the data is visible: pg_stats and friends are
+    // refused, and pg_class describes empty tables.
+    for sql in [
+        "SELECT * FROM pg_stats",
+        "SELECT * FROM pg_catalog.pg_statistic",
+        "SELECT n_live_tup FROM pg_stat_user_tables",
+        "SELECT pg_relation_size('visits')",
+        "SELECT pg_database_size(current_database())",
+        "SELECT * FROM pg_stat_activity",
+    ] {
+        let (_, err, ok) = psql(&gate, &format!("{sql};\n"));
+        assert!(!ok && err.contains("not visible through dpgate"), "{sql}: {err}");
+    }
+    let (out, err, ok) = psql(
+        &gate,
+        "SELECT relname, reltuples, relpages FROM pg_class WHERE relname = 'visits';\n",
+    );
+    assert!(ok, "{err}");
+    let row = out.lines().nth(1).unwrap_or_default();
+    let fields: Vec<&str> = row.split('|').collect();
+    assert_eq!(fields[0], "visits", "{out}");
+    assert!(fields[1] == "-1" || fields[1] == "0", "{out}");
+    assert_eq!(fields[2], "0", "{out}");
+
+    // information_schema lists declared columns only.
+    let (out, err, ok) = psql(
+        &gate,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'visits' ORDER BY ordinal_position;\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("(6 rows)") && !out.contains("secret"), "{out}");
+
+    // Session functions answer for the analyst, not the catalog's role.
+    let (out, err, ok) = psql(
+        &gate,
+        "SELECT current_user, session_user, current_schema();\nSHOW search_path;\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("analyst|analyst|public"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_explain_and_accuracy_columns() {
+    let db = hospital_database("psql_report", 300).await;
+    let dir = tempdir();
+    let port = free_port();
+    let config = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1);
+    let gate = Dpgate::start(dir.path(), &config, port);
+    let cluster = cluster();
+    let before = cluster.logged(&db, "__dp_");
+
+    // EXPLAIN neither runs nor charges.
+    let (out, err, ok) = psql(
+        &gate,
+        "EXPLAIN SELECT ward, COUNT(*), AVG(age) FROM visits WHERE age > 30 GROUP BY ward;\nSHOW dp.budget;\n",
+    );
+    assert!(ok, "{err}");
+    for needle in [
+        "not run, not charged",
+        "Cost: ε = 0.1",
+        "3 keys from declared domains",
+        "discrete Laplace",
+        "Column count: noisy count",
+        "Backend SQL:",
+    ] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+    assert!(out.contains("dp.budget\n5\n"), "{out}");
+    assert_eq!(cluster.logged(&db, "__dp_"), before);
+
+    // dp.accuracy = 'columns' adds a half-width after each noisy column.
+    let (out, err, ok) = psql(
+        &gate,
+        "SET dp.accuracy = 'columns';\nSELECT ward, COUNT(*) AS n, AVG(age) AS mean_age FROM visits GROUP BY ward ORDER BY ward;\nSHOW dp.budget;\n",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("ward|n|n_ci|mean_age|mean_age_ci"), "{out}");
+    assert!(err.contains("dpgate: this answer cost ε = 0.1"), "{err}");
+    assert!(out.contains("dp.budget\n4.9\n"), "{out}");
+}
