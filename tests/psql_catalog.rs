@@ -56,7 +56,14 @@ async fn psql_meta_commands_show_exactly_the_declared_schema() {
         .collect();
     assert_eq!(
         columns,
-        ["patient_id", "age", "ward", "cost", "visit_date", "diagnosis"],
+        [
+            "patient_id",
+            "age",
+            "ward",
+            "cost",
+            "visit_date",
+            "diagnosis"
+        ],
         "{out}"
     );
     assert!(!out.contains("secret"), "{out}");
@@ -79,7 +86,10 @@ async fn psql_meta_commands_show_exactly_the_declared_schema() {
         "SELECT * FROM pg_stat_activity",
     ] {
         let (_, err, ok) = psql(&gate, &format!("{sql};\n"));
-        assert!(!ok && err.contains("not visible through dpgate"), "{sql}: {err}");
+        assert!(
+            !ok && err.contains("not visible through dpgate"),
+            "{sql}: {err}"
+        );
     }
     let (out, err, ok) = psql(
         &gate,

@@ -1,7 +1,7 @@
 //! Running catalog queries on the shadow database, each in a read-only
 //! transaction that is rolled back, under the analyst's search_path.
 
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{Kind, Type};
 use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 
 use crate::params::{literal, Raw, RawValue};
@@ -37,12 +37,18 @@ pub struct CatalogRows {
 }
 
 impl Catalog {
-    /// Parameter and result types of `sql`.
-    pub async fn describe(&self, sql: &str, search_path: &str) -> Result<Described, CatalogError> {
+    /// Parameter and result types of `sql`; `declared` are the types the
+    /// client gave in Parse (`None`: let PostgreSQL infer).
+    pub async fn describe(
+        &self,
+        sql: &str,
+        declared: &[Option<Type>],
+        search_path: &str,
+    ) -> Result<Described, CatalogError> {
         let client = self.pool.get().await?;
         let result = async {
             self.begin(&client, search_path).await?;
-            let stmt = client.prepare(sql).await?;
+            let stmt = client.prepare_typed(sql, &unspecified(declared)).await?;
             Ok::<_, CatalogError>(described(&stmt))
         }
         .await;
@@ -50,10 +56,12 @@ impl Catalog {
         result
     }
 
-    /// Runs `sql` with `params`; `binary(i)` tells the format of column `i`.
+    /// Runs `sql` with `params` (of the `declared` types, where given);
+    /// `binary(i)` tells the format of result column `i`.
     pub async fn query(
         &self,
         sql: &str,
+        declared: &[Option<Type>],
         params: &[Param],
         binary: &(dyn Fn(usize) -> bool + Sync),
         search_path: &str,
@@ -61,7 +69,7 @@ impl Catalog {
         let client = self.pool.get().await?;
         let result = async {
             self.begin(&client, search_path).await?;
-            let stmt = client.prepare(sql).await?;
+            let stmt = client.prepare_typed(sql, &unspecified(declared)).await?;
             let d = described(&stmt);
             let any_binary = (0..d.columns.len()).any(binary);
             let any_text = (0..d.columns.len()).any(|i| !binary(i)) || d.columns.is_empty();
@@ -112,6 +120,17 @@ impl Catalog {
             .await?;
         Ok(())
     }
+}
+
+/// Declared parameter types, with OID 0 ("infer it") where none was given.
+fn unspecified(declared: &[Option<Type>]) -> Vec<Type> {
+    declared
+        .iter()
+        .map(|t| {
+            t.clone()
+                .unwrap_or_else(|| Type::new(String::new(), 0, Kind::Simple, String::new()))
+        })
+        .collect()
 }
 
 /// Ends the transaction; settings made inside it go with it.

@@ -115,9 +115,11 @@ fn binary_to_text(raw: &[u8], ty: &Type) -> Result<String, CatalogError> {
         Type::TEXT_ARRAY | Type::NAME_ARRAY | Type::VARCHAR_ARRAY => {
             array(decode::<Vec<Option<String>>>(ty, raw)?)
         }
-        _ => return Err(CatalogError::Parameter(format!(
+        _ => {
+            return Err(CatalogError::Parameter(format!(
             "a binary parameter of type {} cannot be passed to a catalog query with text results",
             ty.name()
-        ))),
+        )))
+        }
     })
 }

@@ -244,9 +244,16 @@ impl QueryHandler {
                     .collect()
             })
             .unwrap_or_default();
+        let declared = bound
+            .portal
+            .map(|p| p.statement.parameter_types.clone())
+            .unwrap_or_default();
         let search_path = info.session.lock().unwrap().search_path();
         let binary = |i: usize| bound.format.is_binary(i);
-        match catalog.query(&sql, &params, &binary, &search_path).await {
+        match catalog
+            .query(&sql, &declared, &params, &binary, &search_path)
+            .await
+        {
             Ok(rows) if rows.columns.is_empty() => {
                 Outcome::Tag(Response::Execution(Tag::new(&rows.tag)))
             }
@@ -329,7 +336,7 @@ impl QueryHandler {
         let mut commands = match classify(sql) {
             Ok(c) => c,
             Err(_) if self.catalog_can_take(sql) => {
-                return self.describe_catalog(client, sql).await
+                return self.describe_catalog(client, sql, declared).await
             }
             Err(e) => return Err(e),
         };
@@ -341,7 +348,7 @@ impl QueryHandler {
             Command::Private(query) | Command::Explain(query)
                 if is_catalog_query(&query, config) =>
             {
-                self.describe_catalog(client, sql).await
+                self.describe_catalog(client, sql, declared).await
             }
             Command::Private(mut query) => {
                 let types = self.private_parameter_types(&query, declared);
@@ -380,7 +387,7 @@ impl QueryHandler {
                         if e.code == sqlstate::FEATURE_NOT_SUPPORTED
                             && self.shared.catalog.is_some() =>
                     {
-                        self.describe_catalog(client, sql).await
+                        self.describe_catalog(client, sql, declared).await
                     }
                     Err(e) => Err(e),
                 }
@@ -398,13 +405,14 @@ impl QueryHandler {
         &self,
         client: &impl ClientInfo,
         sql: &str,
+        declared: &[Option<Type>],
     ) -> Result<(Vec<Type>, Fields), Refusal> {
         let catalog = self.shared.catalog.as_ref().ok_or_else(catalog_off)?;
         let info = self.client_session(client);
         let sql = prepare_catalog_sql(sql, &info)?;
         let search_path = info.session.lock().unwrap().search_path();
         let d = catalog
-            .describe(&sql, &search_path)
+            .describe(&sql, declared, &search_path)
             .await
             .map_err(catalog_refusal)?;
         Ok((d.params, d.columns))
