@@ -3,6 +3,7 @@
 //! drives each private query through plan → charge → backend → release.
 
 mod auth;
+mod connection;
 mod handler;
 mod private;
 mod session;
@@ -21,6 +22,8 @@ use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::{ConnectionManager, PgWireServerHandlers};
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
 pub use auth::UserStore;
 
@@ -60,12 +63,15 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Serves connections on `listener` until `shutdown` resolves.
+/// Serves connections on `listener` until `shutdown` resolves; then stops
+/// accepting, lets running statements finish (up to the configured grace),
+/// and closes idle connections with a notice.
 pub async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let server = shared.config.server.clone();
     let users = Arc::new(UserStore::new(&shared.config).map_err(std::io::Error::other)?);
     let mut parameters = DefaultServerParameterProvider::default();
     parameters.server_version = SERVER_VERSION.to_string();
@@ -80,6 +86,17 @@ pub async fn serve(
         startup: Arc::new(startup),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),
     });
+    let limits = Arc::new(connection::Limits {
+        idle_timeout: server.idle_timeout,
+        tls: server
+            .tls
+            .as_ref()
+            .map(connection::tls_acceptor)
+            .transpose()?,
+    });
+    let slots = Arc::new(Semaphore::new(server.max_connections));
+    let (stop, stopped) = watch::channel(false);
+    let mut running = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -92,14 +109,44 @@ pub async fn serve(
                     }
                 };
                 tracing::debug!(%peer, "connection");
-                let handlers = handlers.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                let slot = slots.clone().try_acquire_owned().ok();
+                let admission = match slot {
+                    Some(_) => connection::Admission::Serve,
+                    None => {
+                        tracing::warn!(%peer, max = server.max_connections, "connection refused: too many connections");
+                        connection::Admission::TooMany
+                    }
+                };
+                let (handlers, limits, stopped) = (handlers.clone(), limits.clone(), stopped.clone());
+                running.spawn(async move {
+                    let _slot = slot;
+                    if let Err(e) = connection::serve_connection(socket, handlers, limits, admission, stopped).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                 });
+                // Reap finished connections so the set stays small.
+                while running.try_join_next().is_some() {}
             }
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => break,
         }
     }
+    drop(listener);
+    let _ = stop.send(true);
+    tracing::info!(
+        connections = running.len(),
+        grace_s = server.shutdown_grace.as_secs(),
+        "stopped accepting; waiting for running statements"
+    );
+    let drained = tokio::time::timeout(server.shutdown_grace, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = running.len(),
+            "grace period over; closing the remaining connections"
+        );
+        running.shutdown().await;
+    }
+    Ok(())
 }

@@ -1,0 +1,295 @@
+//! One client connection, from TLS negotiation to the last message:
+//! startup and idle timeouts, shutdown notices, the connection limit, and
+//! output that is flushed once per batch of requests rather than once per
+//! message (PostgreSQL's rule: flush when about to wait for the client).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use futures::{FutureExt, SinkExt, StreamExt};
+use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::error::ErrorInfo;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use pgwire::tokio::TlsAcceptor;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::codec::{Framed, FramedParts};
+
+/// A client must finish authenticating within this time.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Output buffered beyond this is written even before a flush point.
+const MAX_BUFFERED: usize = 64 * 1024;
+
+/// What the connection does once negotiated.
+pub(crate) enum Admission {
+    /// Serve it.
+    Serve,
+    /// Answer the startup packet with "too many connections" and close.
+    TooMany,
+}
+
+/// Settings every connection shares.
+pub(crate) struct Limits {
+    pub idle_timeout: Option<Duration>,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Serves one TCP connection until the client leaves, the idle timeout
+/// passes, or `shutdown` turns true while the connection waits.
+pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
+    tcp: TcpStream,
+    handlers: Arc<H>,
+    limits: Arc<Limits>,
+    admission: Admission,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let negotiated = tokio::time::timeout(STARTUP_TIMEOUT, negotiate_tls(tcp, limits.tls.clone()))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS negotiation timed out"))??;
+    let Some(socket) = negotiated else {
+        return Ok(());
+    };
+    let parts = socket.into_parts();
+    let mut new_parts = FramedParts::new(Coalesce::new(parts.io), parts.codec);
+    new_parts.read_buf = parts.read_buf;
+    new_parts.write_buf = parts.write_buf;
+    let mut socket = Framed::from_parts(new_parts);
+
+    if let Admission::TooMany = admission {
+        // PostgreSQL answers the startup packet, then closes.
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
+        return fatal(
+            &mut socket,
+            "53300",
+            "sorry, too many clients already",
+            "retry later, or ask the data owner to raise server.max_connections",
+        )
+        .await;
+    }
+
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    let errors = handlers.error_handler();
+    let started = tokio::time::Instant::now();
+
+    loop {
+        let starting = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        );
+        // Take what the client already sent without waiting; flush our
+        // output only when we would otherwise block on the client.
+        let message = match socket.next().now_or_never() {
+            Some(m) => m,
+            None => {
+                socket.get_mut().flush_buffer().await?;
+                let wait = if starting {
+                    Some(STARTUP_TIMEOUT.saturating_sub(started.elapsed()))
+                } else {
+                    limits.idle_timeout
+                };
+                tokio::select! {
+                    m = socket.next() => m,
+                    _ = sleep_or_never(wait) => {
+                        if starting {
+                            return Ok(());
+                        }
+                        return fatal(
+                            &mut socket,
+                            "57P05",
+                            "terminating connection due to idle-session timeout",
+                            "reconnect; the data owner sets server.idle_timeout_s",
+                        )
+                        .await;
+                    }
+                    _ = stopping(&mut shutdown) => {
+                        return fatal(
+                            &mut socket,
+                            "57P01",
+                            "terminating connection due to administrator command",
+                            "dpgate is shutting down; reconnect in a moment",
+                        )
+                        .await;
+                    }
+                }
+            }
+        };
+        let Some(Ok(message)) = message else {
+            break;
+        };
+        if matches!(message, PgWireFrontendMessage::Terminate(_)) {
+            break;
+        }
+        let is_extended = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        let is_cancel = matches!(message, PgWireFrontendMessage::CancelRequest(_));
+        if let Err(mut e) = process_message(
+            message,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await
+        {
+            errors.on_error(&socket, &mut e);
+            let is_fatal = e.is_fatal();
+            process_error(&mut socket, e, is_extended).await?;
+            if is_fatal {
+                break;
+            }
+        }
+        if is_cancel {
+            break;
+        }
+    }
+    socket.get_mut().flush_buffer().await
+}
+
+/// Resolves once the server is shutting down.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn sleep_or_never(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends a FATAL error and closes the connection.
+async fn fatal<T, S>(
+    socket: &mut Framed<Coalesce<T>, pgwire::tokio::server::PgWireMessageServerCodec<S>>,
+    code: &str,
+    message: &str,
+    hint: &str,
+) -> io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut info = ErrorInfo::new("FATAL".into(), code.into(), message.into());
+    info.hint = Some(hint.into());
+    let _ = socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await;
+    socket.get_mut().flush_buffer().await?;
+    let _ = socket.get_mut().inner.shutdown().await;
+    Ok(())
+}
+
+/// A writer that keeps what is written until [`Coalesce::flush_buffer`]
+/// (or until a lot is pending), so that the many small messages of one
+/// extended-protocol batch leave in one write.
+pub(crate) struct Coalesce<T> {
+    inner: T,
+    buffer: Vec<u8>,
+    written: usize,
+}
+
+impl<T: AsyncWrite + Unpin> Coalesce<T> {
+    fn new(inner: T) -> Self {
+        Coalesce {
+            inner,
+            buffer: Vec::with_capacity(8 * 1024),
+            written: 0,
+        }
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.buffer.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buffer[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.buffer.clear();
+        self.written = 0;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    /// Writes out everything buffered.
+    async fn flush_buffer(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.buffer.len() >= MAX_BUFFERED {
+            ready!(this.poll_drain(cx))?;
+        }
+        this.buffer.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    /// Framed flushes after nearly every message; the real flush waits
+    /// for the connection loop's flush point.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// Loads the PEM certificate chain and key into a TLS acceptor that also
+/// offers ALPN "postgresql" (for direct TLS connections).
+pub(crate) fn tls_acceptor(tls: &dpgate_config::Tls) -> io::Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| bad(&format!("cannot read {}", tls.cert.display()), &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&format!("bad certificate in {}", tls.cert.display()), &e))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
+        bad(
+            &format!("cannot read a private key from {}", tls.key.display()),
+            &e,
+        )
+    })?;
+    let mut config = pgwire::tokio::tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("the TLS certificate and key do not fit", &e))?;
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

@@ -1,0 +1,225 @@
+//! Connection handling of a running dpgate: TLS, the connection limit,
+//! the idle timeout, cancellation reaching the backend, and graceful
+//! shutdown on SIGTERM.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio_postgres::NoTls;
+
+const QUERY: &str = "SELECT COUNT(*) FROM visits";
+
+/// A dpgate over a fresh visits database with extra `[server]` settings.
+async fn gate_with(prefix: &str, server: &str) -> (String, tempfile::TempDir, Dpgate) {
+    let (db, _) = visits_database(prefix, 200).await;
+    let dir = tempdir();
+    let port = free_port();
+    let config = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1).replacen(
+        "[server]\n",
+        &format!("[server]\n{server}\n"),
+        1,
+    );
+    let gate = Dpgate::start(dir.path(), &config, port);
+    (db, dir, gate)
+}
+
+/// Holds an exclusive lock on `visits` in the backend until dropped, so
+/// that private queries block there.
+async fn lock_visits(db: &str) -> tokio_postgres::Client {
+    let client = connect_direct(&cluster().url(db)).await;
+    client
+        .batch_execute("BEGIN; LOCK TABLE visits IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    client
+}
+
+/// Backend queries of dpgate currently waiting or running.
+async fn running_backend_queries(db: &str) -> i64 {
+    let client = connect_direct(&cluster().url(db)).await;
+    client
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'dpgate' AND state = 'active'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_offered_with_the_configured_certificate() {
+    let dir = tempdir();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl on PATH");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let (_db, _d, gate) = gate_with(
+        "conn_tls",
+        &format!("tls_cert = {:?}\ntls_key = {:?}", cert, key),
+    )
+    .await;
+    let psql = |sslmode: &str| {
+        Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user=analyst dbname=warehouse sslmode={sslmode}",
+                gate.port
+            ))
+            .args(["-X", "-c", "\\conninfo", "-c", QUERY])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let out = psql("require");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("SSL connection (protocol: TLS"), "{stdout}");
+    // TLS stays optional for clients on loopback that do not ask for it.
+    let out = psql("disable");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SSL connection"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused_with_53300() {
+    let (_db, _d, gate) = gate_with("conn_limit", "max_connections = 2").await;
+    let (a, _na) = gate.connect().await;
+    let (b, _nb) = gate.connect().await;
+    let err = tokio_postgres::connect(&gate.url("analyst", PASSWORD), NoTls)
+        .await
+        .err()
+        .expect("a third connection is refused");
+    assert_eq!(
+        err.as_db_error().map(|d| d.code().code()),
+        Some("53300"),
+        "{err}"
+    );
+    assert!(simple_row(&a, QUERY).await[0].is_some());
+    drop(b);
+    // The freed slot serves a new connection.
+    wait_until("a slot frees up", async || {
+        tokio_postgres::connect(&gate.url("analyst", PASSWORD), NoTls)
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_timeout() {
+    let (_db, _d, gate) = gate_with("conn_idle", "idle_timeout_s = 1").await;
+    let (client, _n) = gate.connect().await;
+    assert!(simple_row(&client, "SELECT 1").await[0].is_some());
+    wait_until("the idle connection is closed", async || client.is_closed()).await;
+    assert!(client.simple_query("SELECT 1").await.is_err());
+    // A busy connection is not idle.
+    let (busy, _n) = gate.connect().await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(simple_row(&busy, "SELECT 1").await[0].is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_cancels_the_backend_query() {
+    let (db, _d, gate) = gate_with("conn_cancel", "").await;
+    let (client, _n) = gate.connect().await;
+    let lock = lock_visits(&db).await;
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move { client.simple_query(QUERY).await.map(|_| ()) });
+    wait_until("the backend query waits on the lock", async || {
+        running_backend_queries(&db).await == 1
+    })
+    .await;
+    token.cancel_query(NoTls).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), query)
+        .await
+        .expect("cancel returns promptly")
+        .unwrap()
+        .expect_err("the query is cancelled");
+    assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("57014"));
+    // The backend stopped working on it while the lock is still held.
+    wait_until("the backend query is gone", async || {
+        running_backend_queries(&db).await == 0
+    })
+    .await;
+    drop(lock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_queries_finish_and_closes_idle_connections() {
+    let (db, _d, mut gate) = gate_with("conn_term", "shutdown_grace_s = 20").await;
+    let (busy, _n) = gate.connect().await;
+    let (idle, _n2) = connect_collecting(&gate.url("analyst", PASSWORD))
+        .await
+        .unwrap();
+    let lock = lock_visits(&db).await;
+    let query = tokio::spawn(async move { busy.simple_query(QUERY).await });
+    wait_until("the backend query waits on the lock", async || {
+        running_backend_queries(&db).await == 1
+    })
+    .await;
+    let pid = gate.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the idle connection is closed", async || idle.is_closed()).await;
+    // New connections are no longer accepted.
+    wait_until("the listener is closed", async || {
+        tokio_postgres::connect(&gate.url("analyst", PASSWORD), NoTls)
+            .await
+            .is_err()
+    })
+    .await;
+    // The running query still gets its answer once the backend frees up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(lock);
+    let rows = tokio::time::timeout(Duration::from_secs(10), query)
+        .await
+        .expect("answered")
+        .unwrap()
+        .expect("the running query finishes");
+    assert!(!rows.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = gate.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "dpgate did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
