@@ -260,7 +260,10 @@ fn explain_lines(plan: &Plan, confidence: f64) -> Vec<String> {
                 "{}, interval reported with the answer",
                 output_text(&release.outputs[j])
             ),
-            (None, _) => "group key, or computed by dpgate from released values (free)".into(),
+            (None, _) => match plan.post.items.get(i) {
+                Some(dpgate_sql::post::PostExpr::Key(_)) => "group key".into(),
+                _ => "computed by dpgate from released values (post-processing, free)".into(),
+            },
         };
         lines.push(format!("  Column {}: {how}", c.name));
     }
