@@ -83,6 +83,39 @@ fn main() {
         })
         .await;
 
+        // The extended protocol with a parameter (Parse/Bind/Describe/
+        // Execute/Sync in one batch), through dpgate and direct.
+        let param_query = "SELECT COUNT(*) FROM visits WHERE age >= $1";
+        let through_extended = time(iters, || async {
+            proxy.query(param_query, &[&30i64]).await.map(|_| ()).unwrap()
+        })
+        .await;
+        let direct_extended = time(iters, || async {
+            direct
+                .query("SELECT COUNT(*) FROM visits WHERE age >= $1", &[&30i32])
+                .await
+                .map(|_| ())
+                .unwrap()
+        })
+        .await;
+
+        // A catalog query (psql's \dt), through dpgate to the shadow
+        // catalog and direct to that catalog database.
+        let catalog_db = format!("{db}_catalog_{port}");
+        let catalog_direct = connect_direct(&cluster().url(&catalog_db)).await;
+        let dt = "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c \
+                  LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                  WHERE c.relkind IN ('r','p') AND n.nspname <> 'pg_catalog' \
+                  AND n.nspname <> 'information_schema' AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1, 2";
+        let through_catalog = time(iters, || async {
+            proxy.simple_query(dt).await.map(|_| ()).unwrap()
+        })
+        .await;
+        let direct_catalog = time(iters, || async {
+            catalog_direct.simple_query(dt).await.map(|_| ()).unwrap()
+        })
+        .await;
+
         println!("end_to_end over {rows} rows, median of {iters} runs each:");
         println!("  plain query, direct to PostgreSQL:     {plain:>10.2?}");
         println!("  rewritten query, direct to PostgreSQL: {bounded:>10.2?}");
@@ -94,6 +127,18 @@ fn main() {
         println!(
             "  ratio rewritten / plain (bounding):    {:>10.3}",
             bounded.as_secs_f64() / plain.as_secs_f64()
+        );
+        println!("  extended protocol with $1, direct:     {direct_extended:>10.2?}");
+        println!("  extended protocol with $1, dpgate:     {through_extended:>10.2?}");
+        println!(
+            "  ratio dpgate / direct (extended):      {:>10.3}",
+            through_extended.as_secs_f64() / direct_extended.as_secs_f64()
+        );
+        println!("  catalog query (\\dt), direct:          {direct_catalog:>10.2?}");
+        println!("  catalog query (\\dt), through dpgate:  {through_catalog:>10.2?}");
+        println!(
+            "  ratio dpgate / direct (catalog):       {:>10.3}",
+            through_catalog.as_secs_f64() / direct_catalog.as_secs_f64()
         );
     });
 }

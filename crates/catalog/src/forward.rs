@@ -110,13 +110,17 @@ impl Catalog {
         result
     }
 
+    /// Opens the read-only transaction with the analyst's search_path and
+    /// the catalog's statement timeout, in one round trip.
     async fn begin(&self, client: &Client, search_path: &str) -> Result<(), CatalogError> {
-        client.batch_execute("BEGIN READ ONLY").await?;
+        // standard_conforming_strings is on for catalog connections (see
+        // `Catalog::open`), so doubling quotes is the whole escaping.
         client
-            .execute(
-                "SELECT pg_catalog.set_config('search_path', $1, true), pg_catalog.set_config('statement_timeout', $2, true)",
-                &[&search_path, &self.statement_timeout_ms.to_string()],
-            )
+            .batch_execute(&format!(
+                "BEGIN READ ONLY; SELECT pg_catalog.set_config('search_path', '{}', true), pg_catalog.set_config('statement_timeout', '{}', true)",
+                search_path.replace('\'', "''"),
+                self.statement_timeout_ms
+            ))
             .await?;
         Ok(())
     }

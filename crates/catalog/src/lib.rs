@@ -69,7 +69,7 @@ impl Catalog {
     pub async fn open(config: &Config, backend: &Backend) -> Result<Catalog, CatalogError> {
         let target = shadow::target(config, backend)?;
         let setup =
-            "SET default_transaction_read_only = on; SET application_name = 'dpgate catalog'";
+            "SET default_transaction_read_only = on; SET standard_conforming_strings = on; SET application_name = 'dpgate catalog'";
         let pool = match Pool::connect(target.clone(), setup, 4).await {
             Ok(pool) => pool,
             Err(e) if is_missing_database(&e) => {

@@ -39,6 +39,7 @@ const HIDDEN_PREFIXES: &[&str] = &[
     "pg_advisory",
     "pg_try_advisory",
     "pg_notify",
+    "pg_notification", // pg_notification_queue_usage: server-wide
     "pg_sleep",
     "pg_reload",
     "pg_rotate",
