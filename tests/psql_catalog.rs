@@ -158,3 +158,94 @@ async fn reports_explain_and_accuracy_columns() {
     assert!(err.contains("dpgate: this answer cost ε = 0.1"), "{err}");
     assert!(out.contains("dp.budget\n4.9\n"), "{out}");
 }
+
+/// What DBeaver sends on connect and when opening the navigator, over the
+/// extended protocol with binary results (as JDBC does once statements
+/// are prepared): every catalog answer passes through intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbeaver_connect_sequence_over_the_extended_protocol() {
+    let db = hospital_database("dbeaver", 100).await;
+    let dir = tempdir();
+    let port = free_port();
+    let config = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1);
+    let gate = Dpgate::start(dir.path(), &config, port);
+    let (client, _n) = gate.connect().await;
+
+    let row = client
+        .query_one("SELECT current_schema(), session_user", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "public");
+    assert_eq!(row.get::<_, String>(1), "analyst");
+    let settings = client
+        .query(
+            "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = $1",
+            &[&"standard_conforming_strings"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(settings[0].get::<_, String>(1), "on");
+    let keywords: String = client
+        .query_one(
+            "SELECT string_agg(word, ',') FROM pg_catalog.pg_get_keywords() WHERE word <> ALL ('{a,abs,absolute}'::text[])",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(keywords.contains("select"));
+    let namespaces = client
+        .query(
+            "SELECT n.oid, n.nspname, d.description FROM pg_catalog.pg_namespace n \
+             LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid = n.oid AND d.objsubid = 0 \
+             AND d.classoid = 'pg_namespace'::regclass ORDER BY nspname",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(namespaces.iter().any(|r| r.get::<_, String>(1) == "public"));
+    let types = client
+        .query(
+            "SELECT t.oid, t.typname, t.typtype, t.typarray, format_type(nullif(t.typbasetype, 0), t.typtypmod) AS base_type_name \
+             FROM pg_catalog.pg_type t WHERE t.typnamespace = $1::oid",
+            &[&11u32],
+        )
+        .await
+        .unwrap();
+    assert!(types.iter().any(|r| r.get::<_, String>(1) == "int8"));
+    // Tables with their comments and columns of one table, by OID.
+    let tables = client
+        .query(
+            "SELECT c.oid, c.relname, c.relkind, d.description FROM pg_catalog.pg_class c \
+             LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid = c.oid AND d.objsubid = 0 \
+             WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' ORDER BY c.relname",
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = tables.iter().map(|r| r.get(1)).collect();
+    assert_eq!(names, ["patients", "visits", "wards"]);
+    let visits: u32 = tables[1].get(0);
+    assert!(tables[1]
+        .get::<_, String>(3)
+        .contains("privacy unit patient_id"));
+    let columns = client
+        .query(
+            "SELECT a.attname, a.atttypid, a.attnum FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&visits],
+        )
+        .await
+        .unwrap();
+    assert_eq!(columns.len(), 6);
+    // A result-set probe with LIMIT 0 gets the columns and no rows.
+    let probe = client
+        .prepare("SELECT * FROM visits LIMIT 0")
+        .await
+        .unwrap();
+    assert_eq!(probe.columns().len(), 6);
+    assert!(client.query(&probe, &[]).await.unwrap().is_empty());
+    // Reading the data itself is refused, with a hint.
+    let err = client.query("SELECT * FROM visits", &[]).await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42501");
+}
