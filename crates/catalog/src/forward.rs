@@ -4,6 +4,8 @@
 use tokio_postgres::types::{Kind, Type};
 use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 
+use dpgate_sql::quote_literal;
+
 use crate::params::{literal, Raw, RawValue};
 use crate::{Catalog, CatalogError};
 
@@ -117,8 +119,8 @@ impl Catalog {
         // `Catalog::open`), so doubling quotes is the whole escaping.
         client
             .batch_execute(&format!(
-                "BEGIN READ ONLY; SELECT pg_catalog.set_config('search_path', '{}', true), pg_catalog.set_config('statement_timeout', '{}', true)",
-                search_path.replace('\'', "''"),
+                "BEGIN READ ONLY; SELECT pg_catalog.set_config('search_path', {}, true), pg_catalog.set_config('statement_timeout', '{}', true)",
+                quote_literal(search_path),
                 self.statement_timeout_ms
             ))
             .await?;

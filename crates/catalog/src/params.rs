@@ -70,10 +70,10 @@ pub(crate) fn literal(p: &Param, ty: &Type) -> Result<String, CatalogError> {
             .map_err(|_| CatalogError::Parameter("a text parameter is not UTF-8".into()))?
     };
     Ok(format!(
-        "'{}'::\"{}\".\"{}\"",
-        text.replace('\'', "''"),
-        ty.schema(),
-        ty.name()
+        "{}::{}.{}",
+        dpgate_sql::quote_literal(&text),
+        dpgate_config::quote_ident(ty.schema()),
+        dpgate_config::quote_ident(ty.name())
     ))
 }
 

@@ -2,6 +2,7 @@
 
 use dpgate_backend::Backend;
 use dpgate_config::{quote_ident, Column, Config, Table, TablePrivacy};
+use dpgate_sql::quote_literal;
 use tokio_postgres::{Client, NoTls};
 
 use crate::CatalogError;
@@ -227,7 +228,7 @@ fn table_ddl(table: &Table, unit_type: Option<&str>) -> Vec<String> {
     out.push(format!("CREATE TABLE {name} ({})", columns.join(", ")));
     out.push(format!(
         "COMMENT ON TABLE {name} IS {}",
-        literal(&table_comment)
+        quote_literal(&table_comment)
     ));
     out.extend(comments);
     out
@@ -248,10 +249,6 @@ fn column_comment(table: &str, column: &str, text: &str) -> String {
     format!(
         "COMMENT ON COLUMN {table}.{} IS {}",
         quote_ident(column),
-        literal(text)
+        quote_literal(text)
     )
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }

@@ -103,7 +103,18 @@ impl QueryHandler {
             }
             Err(e) => return vec![Outcome::Error(e)],
         };
-        let texts = split_statements(sql);
+        if bound.portal.is_some() && commands.len() > 1 {
+            return vec![Outcome::Error(Refusal::unsupported(
+                "several statements cannot be sent in one prepared statement",
+                "prepare one statement at a time",
+            ))];
+        }
+        // Each statement's own text, for the ledger and the catalog; a
+        // single statement is the whole string and needs no split.
+        let texts = match commands.len() {
+            1 => vec![sql.to_string()],
+            _ => split_statements(sql),
+        };
         let aligned = texts.len() == commands.len();
         let mut out = Vec::with_capacity(commands.len());
         for (i, command) in commands.into_iter().enumerate() {
@@ -142,15 +153,11 @@ impl QueryHandler {
             Command::IgnoredSet => tag("SET"),
             Command::Reset(name) => {
                 session.lock().unwrap().reset(name.as_deref(), config);
-                tag(
-                    if name.is_none()
-                        && sql.trim_start().to_ascii_lowercase().starts_with("discard")
-                    {
-                        "DISCARD ALL"
-                    } else {
-                        "RESET"
-                    },
-                )
+                tag("RESET")
+            }
+            Command::Discard => {
+                session.lock().unwrap().reset(None, config);
+                tag("DISCARD ALL")
             }
             Command::Show(name) => match self.show(&session, &info.user, &name).await {
                 Err(e)
@@ -572,13 +579,6 @@ impl ExtendedQueryHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let sql = &portal.statement.statement;
-        if split_statements(sql).len() > 1 {
-            let e = Refusal::unsupported(
-                "several statements cannot be sent in one prepared statement",
-                "prepare one statement at a time",
-            );
-            return Ok(to_response(Outcome::Error(e), &Format::UnifiedText).0);
-        }
         let bound = Bound {
             portal: Some(portal),
             format: &portal.result_column_format,

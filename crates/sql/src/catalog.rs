@@ -19,6 +19,7 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use crate::classify::object_name;
 use crate::constant::SessionInfo;
 use crate::error::{sqlstate, Refusal};
+use crate::expr::quote_literal;
 
 /// Names (exact, or prefixes ending in `_`/`*`) that reveal something of
 /// the data or the server's activity, write, or evaluate text as SQL.
@@ -392,10 +393,6 @@ fn strip_catalog_qualifier(out: &mut String) {
             }
         }
     }
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn hidden(name: &str, prefix: &str) -> Refusal {

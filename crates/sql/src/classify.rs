@@ -24,8 +24,10 @@ pub enum Command {
     IgnoredSet,
     /// `SHOW name` / `SHOW ALL`.
     Show(String),
-    /// `RESET name` / `RESET ALL` (`None`) / `DISCARD ALL`.
+    /// `RESET name` / `RESET ALL` (`None`).
     Reset(Option<String>),
+    /// `DISCARD ALL`: every setting back to its default.
+    Discard,
     /// BEGIN / START TRANSACTION.
     Begin,
     /// COMMIT / END.
@@ -80,7 +82,7 @@ fn classify_statement(statement: Statement) -> Result<Command, Refusal> {
             let name = text.trim_start_matches("reset").trim();
             Command::Reset((name != "all").then(|| name.to_string()))
         }
-        Statement::Discard { .. } => Command::Reset(None),
+        Statement::Discard { .. } => Command::Discard,
         Statement::StartTransaction { .. } => Command::Begin,
         Statement::Commit { .. } => Command::Commit,
         Statement::Rollback {

@@ -20,6 +20,7 @@ mod source;
 pub use answer::{Answer, RawGroup};
 pub use classify::{classify, Command};
 pub use error::{sqlstate, Refusal};
+pub use expr::quote_literal;
 pub use plan::{plan, Grouping, OutputColumn, OutputType, Plan};
 pub use resolve::resolve_table;
 
