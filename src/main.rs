@@ -10,6 +10,8 @@ use dpgate_config::Config;
 use dpgate_ledger::Ledger;
 use dpgate_server::Shared;
 
+mod admin;
+
 /// A differentially private SQL proxy that speaks the PostgreSQL protocol.
 #[derive(Parser)]
 #[command(version, about)]
@@ -20,36 +22,103 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start the proxy.
+    /// Start the proxy (SIGHUP rereads proxy.toml, SIGTERM stops).
     Serve {
-        /// Path of proxy.toml.
-        #[arg(long, short, default_value = "proxy.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Validate proxy.toml and exit.
     Check {
-        /// Path of proxy.toml.
-        #[arg(long, short, default_value = "proxy.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
-    /// Inspect privacy budgets.
+    /// Inspect and change privacy budgets in the ledger (also while dpgate runs).
     Budget {
         #[command(subcommand)]
         action: BudgetCmd,
+    },
+    /// List the audit log: every statement, who sent it, what it cost, how it ended.
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only entries since a time: RFC 3339 (2026-11-23T09:00:00Z) or
+        /// a duration ago (30m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many entries, the most recent.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 
 #[derive(Subcommand)]
 enum BudgetCmd {
-    /// Show what each user has spent and has left.
+    /// Show what each user (and the dataset) has spent and has left.
     Show {
-        /// Path of proxy.toml.
-        #[arg(long, short, default_value = "proxy.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Only this user.
         #[arg(long)]
         user: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
+    /// Add to a user's (or the dataset's) budget, for good.
+    Grant {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        account: AccountArg,
+        /// ε to add.
+        #[arg(long, default_value_t = 0.0)]
+        epsilon: f64,
+        /// δ to add.
+        #[arg(long, default_value_t = 0.0)]
+        delta: f64,
+    },
+    /// Forget what a user (or the dataset) has spent so far.
+    Reset {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+/// `--config`, shared by every command.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Path of proxy.toml.
+    #[arg(long, short, default_value = "proxy.toml")]
+    config: PathBuf,
+}
+
+/// `--user U` or `--dataset`.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct AccountArg {
+    /// The user's account.
+    #[arg(long)]
+    user: Option<String>,
+    /// The dataset-wide account shared by all analysts.
+    #[arg(long)]
+    dataset: bool,
+}
+
+/// How admin commands print.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document for programs.
+    Json,
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -62,59 +131,28 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Serve { config } => serve(&config),
-        Cmd::Check { config } => load(&config).map(|c| {
+        Cmd::Serve { config } => serve(&config.config),
+        Cmd::Check { config } => load(&config.config).map(|c| {
             println!(
                 "{}: ok ({} users, {} tables)",
-                config.display(),
+                config.config.display(),
                 c.users.len(),
                 c.tables.len()
             )
         }),
-        Cmd::Budget {
-            action: BudgetCmd::Show { config, user },
-        } => budget_show(&config, user.as_deref()),
+        Cmd::Budget { action } => admin::budget(action),
+        Cmd::Audit {
+            config,
+            user,
+            since,
+            limit,
+            format,
+        } => admin::audit(&config.config, user, since.as_deref(), limit, format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,
     }
-}
-
-fn budget_show(path: &Path, only: Option<&str>) -> Result<(), ExitCode> {
-    let config = load(path)?;
-    let ledger = Ledger::open(std::path::Path::new(&config.ledger_path)).map_err(|e| {
-        eprintln!("cannot open the ledger {}: {e}", config.ledger_path);
-        ExitCode::FAILURE
-    })?;
-    let accounts = ledger.accounts().map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::FAILURE
-    })?;
-    println!(
-        "{:<20} {:>12} {:>12} {:>12} {:>8}",
-        "user", "budget", "spent", "remaining", "queries"
-    );
-    for u in config
-        .users
-        .iter()
-        .filter(|u| only.is_none_or(|o| o == u.name))
-    {
-        let (spent, queries) = accounts
-            .iter()
-            .find(|a| a.user == u.name)
-            .map(|a| (a.spent, a.queries))
-            .unwrap_or((0.0, 0));
-        println!(
-            "{:<20} {:>12.6} {:>12.6} {:>12.6} {:>8}",
-            u.name,
-            u.epsilon_budget,
-            spent,
-            (u.epsilon_budget - spent).max(0.0),
-            queries
-        );
-    }
-    Ok(())
 }
 
 fn serve(path: &Path) -> Result<(), ExitCode> {
@@ -126,15 +164,9 @@ fn serve(path: &Path) -> Result<(), ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let config = load(path)?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| {
-        eprintln!("cannot start the runtime: {e}");
-        ExitCode::FAILURE
-    })?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
-        let ledger = Ledger::open(std::path::Path::new(&config.ledger_path)).map_err(|e| {
-            eprintln!("cannot open the ledger {}: {e}", config.ledger_path);
-            ExitCode::FAILURE
-        })?;
+        let ledger = open_ledger(&config).await?;
         let backend = Backend::connect(&config.backend).await.map_err(|e| {
             eprintln!("{e} (backend.url in {})", path.display());
             ExitCode::FAILURE
@@ -154,13 +186,13 @@ fn serve(path: &Path) -> Result<(), ExitCode> {
             eprintln!("cannot listen on {}: {e}", config.listen);
             ExitCode::FAILURE
         })?;
-        tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "dpgate is ready");
-        let shared = Arc::new(Shared {
-            config: Arc::new(config),
-            ledger: Arc::new(ledger),
-            backend,
-            catalog,
-        });
+        tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), ledger = %config.ledger, "dpgate is ready");
+        let ledger = Arc::new(ledger);
+        let shared = Arc::new(Shared::new(config, ledger.clone(), backend, catalog).map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        })?);
+        tokio::spawn(reload_on_sighup(shared.clone(), path.to_path_buf()));
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("SIGTERM handler");
@@ -170,9 +202,64 @@ fn serve(path: &Path) -> Result<(), ExitCode> {
             }
             tracing::info!("shutting down");
         };
-        dpgate_server::serve(shared, listener, shutdown).await.map_err(|e| {
+        let served = dpgate_server::serve(shared, listener, shutdown).await;
+        ledger.flush().await;
+        served.map_err(|e| {
             eprintln!("server error: {e}");
             ExitCode::FAILURE
         })
+    })
+}
+
+/// Rereads proxy.toml on every SIGHUP. A file that does not validate is
+/// logged and ignored: the running config stays.
+async fn reload_on_sighup(shared: Arc<Shared>, path: PathBuf) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be caught; proxy.toml will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let config = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "{} was not reloaded; the running config stays. {e}",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        let (users, tables) = (config.users.len(), config.tables.len());
+        match shared.reload(config).await {
+            Ok(restart) => {
+                tracing::info!(users, tables, "reloaded {}", path.display());
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        "changes to {} take effect only after a restart",
+                        restart.join(", ")
+                    );
+                }
+            }
+            Err(e) => tracing::error!(
+                "{} was not reloaded; the running config stays: {e}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// A runtime for commands that talk to the ledger or serve.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Opens the ledger `config` names, with an error that says which.
+async fn open_ledger(config: &Config) -> Result<Ledger, ExitCode> {
+    Ledger::open(&config.ledger).await.map_err(|e| {
+        eprintln!("cannot open the ledger {}: {e}", config.ledger);
+        ExitCode::FAILURE
     })
 }

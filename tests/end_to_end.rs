@@ -16,8 +16,10 @@ async fn noisy_answers_match_the_truth_and_the_budget_holds() {
     let dir = tempdir();
     let port = free_port();
     let ledger = dir.path().join("ledger.sqlite");
-    // 200 queries at ε = 0.1 spend the whole budget of 20.
-    let mut gate = Dpgate::start(dir.path(), &proxy_toml(&db, port, &ledger, 20.0, 0.1), port);
+    // 200 queries at ε = 0.1 spend the whole budget of 20; the cache is
+    // off, so every repeat draws fresh noise (and pays for it).
+    let config = proxy_toml(&db, port, &ledger, 20.0, 0.1) + "[cache]\nenabled = false\n";
+    let mut gate = Dpgate::start(dir.path(), &config, port);
     let (client, mut notices) = gate.connect().await;
 
     let mut counts = Vec::new();
@@ -55,16 +57,10 @@ async fn noisy_answers_match_the_truth_and_the_budget_holds() {
         simple_row(&client, "SHOW dp.budget").await[0].as_deref(),
         Some("0")
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_dpgate"))
-        .args(["budget", "show", "--config"])
-        .arg(dir.path().join("proxy.toml"))
-        .env("DPGATE_TEST_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let shown = gate.cli(&["budget", "show", "--format", "json"]);
     assert!(
-        table.contains("20.000000") && table.contains(" 200"),
-        "{table}"
+        shown.contains(r#""epsilon_spent":20.0"#) && shown.contains(r#""queries":200"#),
+        "{shown}"
     );
 
     // The query that would overspend is refused and reaches no backend.
@@ -79,7 +75,7 @@ async fn noisy_answers_match_the_truth_and_the_budget_holds() {
     // kill -9 and restart: the spent budget stays spent.
     drop(client);
     gate.kill9();
-    let gate = Dpgate::start(dir.path(), &proxy_toml(&db, port, &ledger, 20.0, 0.1), port);
+    let gate = Dpgate::start(dir.path(), &config, port);
     let (client, _n) = gate.connect().await;
     assert_eq!(
         simple_row(&client, "SHOW dp.budget").await[0].as_deref(),

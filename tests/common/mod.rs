@@ -160,21 +160,26 @@ pub async fn connect_direct(url: &str) -> Client {
     client
 }
 
-/// A fresh database with the `visits` table: `patients` patients with 1
-/// to 5 visits each (deterministic), ages 0..109, costs 0..4999.99.
-pub async fn visits_database(prefix: &str, patients: i64) -> (String, i64) {
-    let c = cluster();
+/// A fresh, empty database; returns its name.
+pub async fn empty_database(prefix: &str) -> String {
     let db = format!(
         "{prefix}_{}_{}",
         std::process::id(),
         NEXT_DB.fetch_add(1, Ordering::SeqCst)
     );
-    let admin = connect_direct(&c.url("postgres")).await;
-    admin
+    connect_direct(&cluster().url("postgres"))
+        .await
         .batch_execute(&format!("CREATE DATABASE {db}"))
         .await
         .unwrap();
-    let client = connect_direct(&c.url(&db)).await;
+    db
+}
+
+/// A fresh database with the `visits` table: `patients` patients with 1
+/// to 5 visits each (deterministic), ages 0..109, costs 0..4999.99.
+pub async fn visits_database(prefix: &str, patients: i64) -> (String, i64) {
+    let db = empty_database(prefix).await;
+    let client = connect_direct(&cluster().url(&db)).await;
     client
         .batch_execute(&format!(
             "CREATE TABLE visits (patient_id int, age int, cost float8, ward text, secret text);
@@ -231,6 +236,9 @@ pub struct Dpgate {
     pub child: Child,
     pub port: u16,
     pub dir: PathBuf,
+    /// What dpgate wrote to stderr so far (drained by a thread, so a
+    /// chatty log never blocks the process).
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Dpgate {
@@ -260,11 +268,55 @@ impl Dpgate {
             assert!(Instant::now() < deadline, "dpgate did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         Dpgate {
             child,
             port,
             dir: dir.to_path_buf(),
+            log,
         }
+    }
+
+    /// The proxy.toml this dpgate serves.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("proxy.toml")
+    }
+
+    /// Runs `dpgate <args> --config <this config>` and returns its stdout;
+    /// panics with stderr if it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .env("DPGATE_TEST_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dpgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Sends a signal (e.g. "HUP") to the process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
     }
 
     pub fn url(&self, user: &str, password: &str) -> String {

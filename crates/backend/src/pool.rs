@@ -1,7 +1,7 @@
 //! A small pool of PostgreSQL connections, each set up once with session
 //! settings (statement timeout, read-only) when opened.
 
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -93,6 +93,12 @@ impl Deref for Pooled<'_> {
 
     fn deref(&self) -> &Client {
         self.client.as_ref().expect("present until dropped")
+    }
+}
+
+impl DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("present until dropped")
     }
 }
 

@@ -17,6 +17,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub privacy: RawPrivacy,
     #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
     pub users: Vec<RawUser>,
     #[serde(default)]
     pub tables: Vec<RawTable>,
@@ -51,6 +53,14 @@ pub(crate) struct RawBackend {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLedger {
     pub path: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub enabled: Option<bool>,
+    pub max_age: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -60,6 +70,10 @@ pub(crate) struct RawPrivacy {
     pub max_epsilon_per_query: Option<f64>,
     pub delta: Option<f64>,
     pub confidence: Option<f64>,
+    pub delta_budget: Option<f64>,
+    pub refresh: Option<String>,
+    pub dataset_epsilon_budget: Option<f64>,
+    pub dataset_delta_budget: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -68,7 +82,9 @@ pub(crate) struct RawUser {
     pub name: String,
     pub password: Option<String>,
     pub epsilon_budget: Option<f64>,
+    pub delta_budget: Option<f64>,
     pub max_epsilon_per_query: Option<f64>,
+    pub refresh: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -105,10 +121,12 @@ pub struct Config {
     /// The shadow catalog database (`postgres://`), if set explicitly;
     /// otherwise dpgate derives one next to the backend.
     pub catalog_url: Option<String>,
-    /// Path of the SQLite ledger file.
-    pub ledger_path: String,
+    /// Where budgets, charges, the audit log and cached releases live.
+    pub ledger: LedgerStore,
     /// Privacy defaults.
     pub privacy: Privacy,
+    /// Free repeats of earlier releases.
+    pub cache: Cache,
     /// Analysts allowed to connect.
     pub users: Vec<User>,
     /// Declared tables: the only ones dpgate knows.
@@ -148,6 +166,60 @@ pub struct Backend {
     pub pool_size: usize,
 }
 
+/// Where the ledger is kept.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LedgerStore {
+    /// An embedded SQLite file (one dpgate process, or several on one host).
+    Sqlite(std::path::PathBuf),
+    /// A `postgres://` URL: replicas behind a load balancer share one budget.
+    Postgres(String),
+}
+
+impl std::fmt::Display for LedgerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerStore::Sqlite(p) => write!(f, "{}", p.display()),
+            LedgerStore::Postgres(url) => write!(f, "{}", redact_password(url)),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A cap on privacy loss: ε and δ, optionally per sliding window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Budget {
+    /// Total ε.
+    pub epsilon: f64,
+    /// Total δ.
+    pub delta: f64,
+    /// If set, the cap holds for every window of this length, and charges
+    /// older than the window no longer count.
+    pub refresh: Option<std::time::Duration>,
+}
+
+/// Repeats of earlier releases, answered at no cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cache {
+    /// Whether repeats are answered from the cache.
+    pub enabled: bool,
+    /// Releases older than this are not repeated (None: kept for ever).
+    pub max_age: Option<std::time::Duration>,
+}
+
 /// Privacy defaults that apply to every user.
 #[derive(Clone, Debug)]
 pub struct Privacy {
@@ -159,6 +231,8 @@ pub struct Privacy {
     pub delta: f64,
     /// Confidence level of reported intervals (0.95 by default).
     pub confidence: f64,
+    /// A cap for all analysts together (against collusion), if set.
+    pub dataset_budget: Option<Budget>,
 }
 
 /// How a user proves who they are.
@@ -178,8 +252,8 @@ pub struct User {
     pub name: String,
     /// Credential.
     pub secret: Secret,
-    /// Total ε this user may spend.
-    pub epsilon_budget: f64,
+    /// What this user may spend (ε, δ, refresh window).
+    pub budget: Budget,
     /// Largest ε one query of this user may spend.
     pub max_epsilon_per_query: f64,
 }

@@ -106,3 +106,66 @@ fn cleartext_passwords_are_refused() {
     );
     assert!(Config::parse(&verifier, &env).is_ok());
 }
+
+#[test]
+fn budgets_default_and_override_per_user() {
+    let c = Config::parse(GOOD, &env).unwrap();
+    let b = c.users[0].budget;
+    assert_eq!((b.epsilon, b.refresh), (3.0, None));
+    assert!((b.delta - 1e-4).abs() < 1e-18, "100 × delta by default");
+    assert_eq!(c.privacy.dataset_budget, None);
+    assert_eq!(c.ledger, LedgerStore::Sqlite("ledger.sqlite".into()));
+    assert!(c.cache.enabled);
+
+    let text = GOOD
+        .replace(
+            "delta = 1e-6",
+            "delta = 1e-6\nrefresh = \"30d\"\ndataset_epsilon_budget = 10",
+        )
+        .replace(
+            "epsilon_budget = 3.0",
+            "epsilon_budget = 3.0\ndelta_budget = 0\nrefresh = \"never\"",
+        )
+        .replace("path = \"ledger.sqlite\"", "url = \"postgres://u:pw@h/l\"")
+        + "[cache]\nmax_age = \"12h\"\n";
+    let c = Config::parse(&text, &env).unwrap();
+    assert_eq!(c.users[0].budget.delta, 0.0);
+    assert_eq!(c.users[0].budget.refresh, None);
+    let d = c.privacy.dataset_budget.unwrap();
+    assert_eq!(d.epsilon, 10.0);
+    assert_eq!(d.refresh, Some(std::time::Duration::from_secs(30 * 86_400)));
+    assert_eq!(
+        c.cache.max_age,
+        Some(std::time::Duration::from_secs(12 * 3600))
+    );
+    assert_eq!(c.ledger.to_string(), "postgres://u:***@h/l");
+}
+
+#[test]
+fn bad_budget_settings_are_named() {
+    let text = GOOD
+        .replace(
+            "delta = 1e-6",
+            "delta = 1e-6\nrefresh = \"soon\"\ndataset_delta_budget = 1e-5",
+        )
+        .replace(
+            "epsilon_budget = 3.0",
+            "epsilon_budget = 3.0\ndelta_budget = 2",
+        )
+        .replace(
+            "path = \"ledger.sqlite\"",
+            "path = \"l\"\nurl = \"postgres://h/l\"",
+        );
+    let e = errors(&text);
+    for path in [
+        "privacy.refresh",
+        "privacy.dataset_epsilon_budget",
+        "users[0].delta_budget",
+        "ledger:",
+    ] {
+        assert!(
+            e.iter().any(|m| m.starts_with(path)),
+            "{path} missing in {e:?}"
+        );
+    }
+}

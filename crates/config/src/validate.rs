@@ -54,6 +54,43 @@ impl Collector {
         });
     }
 
+    /// A δ budget: in [0, 1), `default` if absent.
+    fn delta_budget(&mut self, path: &str, value: Option<f64>, default: f64) -> f64 {
+        let v = value.unwrap_or(default);
+        if !(0.0..1.0).contains(&v) {
+            self.err(
+                path,
+                format!("{v} is not at least 0 and below 1"),
+                "write a small number such as 1e-4, or 0 to refuse queries that cost δ",
+            );
+        }
+        v
+    }
+
+    /// A duration such as "30d" or "12h", if given.
+    fn duration(&mut self, path: &str, value: Option<&str>) -> Option<std::time::Duration> {
+        let text = value?;
+        match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.err(
+                    path,
+                    "a zero duration",
+                    "write e.g. \"30d\", or remove the key",
+                );
+                None
+            }
+            Err(e) => {
+                self.err(
+                    path,
+                    format!("{text:?} is not a duration: {e}"),
+                    "write a number and a unit, e.g. \"30d\", \"12h\" or \"1week\"",
+                );
+                None
+            }
+        }
+    }
+
     fn positive(&mut self, path: &str, value: Option<f64>, default: f64) -> f64 {
         let v = value.unwrap_or(default);
         if !(v.is_finite() && v > 0.0) {
@@ -152,14 +189,46 @@ pub(crate) fn validate(
             "write e.g. 0.95",
         );
     }
+    let refresh = c.duration("privacy.refresh", raw.privacy.refresh.as_deref());
+    let delta_budget = c.delta_budget(
+        "privacy.delta_budget",
+        raw.privacy.delta_budget,
+        delta * DEFAULT_DELTA_QUERIES,
+    );
+    let dataset_budget = match (
+        raw.privacy.dataset_epsilon_budget,
+        raw.privacy.dataset_delta_budget,
+    ) {
+        (None, None) => None,
+        (epsilon, dataset_delta) => Some(Budget {
+            epsilon: c.positive("privacy.dataset_epsilon_budget", epsilon, f64::NAN),
+            delta: c.delta_budget(
+                "privacy.dataset_delta_budget",
+                dataset_delta,
+                delta * DEFAULT_DELTA_QUERIES,
+            ),
+            refresh,
+        }),
+    };
     let privacy = Privacy {
         default_epsilon,
         max_epsilon_per_query,
         delta,
         confidence,
+        dataset_budget,
     };
+    let defaults = Budget {
+        epsilon: f64::NAN,
+        delta: delta_budget,
+        refresh,
+    };
+    let cache = Cache {
+        enabled: raw.cache.enabled.unwrap_or(true),
+        max_age: c.duration("cache.max_age", raw.cache.max_age.as_deref()),
+    };
+    let ledger = validate_ledger(&mut c, raw.ledger);
 
-    let users = validate_users(&mut c, raw.users, env, &privacy);
+    let users = validate_users(&mut c, raw.users, env, &privacy, &defaults);
     let tables = validate_tables(&mut c, raw.tables);
 
     if c.0.is_empty() {
@@ -168,16 +237,44 @@ pub(crate) fn validate(
             server,
             backend,
             catalog_url,
-            ledger_path: raw
-                .ledger
-                .path
-                .unwrap_or_else(|| "dpgate-ledger.sqlite".into()),
+            ledger,
             privacy,
+            cache,
             users,
             tables,
         })
     } else {
         Err(ConfigErrors(c.0))
+    }
+}
+
+/// Without `delta_budget`, a user may run this many queries that cost
+/// `privacy.delta` (those whose groups pass partition selection).
+pub const DEFAULT_DELTA_QUERIES: f64 = 100.0;
+
+fn validate_ledger(c: &mut Collector, raw: RawLedger) -> LedgerStore {
+    match (raw.path, raw.url) {
+        (Some(_), Some(_)) => {
+            c.err(
+                "ledger",
+                "both path and url are set",
+                "keep path for a SQLite file, or url for a PostgreSQL ledger shared by replicas",
+            );
+            LedgerStore::Sqlite("dpgate-ledger.sqlite".into())
+        }
+        (_, Some(url)) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                c.err(
+                    "ledger.url",
+                    format!("{:?} is not a PostgreSQL URL", redact_password(&url)),
+                    "write postgres://user@host:port/database, or use path for a SQLite file",
+                );
+            }
+            LedgerStore::Postgres(url)
+        }
+        (path, None) => {
+            LedgerStore::Sqlite(path.unwrap_or_else(|| "dpgate-ledger.sqlite".into()).into())
+        }
     }
 }
 
@@ -221,6 +318,7 @@ fn validate_users(
     raw: Vec<RawUser>,
     env: &dyn Fn(&str) -> Option<String>,
     privacy: &Privacy,
+    defaults: &Budget,
 ) -> Vec<User> {
     if raw.is_empty() {
         c.err(
@@ -287,10 +385,23 @@ fn validate_users(
             u.max_epsilon_per_query,
             privacy.max_epsilon_per_query,
         );
+        let budget = Budget {
+            epsilon: epsilon_budget,
+            delta: c.delta_budget(
+                &format!("{path}.delta_budget"),
+                u.delta_budget,
+                defaults.delta,
+            ),
+            refresh: match u.refresh.as_deref() {
+                Some("never") => None,
+                Some(r) => c.duration(&format!("{path}.refresh"), Some(r)),
+                None => defaults.refresh,
+            },
+        };
         users.push(User {
             name: u.name,
             secret,
-            epsilon_budget,
+            budget,
             max_epsilon_per_query,
         });
     }

@@ -1,203 +1,340 @@
-//! The privacy budget ledger in a SQLite file (WAL, synchronous=FULL).
+//! The privacy budget ledger: every analyst's spending, the dataset's
+//! spending across analysts, the audit log of every statement, and the
+//! cache of earlier releases — in an embedded SQLite file or in a
+//! PostgreSQL database that several dpgate processes share.
 //!
-//! A query's cost is checked against the user's budget and recorded in one
-//! `BEGIN IMMEDIATE` transaction that is durable when [`Ledger::charge`]
-//! returns; only then may the query touch data. Amounts are kept as
-//! integers in nano-ε, rounded up when charged and budgets rounded down,
-//! so float sums can never let a user overspend.
+//! [`Ledger::charge`] checks a query's cost against the user's (and the
+//! dataset's) budget and records it in one transaction that holds the
+//! accounts locked (SQLite `BEGIN IMMEDIATE`, PostgreSQL `SELECT … FOR
+//! UPDATE`) and is durable when it returns; only then may the query touch
+//! data. However many connections or processes race, the same budget can
+//! never be spent twice.
 
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+/// Calls `$method` on whichever store is configured: SQLite off the async
+/// threads, PostgreSQL directly.
+macro_rules! dispatch {
+    ($store:expr, $method:ident ( $($arg:expr),* )) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let s = s.clone();
+                blocking(move || s.$method($($arg),*)).await
+            }
+            Store::Postgres(p) => p.$method($($arg),*).await,
+        }
+    };
+}
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+#[macro_use]
+mod sql;
+mod audit;
+mod postgres;
+mod sqlite;
+mod standing;
+mod units;
 
-/// Nano-ε per ε.
-const NANOS: f64 = 1e9;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, Outcome};
+use dpgate_config::{Budget, LedgerStore};
+pub use units::Amount;
+
+/// The account name under which the whole dataset's spending is kept
+/// (user names are never empty).
+pub const DATASET: &str = "";
 
 /// Ledger failures.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The charge would exceed the budget; nothing was recorded.
-    #[error("privacy budget exhausted: {spent} of {budget} spent, the query needs {cost}")]
-    Exhausted {
-        /// ε already spent.
-        spent: f64,
-        /// The user's total ε.
-        budget: f64,
-        /// ε the refused query needed.
-        cost: f64,
-    },
-    /// The ledger file could not be read or written.
+    /// The charge would exceed a budget; nothing was recorded.
+    #[error("{0}")]
+    Exhausted(Exhausted),
+    /// The ledger store could not be read or written.
     #[error("ledger storage error: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(String),
 }
 
-/// The outcome of a successful charge.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Charge {
-    /// ε spent by this user, this charge included.
-    pub spent: f64,
-    /// ε left.
-    pub remaining: f64,
-}
-
-/// One user's account.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Account {
-    /// User name.
-    pub user: String,
-    /// ε spent.
-    pub spent: f64,
-    /// Number of charged queries.
-    pub queries: i64,
-}
-
-/// A durable per-user ledger.
-pub struct Ledger {
-    conn: Mutex<Connection>,
-}
-
-/// ε in nano-ε, rounded up for costs and down for budgets, so rounding
-/// never lets a user spend more than the budget. Float noise within 1e-6
-/// nano-ε of an integer (0.1 × 1e9) counts as that integer.
-fn to_nanos(epsilon: f64, round_up: bool) -> i64 {
-    let x = epsilon * NANOS;
-    let r = x.round();
-    if (x - r).abs() < 1e-6 {
-        r as i64
-    } else if round_up {
-        x.ceil() as i64
-    } else {
-        x.floor() as i64
+impl From<rusqlite::Error> for LedgerError {
+    fn from(e: rusqlite::Error) -> Self {
+        LedgerError::Storage(e.to_string())
     }
 }
 
-/// Nano-ε spent by `user` (0 for a user with no account yet).
-fn spent_nanos(conn: &Connection, user: &str) -> Result<i64, LedgerError> {
-    Ok(conn
-        .query_row(
-            "SELECT spent_nano FROM accounts WHERE user = ?1",
-            [user],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0))
+impl From<tokio_postgres::Error> for LedgerError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        LedgerError::Storage(match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        })
+    }
 }
 
-fn now_millis() -> i64 {
+/// Which budget a refused charge would have exceeded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exhausted {
+    /// The dataset-wide budget (all analysts together), not the user's.
+    pub dataset: bool,
+    /// ε or δ.
+    pub resource: Resource,
+    /// Already spent (in the refresh window, if any).
+    pub spent: f64,
+    /// The limit, grants included.
+    pub budget: f64,
+    /// What the refused query needed.
+    pub cost: f64,
+    /// The budget's refresh window, if it has one.
+    pub refresh: Option<Duration>,
+}
+
+impl std::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let whose = if self.dataset {
+            "the dataset's budget"
+        } else {
+            "the budget"
+        };
+        write!(
+            f,
+            "{whose} is exhausted: {} of {} {} spent, the query needs {}",
+            self.spent,
+            self.budget,
+            self.resource.symbol(),
+            self.cost
+        )
+    }
+}
+
+/// A kind of privacy loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// ε.
+    Epsilon,
+    /// δ.
+    Delta,
+}
+
+impl Resource {
+    /// `ε` or `δ`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Resource::Epsilon => "ε",
+            Resource::Delta => "δ",
+        }
+    }
+
+    /// Ledger units of this resource as a number.
+    pub(crate) fn value(self, units: i64) -> f64 {
+        match self {
+            Resource::Epsilon => units as f64 / units::EPSILON_SCALE,
+            Resource::Delta => units as f64 / units::DELTA_SCALE,
+        }
+    }
+}
+
+/// A query's cost, the budgets it is checked against, and its audit entry.
+#[derive(Debug, Clone)]
+pub struct ChargeRequest {
+    /// The user's budget (from proxy.toml; grants are added from the ledger).
+    pub budget: Budget,
+    /// The dataset-wide budget, if the data owner set one.
+    pub dataset: Option<Budget>,
+    /// Who, when, what and how much (`entry.cost`); recorded as
+    /// [`Outcome::Charged`] until [`Ledger::finish`] records the outcome.
+    pub entry: AuditEntry,
+}
+
+/// A recorded charge.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Charge {
+    /// The audit entry to finish once the answer is known.
+    pub audit_id: i64,
+    /// The user's limit: configured budget plus grants.
+    pub limit: Amount,
+    /// What the user has left after this charge (refresh window included).
+    pub remaining: Amount,
+}
+
+/// How a charged (or cached) statement ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The entry [`Ledger::charge`] created.
+    pub audit_id: i64,
+    /// Answered or failed.
+    pub outcome: Outcome,
+    /// Rows released.
+    pub rows: Option<i64>,
+    /// SQLSTATE and reason, for failures.
+    pub error: Option<(String, String)>,
+    /// The release to repeat for free, if caching is on.
+    pub cache: Option<Release>,
+}
+
+/// A release kept for free repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    /// The user it was released to.
+    pub user: String,
+    /// The normalized query's fingerprint.
+    pub key: String,
+    /// When it was released (ms since the epoch).
+    pub at_ms: i64,
+    /// The released answer, serialized by the caller.
+    pub body: String,
+}
+
+/// An account as the admin CLI shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standing {
+    /// The limit: configured budget plus grants.
+    pub limit: Amount,
+    /// Spent since the last reset, within the refresh window if any.
+    pub spent: Amount,
+    /// Granted by `dpgate budget grant`.
+    pub granted: Amount,
+    /// Charged queries since the account was opened.
+    pub queries: i64,
+    /// When the account was last reset (ms since the epoch; 0: never).
+    pub reset_at_ms: i64,
+}
+
+impl Standing {
+    /// What is left.
+    pub fn remaining(&self) -> Amount {
+        Amount {
+            epsilon: (self.limit.epsilon - self.spent.epsilon).max(0.0),
+            delta: (self.limit.delta - self.spent.delta).max(0.0),
+        }
+    }
+}
+
+/// An administrator's change to an account.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Adjustment {
+    /// Adds to the account's budget for good.
+    Grant(Amount),
+    /// Forgets what the account spent so far: charges up to now no longer count.
+    Reset,
+}
+
+/// The durable ledger, behind one of its two stores.
+pub struct Ledger {
+    store: Store,
+    audit: audit::Writer,
+}
+
+#[derive(Clone)]
+enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(Arc<postgres::PgStore>),
+}
+
+/// Milliseconds since the Unix epoch, the ledger's clock.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
+/// Runs a SQLite operation off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, LedgerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LedgerError::Storage(format!("ledger task failed: {e}")))?
+}
+
 impl Ledger {
-    /// Opens (creating if needed) the ledger at `path`.
-    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS charges (
-                 id INTEGER PRIMARY KEY,
-                 user TEXT NOT NULL,
-                 at_ms INTEGER NOT NULL,
-                 epsilon_nano INTEGER NOT NULL,
-                 statement TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS accounts (
-                 user TEXT PRIMARY KEY,
-                 spent_nano INTEGER NOT NULL,
-                 queries INTEGER NOT NULL
-             );",
-        )?;
+    /// Opens (creating tables if needed) the ledger `location` names, and
+    /// starts the audit writer. Must run inside a tokio runtime.
+    pub async fn open(location: &LedgerStore) -> Result<Ledger, LedgerError> {
+        let store = match location {
+            LedgerStore::Sqlite(path) => {
+                let path = path.clone();
+                Store::Sqlite(blocking(move || sqlite::SqliteStore::open(&path)).await?)
+            }
+            LedgerStore::Postgres(url) => {
+                Store::Postgres(Arc::new(postgres::PgStore::open(url).await?))
+            }
+        };
         Ok(Ledger {
-            conn: Mutex::new(conn),
+            audit: audit::Writer::start(store.clone()),
+            store,
         })
     }
 
-    /// Checks that `user` can afford `epsilon` within `budget` and records
-    /// the charge durably, or refuses without recording anything.
-    pub fn charge(
+    /// Checks the request's cost against the user's and the dataset's
+    /// budgets and records it durably with its audit entry, or refuses
+    /// without recording anything.
+    pub async fn charge(&self, request: ChargeRequest) -> Result<Charge, LedgerError> {
+        dispatch!(&self.store, charge(&request))
+    }
+
+    /// Records how a charged statement ended (and keeps its release for
+    /// free repeats), durably.
+    pub async fn finish(&self, finish: Finish) -> Result<(), LedgerError> {
+        dispatch!(&self.store, finish(&finish))
+    }
+
+    /// Queues an audit entry for a statement that spent nothing; entries
+    /// are written in batches by a background task.
+    pub async fn record(&self, entry: AuditEntry) {
+        self.audit.record(entry).await;
+    }
+
+    /// Writes an audit entry durably before returning (for answers that
+    /// repeat a release: no answer leaves without its entry).
+    pub async fn append(&self, entry: AuditEntry) -> Result<(), LedgerError> {
+        let batch = vec![entry];
+        dispatch!(&self.store, insert_audit(&batch))
+    }
+
+    /// Waits until every queued audit entry is written.
+    pub async fn flush(&self) {
+        self.audit.flush().await;
+    }
+
+    /// The release of `key` to `user` made at or after `not_before_ms`.
+    pub async fn cached(
         &self,
         user: &str,
-        budget: f64,
-        epsilon: f64,
-        statement: &str,
-    ) -> Result<Charge, LedgerError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let spent = spent_nanos(&tx, user)?;
-        let cost = to_nanos(epsilon, true);
-        let limit = to_nanos(budget, false);
-        if spent.saturating_add(cost) > limit {
-            return Err(LedgerError::Exhausted {
-                spent: spent as f64 / NANOS,
-                budget,
-                cost: epsilon,
-            });
-        }
-        tx.execute(
-            "INSERT INTO charges (user, at_ms, epsilon_nano, statement) VALUES (?1, ?2, ?3, ?4)",
-            params![user, now_millis(), cost, statement],
-        )?;
-        tx.execute(
-            "INSERT INTO accounts (user, spent_nano, queries) VALUES (?1, ?2, 1)
-             ON CONFLICT (user) DO UPDATE SET spent_nano = spent_nano + ?2, queries = queries + 1",
-            params![user, cost],
-        )?;
-        tx.commit()?;
-        let after = spent + cost;
-        Ok(Charge {
-            spent: after as f64 / NANOS,
-            remaining: (limit - after).max(0) as f64 / NANOS,
-        })
+        key: &str,
+        not_before_ms: i64,
+    ) -> Result<Option<String>, LedgerError> {
+        let (user, key) = (user.to_string(), key.to_string());
+        dispatch!(&self.store, cached(&user, &key, not_before_ms))
     }
 
-    /// ε spent so far by `user`.
-    pub fn spent(&self, user: &str) -> Result<f64, LedgerError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(spent_nanos(&conn, user)? as f64 / NANOS)
+    /// `account`'s standing under `budget` at `now_ms` (an account that
+    /// never spent has spent nothing).
+    pub async fn standing(
+        &self,
+        account: &str,
+        budget: Budget,
+        now_ms: i64,
+    ) -> Result<Standing, LedgerError> {
+        let account = account.to_string();
+        dispatch!(&self.store, standing(&account, &budget, now_ms))
     }
 
-    /// Every account, by user name.
-    pub fn accounts(&self) -> Result<Vec<Account>, LedgerError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt =
-            conn.prepare("SELECT user, spent_nano, queries FROM accounts ORDER BY user")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Account {
-                user: r.get(0)?,
-                spent: r.get::<_, i64>(1)? as f64 / NANOS,
-                queries: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// Grants or resets `account`, recording `entry` in the audit log in
+    /// the same transaction.
+    pub async fn adjust(
+        &self,
+        account: &str,
+        adjustment: Adjustment,
+        entry: AuditEntry,
+    ) -> Result<(), LedgerError> {
+        let account = account.to_string();
+        dispatch!(&self.store, adjust(&account, adjustment, &entry))
+    }
+
+    /// Audit entries matching `filter`, oldest first.
+    pub async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, LedgerError> {
+        dispatch!(&self.store, audit(&filter))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn charges_until_the_budget_is_spent_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.sqlite");
-        let ledger = Ledger::open(&path).unwrap();
-        // 30 × 0.1 = 3.0 exactly, although the f64 sum is 3.0000000000000004.
-        for i in 0..30 {
-            let c = ledger.charge("ann", 3.0, 0.1, "q").unwrap();
-            assert!((c.spent - 0.1 * (i + 1) as f64).abs() < 1e-9);
-        }
-        let err = ledger.charge("ann", 3.0, 0.1, "q").unwrap_err();
-        assert!(matches!(err, LedgerError::Exhausted { .. }), "{err}");
-        assert!(ledger.charge("bob", 3.0, 0.1, "q").is_ok());
-        drop(ledger);
-        let reopened = Ledger::open(&path).unwrap();
-        assert!((reopened.spent("ann").unwrap() - 3.0).abs() < 1e-12);
-        assert_eq!(reopened.accounts().unwrap()[0].queries, 30);
-    }
-}
+mod tests;

@@ -107,9 +107,14 @@ impl UserStore {
     }
 }
 
-/// pgwire's view of the user store.
-#[derive(Debug)]
-pub struct ScramSource(pub Arc<UserStore>);
+/// pgwire's view of the user store in force.
+pub struct ScramSource(pub Arc<crate::Shared>);
+
+impl std::fmt::Debug for ScramSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramSource")
+    }
+}
 
 #[async_trait]
 impl AuthSource for ScramSource {
@@ -121,9 +126,10 @@ impl AuthSource for ScramSource {
 
     async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
         let user = login.user().unwrap_or_default();
-        let verifier = match self.0.verifiers.get(user) {
+        let users = self.0.users();
+        let verifier = match users.verifiers.get(user) {
             Some(v) => v.clone(),
-            None => self.0.decoy(user),
+            None => users.decoy(user),
         };
         Ok((verifier.secret(), None))
     }

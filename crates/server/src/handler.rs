@@ -24,7 +24,8 @@ use pgwire::api::{ClientInfo, Type, METADATA_DATABASE, METADATA_USER};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
-use crate::private::{add_interval_columns, Accuracy};
+use crate::audit::{settle, Who};
+use crate::report::{add_interval_columns, fmt_eps, Accuracy};
 use crate::session::Session;
 use crate::wire::{
     constant_type, error_info, output_type, pg_type, send_notice, to_response, Fields, Outcome,
@@ -61,7 +62,7 @@ impl QueryHandler {
     }
 
     fn session<C: ClientInfo>(&self, client: &C) -> Arc<Mutex<Session>> {
-        let config = self.shared.config.clone();
+        let config = self.shared.config();
         client
             .session_extensions()
             .get_or_insert_with(|| Mutex::new(Session::new(&config)))
@@ -73,7 +74,10 @@ impl QueryHandler {
         let user = meta(METADATA_USER);
         let max_epsilon = self.max_epsilon(&user);
         ClientSession {
-            user,
+            who: Who {
+                user,
+                client: client.socket_addr().to_string(),
+            },
             database: meta(METADATA_DATABASE),
             session: self.session(client),
             max_epsilon,
@@ -82,7 +86,7 @@ impl QueryHandler {
 
     fn max_epsilon(&self, user: &str) -> f64 {
         self.shared
-            .config
+            .config()
             .user(user)
             .map(|u| u.max_epsilon_per_query)
             .unwrap_or(0.0)
@@ -130,9 +134,10 @@ impl QueryHandler {
     }
 
     fn catalog_can_take(&self, sql: &str) -> bool {
-        self.shared.catalog.is_some() && unparsed_catalog_candidate(sql, &self.shared.config)
+        self.shared.catalog.is_some() && unparsed_catalog_candidate(sql, &self.shared.config())
     }
 
+    /// Runs one statement and leaves its audit entry.
     async fn execute_one<C: ClientInfo>(
         &self,
         client: &C,
@@ -141,8 +146,44 @@ impl QueryHandler {
         bound: Bound<'_>,
     ) -> Outcome {
         let info = self.client_session(client);
+        let config = self.shared.config();
+        let mut entry = info.who.entry(sql);
+        let command = match command {
+            // The private path records its own entries, inside the charge.
+            Command::Private(query) if !is_catalog_query(&query, &config) => {
+                return match self.private_plan(&info.session, *query, bound) {
+                    Ok(plan) => {
+                        let accuracy = info.session.lock().unwrap().accuracy();
+                        self.answer(&info.who, plan, sql, accuracy).await
+                    }
+                    Err(e) => {
+                        let outcome = Outcome::Error(e);
+                        settle(&mut entry, &outcome);
+                        self.shared.ledger.record(entry).await;
+                        outcome
+                    }
+                };
+            }
+            other => other,
+        };
+        let outcome = self.run_public(client, &info, command, sql, bound).await;
+        settle(&mut entry, &outcome);
+        self.shared.ledger.record(entry).await;
+        outcome
+    }
+
+    /// Everything but a private query: session commands, constants,
+    /// EXPLAIN and catalog queries.
+    async fn run_public<C: ClientInfo>(
+        &self,
+        client: &C,
+        info: &ClientSession,
+        command: Command,
+        sql: &str,
+        bound: Bound<'_>,
+    ) -> Outcome {
         let session = info.session.clone();
-        let config = &self.shared.config;
+        let config = self.shared.config();
         let tag = |t: &str| Ok(Outcome::Tag(Response::Execution(Tag::new(t))));
         let result: Result<Outcome, Refusal> = match command {
             Command::Set { name, value } => session
@@ -152,20 +193,20 @@ impl QueryHandler {
                 .and_then(|_| tag("SET")),
             Command::IgnoredSet => tag("SET"),
             Command::Reset(name) => {
-                session.lock().unwrap().reset(name.as_deref(), config);
+                session.lock().unwrap().reset(name.as_deref(), &config);
                 tag("RESET")
             }
             Command::Discard => {
-                session.lock().unwrap().reset(None, config);
+                session.lock().unwrap().reset(None, &config);
                 tag("DISCARD ALL")
             }
-            Command::Show(name) => match self.show(&session, &info.user, &name).await {
+            Command::Show(name) => match self.show(&session, &info.who.user, &name).await {
                 Err(e)
                     if e.code == sqlstate::UNDEFINED_OBJECT
                         && self.shared.catalog.is_some()
                         && !name.starts_with("dp.") =>
                 {
-                    return self.browse(client, &format!("SHOW {name}"), bound).await
+                    Ok(self.browse(client, &format!("SHOW {name}"), bound).await)
                 }
                 other => other,
             },
@@ -173,12 +214,12 @@ impl QueryHandler {
             Command::Commit => Ok(Outcome::Tag(Response::TransactionEnd(Tag::new("COMMIT")))),
             Command::Rollback => Ok(Outcome::Tag(Response::TransactionEnd(Tag::new("ROLLBACK")))),
             Command::Ack(t) => tag(t),
-            Command::Constant(items) => match evaluate_constant(&items, &info) {
+            Command::Constant(items) => match evaluate_constant(&items, info) {
                 Err(e)
                     if e.code == sqlstate::FEATURE_NOT_SUPPORTED
                         && self.shared.catalog.is_some() =>
                 {
-                    return self.browse(client, sql, bound).await
+                    Ok(self.browse(client, sql, bound).await)
                 }
                 result => result.map(|values| Outcome::Rows {
                     fields: values
@@ -189,22 +230,15 @@ impl QueryHandler {
                     notice: None,
                 }),
             },
-            Command::Explain(query) if is_catalog_query(&query, config) => {
-                return self.browse(client, sql, bound).await
+            Command::Explain(query) | Command::Private(query)
+                if is_catalog_query(&query, &config) =>
+            {
+                Ok(self.browse(client, sql, bound).await)
             }
             Command::Explain(query) => self
                 .private_plan(&session, *query, bound)
                 .map(|plan| self.explain(&plan)),
-            Command::Private(query) if is_catalog_query(&query, config) => {
-                return self.browse(client, sql, bound).await
-            }
-            Command::Private(query) => match self.private_plan(&session, *query, bound) {
-                Ok(plan) => {
-                    let accuracy = session.lock().unwrap().accuracy();
-                    self.answer(&info.user, plan, sql, accuracy).await
-                }
-                Err(e) => Err(e),
-            },
+            Command::Private(_) => unreachable!("private queries take the private path"),
         };
         result.unwrap_or_else(Outcome::Error)
     }
@@ -225,7 +259,7 @@ impl QueryHandler {
         };
         bind_parameters(&mut query, &values)?;
         let epsilon = session.lock().unwrap().epsilon();
-        plan(&query, &self.shared.config, epsilon)
+        plan(&query, &self.shared.config(), epsilon)
     }
 
     /// Sends a catalog query to the shadow catalog.
@@ -281,17 +315,8 @@ impl QueryHandler {
         let rows: Vec<(String, String)> = match name {
             "all" => session.lock().unwrap().all(),
             "dp.budget" => {
-                let spent = self.spent(user).await?;
-                let budget = self
-                    .shared
-                    .config
-                    .user(user)
-                    .map(|u| u.epsilon_budget)
-                    .unwrap_or(0.0);
-                vec![(
-                    name.into(),
-                    crate::private::fmt_eps((budget - spent).max(0.0)),
-                )]
+                let standing = self.standing(user).await?;
+                vec![(name.into(), fmt_eps(standing.remaining().epsilon))]
             }
             _ => vec![(name.to_string(), session.lock().unwrap().show(name)?)],
         };
@@ -324,7 +349,7 @@ impl QueryHandler {
         query: &dpgate_sql::ast::Query,
         declared: &[Option<Type>],
     ) -> Vec<Type> {
-        parameter_types(query, &self.shared.config)
+        parameter_types(query, &self.shared.config())
             .iter()
             .enumerate()
             .map(|(i, t)| {
@@ -350,7 +375,7 @@ impl QueryHandler {
         if commands.len() != 1 {
             return Ok((vec![], vec![]));
         }
-        let config = &self.shared.config;
+        let config = &self.shared.config();
         match commands.remove(0) {
             Command::Private(query) | Command::Explain(query)
                 if is_catalog_query(&query, config) =>
@@ -503,7 +528,7 @@ fn decode_params(portal: &Portal<String>, inferred: &[Type]) -> Result<Vec<Param
 }
 
 struct ClientSession {
-    user: String,
+    who: Who,
     database: String,
     session: Arc<Mutex<Session>>,
     max_epsilon: f64,
@@ -511,7 +536,7 @@ struct ClientSession {
 
 impl SessionInfo for ClientSession {
     fn user(&self) -> String {
-        self.user.clone()
+        self.who.user.clone()
     }
     fn database(&self) -> String {
         self.database.clone()

@@ -2,14 +2,18 @@
 //! users from proxy.toml with SCRAM-SHA-256, keeps session settings, and
 //! drives each private query through plan → charge → backend → release.
 
+mod audit;
 mod auth;
 mod connection;
+mod explain;
 mod handler;
 mod private;
+mod repeat;
+mod report;
 mod session;
 mod wire;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use dpgate_backend::Backend;
 use dpgate_config::Config;
@@ -29,14 +33,84 @@ pub use auth::UserStore;
 
 /// State shared by every connection.
 pub struct Shared {
-    /// The validated proxy.toml.
-    pub config: Arc<Config>,
-    /// The budget ledger.
+    /// The validated proxy.toml; replaced whole on reload.
+    config: RwLock<Arc<Config>>,
+    /// Verifiers of the configured users; replaced with the config.
+    users: RwLock<Arc<UserStore>>,
+    /// The budget ledger and audit log.
     pub ledger: Arc<Ledger>,
     /// The database behind dpgate.
     pub backend: Backend,
     /// The shadow catalog answering schema queries, if available.
     pub catalog: Option<dpgate_catalog::Catalog>,
+}
+
+impl Shared {
+    /// Shared state over a validated config.
+    pub fn new(
+        config: Config,
+        ledger: Arc<Ledger>,
+        backend: Backend,
+        catalog: Option<dpgate_catalog::Catalog>,
+    ) -> Result<Shared, String> {
+        let users = UserStore::new(&config)?;
+        Ok(Shared {
+            config: RwLock::new(Arc::new(config)),
+            users: RwLock::new(Arc::new(users)),
+            ledger,
+            backend,
+            catalog,
+        })
+    }
+
+    /// The config in force now. A statement keeps the one it started with.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn users(&self) -> Arc<UserStore> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies a reloaded config to new statements and logins: users,
+    /// budgets, tables and privacy settings. Connections stay open and
+    /// spent budget stays in the ledger. Settings that need a restart
+    /// (listen address, backend, ledger, TLS, limits) keep their running
+    /// values; the returned list names those that changed.
+    pub async fn reload(&self, config: Config) -> Result<Vec<&'static str>, String> {
+        let users = UserStore::new(&config)?;
+        let old = self.config();
+        let mut restart = Vec::new();
+        if old.listen != config.listen {
+            restart.push("server.listen");
+        }
+        if old.backend.url != config.backend.url
+            || old.backend.pool_size != config.backend.pool_size
+            || old.backend.statement_timeout_ms != config.backend.statement_timeout_ms
+        {
+            restart.push("backend");
+        }
+        if old.ledger != config.ledger {
+            restart.push("ledger");
+        }
+        if old.catalog_url != config.catalog_url {
+            restart.push("catalog.url");
+        }
+        if format!("{:?}", old.server) != format!("{:?}", config.server) {
+            restart.push("server");
+        }
+        if let Some(catalog) = &self.catalog {
+            if let Err(e) = catalog.sync(&config, &self.backend).await {
+                tracing::warn!("the catalog could not follow the reload: {e}");
+            }
+        }
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        Ok(restart)
+    }
 }
 
 struct Handlers {
@@ -71,15 +145,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let server = shared.config.server.clone();
-    let users = Arc::new(UserStore::new(&shared.config).map_err(std::io::Error::other)?);
+    let server = shared.config().server.clone();
     let mut parameters = DefaultServerParameterProvider::default();
     parameters.server_version = SERVER_VERSION.to_string();
     parameters.is_superuser = false;
     parameters.default_transaction_read_only = true;
     let connections = Arc::new(ConnectionManager::new());
     let startup = SASLAuthStartupHandler::new(Arc::new(parameters))
-        .with_scram(ScramAuth::new(Arc::new(auth::ScramSource(users))))
+        .with_scram(ScramAuth::new(Arc::new(auth::ScramSource(shared.clone()))))
         .with_connection_manager(connections.clone());
     let handlers = Arc::new(Handlers {
         query: Arc::new(handler::QueryHandler::new(shared)),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use dpgate_config::Config;
 
-use crate::private::Accuracy;
+use crate::report::Accuracy;
 use dpgate_sql::constant::SERVER_VERSION;
 use dpgate_sql::{sqlstate, Refusal};
 

@@ -30,6 +30,10 @@ pub mod sqlstate {
     pub const BUDGET_EXHAUSTED: &str = "53000";
     /// The backend failed after the charge; deliberately uninformative.
     pub const BACKEND_FAILED: &str = "58000";
+    /// The user is not (or no longer) allowed in.
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    /// The ledger could not be read or written.
+    pub const LEDGER_FAILED: &str = "58030";
     /// Unknown SET/SHOW parameter.
     pub const UNDEFINED_OBJECT: &str = "42704";
     /// A `$n` with no bound value.

@@ -1,0 +1,290 @@
+//! The shared store: tables in schema `dpgate_ledger` of a PostgreSQL
+//! database that every dpgate replica points at. A charge locks the
+//! accounts it touches with `SELECT … FOR UPDATE` (the dataset account
+//! first, always in the same order, so replicas never deadlock) and
+//! commits with `synchronous_commit = on`; a racing charge waits for the
+//! lock and then sees the committed spending.
+
+use dpgate_backend::Pool;
+use dpgate_config::Budget;
+use tokio_postgres::GenericClient;
+
+use crate::audit::{AuditEntry, AuditFilter, AuditRecord};
+use crate::sql;
+use crate::standing::{self, Row};
+use crate::units::Units;
+use crate::{Adjustment, Charge, ChargeRequest, Finish, LedgerError, Standing, DATASET};
+
+const SCHEMA: &str = r#"
+CREATE SCHEMA IF NOT EXISTS dpgate_ledger;
+CREATE TABLE IF NOT EXISTS dpgate_ledger.accounts (
+    "user" text PRIMARY KEY,
+    spent_nano bigint NOT NULL,
+    queries bigint NOT NULL,
+    spent_delta_atto bigint NOT NULL DEFAULT 0,
+    granted_nano bigint NOT NULL DEFAULT 0,
+    granted_delta_atto bigint NOT NULL DEFAULT 0,
+    reset_at_ms bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS dpgate_ledger.charges (
+    id bigserial PRIMARY KEY,
+    "user" text NOT NULL,
+    at_ms bigint NOT NULL,
+    epsilon_nano bigint NOT NULL,
+    statement text NOT NULL,
+    delta_atto bigint NOT NULL DEFAULT 0,
+    audit_id bigint
+);
+CREATE TABLE IF NOT EXISTS dpgate_ledger.audit (
+    id bigserial PRIMARY KEY,
+    at_ms bigint NOT NULL,
+    "user" text NOT NULL,
+    client text NOT NULL,
+    statement text NOT NULL,
+    backend_sql text,
+    epsilon_nano bigint NOT NULL,
+    delta_atto bigint NOT NULL,
+    outcome text NOT NULL,
+    code text,
+    detail text,
+    "rows" bigint
+);
+CREATE TABLE IF NOT EXISTS dpgate_ledger.releases (
+    "user" text NOT NULL,
+    key text NOT NULL,
+    at_ms bigint NOT NULL,
+    body text NOT NULL,
+    PRIMARY KEY ("user", key)
+);
+CREATE INDEX IF NOT EXISTS charges_by_user ON dpgate_ledger.charges ("user", at_ms);
+CREATE INDEX IF NOT EXISTS charges_by_time ON dpgate_ledger.charges (at_ms);
+CREATE INDEX IF NOT EXISTS audit_by_user ON dpgate_ledger.audit ("user", at_ms);
+CREATE INDEX IF NOT EXISTS audit_by_time ON dpgate_ledger.audit (at_ms);
+"#;
+
+/// Every ledger connection: durable commits, the ledger's schema, and a
+/// bound on how long a charge may wait for a lock.
+const SETUP: &str = "SET synchronous_commit = on; SET default_transaction_read_only = off; \
+     SET search_path = dpgate_ledger; SET statement_timeout = '30s'; \
+     SET application_name = 'dpgate-ledger'";
+
+/// Connections kept to the ledger database.
+const POOL_SIZE: usize = 8;
+
+/// A PostgreSQL ledger.
+pub(crate) struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    pub async fn open(url: &str) -> Result<PgStore, LedgerError> {
+        let config: tokio_postgres::Config = url.parse()?;
+        let pool = Pool::connect(config, SETUP, POOL_SIZE).await?;
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        // Replicas starting together must not race to create the tables.
+        tx.batch_execute("SELECT pg_advisory_xact_lock(7306284711)")
+            .await?;
+        tx.batch_execute(SCHEMA).await?;
+        tx.commit().await?;
+        drop(client);
+        Ok(PgStore { pool })
+    }
+
+    pub async fn charge(&self, request: &ChargeRequest) -> Result<Charge, LedgerError> {
+        let e = &request.entry;
+        let cost = Units::cost(e.cost);
+        let accounts = standing::accounts(request);
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (mut limit, mut remaining) = (Units::default(), Units::default());
+        for (account, budget) in &accounts {
+            tx.execute(sql::OPEN_ACCOUNT, &[account]).await?;
+            let lock = format!("{} FOR UPDATE", sql::READ_ACCOUNT);
+            let Some(budget) = budget else {
+                tx.execute(&lock, &[account]).await?;
+                continue;
+            };
+            let (row, spent) = read_standing(&tx, account, budget, e.at_ms, true).await?;
+            let left = standing::check(account, budget, &row, spent, cost)?;
+            if *account == e.user {
+                (limit, remaining) = (standing::limit(budget, &row), left);
+            }
+        }
+        let audit_id = insert_audit(&tx, e).await?;
+        tx.execute(
+            sql::INSERT_CHARGE,
+            &[
+                &e.user,
+                &e.at_ms,
+                &cost.epsilon,
+                &cost.delta,
+                &e.statement,
+                &audit_id,
+            ],
+        )
+        .await?;
+        for (account, _) in &accounts {
+            tx.execute(sql::ADD_SPENT, &[account, &cost.epsilon, &cost.delta])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Charge {
+            audit_id,
+            limit: limit.amount(),
+            remaining: remaining.amount(),
+        })
+    }
+
+    pub async fn finish(&self, f: &Finish) -> Result<(), LedgerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (code, detail) = f.error.clone().unzip();
+        tx.execute(
+            sql::FINISH_AUDIT,
+            &[&f.audit_id, &f.outcome.as_str(), &f.rows, &code, &detail],
+        )
+        .await?;
+        if let Some(r) = &f.cache {
+            tx.execute(sql::PUT_RELEASE, &[&r.user, &r.key, &r.at_ms, &r.body])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), LedgerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        for e in entries {
+            insert_audit(&tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn cached(
+        &self,
+        user: &str,
+        key: &str,
+        not_before: i64,
+    ) -> Result<Option<String>, LedgerError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(sql::GET_RELEASE, &[&user, &key, &not_before])
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub async fn standing(
+        &self,
+        account: &str,
+        budget: &Budget,
+        now_ms: i64,
+    ) -> Result<Standing, LedgerError> {
+        let client = self.pool.get().await?;
+        let (row, spent) = read_standing(&*client, account, budget, now_ms, false).await?;
+        Ok(standing::view(budget, &row, spent))
+    }
+
+    pub async fn adjust(
+        &self,
+        account: &str,
+        adjustment: Adjustment,
+        entry: &AuditEntry,
+    ) -> Result<(), LedgerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(sql::OPEN_ACCOUNT, &[&account]).await?;
+        match adjustment {
+            Adjustment::Grant(a) => {
+                let u = Units::cost(a);
+                tx.execute(sql::GRANT, &[&account, &u.epsilon, &u.delta])
+                    .await?
+            }
+            Adjustment::Reset => tx.execute(sql::RESET, &[&account, &entry.at_ms]).await?,
+        };
+        insert_audit(&tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, LedgerError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                sql::LIST_AUDIT,
+                &[
+                    &filter.user,
+                    &filter.since_ms.unwrap_or(i64::MIN),
+                    &crate::audit::limit(filter),
+                ],
+            )
+            .await?;
+        let mut records = rows
+            .iter()
+            .map(|r| Ok(audit_record!(r.try_get)))
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        records.reverse();
+        Ok(records)
+    }
+}
+
+/// An account's row (locked if `lock`) and what counts as spent.
+async fn read_standing(
+    client: &impl GenericClient,
+    account: &str,
+    budget: &Budget,
+    now_ms: i64,
+    lock: bool,
+) -> Result<(Row, Units), LedgerError> {
+    let read = if lock {
+        format!("{} FOR UPDATE", sql::READ_ACCOUNT)
+    } else {
+        sql::READ_ACCOUNT.to_string()
+    };
+    let row = match client.query_opt(&read, &[&account]).await? {
+        Some(r) => account_row!(r.try_get),
+        None => Row::default(),
+    };
+    let spent = match standing::window_start(budget, &row, now_ms) {
+        None => row.spent,
+        Some(start) => {
+            let r = if account == DATASET {
+                client.query_one(sql::DATASET_WINDOW, &[&start]).await?
+            } else {
+                client
+                    .query_one(sql::USER_WINDOW, &[&account, &start])
+                    .await?
+            };
+            Units {
+                epsilon: r.try_get(0)?,
+                delta: r.try_get(1)?,
+            }
+        }
+    };
+    Ok((row, spent))
+}
+
+async fn insert_audit(client: &impl GenericClient, e: &AuditEntry) -> Result<i64, LedgerError> {
+    let cost = Units::cost(e.cost);
+    let row = client
+        .query_one(
+            sql::INSERT_AUDIT,
+            &[
+                &e.at_ms,
+                &e.user,
+                &e.client,
+                &e.statement,
+                &e.backend_sql,
+                &cost.epsilon,
+                &cost.delta,
+                &e.outcome.as_str(),
+                &e.code,
+                &e.detail,
+                &e.rows,
+            ],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}

@@ -1,0 +1,103 @@
+//! Exact amounts of privacy loss. The ledger adds integers, never floats:
+//! ε in nano-ε and δ in atto-δ, costs rounded up and budgets rounded down,
+//! so rounding can never let anyone spend more than a budget allows.
+
+/// Units per ε.
+pub(crate) const EPSILON_SCALE: f64 = 1e9;
+/// Units per δ (δ is tiny: 1e-6 is 10¹² units).
+pub(crate) const DELTA_SCALE: f64 = 1e18;
+
+/// An amount of privacy loss, as shown to people.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Amount {
+    /// ε.
+    pub epsilon: f64,
+    /// δ.
+    pub delta: f64,
+}
+
+/// An amount in ledger units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Units {
+    pub epsilon: i64,
+    pub delta: i64,
+}
+
+impl Units {
+    /// A cost: rounded up.
+    pub fn cost(a: Amount) -> Units {
+        Units {
+            epsilon: to_units(a.epsilon, EPSILON_SCALE, true),
+            delta: to_units(a.delta, DELTA_SCALE, true),
+        }
+    }
+
+    /// A limit: rounded down.
+    pub fn limit(a: Amount) -> Units {
+        Units {
+            epsilon: to_units(a.epsilon, EPSILON_SCALE, false),
+            delta: to_units(a.delta, DELTA_SCALE, false),
+        }
+    }
+
+    pub fn amount(self) -> Amount {
+        Amount {
+            epsilon: self.epsilon as f64 / EPSILON_SCALE,
+            delta: self.delta as f64 / DELTA_SCALE,
+        }
+    }
+
+    pub fn plus(self, o: Units) -> Units {
+        Units {
+            epsilon: self.epsilon.saturating_add(o.epsilon),
+            delta: self.delta.saturating_add(o.delta),
+        }
+    }
+
+    pub fn minus_or_zero(self, o: Units) -> Units {
+        Units {
+            epsilon: self.epsilon.saturating_sub(o.epsilon).max(0),
+            delta: self.delta.saturating_sub(o.delta).max(0),
+        }
+    }
+}
+
+/// `value × scale` as an integer. A product within float error of an
+/// integer (0.1 × 1e9) counts as that integer; otherwise costs round up
+/// and limits down.
+fn to_units(value: f64, scale: f64, round_up: bool) -> i64 {
+    if !value.is_finite() || value <= 0.0 {
+        return 0;
+    }
+    let x = value * scale;
+    let r = x.round();
+    if (x - r).abs() <= (1e-12 * x.abs()).max(1e-6) {
+        r as i64
+    } else if round_up {
+        x.ceil() as i64
+    } else {
+        x.floor() as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_literals_are_exact_and_rounding_is_safe() {
+        let a = Amount {
+            epsilon: 0.1,
+            delta: 1e-6,
+        };
+        assert_eq!(Units::cost(a).epsilon, 100_000_000);
+        assert_eq!(Units::cost(a).delta, 1_000_000_000_000);
+        let odd = Amount {
+            epsilon: 1.0 / 3.0,
+            delta: 0.0,
+        };
+        assert_eq!(Units::cost(odd).epsilon, 333_333_334);
+        assert_eq!(Units::limit(odd).epsilon, 333_333_333);
+        assert_eq!(Units::cost(Amount::default()), Units::default());
+    }
+}
