@@ -2,8 +2,10 @@
 //! PostgreSQL, in the same run, against the same throwaway cluster.
 //!
 //! Prints median latencies and the ratios dpgate / direct-rewritten (the
-//! proxy's own overhead: parse, plan, charge, noise, wire) and
-//! rewritten / plain (the cost of contribution bounding in the backend).
+//! proxy's own overhead: parse, plan, charge and audit, noise, wire),
+//! rewritten / plain (the cost of contribution bounding in the backend),
+//! a PostgreSQL ledger against the SQLite one, and a free repeat from the
+//! cache against the rewritten query.
 //!
 //! Run: `cargo bench --bench end_to_end` (BENCH_ROWS and BENCH_ITERS to change size).
 
@@ -58,9 +60,26 @@ fn main() {
         let (db, rows) = visits_database("bench", patients).await;
         let dir = tempdir();
         let port = free_port();
-        let config_text = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 1e9, 0.1);
+        // Cache off: every query is charged (audited, released) afresh.
+        let config_text = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 1e9, 0.1)
+            + "[cache]\nenabled = false\n";
         let gate = Dpgate::start(dir.path(), &config_text, port);
         let (proxy, _notices) = gate.connect().await;
+        // The same with the ledger in PostgreSQL, and with repeats cached.
+        let ledger_db = empty_database("bench_ledger").await;
+        let (pg_dir, pg_port) = (tempdir(), free_port());
+        let pg_text = proxy_toml(&db, pg_port, &pg_dir.path().join("l.sqlite"), 1e9, 0.1)
+            .replace(
+                &format!("path = \"{}\"", pg_dir.path().join("l.sqlite").display()),
+                &format!("url = \"{}\"", cluster().url(&ledger_db)),
+            )
+            + "[cache]\nenabled = false\n";
+        let pg_gate = Dpgate::start(pg_dir.path(), &pg_text, pg_port);
+        let (pg_proxy, _pg_notices) = pg_gate.connect().await;
+        let (cache_dir, cache_port) = (tempdir(), free_port());
+        let cache_text = proxy_toml(&db, cache_port, &cache_dir.path().join("l.sqlite"), 1e9, 0.1);
+        let cache_gate = Dpgate::start(cache_dir.path(), &cache_text, cache_port);
+        let (cache_proxy, _cache_notices) = cache_gate.connect().await;
         let direct = connect_direct(&cluster().url(&db)).await;
 
         let config =
@@ -72,6 +91,14 @@ fn main() {
 
         let through = time(iters, || async {
             proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
+        })
+        .await;
+        let through_pg_ledger = time(iters, || async {
+            pg_proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
+        })
+        .await;
+        let repeated = time(iters, || async {
+            cache_proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
         })
         .await;
         let bounded = time(iters, || async {
@@ -133,6 +160,16 @@ fn main() {
         println!(
             "  ratio rewritten / plain (bounding):    {:>10.3}",
             bounded.as_secs_f64() / plain.as_secs_f64()
+        );
+        println!("  through dpgate, PostgreSQL ledger:     {through_pg_ledger:>10.2?}");
+        println!(
+            "  ratio PostgreSQL / SQLite ledger:      {:>10.3}",
+            through_pg_ledger.as_secs_f64() / through.as_secs_f64()
+        );
+        println!("  repeat answered from the cache:        {repeated:>10.2?}");
+        println!(
+            "  ratio repeat / rewritten direct:       {:>10.3}",
+            repeated.as_secs_f64() / bounded.as_secs_f64()
         );
         println!("  same, rewritten, direct (extended):    {direct_extended:>10.2?}");
         println!("  extended protocol with $1, dpgate:     {through_extended:>10.2?}");

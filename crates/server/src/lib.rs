@@ -107,8 +107,10 @@ impl Shared {
                 tracing::warn!("the catalog could not follow the reload: {e}");
             }
         }
-        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
+        // Config first: a user removed by this reload is refused at once,
+        // and a user added by it can log in a moment later.
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
         Ok(restart)
     }
 }
