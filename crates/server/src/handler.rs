@@ -238,7 +238,12 @@ impl QueryHandler {
             Command::Explain(query) => self
                 .private_plan(&session, *query, bound)
                 .map(|plan| self.explain(&plan)),
-            Command::Private(_) => unreachable!("private queries take the private path"),
+            // execute_one sends these to the private path; never answer one here.
+            Command::Private(_) => Err(Refusal::new(
+                "XX000",
+                "internal error: a private query was routed as a public one and was not run",
+                "report this to the dpgate developers",
+            )),
         };
         result.unwrap_or_else(Outcome::Error)
     }

@@ -335,7 +335,7 @@ pub(crate) fn ledger_failure(detail: &str) -> Refusal {
     tracing::error!(detail, "ledger failure");
     Refusal::new(
         sqlstate::LEDGER_FAILED,
-        "the privacy ledger could not record the charge, so the query was not run",
+        "the privacy ledger could not be read or written, so nothing was run or charged",
         "retry later; the data owner should check the ledger (dpgate's log has the cause)",
     )
 }
