@@ -450,3 +450,69 @@ async fn sighup_reloads_users_tables_and_budgets_without_dropping_connections() 
     // That was a repeat of the first COUNT over patients: free.
     assert_eq!(left(&client).await, "2.8");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_is_budgeted_apart_from_epsilon() {
+    let db = hospital_database("delta", 300).await;
+    let dir = tempdir();
+    let port = free_port();
+    // δ = 1e-6 per query whose keys pass partition selection; 1.5e-6 in all.
+    let config = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1).replace(
+        "epsilon_budget = 5",
+        "epsilon_budget = 5\ndelta_budget = 1.5e-6",
+    );
+    let gate = Dpgate::start(dir.path(), &config, port);
+    let (client, mut notices) = gate.connect().await;
+    simple_rows(
+        &client,
+        "SELECT diagnosis, COUNT(*) FROM visits GROUP BY diagnosis",
+    )
+    .await
+    .unwrap();
+    let notice = notices.recv().await.unwrap();
+    assert!(
+        notice.contains("δ = 1e-6") && notice.contains("5e-7 of δ = 1.5e-6"),
+        "{notice}"
+    );
+    let (code, message, hint) = refusal(
+        &client,
+        "SELECT diagnosis, AVG(age) FROM visits GROUP BY diagnosis",
+    )
+    .await;
+    assert_eq!(code, "53000");
+    assert!(
+        message.contains("costs δ = 1e-6") && hint.contains("declare"),
+        "{message} / {hint}"
+    );
+    // Keys from a declared domain cost no δ.
+    simple_rows(&client, "SELECT ward, AVG(age) FROM visits GROUP BY ward")
+        .await
+        .unwrap();
+    let a = account(&gate, "analyst");
+    assert_eq!(a["queries"].as_i64(), Some(2));
+    assert_eq!(a["delta_spent"].as_f64(), Some(1e-6));
+    // Session commands and catalog queries are audited too, at no cost.
+    client
+        .batch_execute("SET application_name = 'audit-me'")
+        .await
+        .unwrap();
+    simple_rows(&client, "SELECT relname FROM pg_class LIMIT 1")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = json(&gate.cli(&["audit", "--format", "json"]));
+        let seen = |outcome: &str, text: &str| {
+            log.iter()
+                .any(|e| e["outcome"] == outcome && e["statement"].as_str().unwrap().contains(text))
+        };
+        if seen("ok", "audit-me") && seen("answered", "pg_class") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session and catalog statements not audited"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
