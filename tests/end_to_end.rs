@@ -218,18 +218,8 @@ async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_gets_a_noisy_row_and_a_notice() {
     let (_db, _dir, gate) = gate_over_visits("e2e_psql", 500, 1.0, 0.1).await;
-    let out = Command::new("psql")
-        .arg(format!(
-            "host=127.0.0.1 port={} user=analyst dbname=warehouse",
-            gate.port
-        ))
-        .args(["-X", "-A", "-t", "-c", QUERY])
-        .env("PGPASSWORD", PASSWORD)
-        .output()
-        .expect("psql on PATH");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (stdout, stderr, ok) = gate.psql(&["-A", "-t", "-c", QUERY]);
+    assert!(ok, "{stderr}");
     let fields: Vec<&str> = stdout.trim().split('|').collect();
     assert_eq!(fields.len(), 2, "{stdout}");
     assert!(
@@ -240,19 +230,9 @@ async fn psql_gets_a_noisy_row_and_a_notice() {
         stderr.contains("NOTICE:") && stderr.contains("remain"),
         "{stderr}"
     );
-    let out = Command::new("psql")
-        .arg(format!(
-            "host=127.0.0.1 port={} user=analyst dbname=warehouse",
-            gate.port
-        ))
-        .args(["-X", "-c", "SELECT age FROM visits"])
-        .env("PGPASSWORD", PASSWORD)
-        .env("PGOPTIONS", "")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, stderr, ok) = gate.psql(&["-c", "SELECT age FROM visits"]);
     assert!(
-        !out.status.success() && stderr.contains("ERROR:") && stderr.contains("HINT:"),
+        !ok && stderr.contains("ERROR:") && stderr.contains("HINT:"),
         "{stderr}"
     );
 }
@@ -404,21 +384,13 @@ async fn grouped_queries_work_over_psql_and_the_extended_protocol() {
     let gate = Dpgate::start(dir.path(), &config, port);
 
     // psql: every declared ward, ordered, with a notice giving each width.
-    let out = Command::new("psql")
-        .arg(format!("host=127.0.0.1 port={port} user=analyst dbname=warehouse"))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-c",
-            "SELECT ward, COUNT(*) AS n, ROUND(AVG(cost), 1) AS avg_cost FROM visits GROUP BY ward ORDER BY ward",
-        ])
-        .env("PGPASSWORD", PASSWORD)
-        .output()
-        .expect("psql on PATH");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (stdout, stderr, ok) = gate.psql(&[
+        "-A",
+        "-t",
+        "-c",
+        "SELECT ward, COUNT(*) AS n, ROUND(AVG(cost), 1) AS avg_cost FROM visits GROUP BY ward ORDER BY ward",
+    ]);
+    assert!(ok, "{stderr}");
     let wards: Vec<&str> = stdout
         .lines()
         .map(|l| l.split('|').next().unwrap())

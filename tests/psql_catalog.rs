@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 /// Runs `script` through psql (unaligned, tuples and headers as psql
@@ -13,21 +11,7 @@ use common::*;
 fn psql(gate: &Dpgate, script: &str) -> (String, String, bool) {
     let path = gate.dir.join("script.sql");
     std::fs::write(&path, script).unwrap();
-    let out = Command::new("psql")
-        .arg(format!(
-            "host=127.0.0.1 port={} user=analyst dbname=warehouse",
-            gate.port
-        ))
-        .args(["-X", "-A", "-v", "ON_ERROR_STOP=1", "-f"])
-        .arg(&path)
-        .env("PGPASSWORD", PASSWORD)
-        .output()
-        .expect("psql on PATH");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.success(),
-    )
+    gate.psql(&["-A", "-v", "ON_ERROR_STOP=1", "-f", path.to_str().unwrap()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,6 +308,27 @@ impl Dpgate {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs psql as `analyst` against this dpgate with `args` (after
+    /// `-X`, no psqlrc); returns (stdout, stderr, success).
+    pub fn psql(&self, args: &[&str]) -> (String, String, bool) {
+        let out = Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user=analyst dbname=warehouse",
+                self.port
+            ))
+            .arg("-X")
+            .args(args)
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGOPTIONS", "")
+            .output()
+            .expect("psql on PATH");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.success(),
+        )
+    }
+
     /// Sends a signal (e.g. "HUP") to the process.
     pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")

@@ -115,6 +115,17 @@ fn laplace_count_audit() {
     assert!(lb_bad > claim, "mis-scaled copy passed: ε_lb {lb_bad}");
 }
 
+/// Reports an audit and checks its verdict: the measured lower bound
+/// `lb` stays within `claim` exactly when the mechanism is the honest one.
+fn judge(lb: f64, epsilon: f64, claim: f64, should_pass: bool) {
+    eprintln!("audit: ε {epsilon:.3} (claim {claim}): ε_lb {lb:.3}");
+    assert_eq!(
+        lb <= claim,
+        should_pass,
+        "ε {epsilon}: ε_lb {lb} vs claim {claim}"
+    );
+}
+
 /// A plan, its neighbouring raw inputs, and the events on its noisy measurements.
 fn audit_plan(
     plan: &ReleasePlan,
@@ -163,12 +174,7 @@ fn laplace_real_sum_audit() {
             })
             .collect();
         let lb = audit_plan(&plan, vec![0], vec![delta_units], &events);
-        eprintln!("audit: ε {epsilon:.3} (claim {claim}): ε_lb {lb:.3}");
-        assert_eq!(
-            lb <= claim,
-            should_pass,
-            "ε {epsilon}: ε_lb {lb} vs claim {claim}"
-        );
+        judge(lb, epsilon, claim, should_pass);
     }
 }
 
@@ -219,12 +225,7 @@ fn mean_audit() {
             vec![s0 + sum_s as i64, c0 + cnt_s as i64],
             &events,
         );
-        eprintln!("audit: ε {epsilon:.3} (claim {claim}): ε_lb {lb:.3}");
-        assert_eq!(
-            lb <= claim,
-            should_pass,
-            "ε {epsilon}: ε_lb {lb} vs claim {claim}"
-        );
+        judge(lb, epsilon, claim, should_pass);
         // The released mean alone is post-processing: never above the claim.
         if should_pass {
             let (p1, p2) = (plan.clone(), plan.clone());
@@ -293,12 +294,7 @@ fn variance_audit() {
             events.push(Box::new(move |v| (0..3).all(|i| v[i][0] as f64 <= lo[i])));
         }
         let lb = audit_plan(&plan, x, xp, &events);
-        eprintln!("audit: ε {epsilon:.3} (claim {claim}): ε_lb {lb:.3}");
-        assert_eq!(
-            lb <= claim,
-            should_pass,
-            "ε {epsilon}: ε_lb {lb} vs claim {claim}"
-        );
+        judge(lb, epsilon, claim, should_pass);
     }
 }
 
@@ -338,12 +334,7 @@ fn histogram_audit() {
             })
             .collect();
         let lb = audit_plan(&plan, x, xp, &events);
-        eprintln!("audit: ε {epsilon:.3} (claim {claim}): ε_lb {lb:.3}");
-        assert_eq!(
-            lb <= claim,
-            should_pass,
-            "ε {epsilon}: ε_lb {lb} vs claim {claim}"
-        );
+        judge(lb, epsilon, claim, should_pass);
     }
 }
 
