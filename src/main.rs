@@ -167,8 +167,8 @@ fn serve(path: &Path) -> Result<(), ExitCode> {
     let runtime = runtime()?;
     runtime.block_on(async move {
         let ledger = open_ledger(&config).await?;
-        let backend = Backend::connect(&config.backend).await.map_err(|e| {
-            eprintln!("{e} (backend.url in {})", path.display());
+        let backend = Backend::connect(&config).await.map_err(|e| {
+            eprintln!("{e} ([backend] in {})", path.display());
             ExitCode::FAILURE
         })?;
         let catalog = match dpgate_catalog::Catalog::open(&config, &backend).await {

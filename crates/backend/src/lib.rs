@@ -1,23 +1,34 @@
-//! The database behind dpgate. Connections are read-only, carry a
-//! statement timeout, and are pooled; the only thing asked of them is the
-//! planned query, whose single row of integer measurements comes back.
+//! The database behind dpgate: PostgreSQL, or an embedded SQLite file
+//! into which CSV sources are loaded at start. Connections are read-only,
+//! carry a statement timeout, and are pooled; the only thing asked of them
+//! is the planned query, whose rows of group keys and integer
+//! measurements come back.
 
+pub mod csv;
 pub mod pool;
+pub mod postgres;
+pub mod sqlite;
 
-use std::time::Duration;
+use dpgate_config::{BackendStore, Config};
+use dpgate_sql::Dialect;
 
 pub use pool::{Pool, Pooled};
+pub use postgres::PgBackend;
+pub use sqlite::SqliteBackend;
 
 /// Backend failures. Callers must not forward the detail to analysts
 /// once a charge was made (it may depend on data); they log it.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// Connecting failed.
+    /// Connecting (or opening the SQLite file) failed.
     #[error("cannot connect to the backend: {0}")]
-    Connect(tokio_postgres::Error),
+    Connect(String),
+    /// Loading a CSV source failed; nothing of it was kept.
+    #[error("{0}")]
+    Load(String),
     /// The query failed.
     #[error("backend query failed: {0}")]
-    Query(tokio_postgres::Error),
+    Query(String),
     /// The query returned something other than one row of integers.
     #[error("backend returned an unexpected result: {0}")]
     Shape(String),
@@ -26,104 +37,91 @@ pub enum BackendError {
     Timeout,
 }
 
-/// The read-only pool of connections to the data.
-pub struct Backend {
-    pool: Pool,
-    statement_timeout_ms: u64,
+/// The database dpgate reads.
+pub enum Backend {
+    /// PostgreSQL through a pool of read-only connections (boxed: the
+    /// pool's settings are large, and there is one backend per process).
+    Postgres(Box<PgBackend>),
+    /// An embedded SQLite file, read-only once CSV sources are loaded.
+    Sqlite(SqliteBackend),
 }
 
 impl Backend {
-    /// Connects once to check the URL, then keeps up to `pool_size` connections.
-    pub async fn connect(config: &dpgate_config::Backend) -> Result<Backend, BackendError> {
-        let url: tokio_postgres::Config = config.url.parse().map_err(BackendError::Connect)?;
-        let setup = format!(
-            "SET statement_timeout = {}; SET default_transaction_read_only = on; SET application_name = 'dpgate'",
-            config.statement_timeout_ms
-        );
-        Ok(Backend {
-            pool: Pool::connect(url, setup, config.pool_size)
-                .await
-                .map_err(BackendError::Connect)?,
-            statement_timeout_ms: config.statement_timeout_ms,
-        })
+    /// Opens the backend `config` names. For SQLite, CSV sources are
+    /// loaded first (with progress lines on the log for large files).
+    pub async fn connect(config: &Config) -> Result<Backend, BackendError> {
+        match &config.backend.store {
+            BackendStore::Postgres(url) => Ok(Backend::Postgres(Box::new(
+                PgBackend::connect(url, &config.backend).await?,
+            ))),
+            BackendStore::Sqlite(path) => Ok(Backend::Sqlite(
+                SqliteBackend::open(path, &config.tables, &config.backend).await?,
+            )),
+        }
     }
 
-    /// The connection settings, from which the catalog database is derived.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// Loads CSV sources of `tables` that are new or changed since they
+    /// were loaded (SQLite; PostgreSQL has none). Queries keep running.
+    pub async fn refresh(&self, tables: &[dpgate_config::Table]) -> Result<(), BackendError> {
+        match self {
+            Backend::Postgres(_) => Ok(()),
+            Backend::Sqlite(lite) => lite.load(tables).await,
+        }
     }
 
-    /// The type PostgreSQL gives `column` of `table` (`schema.name`), as
-    /// `format_type` writes it; catalog metadata only, never data.
+    /// The dialect planned queries must be written in.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Backend::Postgres(_) => Dialect::Postgres,
+            Backend::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// The PostgreSQL backend, next to which the shadow catalog can live.
+    pub fn postgres(&self) -> Option<&PgBackend> {
+        match self {
+            Backend::Postgres(pg) => Some(pg),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// The PostgreSQL type name of `column` of `table` (catalog metadata
+    /// only, never data), for privacy unit columns proxy.toml leaves untyped.
     pub async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String> {
-        let client = self.pool.get().await.ok()?;
-        let row = client
-            .query_opt(
-                "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
-                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
-                &[&schema, &table, &column],
-            )
-            .await
-            .ok()??;
-        row.try_get(0).ok()
+        match self {
+            Backend::Postgres(pg) => pg.column_type(schema, table, column).await,
+            Backend::Sqlite(lite) => lite.column_type(table, column).await,
+        }
     }
 
     /// Runs `sql`, which returns one row per group: `keys` key columns as
     /// text, then `count` integer columns rendered as text (so that no
     /// cast can fail in the backend). If the returned future is dropped
-    /// (the analyst cancelled), the backend query is cancelled too.
+    /// (the analyst cancelled), the backend query is stopped too.
     pub async fn fetch_groups(
         &self,
         sql: &str,
         keys: usize,
         count: usize,
     ) -> Result<Vec<Group>, BackendError> {
-        let client = self.pool.get().await.map_err(BackendError::Connect)?;
-        let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
-        let mut running = CancelOnDrop(Some(client.cancel_token()));
-        let rows = match tokio::time::timeout(timeout, client.query(sql, &[])).await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => return Err(BackendError::Query(e)),
-            Err(_) => {
-                client.discard();
-                return Err(BackendError::Timeout);
-            }
-        };
-        running.0 = None;
-        drop(client);
-        rows.iter()
-            .map(|row| {
-                let text = |i: usize| {
-                    row.try_get::<_, Option<&str>>(i)
-                        .map_err(|e| BackendError::Shape(e.to_string()))
-                };
-                Ok(Group {
-                    keys: (0..keys)
-                        .map(|i| text(i).map(|v| v.map(str::to_string)))
-                        .collect::<Result<_, _>>()?,
-                    values: (keys..keys + count)
-                        .map(|i| text(i).and_then(|v| parse_measurement(v.unwrap_or("0"))))
-                        .collect::<Result<_, _>>()?,
-                })
-            })
-            .collect()
+        match self {
+            Backend::Postgres(pg) => pg.fetch_groups(sql, keys, count).await,
+            Backend::Sqlite(lite) => lite.fetch_groups(sql, keys, count).await,
+        }
     }
 }
 
-/// Cancels the backend query it guards unless disarmed: a dropped query
-/// future would otherwise leave the query running in PostgreSQL.
-struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(token) = self.0.take() {
-            tracing::info!("cancelling the backend query");
-            tokio::spawn(async move {
-                let _ = token.cancel_query(tokio_postgres::NoTls).await;
-            });
-        }
-    }
+/// A row of `keys` key texts then measurement texts, as a [`Group`].
+pub(crate) fn parse_row(cells: Vec<Option<String>>, keys: usize) -> Result<Group, BackendError> {
+    let mut cells = cells.into_iter();
+    let key_cells = cells.by_ref().take(keys).collect();
+    let values = cells
+        .map(|v| parse_measurement(v.as_deref().unwrap_or("0")))
+        .collect::<Result<_, _>>()?;
+    Ok(Group {
+        keys: key_cells,
+        values,
+    })
 }
 
 /// One row of a grouped backend query.

@@ -24,7 +24,12 @@ pub(crate) fn target(
             .parse()
             .map_err(|e| CatalogError::Unavailable(format!("catalog.url: {e}")));
     }
-    let mut target = backend.pool().config().clone();
+    let Some(pg) = backend.postgres() else {
+        return Err(CatalogError::Unavailable(
+            "the SQLite backend has no PostgreSQL server to keep the catalog in; set [catalog] url to an empty PostgreSQL database dpgate may write".into(),
+        ));
+    };
+    let mut target = pg.pool().config().clone();
     let base = target
         .get_dbname()
         .map(str::to_string)

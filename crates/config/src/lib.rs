@@ -22,7 +22,35 @@ impl Config {
                 "pass the path of an existing proxy.toml with --config",
             )
         })?;
-        Config::parse(&text, &|name| std::env::var(name).ok())
+        let mut config = Config::parse(&text, &|name| std::env::var(name).ok())?;
+        config.anchor_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(config)
+    }
+
+    /// Makes relative file paths (SQLite backend and ledger, CSV sources,
+    /// TLS files) relative to `dir`, the directory of proxy.toml, so that
+    /// dpgate reads the same files from whatever directory it starts in.
+    pub fn anchor_paths(&mut self, dir: &Path) {
+        let anchor = |p: &mut std::path::PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() && *p != Path::new(":memory:") {
+                *p = dir.join(&*p);
+            }
+        };
+        if let BackendStore::Sqlite(p) = &mut self.backend.store {
+            anchor(p);
+        }
+        if let LedgerStore::Sqlite(p) = &mut self.ledger {
+            anchor(p);
+        }
+        if let Some(tls) = &mut self.server.tls {
+            anchor(&mut tls.cert);
+            anchor(&mut tls.key);
+        }
+        for t in &mut self.tables {
+            if let Some(p) = &mut t.csv {
+                anchor(p);
+            }
+        }
     }
 
     /// Parses and validates config text; `env` looks up `env:NAME` secrets.

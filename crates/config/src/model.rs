@@ -45,6 +45,7 @@ pub(crate) struct RawCatalog {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBackend {
     pub url: Option<String>,
+    pub sqlite: Option<String>,
     pub statement_timeout_ms: Option<u64>,
     pub pool_size: Option<usize>,
 }
@@ -95,6 +96,7 @@ pub(crate) struct RawTable {
     pub max_rows_per_unit: Option<u32>,
     #[serde(default)]
     pub public: bool,
+    pub csv: Option<String>,
     #[serde(default)]
     pub columns: IndexMap<String, RawColumn>,
 }
@@ -158,12 +160,31 @@ pub struct Tls {
 /// Where and how the backend database is reached.
 #[derive(Clone, Debug)]
 pub struct Backend {
-    /// A `postgres://` URL.
-    pub url: String,
+    /// The database that holds the data.
+    pub store: BackendStore,
     /// Backend statement timeout in milliseconds.
     pub statement_timeout_ms: u64,
     /// Connections kept open to the backend.
     pub pool_size: usize,
+}
+
+/// The database behind dpgate.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendStore {
+    /// A `postgres://` URL.
+    Postgres(String),
+    /// An embedded SQLite file, created if missing; tables with a `csv`
+    /// source are loaded into it at start.
+    Sqlite(std::path::PathBuf),
+}
+
+impl std::fmt::Display for BackendStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendStore::Postgres(url) => f.write_str(&crate::redact_password(url)),
+            BackendStore::Sqlite(path) => write!(f, "SQLite file {}", path.display()),
+        }
+    }
 }
 
 /// Where the ledger is kept.
@@ -269,6 +290,8 @@ pub struct Table {
     pub privacy: TablePrivacy,
     /// Declared columns, in file order.
     pub columns: Vec<Column>,
+    /// A CSV file (with a header row) loaded into the SQLite backend.
+    pub csv: Option<std::path::PathBuf>,
 }
 
 impl Table {

@@ -169,3 +169,55 @@ fn bad_budget_settings_are_named() {
         );
     }
 }
+
+#[test]
+fn sqlite_backend_with_csv_sources_anchors_paths_at_the_config() {
+    let text = GOOD
+        .replace(
+            "url = \"postgres://dpgate@127.0.0.1:5432/warehouse\"",
+            "sqlite = \"demo.db\"",
+        )
+        .replace(
+            "name = \"public.visits\"",
+            "name = \"visits\"\ncsv = \"data/visits.csv\"",
+        );
+    let mut c = Config::parse(&text, &env).unwrap();
+    assert_eq!(c.backend.store, BackendStore::Sqlite("demo.db".into()));
+    c.anchor_paths(std::path::Path::new("/srv/dp"));
+    assert_eq!(
+        c.backend.store,
+        BackendStore::Sqlite("/srv/dp/demo.db".into())
+    );
+    assert_eq!(
+        c.ledger,
+        LedgerStore::Sqlite("/srv/dp/ledger.sqlite".into())
+    );
+    assert_eq!(
+        c.tables[0].csv.as_deref(),
+        Some(std::path::Path::new("/srv/dp/data/visits.csv"))
+    );
+}
+
+#[test]
+fn csv_and_schemas_need_the_sqlite_backend() {
+    let csv_on_pg = GOOD.replace(
+        "name = \"public.visits\"",
+        "name = \"visits\"\ncsv = \"v.csv\"",
+    );
+    let e = Config::parse(&csv_on_pg, &env).unwrap_err().to_string();
+    assert!(e.contains("tables[0].csv") && e.contains("sqlite"), "{e}");
+    let both = GOOD.replace("[backend]\n", "[backend]\nsqlite = \"x.db\"\n");
+    let e = Config::parse(&both, &env).unwrap_err().to_string();
+    assert!(e.contains("both url and sqlite"), "{e}");
+    let schema = GOOD
+        .replace(
+            "url = \"postgres://dpgate@127.0.0.1:5432/warehouse\"",
+            "sqlite = \"x.db\"",
+        )
+        .replace("public.visits", "clinic.visits");
+    let e = Config::parse(&schema, &env).unwrap_err().to_string();
+    assert!(
+        e.contains("one schema") && e.contains("write name = \"visits\""),
+        "{e}"
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::path::PathBuf;
 
 use crate::model::*;
 
@@ -136,14 +137,37 @@ pub(crate) fn validate(
         }
     }
 
-    let url = raw.backend.url.unwrap_or_default();
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        c.err(
-            "backend.url",
-            format!("{url:?} is not a PostgreSQL URL"),
-            "write postgres://user@host:port/database",
-        );
-    }
+    let store = match (raw.backend.url, raw.backend.sqlite) {
+        (Some(_), Some(_)) => {
+            c.err(
+                "backend",
+                "both url and sqlite are set",
+                "keep url for PostgreSQL, or sqlite for an embedded SQLite file",
+            );
+            BackendStore::Sqlite(PathBuf::new())
+        }
+        (None, Some(path)) => {
+            if path.trim().is_empty() {
+                c.err(
+                    "backend.sqlite",
+                    "the SQLite file name is empty",
+                    "write a file name, e.g. sqlite = \"data.db\"",
+                );
+            }
+            BackendStore::Sqlite(path.into())
+        }
+        (url, None) => {
+            let url = url.unwrap_or_default();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                c.err(
+                    "backend.url",
+                    format!("{:?} is not a PostgreSQL URL", redact_password(&url)),
+                    "write url = \"postgres://user@host:port/database\", or sqlite = \"data.db\" for an embedded SQLite file",
+                );
+            }
+            BackendStore::Postgres(url)
+        }
+    };
     let pool_size = raw.backend.pool_size.unwrap_or(8);
     if pool_size == 0 {
         c.err(
@@ -153,7 +177,7 @@ pub(crate) fn validate(
         );
     }
     let backend = Backend {
-        url,
+        store,
         statement_timeout_ms: raw.backend.statement_timeout_ms.unwrap_or(30_000),
         pool_size,
     };
@@ -230,6 +254,7 @@ pub(crate) fn validate(
 
     let users = validate_users(&mut c, raw.users, env, &privacy, &defaults);
     let tables = validate_tables(&mut c, raw.tables);
+    check_sqlite_tables(&mut c, &backend.store, &tables);
 
     if c.0.is_empty() {
         Ok(Config {
@@ -245,6 +270,31 @@ pub(crate) fn validate(
         })
     } else {
         Err(ConfigErrors(c.0))
+    }
+}
+
+/// CSV sources need the embedded SQLite backend, which has one schema.
+fn check_sqlite_tables(c: &mut Collector, store: &BackendStore, tables: &[Table]) {
+    let sqlite = matches!(store, BackendStore::Sqlite(_));
+    for (i, t) in tables.iter().enumerate() {
+        if t.csv.is_some() && !sqlite {
+            c.err(
+                format!("tables[{i}].csv"),
+                "CSV files are loaded into the embedded SQLite backend, but [backend] is PostgreSQL",
+                "set [backend] sqlite = \"data.db\" instead of url, or load the CSV into PostgreSQL and remove csv",
+            );
+        }
+        if sqlite && !t.schema.eq_ignore_ascii_case("public") {
+            c.err(
+                format!("tables[{i}].name"),
+                format!(
+                    "the SQLite backend has one schema, but {:?} names schema {:?}",
+                    format!("{}.{}", t.schema, t.name),
+                    t.schema
+                ),
+                format!("write name = {:?}", t.name),
+            );
+        }
     }
 }
 
@@ -532,11 +582,19 @@ fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Table> {
                 values: col.values,
             });
         }
+        if t.csv.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            c.err(
+                format!("{path}.csv"),
+                "the CSV file name is empty",
+                "write the path of a CSV file with a header row, or remove csv",
+            );
+        }
         tables.push(Table {
             schema,
             name,
             privacy,
             columns,
+            csv: t.csv.map(PathBuf::from),
         });
     }
     tables

@@ -80,19 +80,26 @@ impl Shared {
     /// spent budget stays in the ledger. Settings that need a restart
     /// (listen address, backend, ledger, TLS, limits) keep their running
     /// values; the returned list names those that changed.
-    pub async fn reload(&self, config: Config) -> Result<Vec<&'static str>, String> {
+    pub async fn reload(&self, mut config: Config) -> Result<Vec<&'static str>, String> {
         let users = UserStore::new(&config)?;
         let old = self.config();
         let mut restart = Vec::new();
         if old.listen != config.listen {
             restart.push("server.listen");
         }
-        if old.backend.url != config.backend.url
+        if old.backend.store != config.backend.store
             || old.backend.pool_size != config.backend.pool_size
             || old.backend.statement_timeout_ms != config.backend.statement_timeout_ms
         {
             restart.push("backend");
+            // Plans must keep the dialect of the backend that runs them.
+            config.backend = old.backend.clone();
         }
+        // New or changed CSV sources are loaded before any plan reads them.
+        self.backend
+            .refresh(&config.tables)
+            .await
+            .map_err(|e| e.to_string())?;
         if old.ledger != config.ledger {
             restart.push("ledger");
         }

@@ -13,8 +13,9 @@ use sqlparser::ast::{
 };
 
 use crate::classify::object_name;
+use crate::dialect::Dialect;
 use crate::error::{sqlstate, Refusal};
-use crate::expr::{clamp_sql, compile, Range, SqlType, Typed};
+use crate::expr::{compile, Range, SqlType, Typed};
 use crate::scope::Scope;
 
 /// Aggregate functions dpgate knows (answered or refused with a reason).
@@ -154,6 +155,7 @@ pub fn plan_aggregate(
     measures: &mut Measures,
 ) -> Result<(Output, AggType), Refusal> {
     let name = object_name(&f.name).to_ascii_lowercase();
+    let d = scope.dialect;
     if f.over.is_some() {
         return Err(Refusal::unsupported(
             "window functions are not supported",
@@ -182,7 +184,7 @@ pub fn plan_aggregate(
     };
     if !f.within_group.is_empty() {
         let (arg, p) = percentile(f, &name, scope)?;
-        return quantile(&name, &arg, p, contribution, filtered, measures);
+        return quantile(d, &name, &arg, p, contribution, filtered, measures);
     }
     let (arg, distinct) = argument(f, &name, scope)?;
     let count_of = |measures: &mut Measures, sql: String| {
@@ -229,12 +231,12 @@ pub fn plan_aggregate(
         // Clamped where possible, so COUNT(age) and AVG(age) share a count.
         "count" => count_output(count_of(
             measures,
-            arg.operand().unwrap_or_else(|_| arg.sql.clone()),
+            arg.operand(d).unwrap_or_else(|_| arg.sql.clone()),
         )),
         "sum" | "avg" | "mean" => {
             let range = arg.finite_range(&name.to_uppercase())?;
-            let a = measures.arg(filtered(arg.operand()?));
-            let (sql, grid) = clamped_sum(&a, arg.ty, range);
+            let a = measures.arg(filtered(arg.operand(d)?));
+            let (sql, grid) = clamped_sum(d, &a, arg.ty, range);
             let sum = measures.register(
                 vec![sql],
                 contribution.sum(grid.max_units(range.lo, range.hi)).l1,
@@ -251,7 +253,7 @@ pub fn plan_aggregate(
                     ty,
                 ));
             }
-            let count = count_of(measures, arg.operand()?);
+            let count = count_of(measures, arg.operand(d)?);
             Ok((
                 Output::Mean {
                     sum,
@@ -265,8 +267,11 @@ pub fn plan_aggregate(
         "variance" | "var_samp" | "var_pop" | "stddev" | "stddev_samp" | "stddev_pop" => {
             let range = arg.finite_range(&name.to_uppercase())?;
             let (center, radius) = ((range.lo + range.hi) / 2.0, (range.hi - range.lo) / 2.0);
-            let a = measures.arg(filtered(arg.operand()?));
-            let centred = format!("({} - {center:e})", clamp_sql(&a, SqlType::Float, range));
+            let a = measures.arg(filtered(arg.operand(d)?));
+            let centred = format!(
+                "({} - {center:e})",
+                d.clamp(&a, SqlType::Float, range.lo, range.hi)
+            );
             let g1 = Grid::for_magnitude(radius);
             let g2 = Grid::for_magnitude(radius * radius);
             let count = measures.register(
@@ -275,12 +280,12 @@ pub fn plan_aggregate(
                 Grid::INTEGER,
             );
             let sum = measures.register(
-                vec![on_grid(&centred, g1)],
+                vec![on_grid(d, &centred, g1)],
                 contribution.sum(g1.max_units(-radius, radius)).l1,
                 g1,
             );
             let sum_squares = measures.register(
-                vec![on_grid(&format!("({centred} * {centred})"), g2)],
+                vec![on_grid(d, &format!("({centred} * {centred})"), g2)],
                 contribution.sum(g2.max_units(0.0, radius * radius)).l1,
                 g2,
             );
@@ -296,7 +301,7 @@ pub fn plan_aggregate(
                 AggType::Float,
             ))
         }
-        "median" => quantile(&name, &arg, 0.5, contribution, filtered, measures),
+        "median" => quantile(d, &name, &arg, 0.5, contribution, filtered, measures),
         "min" | "max" => Err(Refusal::unsupported(
             format!(
                 "{} reveals one person's value and has no private version",
@@ -399,6 +404,7 @@ fn percentile(f: &Function, name: &str, scope: &Scope) -> Result<(Typed, f64), R
 }
 
 fn quantile(
+    d: Dialect,
     name: &str,
     arg: &Typed,
     p: f64,
@@ -416,15 +422,18 @@ fn quantile(
             "ask the data owner to declare distinct lower and upper bounds",
         ));
     }
-    let a = measures.arg(filtered(arg.operand()?));
-    let bucket = format!(
-        "LEAST(width_bucket({}, {:e}, {:e}, {HISTOGRAM_BINS}), {HISTOGRAM_BINS})",
-        clamp_sql(&a, SqlType::Float, range),
-        range.lo,
-        range.hi
-    );
+    // Bin i holds values in [edge(i-1), edge(i)); the first bin also holds
+    // everything below and the last everything above (NaN included), so
+    // each non-NULL value is in exactly one bin whatever its range.
+    let a = measures.arg(filtered(arg.operand(d)?));
+    let edge = |i: usize| range.lo + (range.hi - range.lo) * i as f64 / HISTOGRAM_BINS as f64;
     let sqls = (1..=HISTOGRAM_BINS)
-        .map(|i| format!("COUNT(CASE WHEN {bucket} = {i} THEN 1 END)"))
+        .map(|i| {
+            let above = (i > 1).then(|| format!("{a} >= {:e}", edge(i - 1)));
+            let below = (i < HISTOGRAM_BINS).then(|| format!("{a} < {:e}", edge(i)));
+            let test: Vec<String> = above.into_iter().chain(below).collect();
+            format!("COUNT(CASE WHEN {} THEN 1 END)", test.join(" AND "))
+        })
         .collect();
     let histogram = measures.register(sqls, contribution.histogram().l1, Grid::INTEGER);
     Ok((
@@ -439,18 +448,19 @@ fn quantile(
 }
 
 /// SQL for the sum of clamped values in grid units, and the grid.
-fn clamped_sum(arg: &str, ty: SqlType, range: Range) -> (String, Grid) {
+fn clamped_sum(d: Dialect, arg: &str, ty: SqlType, range: Range) -> (String, Grid) {
     if ty == SqlType::Int {
-        return (format!("SUM({})", clamp_sql(arg, ty, range)), Grid::INTEGER);
+        return (d.sum(&d.clamp(arg, ty, range.lo, range.hi)), Grid::INTEGER);
     }
     let grid = Grid::for_magnitude(range.max_abs());
-    (on_grid(&clamp_sql(arg, SqlType::Float, range), grid), grid)
+    let value = d.clamp(arg, SqlType::Float, range.lo, range.hi);
+    (on_grid(d, &value, grid), grid)
 }
 
 /// The sum of `value` rounded onto `grid`. Multiplying by a power of two is
 /// exact in float8, and ROUND puts each value on the grid, so the sum is
 /// an exact integer in grid units.
-fn on_grid(value: &str, grid: Grid) -> String {
+fn on_grid(d: Dialect, value: &str, grid: Grid) -> String {
     let scale = 2f64.powi(-grid.exponent);
-    format!("SUM(ROUND({value} * {scale:e}))")
+    d.sum(&format!("ROUND({value} * {scale:e})"))
 }

@@ -15,6 +15,7 @@ use sqlparser::ast::{
 };
 
 use crate::classify::object_name;
+use crate::dialect::Dialect;
 use crate::error::{sqlstate, Refusal};
 use crate::scope::Scope;
 
@@ -178,7 +179,7 @@ impl Typed {
     /// SQL for use inside arithmetic and functions: a bare numeric column
     /// is clamped to its (possibly narrowed) bounds and read as bigint or
     /// float8, so the computation that follows cannot fail.
-    pub fn operand(&self) -> Result<String, Refusal> {
+    pub fn operand(&self, d: Dialect) -> Result<String, Refusal> {
         if !(self.column && self.ty.is_numeric()) {
             return Ok(self.sql.clone());
         }
@@ -191,7 +192,7 @@ impl Typed {
                 "ask the data owner to declare lower and upper bounds for it in proxy.toml, or compare it directly",
             ));
         }
-        Ok(clamp_sql(&self.sql, self.ty, self.range))
+        Ok(d.clamp(&self.sql, self.ty, self.range.lo, self.range.hi))
     }
 
     /// The numeric range, which must be finite (for sums, means, quantiles).
@@ -227,22 +228,6 @@ impl Typed {
     }
 }
 
-/// `sql` clamped into `range` and cast to bigint or float8.
-pub fn clamp_sql(sql: &str, ty: SqlType, range: Range) -> String {
-    if ty == SqlType::Int {
-        format!(
-            "CAST(LEAST(GREATEST({sql}, {}), {}) AS bigint)",
-            range.lo as i64, range.hi as i64
-        )
-    } else {
-        // NaN sorts above every number in PostgreSQL, so it lands on hi.
-        format!(
-            "LEAST(GREATEST(CAST({sql} AS float8), {:e}), {:e})",
-            range.lo, range.hi
-        )
-    }
-}
-
 /// Quotes a string literal for SQL.
 pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -261,10 +246,11 @@ fn mismatch(message: String, hint: impl Into<String>) -> Refusal {
 
 /// Checks and renders a row-level expression.
 pub fn compile(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
+    let d = scope.dialect;
     match expr {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(scope.lookup(expr)?.typed.clone()),
         Expr::Value(v) => literal(&v.value),
-        Expr::TypedString(ts) => typed_string(&ts.data_type, &ts.value.value),
+        Expr::TypedString(ts) => typed_string(d, &ts.data_type, &ts.value.value),
         Expr::Nested(inner) => {
             let mut t = compile(inner, scope)?;
             if !t.column {
@@ -272,9 +258,9 @@ pub fn compile(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
             }
             Ok(t)
         }
-        Expr::UnaryOp { op, expr: inner } => unary(*op, compile(inner, scope)?),
+        Expr::UnaryOp { op, expr: inner } => unary(d, *op, compile(inner, scope)?),
         Expr::BinaryOp { left, op, right } => {
-            binary(compile(left, scope)?, op, compile(right, scope)?)
+            binary(d, compile(left, scope)?, op, compile(right, scope)?)
         }
         Expr::IsNull(e) => is_check(e, "IS NULL", false, scope),
         Expr::IsNotNull(e) => is_check(e, "IS NOT NULL", false, scope),
@@ -293,7 +279,7 @@ pub fn compile(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
                 .map(|e| {
                     let item = compile(e, scope)?;
                     comparable(&subject, &item)?;
-                    Ok(item.sql)
+                    Ok(coerced(d, &item, subject.ty))
                 })
                 .collect::<Result<Vec<_>, Refusal>>()?;
             let not = if *negated { "NOT " } else { "" };
@@ -316,7 +302,9 @@ pub fn compile(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
             let not = if *negated { "NOT " } else { "" };
             Ok(boolean(format!(
                 "{} {not}BETWEEN {} AND {}",
-                subject.sql, low.sql, high.sql
+                subject.sql,
+                coerced(d, &low, subject.ty),
+                coerced(d, &high, subject.ty)
             )))
         }
         Expr::Like {
@@ -325,14 +313,14 @@ pub fn compile(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
             expr,
             pattern,
             escape_char: None,
-        } => like(expr, pattern, *negated, "LIKE", scope),
+        } => like(expr, pattern, *negated, false, scope),
         Expr::ILike {
             negated,
             any: false,
             expr,
             pattern,
             escape_char: None,
-        } => like(expr, pattern, *negated, "ILIKE", scope),
+        } => like(expr, pattern, *negated, true, scope),
         Expr::Case {
             operand,
             conditions,
@@ -349,8 +337,8 @@ pub fn compile(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
             expr,
             data_type,
             format: None,
-        } => cast(compile(expr, scope)?, data_type),
-        Expr::Extract { field, expr, .. } => extract(&field.to_string(), compile(expr, scope)?),
+        } => cast(d, compile(expr, scope)?, data_type),
+        Expr::Extract { field, expr, .. } => extract(d, &field.to_string(), compile(expr, scope)?),
         Expr::Ceil { expr, field } => ceil_floor("ceil", expr, field, scope),
         Expr::Floor { expr, field } => ceil_floor("floor", expr, field, scope),
         Expr::Function(f) => function(f, scope),
@@ -419,7 +407,7 @@ fn literal(value: &Value) -> Result<Typed, Refusal> {
 
 /// `DATE '2024-01-31'`, `TIMESTAMP '2024-01-31 10:00'`: checked here so a
 /// malformed literal is refused before the charge.
-fn typed_string(data_type: &DataType, value: &Value) -> Result<Typed, Refusal> {
+fn typed_string(d: Dialect, data_type: &DataType, value: &Value) -> Result<Typed, Refusal> {
     let text = match value {
         Value::SingleQuotedString(s) => s.clone(),
         other => return Err(unsupported(format!("the literal {other}"))),
@@ -433,16 +421,7 @@ fn typed_string(data_type: &DataType, value: &Value) -> Result<Typed, Refusal> {
         }
     };
     check_date_text(&text, ty)?;
-    let name = if ty == SqlType::Date {
-        "date"
-    } else {
-        "timestamp"
-    };
-    let mut t = Typed::new(
-        format!("CAST({} AS {name})", quote_literal(&text)),
-        ty,
-        Range::ALL,
-    );
+    let mut t = Typed::new(d.datetime_literal(&text, ty), ty, Range::ALL);
     t.literal = Some(Literal::Text(text));
     Ok(t)
 }
@@ -480,7 +459,7 @@ fn check_date_text(text: &str, ty: SqlType) -> Result<(), Refusal> {
     }
 }
 
-fn unary(op: UnaryOperator, t: Typed) -> Result<Typed, Refusal> {
+fn unary(d: Dialect, op: UnaryOperator, t: Typed) -> Result<Typed, Refusal> {
     match op {
         UnaryOperator::Not => {
             want_bool(&t, "NOT")?;
@@ -500,7 +479,7 @@ fn unary(op: UnaryOperator, t: Typed) -> Result<Typed, Refusal> {
                 return Ok(n);
             }
             let r = Range::new(-t.range.hi, -t.range.lo);
-            checked(format!("(- {})", t.operand()?), t.ty, r)
+            checked(format!("(- {})", t.operand(d)?), t.ty, r)
         }
         other => Err(unsupported(format!("the operator {other}"))),
     }
@@ -572,7 +551,7 @@ fn hull_of(points: [f64; 4]) -> Range {
     Range::new(lo, hi)
 }
 
-fn binary(a: Typed, op: &BinaryOperator, b: Typed) -> Result<Typed, Refusal> {
+fn binary(d: Dialect, a: Typed, op: &BinaryOperator, b: Typed) -> Result<Typed, Refusal> {
     use BinaryOperator::*;
     match op {
         And | Or => {
@@ -582,7 +561,11 @@ fn binary(a: Typed, op: &BinaryOperator, b: Typed) -> Result<Typed, Refusal> {
         }
         Eq | NotEq | Lt | LtEq | Gt | GtEq => {
             comparable(&a, &b)?;
-            Ok(boolean(format!("{} {op} {}", a.sql, b.sql)))
+            Ok(boolean(format!(
+                "{} {op} {}",
+                coerced(d, &a, b.ty),
+                coerced(d, &b, a.ty)
+            )))
         }
         StringConcat => {
             for t in [&a, &b] {
@@ -603,7 +586,7 @@ fn binary(a: Typed, op: &BinaryOperator, b: Typed) -> Result<Typed, Refusal> {
             want_numeric(&a, &op.to_string())?;
             want_numeric(&b, &op.to_string())?;
             let ty = numeric_type(&a, &b);
-            let (x, y) = (a.operand()?, b.operand()?);
+            let (x, y) = (a.operand(d)?, b.operand(d)?);
             let (ra, rb) = (a.range, b.range);
             match op {
                 Plus => checked(
@@ -733,9 +716,10 @@ fn like(
     expr: &Expr,
     pattern: &Expr,
     negated: bool,
-    op: &str,
+    ilike: bool,
     scope: &Scope,
 ) -> Result<Typed, Refusal> {
+    let op = if ilike { "ILIKE" } else { "LIKE" };
     let subject = compile(expr, scope)?;
     if !matches!(subject.ty, SqlType::Text | SqlType::Unknown) {
         return Err(mismatch(
@@ -763,11 +747,7 @@ fn like(
             "double the trailing backslash",
         ));
     }
-    let not = if negated { "NOT " } else { "" };
-    Ok(boolean(format!(
-        "{} {not}{op} {}",
-        subject.sql, pattern.sql
-    )))
+    Ok(boolean(scope.dialect.like(&subject.sql, p, negated, ilike)))
 }
 
 /// The common type of CASE branches, COALESCE and LEAST/GREATEST arguments.
@@ -823,13 +803,41 @@ fn merge(parts: &[&Typed]) -> (Range, Option<Vec<Option<String>>>) {
 }
 
 /// Operand SQL cast to the unified type (int literals in a float CASE etc.).
-fn branch_sql(t: &Typed, ty: SqlType) -> Result<String, Refusal> {
-    let sql = t.operand()?;
+fn branch_sql(d: Dialect, t: &Typed, ty: SqlType) -> Result<String, Refusal> {
+    let sql = t.operand(d)?;
     Ok(if t.ty == SqlType::Int && ty == SqlType::Float {
-        format!("CAST({sql} AS float8)")
+        d.to_float(&sql)
     } else {
         sql
     })
+}
+
+/// SQL of `t` for comparison with a value of type `with`: an untyped
+/// string literal is written as a literal of that type, as PostgreSQL
+/// would read it (SQLite would otherwise compare it as text).
+fn coerced(d: Dialect, t: &Typed, with: SqlType) -> String {
+    let Some(Literal::Text(s)) = &t.literal else {
+        return t.sql.clone();
+    };
+    if t.ty != SqlType::Unknown {
+        return t.sql.clone();
+    }
+    match with {
+        SqlType::Int | SqlType::Float => match s.trim().parse::<f64>() {
+            Ok(x) if s.trim().parse::<i64>().is_ok() => (x as i64).to_string(),
+            Ok(x) if x.is_finite() => format!("{x:e}"),
+            _ => t.sql.clone(),
+        },
+        SqlType::Bool => {
+            let b = matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "t" | "true" | "yes" | "on" | "1"
+            );
+            d.bool_literal(b)
+        }
+        SqlType::Date | SqlType::Timestamp => d.datetime_literal(s, with),
+        SqlType::Text | SqlType::Unknown => t.sql.clone(),
+    }
 }
 
 fn case(
@@ -838,16 +846,22 @@ fn case(
     else_result: Option<&Expr>,
     scope: &Scope,
 ) -> Result<Typed, Refusal> {
+    let d = scope.dialect;
     let subject = operand.map(|o| compile(o, scope)).transpose()?;
     let mut whens = Vec::new();
     let mut results = Vec::new();
     for cw in conditions {
         let cond = compile(&cw.condition, scope)?;
         match &subject {
-            Some(s) => comparable(s, &cond)?,
-            None => want_bool(&cond, "CASE WHEN")?,
+            Some(s) => {
+                comparable(s, &cond)?;
+                whens.push(coerced(d, &cond, s.ty));
+            }
+            None => {
+                want_bool(&cond, "CASE WHEN")?;
+                whens.push(cond.sql);
+            }
         }
-        whens.push(cond.sql);
         results.push(compile(&cw.result, scope)?);
     }
     let else_t = match else_result {
@@ -863,13 +877,13 @@ fn case(
         sql.push_str(&format!(" {}", s.sql));
     }
     for (w, r) in whens.iter().zip(&results) {
-        sql.push_str(&format!(" WHEN {w} THEN {}", branch_sql(r, ty)?));
+        sql.push_str(&format!(" WHEN {w} THEN {}", branch_sql(d, r, ty)?));
     }
     let last = results.last().expect("else branch");
-    sql.push_str(&format!(" ELSE {} END", branch_sql(last, ty)?));
+    sql.push_str(&format!(" ELSE {} END", branch_sql(d, last, ty)?));
     if ty == SqlType::Text && results.iter().all(|r| r.literal.is_some()) {
         // Untyped string literals: make the result text, as PostgreSQL does.
-        sql = format!("CAST({sql} AS text)");
+        sql = d.to_text(&sql, SqlType::Text);
     }
     let bounded = if ty.is_numeric() { range } else { Range::ALL };
     Ok(Typed::new(sql, ty, bounded).with_domain(domain))
@@ -896,7 +910,7 @@ fn target_type(dt: &DataType) -> Option<SqlType> {
 
 /// Casts that cannot fail on any row: between numbers (with a proven
 /// range), anything to text, and between dates and timestamps.
-fn cast(t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
+fn cast(d: Dialect, t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
     let to = target_type(dt).ok_or_else(|| unsupported(format!("CAST to {dt}")))?;
     let refuse =
         || {
@@ -916,18 +930,14 @@ fn cast(t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
             out = literal(&Value::Number(s.trim().to_string(), false))?;
             out.range = Range::new(x, x);
         } else if matches!(to, SqlType::Date | SqlType::Timestamp) {
-            return typed_string(dt, &Value::SingleQuotedString(s.clone()));
+            return typed_string(d, dt, &Value::SingleQuotedString(s.clone()));
         }
         out.ty = to;
         return Ok(out);
     }
     match (t.ty, to) {
         (from, SqlType::Text) => {
-            let mut out = Typed::new(
-                format!("CAST({} AS text)", t.sql),
-                SqlType::Text,
-                Range::ALL,
-            );
+            let mut out = Typed::new(d.to_text(&t.sql, from), SqlType::Text, Range::ALL);
             // Text of ints, booleans and text is what the domain lists.
             if matches!(from, SqlType::Bool | SqlType::Text | SqlType::Int) {
                 out.domain = t.domain.clone();
@@ -935,11 +945,7 @@ fn cast(t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
             Ok(out)
         }
         (SqlType::Int | SqlType::Float, SqlType::Float) => {
-            let mut out = Typed::new(
-                format!("CAST({} AS float8)", t.operand()?),
-                SqlType::Float,
-                t.range,
-            );
+            let mut out = Typed::new(d.to_float(&t.operand(d)?), SqlType::Float, t.range);
             out.domain = None;
             Ok(out)
         }
@@ -949,19 +955,10 @@ fn cast(t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
                 return Err(refuse());
             }
             let r = t.range.map_monotone(f64::round);
-            checked(format!("CAST({} AS bigint)", t.operand()?), SqlType::Int, r)
+            checked(d.float_to_int(&t.operand(d)?), SqlType::Int, r)
         }
         (SqlType::Date | SqlType::Timestamp, SqlType::Date | SqlType::Timestamp) => {
-            let name = if to == SqlType::Date {
-                "date"
-            } else {
-                "timestamp"
-            };
-            Ok(Typed::new(
-                format!("CAST({} AS {name})", t.sql),
-                to,
-                Range::ALL,
-            ))
+            Ok(Typed::new(d.to_datetime(&t.sql, to), to, Range::ALL))
         }
         (SqlType::Bool, SqlType::Bool) => Ok(t),
         (SqlType::Unknown, _) if t.literal == Some(Literal::Null) => {
@@ -975,7 +972,7 @@ fn cast(t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
 
 /// `extract(field FROM d)` as an integer where the field is one, with the
 /// field's calendar range as its public domain.
-fn extract(field: &str, t: Typed) -> Result<Typed, Refusal> {
+fn extract(d: Dialect, field: &str, t: Typed) -> Result<Typed, Refusal> {
     if !matches!(t.ty, SqlType::Date | SqlType::Timestamp) {
         return Err(mismatch(
             format!(
@@ -999,24 +996,13 @@ fn extract(field: &str, t: Typed) -> Result<Typed, Refusal> {
             "isodow" => Range::new(1.0, 7.0),
             "hour" => Range::new(0.0, 23.0),
             "minute" => Range::new(0.0, 59.0),
-            "epoch" => {
-                return Ok(Typed::new(
-                    format!("CAST(EXTRACT(EPOCH FROM {}) AS float8)", t.sql),
-                    SqlType::Float,
-                    Range::ALL,
-                ))
-            }
+            "epoch" => return Ok(Typed::new(d.epoch(&t.sql), SqlType::Float, Range::ALL)),
             _ => return Err(Refusal::unsupported(
                 format!("extract({field} ...) is not supported"),
                 "extract year, quarter, month, week, day, doy, dow, isodow, hour, minute or epoch",
             )),
         };
-    let sql = format!(
-        "CAST(EXTRACT({} FROM {}) AS bigint)",
-        f.to_uppercase(),
-        t.sql
-    );
-    Ok(Typed::new(sql, SqlType::Int, range).with_domain(int_domain(range)))
+    Ok(Typed::new(d.extract(&f, &t.sql), SqlType::Int, range).with_domain(int_domain(range)))
 }
 
 /// Every integer of a small finite range, as text.
@@ -1036,7 +1022,7 @@ fn ceil_floor(
 ) -> Result<Typed, Refusal> {
     match field {
         CeilFloorKind::DateTimeField(sqlparser::ast::DateTimeField::NoDateTime) => {
-            rounding(name, compile(expr, scope)?, None)
+            rounding(scope.dialect, name, compile(expr, scope)?, None)
         }
         _ => Err(unsupported(format!(
             "{} with a field or scale",
@@ -1046,16 +1032,15 @@ fn ceil_floor(
 }
 
 /// ROUND/FLOOR/CEIL/TRUNC: integers stay integers; reals widen by one.
-fn rounding(name: &str, t: Typed, digits: Option<i64>) -> Result<Typed, Refusal> {
+fn rounding(d: Dialect, name: &str, t: Typed, digits: Option<i64>) -> Result<Typed, Refusal> {
     want_numeric(&t, name)?;
     if t.ty == SqlType::Int {
         return Ok(t);
     }
-    let x = t.operand()?;
+    let x = t.operand(d)?;
     let r = Range::new(t.range.lo - 1.0, t.range.hi + 1.0);
     let sql = match digits {
-        // float8 has no round(x, n): go through numeric, then back.
-        Some(d) => format!("CAST(ROUND(CAST({x} AS numeric), {d}) AS float8)"),
+        Some(digits) => d.round_digits(name, &x, digits),
         None => format!("{}({x})", name.to_uppercase()),
     };
     checked(sql, SqlType::Float, r)
@@ -1112,6 +1097,7 @@ fn constant_text(t: &Typed, what: &str) -> Result<String, Refusal> {
 
 fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
     let name = object_name(&f.name).to_ascii_lowercase();
+    let d = scope.dialect;
     if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
         return Err(unsupported(format!(
             "{name}(...) with OVER, FILTER or WITHIN GROUP here"
@@ -1149,7 +1135,7 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
                 r.lo.abs().min(r.hi.abs())
             };
             checked(
-                format!("abs({})", a[0].operand()?),
+                format!("abs({})", a[0].operand(d)?),
                 a[0].ty,
                 Range::new(lo, r.max_abs()),
             )
@@ -1158,25 +1144,28 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
             arity(1)?;
             want_numeric(&a[0], "sign")?;
             checked(
-                format!("sign({})", a[0].operand()?),
+                format!("sign({})", a[0].operand(d)?),
                 a[0].ty,
                 Range::new(-1.0, 1.0),
             )
         }
         "round" | "trunc" if a.len() == 2 => {
-            let d = constant_int(&a[1], "the number of digits")?;
-            rounding(&name, a[0].clone(), Some(d.clamp(-20, 20)))
+            let digits = constant_int(&a[1], "the number of digits")?;
+            rounding(d, &name, a[0].clone(), Some(digits.clamp(-20, 20)))
         }
         "round" | "trunc" | "floor" | "ceil" | "ceiling" => {
             arity(1)?;
-            rounding(&name, a[0].clone(), None)
+            rounding(d, &name, a[0].clone(), None)
         }
         "sqrt" => {
             arity(1)?;
             want_numeric(&a[0], "sqrt")?;
             let r = a[0].range;
             checked(
-                format!("sqrt(GREATEST(CAST({} AS float8), 0))", a[0].operand()?),
+                format!(
+                    "sqrt(CASE WHEN {x} < 0 THEN 0 ELSE {x} END)",
+                    x = d.to_float(&a[0].operand(d)?)
+                ),
                 SqlType::Float,
                 Range::new(r.lo.max(0.0).sqrt(), r.hi.max(0.0).sqrt()),
             )
@@ -1208,9 +1197,9 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
             };
             let sqls = a
                 .iter()
-                .map(|t| branch_sql(t, ty))
+                .map(|t| branch_sql(d, t, ty))
                 .collect::<Result<Vec<_>, _>>()?;
-            let sql = format!("{}({})", name.to_uppercase(), sqls.join(", "));
+            let sql = d.least_greatest(name == "greatest", &sqls);
             // No arithmetic happens here, so nothing can overflow: an
             // unbounded argument stays unbounded on its open side.
             let range = if ty.is_numeric() { range } else { Range::ALL };
@@ -1228,7 +1217,7 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
             let (range, domain) = merge(&refs);
             let sqls = a
                 .iter()
-                .map(|t| branch_sql(t, ty))
+                .map(|t| branch_sql(d, t, ty))
                 .collect::<Result<Vec<_>, _>>()?;
             let range = if ty.is_numeric() { range } else { Range::ALL };
             // The last argument decides whether NULL remains possible.
@@ -1251,7 +1240,11 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
                 d.push(None);
             }
             Ok(Typed::new(
-                format!("NULLIF({}, {})", a[0].operand()?, a[1].sql),
+                format!(
+                    "NULLIF({}, {})",
+                    a[0].operand(d)?,
+                    coerced(d, &a[1], a[0].ty)
+                ),
                 a[0].ty,
                 a[0].range,
             )
@@ -1295,7 +1288,7 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
                 ));
             }
             Ok(Typed::new(
-                format!("CAST(length({}) AS bigint)", a[0].sql),
+                d.int(&format!("length({})", a[0].sql)),
                 SqlType::Int,
                 Range::new(0.0, f64::INFINITY),
             ))
@@ -1323,11 +1316,7 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
                 ));
             }
             Ok(Typed::new(
-                format!(
-                    "date_trunc({}, CAST({} AS timestamp))",
-                    quote_literal(&unit),
-                    a[1].sql
-                ),
+                d.date_trunc(&unit, &a[1].sql),
                 SqlType::Timestamp,
                 Range::ALL,
             ))
@@ -1335,7 +1324,7 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
         "date_part" => {
             arity(2)?;
             let field = constant_text(&a[0], "the date_part field")?;
-            extract(&field, a[1].clone())
+            extract(d, &field, a[1].clone())
         }
         "width_bucket" => {
             arity(4)?;
@@ -1353,23 +1342,17 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
             // The operand is read as a finite float: NaN or ±Infinity
             // would make PostgreSQL raise an error.
             let x = if a[0].column && a[0].range.is_finite() {
-                clamp_sql(&a[0].sql, SqlType::Float, a[0].range)
+                d.clamp(&a[0].sql, SqlType::Float, a[0].range.lo, a[0].range.hi)
             } else {
-                format!(
-                    "LEAST(GREATEST(CAST({} AS float8), -1e300), 1e300)",
-                    a[0].operand()?
-                )
+                d.clamp(&a[0].operand(d)?, SqlType::Float, -1e300, 1e300)
             };
             let range = Range::new(0.0, (n + 1) as f64);
-            Ok(Typed::new(
-                format!("CAST(width_bucket({x}, {lo:e}, {hi:e}, {n}) AS bigint)"),
-                SqlType::Int,
-                range,
+            Ok(
+                Typed::new(d.width_bucket(&x, lo, hi, n), SqlType::Int, range).with_domain(
+                    int_domain(range)
+                        .or_else(|| Some((0..=n + 1).map(|i| Some(i.to_string())).collect())),
+                ),
             )
-            .with_domain(
-                int_domain(range)
-                    .or_else(|| Some((0..=n + 1).map(|i| Some(i.to_string())).collect())),
-            ))
         }
         _ => Err(unsupported(format!("the function {name}"))),
     }

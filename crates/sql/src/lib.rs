@@ -7,6 +7,7 @@ pub mod answer;
 pub mod catalog;
 pub mod classify;
 pub mod constant;
+pub mod dialect;
 pub mod error;
 mod expr;
 mod narrow;
@@ -19,6 +20,7 @@ mod source;
 
 pub use answer::{Answer, RawGroup};
 pub use classify::{classify, Command};
+pub use dialect::Dialect;
 pub use error::{sqlstate, Refusal};
 pub use expr::quote_literal;
 pub use plan::{plan, Grouping, OutputColumn, OutputType, Plan};

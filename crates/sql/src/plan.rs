@@ -590,8 +590,11 @@ fn render(
     if inner.is_empty() {
         inner.push("1 AS __dp_one".into());
     }
-    let mut outer: Vec<String> = (0..keys.len())
-        .map(|i| format!("CAST(__dp_k{i} AS text) AS k{i}"))
+    let d = source.scope.dialect;
+    let mut outer: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{} AS k{i}", d.to_text(&format!("__dp_k{i}"), k.typed.ty)))
         .collect();
     outer.extend(
         measures
@@ -601,7 +604,7 @@ fn render(
             .enumerate()
             // Text, not bigint: a cast that overflows would be a data-dependent
             // error; the backend crate parses and saturates instead.
-            .map(|(i, sql)| format!("CAST(COALESCE({sql}, 0) AS text) AS m{i}")),
+            .map(|(i, sql)| format!("{} AS m{i}", d.measurement_text(sql))),
     );
     let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
     let keep = if bounding {

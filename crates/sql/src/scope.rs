@@ -5,6 +5,7 @@
 use dpgate_config::{quote_ident, Column};
 use sqlparser::ast::Expr;
 
+use crate::dialect::Dialect;
 use crate::error::{sqlstate, Refusal};
 use crate::expr::{Range, SqlType, Typed};
 
@@ -24,6 +25,8 @@ pub struct ScopeColumn {
 pub struct Scope {
     /// Visible columns, in FROM order.
     pub columns: Vec<ScopeColumn>,
+    /// The backend dialect expressions are rendered in.
+    pub dialect: Dialect,
 }
 
 impl ScopeColumn {

@@ -9,6 +9,7 @@ use sqlparser::ast::{
     TableWithJoins,
 };
 
+use crate::dialect::Dialect;
 use crate::error::{sqlstate, Refusal};
 use crate::expr::compile;
 use crate::narrow::narrow;
@@ -126,6 +127,7 @@ fn table(
     config: &Config,
 ) -> Result<Source, Refusal> {
     let t = resolve_table(config, name)?;
+    let dialect = Dialect::of(&config.backend.store);
     let q = alias.unwrap_or_else(|| t.name.clone());
     let mut columns: Vec<ScopeColumn> = t
         .columns
@@ -146,11 +148,11 @@ fn table(
         // when a join could repeat the row.
         TablePrivacy::Private {
             privacy_unit: None, ..
-        } => (Some(format!("{}.ctid", quote_ident(&q))), 1, true),
+        } => (Some(dialect.row_id(&q)), 1, true),
     };
     Ok(Source {
-        from_sql: format!("{} AS {}", t.qualified_name(), quote_ident(&q)),
-        scope: Scope { columns },
+        from_sql: format!("{} AS {}", dialect.table(t), quote_ident(&q)),
+        scope: Scope { columns, dialect },
         unit,
         max_rows,
         one_row_per_unit: one_row,
@@ -317,7 +319,10 @@ fn derived(q: &Query, alias: &str, config: &Config, ctes: &Ctes<'_>) -> Result<S
             items.join(", "),
             inner.from_sql
         ),
-        scope: Scope { columns },
+        scope: Scope {
+            columns,
+            dialect: inner.scope.dialect,
+        },
         unit: Some(format!("{qa}.\"__dp_unit\"")),
         max_rows: inner.max_rows,
         one_row_per_unit: inner.one_row_per_unit,

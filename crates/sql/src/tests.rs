@@ -60,9 +60,9 @@ fn count_and_avg_bound_each_unit() {
     assert_eq!(
         p.backend_sql,
         "SELECT CAST(COALESCE(COUNT(*), 0) AS text) AS m0, \
-         CAST(COALESCE(SUM(CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint)), 0) AS text) AS m1, \
+         CAST(COALESCE(SUM(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END), 0) AS text) AS m1, \
          CAST(COALESCE(COUNT(__dp_a0), 0) AS text) AS m2 \
-         FROM (SELECT CAST(LEAST(GREATEST(\"visits\".\"age\", 0), 110) AS bigint) AS __dp_a0, \
+         FROM (SELECT CASE WHEN \"visits\".\"age\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"visits\".\"age\", 0), 110) AS bigint) END AS __dp_a0, \
          ROW_NUMBER() OVER (PARTITION BY \"visits\".\"patient_id\" ORDER BY random()) AS __dp_rn \
          FROM \"public\".\"visits\" AS \"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
     );
@@ -94,7 +94,7 @@ fn real_sums_use_a_power_of_two_grid() {
     let p = try_plan("SELECT SUM(cost) FROM visits WHERE ward = 'A'").unwrap();
     assert!(
         p.backend_sql
-            .contains("SUM(ROUND(LEAST(GREATEST(CAST(__dp_a0 AS float8), 0e0), 5e3) * 1.28e2))"),
+            .contains("SUM(ROUND(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE LEAST(GREATEST(CAST(__dp_a0 AS float8), 0e0), 5e3) END * 1.28e2))"),
         "{}",
         p.backend_sql
     );
@@ -113,8 +113,8 @@ fn row_level_tables_need_no_window() {
     let p = try_plan("SELECT SUM(score) FROM events WHERE score > -3").unwrap();
     assert_eq!(
         p.backend_sql,
-        "SELECT CAST(COALESCE(SUM(CAST(LEAST(GREATEST(__dp_a0, -2), 3) AS bigint)), 0) AS text) AS m0 \
-         FROM (SELECT CAST(LEAST(GREATEST(\"events\".\"score\", -2), 3) AS bigint) AS __dp_a0 \
+        "SELECT CAST(COALESCE(SUM(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, -2), 3) AS bigint) END), 0) AS text) AS m0 \
+         FROM (SELECT CASE WHEN \"events\".\"score\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"events\".\"score\", -2), 3) AS bigint) END AS __dp_a0 \
          FROM \"public\".\"events\" AS \"events\" WHERE \"events\".\"score\" > -3) AS __dp_bounded"
     );
     // WHERE score > -3 narrows [-10, 3] to [-2, 3].
@@ -251,7 +251,7 @@ fn variances_use_centred_sums_on_grids() {
     assert_eq!(sens, [5, 5 * 55 * 16384, 5 * 3025 * 256]);
     assert!(
         p.backend_sql
-            .contains("(LEAST(GREATEST(CAST(__dp_a0 AS float8), 0e0), 1.1e2) - 5.5e1)"),
+            .contains("(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE LEAST(GREATEST(CAST(__dp_a0 AS float8), 0e0), 1.1e2) END - 5.5e1)"),
         "{}",
         p.backend_sql
     );
@@ -269,9 +269,13 @@ fn percentiles_use_a_noisy_histogram() {
     assert_eq!(p.release.raw_len(), 128);
     // A unit's 5 rows move at most 5 bin counts by one each.
     assert_eq!(p.release.measurements[0].noise.sensitivity(), 5);
-    assert!(p.backend_sql.contains(
-        "width_bucket(LEAST(GREATEST(CAST(__dp_a0 AS float8), 0e0), 5e3), 0e0, 5e3, 64)"
-    ));
+    for bin in [
+        "COUNT(CASE WHEN __dp_a0 < 7.8125e1 THEN 1 END)",
+        "COUNT(CASE WHEN __dp_a0 >= 7.8125e1 AND __dp_a0 < 1.5625e2 THEN 1 END)",
+        "COUNT(CASE WHEN __dp_a0 >= 4.921875e3 THEN 1 END)",
+    ] {
+        assert!(p.backend_sql.contains(bin), "{bin}: {}", p.backend_sql);
+    }
     match p.release.outputs[0] {
         dpgate_dp::release::Output::Quantile { p, .. } => {
             assert!((p - 0.1).abs() < 1e-12, "DESC flips p")

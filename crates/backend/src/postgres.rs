@@ -1,0 +1,106 @@
+//! The PostgreSQL backend: a pool of read-only connections with a
+//! statement timeout; a dropped query is cancelled in the server.
+
+use std::time::Duration;
+
+use crate::{parse_row, BackendError, Group, Pool};
+
+/// The read-only pool of connections to the data.
+pub struct PgBackend {
+    pool: Pool,
+    statement_timeout_ms: u64,
+}
+
+impl PgBackend {
+    /// Connects once to check the URL, then keeps up to `pool_size` connections.
+    pub async fn connect(
+        url: &str,
+        config: &dpgate_config::Backend,
+    ) -> Result<PgBackend, BackendError> {
+        let url: tokio_postgres::Config = url.parse().map_err(connect_error)?;
+        let setup = format!(
+            "SET statement_timeout = {}; SET default_transaction_read_only = on; SET application_name = 'dpgate'",
+            config.statement_timeout_ms
+        );
+        Ok(PgBackend {
+            pool: Pool::connect(url, setup, config.pool_size)
+                .await
+                .map_err(connect_error)?,
+            statement_timeout_ms: config.statement_timeout_ms,
+        })
+    }
+
+    /// The connection settings, from which the catalog database is derived.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The type PostgreSQL gives `column` of `table` (`schema.name`), as
+    /// `format_type` writes it; catalog metadata only, never data.
+    pub async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String> {
+        let client = self.pool.get().await.ok()?;
+        let row = client
+            .query_opt(
+                "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
+                &[&schema, &table, &column],
+            )
+            .await
+            .ok()??;
+        row.try_get(0).ok()
+    }
+
+    /// [`crate::Backend::fetch_groups`] on PostgreSQL; a dropped future
+    /// cancels the query in the server.
+    pub async fn fetch_groups(
+        &self,
+        sql: &str,
+        keys: usize,
+        count: usize,
+    ) -> Result<Vec<Group>, BackendError> {
+        let client = self.pool.get().await.map_err(connect_error)?;
+        let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
+        let mut running = CancelOnDrop(Some(client.cancel_token()));
+        let rows = match tokio::time::timeout(timeout, client.query(sql, &[])).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return Err(BackendError::Query(e.to_string())),
+            Err(_) => {
+                client.discard();
+                return Err(BackendError::Timeout);
+            }
+        };
+        running.0 = None;
+        drop(client);
+        rows.iter()
+            .map(|row| {
+                let cells = (0..keys + count)
+                    .map(|i| {
+                        row.try_get::<_, Option<String>>(i)
+                            .map_err(|e| BackendError::Shape(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                parse_row(cells, keys)
+            })
+            .collect()
+    }
+}
+
+fn connect_error(e: tokio_postgres::Error) -> BackendError {
+    BackendError::Connect(e.to_string())
+}
+
+/// Cancels the backend query it guards unless disarmed: a dropped query
+/// future would otherwise leave the query running in PostgreSQL.
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take() {
+            tracing::info!("cancelling the backend query");
+            tokio::spawn(async move {
+                let _ = token.cancel_query(tokio_postgres::NoTls).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The embedded SQLite backend: CSV sources are loaded into the file at
+//! start, then queries run on a pool of read-only connections in
+//! blocking threads, interrupted at the statement timeout or when the
+//! analyst cancels.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dpgate_config::Table;
+use dpgate_sql::dialect::SQLITE_FUNCTIONS;
+use rusqlite::functions::{Context, FunctionFlags};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, InterruptHandle, OpenFlags};
+use tokio::sync::Semaphore;
+
+use crate::{parse_row, BackendError, Group};
+
+/// Read-only connections to one SQLite file.
+pub struct SqliteBackend {
+    path: PathBuf,
+    idle: Arc<Mutex<Vec<Connection>>>,
+    permits: Semaphore,
+    statement_timeout: Duration,
+}
+
+impl SqliteBackend {
+    /// Loads the CSV sources of `tables` into `path` (created if missing),
+    /// then opens up to `pool_size` read-only connections.
+    pub async fn open(
+        path: &Path,
+        tables: &[Table],
+        config: &dpgate_config::Backend,
+    ) -> Result<SqliteBackend, BackendError> {
+        let backend = SqliteBackend {
+            path: path.to_path_buf(),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            permits: Semaphore::new(config.pool_size.max(1)),
+            statement_timeout: Duration::from_millis(config.statement_timeout_ms),
+        };
+        backend.load(tables).await?;
+        let first = open_read_only(path)?;
+        backend.idle.lock().unwrap().push(first);
+        Ok(backend)
+    }
+
+    /// Loads the CSV sources of `tables` that changed since their last load.
+    pub async fn load(&self, tables: &[Table]) -> Result<(), BackendError> {
+        let path = self.path.clone();
+        let sources: Vec<Table> = tables.iter().filter(|t| t.csv.is_some()).cloned().collect();
+        tokio::task::spawn_blocking(move || crate::csv::load_sources(&path, &sources))
+            .await
+            .map_err(|e| BackendError::Load(format!("the CSV loader stopped: {e}")))?
+    }
+
+    /// The PostgreSQL name of the SQLite type declared for `column`.
+    pub async fn column_type(&self, table: &str, column: &str) -> Option<String> {
+        let (table, column) = (table.to_string(), column.to_string());
+        self.with_connection(move |conn| {
+            let declared: String = conn
+                .query_row(
+                    "SELECT type FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE",
+                    [&table, &column],
+                    |row| row.get(0),
+                )
+                .ok()?;
+            Some(pg_type(&declared).to_string())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// [`crate::Backend::fetch_groups`] on SQLite. The query runs in a
+    /// blocking thread; it is interrupted at the statement timeout, and
+    /// when the returned future is dropped.
+    pub async fn fetch_groups(
+        &self,
+        sql: &str,
+        keys: usize,
+        count: usize,
+    ) -> Result<Vec<Group>, BackendError> {
+        let sql = sql.to_string();
+        let width = keys + count;
+        let timeout = self.statement_timeout;
+        self.with_connection(move |conn| {
+            let mut stmt = conn
+                .prepare(&sql)
+                .map_err(|e| BackendError::Query(e.to_string()))?;
+            if stmt.column_count() != width {
+                return Err(BackendError::Shape(format!(
+                    "{} columns instead of {width}",
+                    stmt.column_count()
+                )));
+            }
+            let mut rows = stmt
+                .query([])
+                .map_err(|e| BackendError::Query(e.to_string()))?;
+            let mut groups = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| query_error(e, timeout))? {
+                let cells = (0..width)
+                    .map(|i| row.get_ref(i).map(text_of))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| BackendError::Shape(e.to_string()))?;
+                groups.push(parse_row(cells, keys)?);
+            }
+            Ok(groups)
+        })
+        .await?
+    }
+
+    /// Runs `f` on a pooled connection in a blocking thread, interrupting
+    /// it at the statement timeout or if this future is dropped.
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> T + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let _permit = self.permits.acquire().await.expect("never closed");
+        let pooled = self.idle.lock().unwrap().pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_read_only(&self.path)?,
+        };
+        let mut interrupt = InterruptOnDrop(Some(conn.get_interrupt_handle()));
+        let idle = self.idle.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let out = f(&conn);
+            idle.lock().unwrap().push(conn);
+            out
+        });
+        let out = match tokio::time::timeout(self.statement_timeout, work).await {
+            Ok(joined) => joined.map_err(|e| BackendError::Query(e.to_string()))?,
+            Err(_) => return Err(BackendError::Timeout),
+        };
+        interrupt.0 = None;
+        Ok(out)
+    }
+}
+
+/// Interrupts the running statement unless disarmed: a dropped or timed
+/// out query would otherwise keep its thread busy to the end.
+struct InterruptOnDrop(Option<InterruptHandle>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            tracing::info!("interrupting the SQLite query");
+            handle.interrupt();
+        }
+    }
+}
+
+fn query_error(e: rusqlite::Error, timeout: Duration) -> BackendError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
+            tracing::debug!("SQLite query interrupted after at most {timeout:?}");
+            BackendError::Timeout
+        }
+        other => BackendError::Query(other.to_string()),
+    }
+}
+
+/// A read-only connection with the functions the SQLite dialect uses.
+fn open_read_only(path: &Path) -> Result<Connection, BackendError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| BackendError::Connect(format!("{}: {e}", path.display())))?;
+    conn.execute_batch("PRAGMA query_only = ON")
+        .and_then(|()| register_functions(&conn))
+        .map_err(|e| BackendError::Connect(format!("{}: {e}", path.display())))?;
+    Ok(conn)
+}
+
+/// PostgreSQL's math functions that SQLite builds without
+/// SQLITE_ENABLE_MATH_FUNCTIONS lack. Each is total: a non-number gives
+/// NULL, never an error.
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    for name in SQLITE_FUNCTIONS {
+        let f: fn(f64) -> f64 = match name {
+            "floor" => f64::floor,
+            "ceil" | "ceiling" => f64::ceil,
+            "trunc" => f64::trunc,
+            "sqrt" => f64::sqrt,
+            "sign" => |x: f64| if x == 0.0 { 0.0 } else { x.signum() },
+            other => unreachable!("no implementation of {other}"),
+        };
+        conn.create_scalar_function(name, 1, flags, move |ctx: &Context<'_>| {
+            Ok(match ctx.get_raw(0) {
+                // An integer stays an integer (sign(int), floor(int)).
+                ValueRef::Integer(i) => Value::Integer(f(i as f64) as i64),
+                ValueRef::Real(x) => match f(x) {
+                    y if y.is_nan() => Value::Null,
+                    y => Value::Real(y),
+                },
+                _ => Value::Null,
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// A result cell as text (`None` is NULL), as PostgreSQL would print it.
+fn text_of(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(x) => Some(x.to_string()),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+/// The PostgreSQL type of a declared SQLite column type, by SQLite's
+/// affinity rules.
+fn pg_type(declared: &str) -> &'static str {
+    let d = declared.to_ascii_uppercase();
+    if d.contains("INT") {
+        "bigint"
+    } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
+        "double precision"
+    } else {
+        "text"
+    }
+}

@@ -1,0 +1,378 @@
+//! The backend dialects. The planner decides what to compute (which rows,
+//! which clamps, which measurements); this module decides how each
+//! construct whose spelling differs is written for PostgreSQL and for
+//! SQLite. Everything else the planner writes (arithmetic, comparisons,
+//! CASE, COALESCE, COUNT, window functions) is the same in both.
+//!
+//! Every rendering keeps the planner's guarantees: it cannot fail on any
+//! row, and NULL stays NULL (a NULL value is not counted or summed).
+
+use dpgate_config::{quote_ident, BackendStore, Table};
+
+use crate::expr::{quote_literal, SqlType};
+
+/// The SQL dialect backend queries are written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL.
+    #[default]
+    Postgres,
+    /// SQLite (3.38 or later, with the functions `sqlite_functions` names).
+    Sqlite,
+}
+
+/// Math functions PostgreSQL has and SQLite builds without
+/// `SQLITE_ENABLE_MATH_FUNCTIONS` lack; the SQLite backend registers them.
+pub const SQLITE_FUNCTIONS: [&str; 6] = ["floor", "ceil", "ceiling", "trunc", "sqrt", "sign"];
+
+/// Floats at or beyond this magnitude are integers already (2^52).
+const INTEGRAL_FLOAT: &str = "4503599627370496.0";
+
+impl Dialect {
+    /// The dialect of the configured backend.
+    pub fn of(store: &BackendStore) -> Dialect {
+        match store {
+            BackendStore::Postgres(_) => Dialect::Postgres,
+            BackendStore::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// The table as it is named in FROM.
+    pub fn table(self, table: &Table) -> String {
+        match self {
+            Dialect::Postgres => table.qualified_name(),
+            // One schema: validation refuses any other than public.
+            Dialect::Sqlite => quote_ident(&table.name),
+        }
+    }
+
+    /// The physical row identity under `qualifier`, standing for the
+    /// privacy unit of a table whose rows are each one person.
+    pub fn row_id(self, qualifier: &str) -> String {
+        let column = match self {
+            Dialect::Postgres => "ctid",
+            Dialect::Sqlite => "rowid",
+        };
+        format!("{}.{column}", quote_ident(qualifier))
+    }
+
+    /// `sql` clamped into `[lo, hi]` and read as an integer or a float.
+    /// NULL stays NULL: a missing value is neither counted nor summed.
+    pub fn clamp(self, sql: &str, ty: SqlType, lo: f64, hi: f64) -> String {
+        let int = ty == SqlType::Int;
+        let (lo, hi) = if int {
+            ((lo as i64).to_string(), (hi as i64).to_string())
+        } else {
+            (format!("{lo:e}"), format!("{hi:e}"))
+        };
+        match self {
+            // GREATEST and LEAST skip NULLs, so NULL is tested first. NaN
+            // sorts above every number in PostgreSQL, so it lands on hi.
+            Dialect::Postgres if int => format!(
+                "CASE WHEN {sql} IS NULL THEN NULL ELSE CAST(LEAST(GREATEST({sql}, {lo}), {hi}) AS bigint) END"
+            ),
+            Dialect::Postgres => format!(
+                "CASE WHEN {sql} IS NULL THEN NULL ELSE LEAST(GREATEST(CAST({sql} AS float8), {lo}), {hi}) END"
+            ),
+            // Scalar MIN and MAX return NULL for a NULL argument; text or a
+            // blob stored in a numeric column sorts above numbers, so it
+            // lands on hi.
+            Dialect::Sqlite if int => format!("CAST(MIN(MAX({sql}, {lo}), {hi}) AS INTEGER)"),
+            Dialect::Sqlite => format!("MIN(MAX(CAST({sql} AS REAL), {lo}), {hi})"),
+        }
+    }
+
+    /// `sql` (an integer or a float) as a float.
+    pub fn to_float(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("CAST({sql} AS float8)"),
+            Dialect::Sqlite => format!("CAST({sql} AS REAL)"),
+        }
+    }
+
+    /// A float with a proven finite range as an integer, rounded.
+    pub fn float_to_int(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("CAST({sql} AS bigint)"),
+            // SQLite's CAST truncates; PostgreSQL's rounds.
+            Dialect::Sqlite => format!("CAST(ROUND({sql}) AS INTEGER)"),
+        }
+    }
+
+    /// An integer expression that is already bounded, typed as integer.
+    pub fn int(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("CAST({sql} AS bigint)"),
+            Dialect::Sqlite => format!("CAST({sql} AS INTEGER)"),
+        }
+    }
+
+    /// A value of type `from` as text, spelled as PostgreSQL prints it
+    /// (group keys are compared with declared domains in that spelling).
+    pub fn to_text(self, sql: &str, from: SqlType) -> String {
+        match (self, from) {
+            (Dialect::Postgres, _) => format!("CAST({sql} AS text)"),
+            // SQLite stores booleans as 0 and 1.
+            (Dialect::Sqlite, SqlType::Bool) => {
+                format!("CASE WHEN {sql} THEN 'true' WHEN NOT {sql} THEN 'false' END")
+            }
+            (Dialect::Sqlite, _) => format!("CAST({sql} AS TEXT)"),
+        }
+    }
+
+    /// A date or timestamp as `to` (Date or Timestamp).
+    pub fn to_datetime(self, sql: &str, to: SqlType) -> String {
+        match (self, to) {
+            (Dialect::Postgres, SqlType::Date) => format!("CAST({sql} AS date)"),
+            (Dialect::Postgres, _) => format!("CAST({sql} AS timestamp)"),
+            // SQLite keeps dates as ISO text; date() and datetime() give
+            // NULL for text that is not a date, never an error.
+            (Dialect::Sqlite, SqlType::Date) => format!("date({sql})"),
+            (Dialect::Sqlite, _) => format!("datetime({sql})"),
+        }
+    }
+
+    /// A checked date or timestamp literal.
+    pub fn datetime_literal(self, text: &str, ty: SqlType) -> String {
+        self.to_datetime(&quote_literal(text), ty)
+    }
+
+    /// A boolean literal.
+    pub fn bool_literal(self, b: bool) -> String {
+        match self {
+            Dialect::Postgres => b.to_string().to_uppercase(),
+            Dialect::Sqlite => u8::from(b).to_string(),
+        }
+    }
+
+    /// `extract(field FROM sql)` for an integer field (lower case, one
+    /// `expr::extract` accepts), as an integer.
+    pub fn extract(self, field: &str, sql: &str) -> String {
+        if self == Dialect::Postgres {
+            return format!(
+                "CAST(EXTRACT({} FROM {sql}) AS bigint)",
+                field.to_uppercase()
+            );
+        }
+        let part = |f: &str| format!("CAST(strftime('{f}', {sql}) AS INTEGER)");
+        match field {
+            "year" => part("%Y"),
+            "isoyear" => part("%G"),
+            "quarter" => format!("(({} + 2) / 3)", part("%m")),
+            "month" => part("%m"),
+            "week" => part("%V"),
+            "day" => part("%d"),
+            "doy" => part("%j"),
+            "dow" => part("%w"),
+            "isodow" => part("%u"),
+            "hour" => part("%H"),
+            "minute" => part("%M"),
+            "decade" => format!("({} / 10)", part("%Y")),
+            "century" => format!("(({} + 99) / 100)", part("%Y")),
+            "millennium" => format!("(({} + 999) / 1000)", part("%Y")),
+            other => unreachable!("extract field {other} is checked by the planner"),
+        }
+    }
+
+    /// Seconds since 1970-01-01 as a float.
+    pub fn epoch(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("CAST(EXTRACT(EPOCH FROM {sql}) AS float8)"),
+            Dialect::Sqlite => format!("((julianday({sql}) - 2440587.5) * 86400.0)"),
+        }
+    }
+
+    /// `date_trunc(unit, sql)` as a timestamp (`YYYY-MM-DD HH:MM:SS`).
+    pub fn date_trunc(self, unit: &str, sql: &str) -> String {
+        if self == Dialect::Postgres {
+            return format!(
+                "date_trunc({}, CAST({sql} AS timestamp))",
+                quote_literal(unit)
+            );
+        }
+        // Each form gives NULL for NULL or non-date text.
+        let back = |start: &str, amount: String, what: &str| {
+            format!("datetime({sql}, '{start}', printf('-%d {what}', {amount}))")
+        };
+        let field = |f: &str| format!("CAST(strftime('{f}', {sql}) AS INTEGER)");
+        match unit {
+            "year" => format!("datetime({sql}, 'start of year')"),
+            "quarter" => back(
+                "start of month",
+                format!("({} - 1) % 3", field("%m")),
+                "months",
+            ),
+            "month" => format!("datetime({sql}, 'start of month')"),
+            "week" => back("start of day", format!("({} + 6) % 7", field("%w")), "days"),
+            "day" => format!("datetime({sql}, 'start of day')"),
+            "hour" => format!("strftime('%Y-%m-%d %H:00:00', {sql})"),
+            "minute" => format!("strftime('%Y-%m-%d %H:%M:00', {sql})"),
+            "decade" => back("start of year", format!("{} % 10", field("%Y")), "years"),
+            "century" => back(
+                "start of year",
+                format!("({} - 1) % 100", field("%Y")),
+                "years",
+            ),
+            other => unreachable!("date_trunc unit {other} is checked by the planner"),
+        }
+    }
+
+    /// `width_bucket(x, lo, hi, n)` for a finite float `x`, as an integer
+    /// from 0 (below) to n + 1 (at or above the upper edge).
+    pub fn width_bucket(self, x: &str, lo: f64, hi: f64, n: i64) -> String {
+        match self {
+            Dialect::Postgres => {
+                format!("CAST(width_bucket({x}, {lo:e}, {hi:e}, {n}) AS bigint)")
+            }
+            Dialect::Sqlite if lo < hi => format!(
+                "(CASE WHEN {x} < {lo:e} THEN 0 WHEN {x} >= {hi:e} THEN {} \
+                 ELSE MIN(CAST(({x} - {lo:e}) * {n} / ({hi:e} - {lo:e}) AS INTEGER) + 1, {n}) END)",
+                n + 1
+            ),
+            Dialect::Sqlite => format!(
+                "(CASE WHEN {x} > {lo:e} THEN 0 WHEN {x} <= {hi:e} THEN {} \
+                 ELSE MIN(CAST(({lo:e} - {x}) * {n} / ({lo:e} - {hi:e}) AS INTEGER) + 1, {n}) END)",
+                n + 1
+            ),
+        }
+    }
+
+    /// `round(x, digits)` or `trunc(x, digits)` of a float, as a float.
+    pub fn round_digits(self, name: &str, x: &str, digits: i64) -> String {
+        let f = if name == "trunc" { "TRUNC" } else { "ROUND" };
+        match self {
+            // float8 has no round(x, n): go through numeric, then back.
+            Dialect::Postgres => {
+                format!("CAST({f}(CAST({x} AS numeric), {digits}) AS float8)")
+            }
+            Dialect::Sqlite => {
+                let scale = format!("1e{}", -digits);
+                let unit = format!("1e{digits}");
+                let whole = if f == "TRUNC" { "trunc" } else { "ROUND" };
+                // A float is exact at 2^52 and beyond; scaling it could overflow.
+                format!(
+                    "(CASE WHEN abs({x}) >= {INTEGRAL_FLOAT} THEN {x} ELSE {whole}({x} * {unit}) * {scale} END)"
+                )
+            }
+        }
+    }
+
+    /// LEAST or GREATEST over `args` with PostgreSQL's meaning: NULLs are
+    /// skipped, and the result is NULL only when every argument is.
+    pub fn least_greatest(self, greatest: bool, args: &[String]) -> String {
+        match self {
+            Dialect::Postgres => {
+                let f = if greatest { "GREATEST" } else { "LEAST" };
+                format!("{f}({})", args.join(", "))
+            }
+            Dialect::Sqlite if args.len() == 1 => args[0].clone(),
+            Dialect::Sqlite => {
+                // Scalar MIN/MAX return NULL if any argument is NULL, so
+                // each argument falls back on the others.
+                let f = if greatest { "MAX" } else { "MIN" };
+                let rotated: Vec<String> = (0..args.len())
+                    .map(|i| {
+                        let order: Vec<&str> = args[i..]
+                            .iter()
+                            .chain(&args[..i])
+                            .map(String::as_str)
+                            .collect();
+                        format!("COALESCE({})", order.join(", "))
+                    })
+                    .collect();
+                format!("{f}({})", rotated.join(", "))
+            }
+        }
+    }
+
+    /// `subject [NOT] LIKE pattern` (or ILIKE), with PostgreSQL's meaning:
+    /// LIKE is case-sensitive and backslash escapes.
+    pub fn like(self, subject: &str, pattern: &str, negated: bool, ilike: bool) -> String {
+        let not = if negated { "NOT " } else { "" };
+        match (self, ilike) {
+            (Dialect::Postgres, false) => {
+                format!("{subject} {not}LIKE {}", quote_literal(pattern))
+            }
+            (Dialect::Postgres, true) => {
+                format!("{subject} {not}ILIKE {}", quote_literal(pattern))
+            }
+            // SQLite's LIKE ignores ASCII case; GLOB is the case-sensitive one.
+            (Dialect::Sqlite, false) => {
+                format!(
+                    "{subject} {not}GLOB {}",
+                    quote_literal(&like_to_glob(pattern))
+                )
+            }
+            (Dialect::Sqlite, true) => {
+                format!("{subject} {not}LIKE {} ESCAPE '\\'", quote_literal(pattern))
+            }
+        }
+    }
+
+    /// The sum of integer (or integral float) values, exact in PostgreSQL
+    /// (numeric). SQLite's SUM raises an error on integer overflow, which
+    /// would depend on the data, so it sums as a float with TOTAL: exact
+    /// while the sum stays below 2^53 grid units.
+    pub fn sum(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("SUM({sql})"),
+            Dialect::Sqlite => format!("TOTAL({sql})"),
+        }
+    }
+
+    /// A measurement (an aggregate, possibly NULL) as text, 0 for NULL.
+    pub fn measurement_text(self, sql: &str) -> String {
+        self.to_text(&format!("COALESCE({sql}, 0)"), SqlType::Int)
+    }
+}
+
+/// A LIKE pattern (backslash escapes) as an equivalent GLOB pattern.
+fn like_to_glob(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        let literal = match c {
+            '%' => {
+                out.push('*');
+                continue;
+            }
+            '_' => {
+                out.push('?');
+                continue;
+            }
+            '\\' => chars.next().unwrap_or('\\'),
+            c => c,
+        };
+        match literal {
+            '*' | '?' | '[' => {
+                out.push('[');
+                out.push(literal);
+                out.push(']');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_become_globs() {
+        assert_eq!(like_to_glob("A%"), "A*");
+        assert_eq!(like_to_glob("_b\\%c"), "?b%c");
+        assert_eq!(like_to_glob("x*y?[z]"), "x[*]y[?][[]z]");
+        assert_eq!(like_to_glob("a\\\\b"), "a\\b");
+    }
+
+    #[test]
+    fn sqlite_least_skips_nulls_as_postgres_does() {
+        let sql = Dialect::Sqlite.least_greatest(false, &["a".into(), "b".into(), "c".into()]);
+        assert_eq!(
+            sql,
+            "MIN(COALESCE(a, b, c), COALESCE(b, c, a), COALESCE(c, a, b))"
+        );
+    }
+}
