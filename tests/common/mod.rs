@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod corpus;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -500,4 +502,60 @@ pub async fn simple_rows(
             _ => None,
         })
         .collect())
+}
+
+/// The hospital tables of [`hospital_database`].
+pub const HOSPITAL_TABLES: [&str; 3] = ["visits", "patients", "wards"];
+
+/// Writes each of `tables` of `db` to `dir`/<table>.csv (header row),
+/// as PostgreSQL's COPY prints it.
+pub async fn export_csv(db: &str, tables: &[&str], dir: &Path) {
+    use futures_util::StreamExt;
+    let client = connect_direct(&cluster().url(db)).await;
+    for table in tables {
+        let stream = client
+            .copy_out(&format!("COPY {table} TO STDOUT WITH (FORMAT csv, HEADER)"))
+            .await
+            .unwrap();
+        let mut stream = std::pin::pin!(stream);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        std::fs::write(dir.join(format!("{table}.csv")), bytes).unwrap();
+    }
+}
+
+/// [`hospital_toml`] served from the embedded SQLite backend instead:
+/// the same declarations, each table loaded from the CSV export of `db`
+/// (written into `dir`), with the shadow catalog still on PostgreSQL.
+pub async fn hospital_sqlite_toml(
+    db: &str,
+    listen_port: u16,
+    dir: &Path,
+    budget: f64,
+    epsilon: f64,
+) -> String {
+    export_csv(db, &HOSPITAL_TABLES, dir).await;
+    let mut toml = hospital_toml(db, listen_port, &dir.join("l.sqlite"), budget, epsilon).replace(
+        &format!("[backend]\nurl = \"{}\"", cluster().url(db)),
+        &format!(
+            "[backend]\nsqlite = \"{}\"",
+            dir.join("hospital.db").display()
+        ),
+    );
+    for table in HOSPITAL_TABLES {
+        toml = toml.replace(
+            &format!("name = \"public.{table}\"\n"),
+            &format!(
+                "name = \"{table}\"\ncsv = \"{}\"\n",
+                dir.join(format!("{table}.csv")).display()
+            ),
+        );
+    }
+    assert!(
+        toml.contains("sqlite = ") && !toml.contains("public."),
+        "{toml}"
+    );
+    toml
 }

@@ -243,10 +243,11 @@ fn sqlite_type(ty: ColumnType) -> &'static str {
 }
 
 /// One CSV cell as the value stored for a column of type `ty` (`None`:
-/// undeclared, kept as text). An empty cell is NULL.
+/// undeclared, kept as text). An empty cell is NULL, as in PostgreSQL's
+/// COPY ... CSV (which writes NULL as an empty field).
 fn parse_value(text: &str, ty: Option<ColumnType>) -> Result<Value, String> {
     let t = text.trim();
-    if t.is_empty() && ty != Some(ColumnType::Text) {
+    if text.is_empty() || (t.is_empty() && ty != Some(ColumnType::Text)) {
         return Ok(Value::Null);
     }
     let bad = |what: &str| format!("{text:?} is not {what}");
@@ -332,9 +333,10 @@ mod tests {
             Ok(Value::Integer(42))
         );
         assert_eq!(parse_value("", Some(ColumnType::Int)), Ok(Value::Null));
+        assert_eq!(parse_value("", Some(ColumnType::Text)), Ok(Value::Null));
         assert_eq!(
-            parse_value("", Some(ColumnType::Text)),
-            Ok(Value::Text(String::new()))
+            parse_value(" ", Some(ColumnType::Text)),
+            Ok(Value::Text(" ".into()))
         );
         assert!(parse_value("4x", Some(ColumnType::Int))
             .unwrap_err()

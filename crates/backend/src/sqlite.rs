@@ -175,9 +175,9 @@ fn open_read_only(path: &Path) -> Result<Connection, BackendError> {
     Ok(conn)
 }
 
-/// PostgreSQL's math functions that SQLite builds without
-/// SQLITE_ENABLE_MATH_FUNCTIONS lack. Each is total: a non-number gives
-/// NULL, never an error.
+/// The functions [`SQLITE_FUNCTIONS`] names, with PostgreSQL's meaning.
+/// Each is total: a non-number gives NULL, never an error. (`round` with
+/// two arguments stays SQLite's own.)
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     for name in SQLITE_FUNCTIONS {
@@ -187,6 +187,7 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
             "trunc" => f64::trunc,
             "sqrt" => f64::sqrt,
             "sign" => |x: f64| if x == 0.0 { 0.0 } else { x.signum() },
+            "round" => f64::round_ties_even,
             other => unreachable!("no implementation of {other}"),
         };
         conn.create_scalar_function(name, 1, flags, move |ctx: &Context<'_>| {
@@ -201,7 +202,55 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
             })
         })?;
     }
+    for (name, away) in [("round", true), ("trunc", false)] {
+        conn.create_scalar_function(name, 2, flags, move |ctx: &Context<'_>| {
+            let digits = match ctx.get_raw(1) {
+                ValueRef::Integer(d) => d.clamp(-300, 300) as i32,
+                _ => return Ok(Value::Null),
+            };
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Integer(i) => Value::Real(decimal_round(i as f64, digits, away)),
+                ValueRef::Real(x) if x.is_finite() => Value::Real(decimal_round(x, digits, away)),
+                _ => Value::Null,
+            })
+        })?;
+    }
     Ok(())
+}
+
+/// PostgreSQL's `round(x::numeric, digits)::float8` (ties away from zero)
+/// or `trunc`: float8 becomes numeric with 15 significant digits, which
+/// are then rounded or cut at `digits` after the point.
+fn decimal_round(x: f64, digits: i32, away: bool) -> f64 {
+    if x == 0.0 {
+        return x;
+    }
+    // "d.dddddddddddddde±x": 15 significant digits and the exponent.
+    let text = format!("{:.14e}", x.abs());
+    let (mantissa, exponent) = text.split_once('e').expect("exponent");
+    let exponent: i32 = exponent.parse().expect("integer exponent");
+    let mut digits_of: Vec<u8> = mantissa
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    // Digits kept: those before the point (exponent + 1) and `digits` after.
+    let keep = exponent + 1 + digits;
+    if keep < 0 {
+        return 0.0;
+    }
+    let keep = keep as usize;
+    let round_up = away && digits_of.get(keep).is_some_and(|d| *d >= 5);
+    digits_of.truncate(keep);
+    digits_of.resize(keep, 0);
+    // The kept digits as an integer, scaled by 10^(exponent + 1 - keep).
+    let mut value: u128 = digits_of.iter().fold(0, |v, d| v * 10 + u128::from(*d));
+    if round_up {
+        value += 1;
+    }
+    let scale = exponent + 1 - keep as i32;
+    let magnitude: f64 = format!("{value}e{scale}").parse().unwrap_or(f64::NAN);
+    magnitude.copysign(x)
 }
 
 /// A result cell as text (`None` is NULL), as PostgreSQL would print it.
@@ -224,5 +273,25 @@ fn pg_type(declared: &str) -> &'static str {
         "double precision"
     } else {
         "text"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal_round;
+
+    #[test]
+    fn decimal_rounding_matches_postgresql_numeric() {
+        // 1234.55 is 1234.5499999… in binary; as numeric it is 1234.55.
+        assert_eq!(decimal_round(1234.55, 1, true), 1234.6);
+        assert_eq!(decimal_round(-1234.55, 1, true), -1234.6);
+        assert_eq!(decimal_round(1234.55, 1, false), 1234.5);
+        assert_eq!(decimal_round(2.5, 0, true), 3.0);
+        assert_eq!(decimal_round(1250.0, -2, true), 1300.0);
+        assert_eq!(decimal_round(1249.0, -2, false), 1200.0);
+        assert_eq!(decimal_round(0.004, 2, true), 0.0);
+        assert_eq!(decimal_round(0.005, 2, true), 0.01);
+        assert_eq!(decimal_round(999.96, 1, true), 1000.0);
+        assert_eq!(decimal_round(42.0, -5, true), 0.0);
     }
 }

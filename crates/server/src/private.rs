@@ -9,7 +9,7 @@ use dpgate_ledger::{
     now_ms, Amount, AuditEntry, ChargeRequest, Exhausted, Finish, LedgerError,
     Outcome as AuditOutcome, Release, Resource, Standing,
 };
-use dpgate_sql::{sqlstate, Grouping, Plan, RawGroup, Refusal};
+use dpgate_sql::{sqlstate, Plan, RawGroup, Refusal};
 use pgwire::api::Type;
 
 use crate::audit::Who;
@@ -201,7 +201,7 @@ impl QueryHandler {
             .backend
             .fetch_groups(
                 &plan.backend_sql,
-                key_count(plan),
+                plan.grouping.key_count(),
                 plan.release.raw_len(),
             )
             .await
@@ -304,13 +304,6 @@ fn unknown_user(user: &str) -> Refusal {
         format!("user {user:?} is no longer declared in proxy.toml"),
         "ask the data owner to declare the user again; reconnect afterwards",
     )
-}
-
-fn key_count(plan: &Plan) -> usize {
-    match &plan.grouping {
-        Grouping::None => 0,
-        Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys.len(),
-    }
 }
 
 /// Draws noise for `groups` groups in a blocking task.

@@ -22,11 +22,12 @@ pub enum Dialect {
 }
 
 /// Math functions PostgreSQL has and SQLite builds without
-/// `SQLITE_ENABLE_MATH_FUNCTIONS` lack; the SQLite backend registers them.
-pub const SQLITE_FUNCTIONS: [&str; 6] = ["floor", "ceil", "ceiling", "trunc", "sqrt", "sign"];
-
-/// Floats at or beyond this magnitude are integers already (2^52).
-const INTEGRAL_FLOAT: &str = "4503599627370496.0";
+/// `SQLITE_ENABLE_MATH_FUNCTIONS` lack, and `round` with PostgreSQL's
+/// float8 meaning (ties to even, where SQLite's rounds ties away from
+/// zero); the SQLite backend registers them with one argument, and
+/// `round`/`trunc` with two as PostgreSQL's numeric versions.
+pub const SQLITE_FUNCTIONS: [&str; 7] =
+    ["floor", "ceil", "ceiling", "trunc", "sqrt", "sign", "round"];
 
 impl Dialect {
     /// The dialect of the configured backend.
@@ -117,6 +118,16 @@ impl Dialect {
                 format!("CASE WHEN {sql} THEN 'true' WHEN NOT {sql} THEN 'false' END")
             }
             (Dialect::Sqlite, _) => format!("CAST({sql} AS TEXT)"),
+        }
+    }
+
+    /// A group key of type `ty` as the backend returns it: text, except
+    /// SQLite's floats, which the backend formats as PostgreSQL does
+    /// (shortest round-trip digits; SQLite's text would say `1200.0`).
+    pub fn key_text(self, sql: &str, ty: SqlType) -> String {
+        match (self, ty) {
+            (Dialect::Sqlite, SqlType::Float) => sql.to_string(),
+            _ => self.to_text(sql, ty),
         }
     }
 
@@ -245,15 +256,10 @@ impl Dialect {
             Dialect::Postgres => {
                 format!("CAST({f}(CAST({x} AS numeric), {digits}) AS float8)")
             }
-            Dialect::Sqlite => {
-                let scale = format!("1e{}", -digits);
-                let unit = format!("1e{digits}");
-                let whole = if f == "TRUNC" { "trunc" } else { "ROUND" };
-                // A float is exact at 2^52 and beyond; scaling it could overflow.
-                format!(
-                    "(CASE WHEN abs({x}) >= {INTEGRAL_FLOAT} THEN {x} ELSE {whole}({x} * {unit}) * {scale} END)"
-                )
-            }
+            // The registered two-argument round and trunc work on the
+            // 15 significant digits float8 becomes as numeric, as
+            // PostgreSQL does.
+            Dialect::Sqlite => format!("{}({x}, {digits})", f.to_lowercase()),
         }
     }
 

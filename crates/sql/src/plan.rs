@@ -76,6 +76,16 @@ pub enum Grouping {
     },
 }
 
+impl Grouping {
+    /// How many key columns the backend query returns before the measurements.
+    pub fn key_count(&self) -> usize {
+        match self {
+            Grouping::None => 0,
+            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys.len(),
+        }
+    }
+}
+
 /// Post-processing after noise.
 #[derive(Clone, Debug, Default)]
 pub struct Post {
@@ -594,7 +604,7 @@ fn render(
     let mut outer: Vec<String> = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| format!("{} AS k{i}", d.to_text(&format!("__dp_k{i}"), k.typed.ty)))
+        .map(|(i, k)| format!("{} AS k{i}", d.key_text(&format!("__dp_k{i}"), k.typed.ty)))
         .collect();
     outer.extend(
         measures
