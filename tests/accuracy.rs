@@ -1,7 +1,9 @@
 //! Accuracy: released values fall inside their reported 95 % intervals at
 //! least 94 % of the time. Planned like any query, run on real PostgreSQL
-//! over data that needs no bounding (so the bounded truth is the plain
-//! SQL answer), noised and post-processed by the same code as the server.
+//! and on the embedded SQLite backend loaded from the same data as CSV,
+//! over data that needs no bounding (so the bounded truth is PostgreSQL's
+//! plain SQL answer), noised and post-processed by the same code as the
+//! server.
 
 mod common;
 
@@ -9,7 +11,8 @@ use common::*;
 use dpgate_config::Config;
 use dpgate_dp::secure_rng;
 use dpgate_sql::constant::Constant;
-use dpgate_sql::{classify, plan, Command, Grouping, RawGroup};
+use dpgate_backend::Backend;
+use dpgate_sql::{classify, plan, Command, RawGroup};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -31,11 +34,18 @@ async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
 async fn answers_fall_inside_their_reported_intervals() {
     let db = hospital_database("accuracy", 2000).await;
     let client = connect_direct(&cluster().url(&db)).await;
-    let config = Config::parse(
-        &hospital_toml(&db, 1, std::path::Path::new("/tmp/unused"), 1.0, 1.0),
-        &|_| Some("x".into()),
-    )
-    .unwrap();
+    let dir = tempdir();
+    let parse = |text: &str| Config::parse(text, &|_| Some("x".into())).unwrap();
+    let pg = parse(&hospital_toml(&db, 1, &dir.path().join("l"), 1.0, 1.0));
+    let lite = parse(&hospital_sqlite_toml(&db, 1, dir.path(), 1.0, 1.0).await);
+    for config in [pg, lite] {
+        let backend = Backend::connect(&config).await.unwrap();
+        check_intervals(&client, &backend, &config).await;
+    }
+}
+
+/// Runs the cases on `backend` and compares with PostgreSQL's plain answers.
+async fn check_intervals(client: &Client, backend: &Backend, config: &Config) {
     // (private query, the same question in plain SQL, ordered by key)
     let cases = [
         (
@@ -57,26 +67,22 @@ async fn answers_fall_inside_their_reported_intervals() {
     ];
     let (mut inside, mut total) = (0usize, 0usize);
     for (private, plain) in cases {
-        let truth = text_rows(&client, plain).await;
+        let truth = text_rows(client, plain).await;
         let Command::Private(q) = classify(private).unwrap().remove(0) else {
             panic!()
         };
-        let p = plan(&q, &config, 1.0).unwrap();
-        let keys = match &p.grouping {
-            Grouping::None => 0,
-            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys.len(),
-        };
+        let p = plan(&q, config, 1.0).unwrap();
+        let keys = p.grouping.key_count();
         let (mut case_inside, mut case_total) = (0usize, 0usize);
         for _ in 0..10 {
-            let raw: Vec<RawGroup> = text_rows(&client, &p.backend_sql)
+            let raw: Vec<RawGroup> = backend
+                .fetch_groups(&p.backend_sql, keys, p.release.raw_len())
                 .await
+                .unwrap()
                 .into_iter()
-                .map(|r| RawGroup {
-                    keys: r[..keys].to_vec(),
-                    values: r[keys..]
-                        .iter()
-                        .map(|v| dpgate_backend::parse_measurement(v.as_deref().unwrap()).unwrap())
-                        .collect(),
+                .map(|g| RawGroup {
+                    keys: g.keys,
+                    values: g.values,
                 })
                 .collect();
             let groups = p.arrange(raw);
@@ -114,17 +120,19 @@ async fn answers_fall_inside_their_reported_intervals() {
             }
         }
         let rate = case_inside as f64 / case_total as f64;
-        println!("{private}: {case_inside}/{case_total} = {rate:.4} inside");
+        let dialect = backend.dialect();
+        println!("{dialect:?} {private}: {case_inside}/{case_total} = {rate:.4} inside");
         assert!(case_total > 0, "{private}: nothing checked");
         assert!(
             rate >= 0.94,
-            "{private}: only {rate:.4} of answers inside their 95 % intervals"
+            "{dialect:?} {private}: only {rate:.4} of answers inside their 95 % intervals"
         );
         inside += case_inside;
         total += case_total;
     }
     println!(
-        "all: {inside}/{total} = {:.4}",
+        "{:?} all: {inside}/{total} = {:.4}",
+        backend.dialect(),
         inside as f64 / total as f64
     );
 }
