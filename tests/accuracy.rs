@@ -8,10 +8,10 @@
 mod common;
 
 use common::*;
+use dpgate_backend::Backend;
 use dpgate_config::Config;
 use dpgate_dp::secure_rng;
 use dpgate_sql::constant::Constant;
-use dpgate_backend::Backend;
 use dpgate_sql::{classify, plan, Command, RawGroup};
 use tokio_postgres::{Client, SimpleQueryMessage};
 

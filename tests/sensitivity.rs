@@ -1,33 +1,69 @@
 //! Sensitivity tests: for every query shape dpgate answers, run the
 //! rewritten backend query on a dataset and on its neighbour (one privacy
 //! unit added with maximal, out-of-bounds contributions) in real
-//! PostgreSQL, and check that every pre-noise measurement changes by at
+//! PostgreSQL and in the embedded SQLite backend (loaded from the same
+//! data as CSV), and check that every pre-noise measurement changes by at
 //! most the sensitivity the plan declared.
 
 mod common;
 
 use common::*;
-use dpgate_backend::parse_measurement;
+use dpgate_backend::Backend;
 use dpgate_config::Config;
 use dpgate_sql::params::{bind_parameters, ParamValue};
-use dpgate_sql::{classify, plan, Command, Grouping, RawGroup};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use dpgate_sql::{classify, plan, Command, Grouping, Plan, RawGroup};
+use tokio_postgres::Client;
 
-/// Direct connections to the two neighbouring databases.
-async fn connect_both(small: &str, large: &str) -> (Client, Client) {
-    let c = cluster();
-    (
-        connect_direct(&c.url(small)).await,
-        connect_direct(&c.url(large)).await,
-    )
+/// D and D′ on one backend, and the config to plan for it.
+struct Neighbours {
+    d: Backend,
+    d_prime: Backend,
+    config: Config,
+    /// The SQLite files and CSV exports, removed on drop.
+    _files: Option<tempfile::TempDir>,
+}
+
+/// D and D′ (databases `small` and `large`, declared by `toml(db)`) on
+/// PostgreSQL, and on SQLite loaded from their CSV exports of `tables`.
+async fn on_both_backends(
+    small: &str,
+    large: &str,
+    toml: impl Fn(&str) -> String,
+    tables: &[&str],
+) -> Vec<Neighbours> {
+    let parse = |text: &str| Config::parse(text, &|_| Some("x".into())).unwrap();
+    let connect = |text: String| async move { Backend::connect(&parse(&text)).await.unwrap() };
+    let files = tempdir();
+    let (dir_d, dir_d_prime) = (files.path().join("d"), files.path().join("d_prime"));
+    std::fs::create_dir_all(&dir_d).unwrap();
+    std::fs::create_dir_all(&dir_d_prime).unwrap();
+    let lite = sqlite_toml(&toml(small), small, tables, &dir_d).await;
+    let lite_prime = sqlite_toml(&toml(large), large, tables, &dir_d_prime).await;
+    vec![
+        Neighbours {
+            d: connect(toml(small)).await,
+            d_prime: connect(toml(large)).await,
+            config: parse(&toml(small)),
+            _files: None,
+        },
+        Neighbours {
+            config: parse(&lite),
+            d: connect(lite).await,
+            d_prime: connect(lite_prime).await,
+            _files: Some(files),
+        },
+    ]
 }
 
 /// Two databases: `visits` as generated, and the same plus one patient
 /// with 40 extreme rows (ages and costs far outside the declared bounds).
-async fn neighbours() -> (Client, Client, Config) {
+async fn neighbours() -> Vec<Neighbours> {
     let (small, _) = visits_database("sens_d", 400).await;
     let (large, _) = visits_database("sens_dprime", 400).await;
-    let (d, d_prime) = connect_both(&small, &large).await;
+    let (d, d_prime) = (
+        connect_direct(&cluster().url(&small)).await,
+        connect_direct(&cluster().url(&large)).await,
+    );
     d_prime
         .batch_execute(
             "INSERT INTO visits SELECT 999999, CASE WHEN v % 2 = 0 THEN 100000 ELSE -100000 END,
@@ -49,37 +85,45 @@ async fn neighbours() -> (Client, Client, Config) {
         .batch_execute("INSERT INTO events VALUES (1000000)")
         .await
         .unwrap();
-    let config = Config::parse(
-        &(proxy_toml(&small, 1, std::path::Path::new("/tmp/unused"), 1.0, 0.1)
+    let toml = |db: &str| {
+        proxy_toml(db, 1, std::path::Path::new("/tmp/unused"), 1.0, 0.1)
             + r#"
 [[tables]]
 name = "events"
 columns.score = { type = "int", lower = -10, upper = 3 }
-"#),
-        &|_| Some("x".into()),
-    )
-    .unwrap();
-    (d, d_prime, config)
+"#
+    };
+    on_both_backends(&small, &large, toml, &["visits", "events"]).await
 }
 
-async fn measurements(client: &Client, sql: &str) -> Vec<i64> {
-    for m in client
-        .simple_query(sql)
+/// The raw groups of `p` on `backend`.
+async fn groups(backend: &Backend, p: &Plan) -> Vec<RawGroup> {
+    backend
+        .fetch_groups(&p.backend_sql, p.grouping.key_count(), p.release.raw_len())
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    {
-        if let SimpleQueryMessage::Row(r) = m {
-            return (0..r.len())
-                .map(|i| parse_measurement(r.get(i).unwrap()).unwrap())
-                .collect();
-        }
-    }
-    panic!("{sql}: no row")
+        .unwrap_or_else(|e| panic!("{}: {e}", p.backend_sql))
+        .into_iter()
+        .map(|g| RawGroup {
+            keys: g.keys,
+            values: g.values,
+        })
+        .collect()
+}
+
+/// The measurements of an ungrouped plan.
+async fn measurements(backend: &Backend, p: &Plan) -> Vec<i64> {
+    groups(backend, p).await.remove(0).values
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answered_shape_stays_within_its_declared_sensitivity() {
-    let (d, d_prime, config) = neighbours().await;
+    for n in neighbours().await {
+        every_answered_shape_on(&n).await;
+    }
+}
+
+async fn every_answered_shape_on(n: &Neighbours) {
+    let (d, d_prime, config) = (&n.d, &n.d_prime, &n.config);
     let shapes: &[(&str, &[ParamValue])] = &[
         ("SELECT COUNT(*) FROM visits", &[]),
         (
@@ -120,11 +164,11 @@ async fn every_answered_shape_stays_within_its_declared_sensitivity() {
             panic!("{sql} is not private")
         };
         bind_parameters(&mut query, params).unwrap();
-        let p = plan(&query, &config, 1.0).unwrap();
+        let p = plan(&query, config, 1.0).unwrap();
         // Repeat: the rows kept for the added unit are chosen at random.
         for _ in 0..5 {
-            let a = measurements(&d, &p.backend_sql).await;
-            let b = measurements(&d_prime, &p.backend_sql).await;
+            let a = measurements(d, &p).await;
+            let b = measurements(d_prime, &p).await;
             // L1 change of each (possibly vector) measurement.
             let mut at = 0;
             for (i, m) in p.release.measurements.iter().enumerate() {
@@ -133,7 +177,8 @@ async fn every_answered_shape_stays_within_its_declared_sensitivity() {
                 let declared = m.noise.sensitivity();
                 assert!(
                     change <= declared,
-                    "{sql}: measurement {i} changed by {change} > sensitivity {declared}\n{}",
+                    "{:?} {sql}: measurement {i} changed by {change} > sensitivity {declared}\n{}",
+                    d.dialect(),
                     p.backend_sql
                 );
             }
@@ -145,32 +190,34 @@ async fn every_answered_shape_stays_within_its_declared_sensitivity() {
 async fn the_bound_is_reached_so_the_test_can_fail() {
     // The added unit contributes maximally: the change equals the bound,
     // so a planner that understated sensitivity would be caught above.
-    let (d, d_prime, config) = neighbours().await;
     let Command::Private(query) = classify("SELECT COUNT(*), SUM(age) FROM visits")
         .unwrap()
         .remove(0)
     else {
         panic!()
     };
-    let p = plan(&query, &config, 1.0).unwrap();
-    let a = measurements(&d, &p.backend_sql).await;
-    let b = measurements(&d_prime, &p.backend_sql).await;
-    assert_eq!(
-        (b[0] - a[0]) as u64,
-        p.release.measurements[0].noise.sensitivity(),
-        "count"
-    );
-    // Ages alternate between the bounds: the sum moves by at most 5 × 110.
-    assert!((b[1] - a[1]).unsigned_abs() <= p.release.measurements[1].noise.sensitivity());
+    for n in neighbours().await {
+        let p = plan(&query, &n.config, 1.0).unwrap();
+        let a = measurements(&n.d, &p).await;
+        let b = measurements(&n.d_prime, &p).await;
+        assert_eq!(
+            (b[0] - a[0]) as u64,
+            p.release.measurements[0].noise.sensitivity(),
+            "count on {:?}",
+            n.d.dialect()
+        );
+        // Ages alternate between the bounds: the sum moves by at most 5 × 110.
+        assert!((b[1] - a[1]).unsigned_abs() <= p.release.measurements[1].noise.sensitivity());
+    }
 }
 
 /// Hospital databases D and D′ = D plus one patient with 40 extreme visits
 /// (every ward, a diagnosis nobody else has, ages and costs far outside
 /// the bounds) and 3 rows in `patients` (the bound is 1).
-async fn hospital_neighbours() -> (Client, Client, Config) {
+async fn hospital_neighbours() -> Vec<Neighbours> {
     let small = hospital_database("sens_h", 300).await;
     let large = hospital_database("sens_hprime", 300).await;
-    let (d, d_prime) = connect_both(&small, &large).await;
+    let d_prime: Client = connect_direct(&cluster().url(&large)).await;
     d_prime
         .batch_execute(
             "INSERT INTO visits SELECT 999999, CASE WHEN v % 2 = 0 THEN 100000 ELSE -100000 END,
@@ -181,36 +228,19 @@ async fn hospital_neighbours() -> (Client, Client, Config) {
         )
         .await
         .unwrap();
-    let config = Config::parse(
-        &hospital_toml(&small, 1, std::path::Path::new("/tmp/unused"), 1.0, 0.1),
-        &|_| Some("x".into()),
-    )
-    .unwrap();
-    (d, d_prime, config)
-}
-
-async fn groups(client: &Client, sql: &str, keys: usize) -> Vec<RawGroup> {
-    let mut out = Vec::new();
-    for m in client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    {
-        if let SimpleQueryMessage::Row(r) = m {
-            out.push(RawGroup {
-                keys: (0..keys).map(|i| r.get(i).map(str::to_string)).collect(),
-                values: (keys..r.len())
-                    .map(|i| parse_measurement(r.get(i).unwrap()).unwrap())
-                    .collect(),
-            });
-        }
-    }
-    out
+    let toml = |db: &str| hospital_toml(db, 1, std::path::Path::new("/tmp/unused"), 1.0, 0.1);
+    on_both_backends(&small, &large, toml, &HOSPITAL_TABLES).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grouped_joined_and_derived_shapes_stay_within_their_sensitivity() {
-    let (d, d_prime, config) = hospital_neighbours().await;
+    for n in hospital_neighbours().await {
+        grouped_shapes_on(&n).await;
+    }
+}
+
+async fn grouped_shapes_on(n: &Neighbours) {
+    let (d, d_prime, config) = (&n.d, &n.d_prime, &n.config);
     let shapes = [
         "SELECT ward, COUNT(*), SUM(cost), AVG(age) FROM visits GROUP BY ward",
         "SELECT ward, VARIANCE(age), MEDIAN(cost) FROM visits GROUP BY ward",
@@ -236,14 +266,10 @@ async fn grouped_joined_and_derived_shapes_stay_within_their_sensitivity() {
         let Command::Private(query) = classify(sql).unwrap().remove(0) else {
             panic!("{sql} is not private")
         };
-        let p = plan(&query, &config, 1.0).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let keys = match &p.grouping {
-            Grouping::None => 0,
-            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys.len(),
-        };
+        let p = plan(&query, config, 1.0).unwrap_or_else(|e| panic!("{sql}: {e}"));
         for _ in 0..3 {
-            let a = p.arrange(groups(&d, &p.backend_sql, keys).await);
-            let b = p.arrange(groups(&d_prime, &p.backend_sql, keys).await);
+            let a = p.arrange(groups(d, &p).await);
+            let b = p.arrange(groups(d_prime, &p).await);
             let zeros = vec![0; p.release.raw_len()];
             let mut all_keys: Vec<&Vec<Option<String>>> = a.iter().map(|g| &g.keys).collect();
             all_keys.extend(
@@ -271,7 +297,8 @@ async fn grouped_joined_and_derived_shapes_stay_within_their_sensitivity() {
                 let declared = m.noise.sensitivity();
                 assert!(
                     change <= declared,
-                    "{sql}: measurement {i} changed by {change} > sensitivity {declared}\n{}",
+                    "{:?} {sql}: measurement {i} changed by {change} > sensitivity {declared}\n{}",
+                    d.dialect(),
                     p.backend_sql
                 );
             }

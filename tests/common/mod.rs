@@ -536,22 +536,30 @@ pub async fn hospital_sqlite_toml(
     budget: f64,
     epsilon: f64,
 ) -> String {
-    export_csv(db, &HOSPITAL_TABLES, dir).await;
-    let mut toml = hospital_toml(db, listen_port, &dir.join("l.sqlite"), budget, epsilon).replace(
+    let toml = hospital_toml(db, listen_port, &dir.join("l.sqlite"), budget, epsilon);
+    sqlite_toml(&toml, db, &HOSPITAL_TABLES, dir).await
+}
+
+/// `toml` (whose backend is `db`) turned to the embedded SQLite backend:
+/// `tables` are exported from `db` as CSV into `dir` and declared with
+/// those files as their sources.
+pub async fn sqlite_toml(toml: &str, db: &str, tables: &[&str], dir: &Path) -> String {
+    export_csv(db, tables, dir).await;
+    let mut toml = toml.replace(
         &format!("[backend]\nurl = \"{}\"", cluster().url(db)),
-        &format!(
-            "[backend]\nsqlite = \"{}\"",
-            dir.join("hospital.db").display()
-        ),
+        &format!("[backend]\nsqlite = \"{}\"", dir.join("data.db").display()),
     );
-    for table in HOSPITAL_TABLES {
-        toml = toml.replace(
-            &format!("name = \"public.{table}\"\n"),
-            &format!(
-                "name = \"{table}\"\ncsv = \"{}\"\n",
-                dir.join(format!("{table}.csv")).display()
-            ),
+    for table in tables {
+        let csv = format!(
+            "name = \"{table}\"\ncsv = \"{}\"\n",
+            dir.join(format!("{table}.csv")).display()
         );
+        let qualified = format!("name = \"public.{table}\"\n");
+        toml = if toml.contains(&qualified) {
+            toml.replace(&qualified, &csv)
+        } else {
+            toml.replace(&format!("name = \"{table}\"\n"), &csv)
+        };
     }
     assert!(
         toml.contains("sqlite = ") && !toml.contains("public."),
