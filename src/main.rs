@@ -11,6 +11,7 @@ use dpgate_ledger::Ledger;
 use dpgate_server::Shared;
 
 mod admin;
+mod demo;
 
 /// A differentially private SQL proxy that speaks the PostgreSQL protocol.
 #[derive(Parser)]
@@ -22,6 +23,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Serve a generated hospital dataset from embedded SQLite: no database needed.
+    Demo {
+        /// Where the demo's proxy.toml, data and ledger live (default:
+        /// examples/demo in a dpgate checkout, else ./dpgate-demo).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Listen on this address instead of the config's (host:port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Start the proxy (SIGHUP rereads proxy.toml, SIGTERM stops).
     Serve {
         #[command(flatten)]
@@ -131,7 +142,8 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Serve { config } => serve(&config.config),
+        Cmd::Serve { config } => load(&config.config).and_then(|c| serve(&config.config, c, None)),
+        Cmd::Demo { dir, listen } => run_demo(dir, listen),
         Cmd::Check { config } => load(&config.config).map(|c| {
             println!(
                 "{}: ok ({} users, {} tables)",
@@ -155,7 +167,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(path: &Path) -> Result<(), ExitCode> {
+/// Prepares the demo directory and serves it, printing how to connect.
+fn run_demo(dir: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> Result<(), ExitCode> {
+    let dir = dir.unwrap_or_else(|| {
+        let checkout = PathBuf::from("examples/demo");
+        if checkout.join("proxy.toml").exists() {
+            checkout
+        } else {
+            PathBuf::from("dpgate-demo")
+        }
+    });
+    let path = demo::prepare(&dir).map_err(|e| {
+        eprintln!("cannot prepare the demo in {}: {e}", dir.display());
+        ExitCode::FAILURE
+    })?;
+    let mut config = load(&path)?;
+    if let Some(addr) = listen {
+        config.listen = addr;
+    }
+    let shown = path.clone();
+    serve(
+        &path,
+        config,
+        Some(Box::new(move |addr| {
+            println!("{}", demo::banner(addr, &shown))
+        })),
+    )
+}
+
+/// Called once dpgate listens, with the address.
+type OnReady = Box<dyn FnOnce(std::net::SocketAddr) + Send>;
+
+fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DPGATE_LOG")
@@ -163,7 +206,6 @@ fn serve(path: &Path) -> Result<(), ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = load(path)?;
     let runtime = runtime()?;
     runtime.block_on(async move {
         let ledger = open_ledger(&config).await?;
@@ -186,7 +228,11 @@ fn serve(path: &Path) -> Result<(), ExitCode> {
             eprintln!("cannot listen on {}: {e}", config.listen);
             ExitCode::FAILURE
         })?;
-        tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), ledger = %config.ledger, "dpgate is ready");
+        let addr = listener.local_addr().unwrap_or(config.listen);
+        tracing::info!(listen = %addr, backend = %config.backend.store, ledger = %config.ledger, "dpgate is ready");
+        if let Some(ready) = on_ready {
+            ready(addr);
+        }
         let ledger = Arc::new(ledger);
         let shared = Arc::new(Shared::new(config, ledger.clone(), backend, catalog).map_err(|e| {
             eprintln!("{e}");

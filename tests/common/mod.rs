@@ -238,8 +238,7 @@ pub struct Dpgate {
     pub child: Child,
     pub port: u16,
     pub dir: PathBuf,
-    /// What dpgate wrote to stderr so far (drained by a thread, so a
-    /// chatty log never blocks the process).
+    /// What dpgate wrote to stdout and stderr so far.
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -248,16 +247,21 @@ impl Dpgate {
     pub fn start(dir: &Path, config: &str, port: u16) -> Dpgate {
         let path = dir.join("proxy.toml");
         std::fs::write(&path, config).unwrap();
+        let path = path.display().to_string();
+        Dpgate::run(dir, &["serve", "--config", &path], port)
+    }
+
+    /// Starts `dpgate <args>` and waits until it listens on `port`.
+    pub fn run(dir: &Path, args: &[&str], port: u16) -> Dpgate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dpgate"))
-            .args(["serve", "--config"])
-            .arg(&path)
+            .args(args)
             .env("DPGATE_TEST_PASSWORD", PASSWORD)
             .env("DPGATE_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
                 let mut err = String::new();
@@ -270,15 +274,24 @@ impl Dpgate {
             assert!(Instant::now() < deadline, "dpgate did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Both streams are drained by threads, so a chatty log never
+        // blocks the process.
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
         Dpgate {
             child,
             port,

@@ -1,0 +1,103 @@
+//! `dpgate demo`: generates the hospital, loads it into embedded SQLite,
+//! serves it, and the psql command it prints answers the README's first
+//! query with noisy rows and a NOTICE. No PostgreSQL server is involved.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The connection string of the `psql "…"` line dpgate printed.
+fn printed_psql_target(gate: &Dpgate) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = gate.log.lock().unwrap().clone();
+        if let Some(line) = log.lines().find(|l| l.trim_start().starts_with("psql \"")) {
+            return line
+                .trim()
+                .trim_start_matches("psql ")
+                .trim_matches('"')
+                .to_string();
+        }
+        assert!(Instant::now() < deadline, "no psql line printed:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_demo_starts_and_answers_the_readme_query() {
+    let dir = tempdir();
+    let port = free_port();
+    let demo_dir = dir.path().join("demo");
+    let listen = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let gate = Dpgate::run(
+        dir.path(),
+        &[
+            "demo",
+            "--dir",
+            demo_dir.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+        port,
+    );
+    println!(
+        "demo listening after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let target = printed_psql_target(&gate);
+    assert!(target.ends_with(&format!("@{listen}/demo")), "{target}");
+
+    let out = Command::new("psql")
+        .arg(&target)
+        .args(["-X", "-A", "-t", "-c"])
+        .arg("SELECT ward, COUNT(*), AVG(cost) FROM visits GROUP BY ward")
+        .output()
+        .expect("psql on PATH");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split('|').collect()).collect();
+    let wards: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(
+        wards,
+        [
+            "cardiology",
+            "emergency",
+            "maternity",
+            "oncology",
+            "orthopedics",
+            "pediatrics"
+        ],
+        "{stdout}"
+    );
+    let mut total = 0;
+    for r in &rows {
+        total += r[1].parse::<i64>().unwrap();
+        assert!(r[2].parse::<f64>().is_ok(), "{r:?}");
+    }
+    // 100 000 visits (a few beyond the 10 per patient are dropped); the
+    // six noises (Laplace, scale 300) sum to about ±1 000.
+    assert!((80_000..=110_000).contains(&total), "{total}: {stdout}");
+    assert!(
+        stderr.contains("NOTICE:  dpgate: this answer cost ε = 0.1"),
+        "{stderr}"
+    );
+
+    // The generated files and the loaded database are where the config says.
+    for file in [
+        "proxy.toml",
+        "data/visits.csv",
+        "data/patients.csv",
+        "demo.db",
+    ] {
+        assert!(demo_dir.join(file).exists(), "{file}");
+    }
+    let visits = std::fs::read_to_string(demo_dir.join("data/visits.csv")).unwrap();
+    assert_eq!(visits.lines().count(), 100_001);
+}
