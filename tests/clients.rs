@@ -93,6 +93,38 @@ async fn sqlalchemy() {
     python_client("sqlalchemy").await;
 }
 
+/// examples/python/grouped_query.py against `dpgate demo` (SQLite
+/// backend, no catalog): one line per ward with both intervals.
+#[test]
+fn the_python_example_prints_answers_with_intervals() {
+    let Some(python) = python() else {
+        available("the Python client venv (target/clients-venv)", false);
+        return;
+    };
+    let dir = tempdir();
+    let port = free_port();
+    let demo = dir.path().join("demo");
+    let listen = format!("127.0.0.1:{port}");
+    let _gate = Dpgate::run(
+        dir.path(),
+        &["demo", "--dir", demo.to_str().unwrap(), "--listen", &listen],
+        port,
+    );
+    let mut c = Command::new(python);
+    c.arg(root().join("examples/python/grouped_query.py"))
+        .arg(format!("postgresql://analyst:demo@{listen}/demo"));
+    let out = run(c, "grouped_query.py");
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("  ward = ")).collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    for line in lines {
+        assert!(
+            line.contains("visits = ") && line.matches(" ± ").count() == 2,
+            "{line}"
+        );
+    }
+    assert!(out.contains("dpgate: this answer cost ε = 0.1"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres() {
     let dir = root().join("clients/node");
