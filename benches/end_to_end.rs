@@ -4,8 +4,10 @@
 //! Prints median latencies and the ratios dpgate / direct-rewritten (the
 //! proxy's own overhead: parse, plan, charge and audit, noise, wire),
 //! rewritten / plain (the cost of contribution bounding in the backend),
-//! a PostgreSQL ledger against the SQLite one, and a free repeat from the
-//! cache against the rewritten query.
+//! a PostgreSQL ledger against the SQLite one, a free repeat from the
+//! cache against the rewritten query, and the embedded SQLite backend
+//! (the same rows, loaded from CSV) through dpgate against its rewritten
+//! query run directly on the SQLite file.
 //!
 //! Run: `cargo bench --bench end_to_end` (BENCH_ROWS and BENCH_ITERS to change size).
 
@@ -84,10 +86,10 @@ fn main() {
 
         let config =
             dpgate_config::Config::parse(&config_text, &|_| Some(PASSWORD.into())).unwrap();
-        let Command::Private(q) = classify(QUERY).unwrap().remove(0) else {
+        let Command::Private(query) = classify(QUERY).unwrap().remove(0) else {
             unreachable!()
         };
-        let rewritten = plan(&q, &config, 0.1).unwrap().backend_sql;
+        let rewritten = plan(&query, &config, 0.1).unwrap().backend_sql;
 
         let through = time(iters, || async {
             proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
@@ -149,6 +151,35 @@ fn main() {
         })
         .await;
 
+        // The embedded SQLite backend over the same rows (CSV export).
+        let (lite_dir, lite_port) = (tempdir(), free_port());
+        let lite_text = sqlite_toml(
+            &(proxy_toml(&db, lite_port, &lite_dir.path().join("l.sqlite"), 1e9, 0.1)
+                + "[cache]\nenabled = false\n"),
+            &db,
+            &["visits"],
+            lite_dir.path(),
+        )
+        .await;
+        let lite_gate = Dpgate::start(lite_dir.path(), &lite_text, lite_port);
+        let (lite_proxy, _lite_notices) = lite_gate.connect().await;
+        let lite_config =
+            dpgate_config::Config::parse(&lite_text, &|_| Some(PASSWORD.into())).unwrap();
+        let lite_backend = dpgate_backend::Backend::connect(&lite_config).await.unwrap();
+        let lite_plan = plan(&query, &lite_config, 0.1).unwrap();
+        let through_lite = time(iters, || async {
+            lite_proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
+        })
+        .await;
+        let lite_direct = time(iters, || async {
+            lite_backend
+                .fetch_groups(&lite_plan.backend_sql, 0, lite_plan.release.raw_len())
+                .await
+                .map(|_| ())
+                .unwrap()
+        })
+        .await;
+
         println!("end_to_end over {rows} rows, median of {iters} runs each:");
         println!("  plain query, direct to PostgreSQL:     {plain:>10.2?}");
         println!("  rewritten query, direct to PostgreSQL: {bounded:>10.2?}");
@@ -182,6 +213,16 @@ fn main() {
         println!(
             "  ratio dpgate / direct (catalog):       {:>10.3}",
             through_catalog.as_secs_f64() / direct_catalog.as_secs_f64()
+        );
+        println!("  SQLite backend, rewritten, direct:     {lite_direct:>10.2?}");
+        println!("  SQLite backend, through dpgate:        {through_lite:>10.2?}");
+        println!(
+            "  ratio dpgate / direct (SQLite):        {:>10.3}",
+            through_lite.as_secs_f64() / lite_direct.as_secs_f64()
+        );
+        println!(
+            "  ratio SQLite / PostgreSQL backend:     {:>10.3}",
+            through_lite.as_secs_f64() / through.as_secs_f64()
         );
     });
 }
