@@ -173,7 +173,7 @@ fn main() {
         .await;
         let lite_direct = time(iters, || async {
             lite_backend
-                .fetch_groups(&lite_plan.backend_sql, 0, lite_plan.release.raw_len())
+                .fetch(&lite_plan)
                 .await
                 .map(|_| ())
                 .unwrap()

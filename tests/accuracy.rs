@@ -12,7 +12,7 @@ use dpgate_backend::Backend;
 use dpgate_config::Config;
 use dpgate_dp::secure_rng;
 use dpgate_sql::constant::Constant;
-use dpgate_sql::{classify, plan, Command, RawGroup};
+use dpgate_sql::{classify, plan, Command};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -75,16 +75,7 @@ async fn check_intervals(client: &Client, backend: &Backend, config: &Config) {
         let keys = p.grouping.key_count();
         let (mut case_inside, mut case_total) = (0usize, 0usize);
         for _ in 0..10 {
-            let raw: Vec<RawGroup> = backend
-                .fetch_groups(&p.backend_sql, keys, p.release.raw_len())
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|g| RawGroup {
-                    keys: g.keys,
-                    values: g.values,
-                })
-                .collect();
+            let raw = backend.fetch(&p).await.unwrap();
             let groups = p.arrange(raw);
             for _ in 0..30 {
                 let mut rng = secure_rng();

@@ -9,17 +9,17 @@ mod common;
 
 use common::corpus::*;
 use common::*;
-use dpgate_backend::{Backend, Group};
+use dpgate_backend::Backend;
 use dpgate_config::Config;
-use dpgate_sql::{classify, plan, Command, Plan};
+use dpgate_sql::{classify, plan, Command, Plan, RawGroup};
 
 fn config(text: &str) -> Config {
     Config::parse(text, &|_| Some("x".into())).unwrap()
 }
 
-async fn raw(backend: &Backend, p: &Plan) -> Result<Vec<Group>, String> {
+async fn raw(backend: &Backend, p: &Plan) -> Result<Vec<RawGroup>, String> {
     let mut groups = backend
-        .fetch_groups(&p.backend_sql, p.grouping.key_count(), p.release.raw_len())
+        .fetch(p)
         .await
         .map_err(|e| format!("{e}\n    SQL: {}", p.backend_sql))?;
     groups.sort_by(|a, b| a.keys.cmp(&b.keys));

@@ -99,15 +99,9 @@ columns.score = { type = "int", lower = -10, upper = 3 }
 /// The raw groups of `p` on `backend`.
 async fn groups(backend: &Backend, p: &Plan) -> Vec<RawGroup> {
     backend
-        .fetch_groups(&p.backend_sql, p.grouping.key_count(), p.release.raw_len())
+        .fetch(p)
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", p.backend_sql))
-        .into_iter()
-        .map(|g| RawGroup {
-            keys: g.keys,
-            values: g.values,
-        })
-        .collect()
 }
 
 /// The measurements of an ungrouped plan.

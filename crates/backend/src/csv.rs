@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use dpgate_config::{quote_ident, ColumnType, Table};
+use dpgate_config::{parse_bool, quote_ident, ColumnType, Table};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, Transaction};
 
@@ -262,10 +262,9 @@ fn parse_value(text: &str, ty: Option<ColumnType>) -> Result<Value, String> {
                 Value::Real(x)
             }
         }
-        Some(ColumnType::Bool) => match t.to_ascii_lowercase().as_str() {
-            "t" | "true" | "yes" | "y" | "on" | "1" => Value::Integer(1),
-            "f" | "false" | "no" | "n" | "off" | "0" => Value::Integer(0),
-            _ => return Err(bad("a boolean (true/false)")),
+        Some(ColumnType::Bool) => match parse_bool(t) {
+            Some(b) => Value::Integer(i64::from(b)),
+            None => return Err(bad("a boolean (true/false)")),
         },
         Some(ColumnType::Date) => Value::Text(date(t).ok_or_else(|| bad("a date (YYYY-MM-DD)"))?),
         Some(ColumnType::Timestamp) => {

@@ -10,7 +10,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use dpgate_config::{BackendStore, Config};
-use dpgate_sql::Dialect;
+use dpgate_sql::{Dialect, Plan, RawGroup};
 
 pub use pool::{Pool, Pooled};
 pub use postgres::PgBackend;
@@ -94,16 +94,16 @@ impl Backend {
         }
     }
 
-    /// Runs `sql`, which returns one row per group: `keys` key columns as
-    /// text, then `count` integer columns rendered as text (so that no
-    /// cast can fail in the backend). If the returned future is dropped
-    /// (the analyst cancelled), the backend query is stopped too.
-    pub async fn fetch_groups(
-        &self,
-        sql: &str,
-        keys: usize,
-        count: usize,
-    ) -> Result<Vec<Group>, BackendError> {
+    /// Runs `plan`'s backend query, which returns one row per group: the
+    /// key columns as text, then the integer measurements rendered as
+    /// text (so that no cast can fail in the backend). If the returned
+    /// future is dropped (the analyst cancelled), the query is stopped too.
+    pub async fn fetch(&self, plan: &Plan) -> Result<Vec<RawGroup>, BackendError> {
+        let (sql, keys, count) = (
+            plan.backend_sql.as_str(),
+            plan.grouping.key_count(),
+            plan.release.raw_len(),
+        );
         match self {
             Backend::Postgres(pg) => pg.fetch_groups(sql, keys, count).await,
             Backend::Sqlite(lite) => lite.fetch_groups(sql, keys, count).await,
@@ -111,26 +111,25 @@ impl Backend {
     }
 }
 
-/// A row of `keys` key texts then measurement texts, as a [`Group`].
-pub(crate) fn parse_row(cells: Vec<Option<String>>, keys: usize) -> Result<Group, BackendError> {
+/// A row of `keys` key texts then measurement texts (`None` is NULL);
+/// only the keys are copied.
+pub(crate) fn parse_row<S: AsRef<str>>(
+    cells: impl IntoIterator<Item = Option<S>>,
+    keys: usize,
+) -> Result<RawGroup, BackendError> {
     let mut cells = cells.into_iter();
-    let key_cells = cells.by_ref().take(keys).collect();
+    let key_cells = cells
+        .by_ref()
+        .take(keys)
+        .map(|k| k.map(|k| k.as_ref().to_string()))
+        .collect();
     let values = cells
-        .map(|v| parse_measurement(v.as_deref().unwrap_or("0")))
+        .map(|v| parse_measurement(v.as_ref().map_or("0", |v| v.as_ref())))
         .collect::<Result<_, _>>()?;
-    Ok(Group {
+    Ok(RawGroup {
         keys: key_cells,
         values,
     })
-}
-
-/// One row of a grouped backend query.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Group {
-    /// Key values as text (`None` is NULL).
-    pub keys: Vec<Option<String>>,
-    /// Raw measured values.
-    pub values: Vec<i64>,
 }
 
 /// Parses an integer measurement rendered as text (bigint, numeric or

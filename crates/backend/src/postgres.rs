@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::{parse_row, BackendError, Group, Pool};
+use dpgate_sql::RawGroup;
+
+use crate::{parse_row, BackendError, Pool};
 
 /// The read-only pool of connections to the data.
 pub struct PgBackend {
@@ -51,14 +53,14 @@ impl PgBackend {
         row.try_get(0).ok()
     }
 
-    /// [`crate::Backend::fetch_groups`] on PostgreSQL; a dropped future
+    /// [`crate::Backend::fetch`] on PostgreSQL; a dropped future
     /// cancels the query in the server.
     pub async fn fetch_groups(
         &self,
         sql: &str,
         keys: usize,
         count: usize,
-    ) -> Result<Vec<Group>, BackendError> {
+    ) -> Result<Vec<RawGroup>, BackendError> {
         let client = self.pool.get().await.map_err(connect_error)?;
         let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
         let mut running = CancelOnDrop(Some(client.cancel_token()));
@@ -76,7 +78,7 @@ impl PgBackend {
             .map(|row| {
                 let cells = (0..keys + count)
                     .map(|i| {
-                        row.try_get::<_, Option<String>>(i)
+                        row.try_get::<_, Option<&str>>(i)
                             .map_err(|e| BackendError::Shape(e.to_string()))
                     })
                     .collect::<Result<Vec<_>, _>>()?;

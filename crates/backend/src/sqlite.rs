@@ -14,7 +14,9 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use tokio::sync::Semaphore;
 
-use crate::{parse_row, BackendError, Group};
+use dpgate_sql::RawGroup;
+
+use crate::{parse_row, BackendError};
 
 /// Read-only connections to one SQLite file.
 pub struct SqliteBackend {
@@ -71,7 +73,7 @@ impl SqliteBackend {
         .flatten()
     }
 
-    /// [`crate::Backend::fetch_groups`] on SQLite. The query runs in a
+    /// [`crate::Backend::fetch`] on SQLite. The query runs in a
     /// blocking thread; it is interrupted at the statement timeout, and
     /// when the returned future is dropped.
     pub async fn fetch_groups(
@@ -79,7 +81,7 @@ impl SqliteBackend {
         sql: &str,
         keys: usize,
         count: usize,
-    ) -> Result<Vec<Group>, BackendError> {
+    ) -> Result<Vec<RawGroup>, BackendError> {
         let sql = sql.to_string();
         let width = keys + count;
         let timeout = self.statement_timeout;

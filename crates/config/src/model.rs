@@ -340,6 +340,16 @@ pub struct Column {
     pub values: Option<Vec<String>>,
 }
 
+/// A boolean as PostgreSQL reads one from text (`t`, `true`, `y`, `yes`,
+/// `on`, `1` and their opposites, any case, spaces trimmed).
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
+        "f" | "false" | "n" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 /// Column types dpgate understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnType {

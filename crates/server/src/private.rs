@@ -9,7 +9,7 @@ use dpgate_ledger::{
     now_ms, Amount, AuditEntry, ChargeRequest, Exhausted, Finish, LedgerError,
     Outcome as AuditOutcome, Release, Resource, Standing,
 };
-use dpgate_sql::{sqlstate, Plan, RawGroup, Refusal};
+use dpgate_sql::{sqlstate, Plan, Refusal};
 use pgwire::api::Type;
 
 use crate::audit::Who;
@@ -199,24 +199,13 @@ impl QueryHandler {
         let raw = self
             .shared
             .backend
-            .fetch_groups(
-                &plan.backend_sql,
-                plan.grouping.key_count(),
-                plan.release.raw_len(),
-            )
+            .fetch(plan)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, sql = %plan.backend_sql, "backend query failed after charge");
                 e.to_string()
             })?;
-        let groups = plan.arrange(
-            raw.into_iter()
-                .map(|g| RawGroup {
-                    keys: g.keys,
-                    values: g.values,
-                })
-                .collect(),
-        );
+        let groups = plan.arrange(raw);
         let draws = match early_noise {
             Some(draws) => draws,
             None => draw_noise(plan.release.clone(), groups.len()),

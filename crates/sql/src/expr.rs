@@ -8,7 +8,7 @@
 //! no row can make the backend overflow or divide by zero. Bare columns in
 //! comparisons are read as stored.
 
-use dpgate_config::ColumnType;
+use dpgate_config::{parse_bool, ColumnType};
 use sqlparser::ast::{
     BinaryOperator, CastKind, CeilFloorKind, DataType, Expr, Function, FunctionArg,
     FunctionArgExpr, FunctionArguments, UnaryOperator, Value,
@@ -692,10 +692,7 @@ fn literal_fits(ty: SqlType, lit: Option<&Literal>) -> bool {
     };
     match ty {
         SqlType::Int | SqlType::Float => s.trim().parse::<f64>().is_ok(),
-        SqlType::Bool => matches!(
-            s.trim().to_ascii_lowercase().as_str(),
-            "t" | "f" | "true" | "false" | "yes" | "no" | "on" | "off" | "1" | "0"
-        ),
+        SqlType::Bool => parse_bool(s).is_some(),
         SqlType::Date | SqlType::Timestamp => check_date_text(s, ty).is_ok(),
         SqlType::Text | SqlType::Unknown => true,
     }
@@ -828,13 +825,10 @@ fn coerced(d: Dialect, t: &Typed, with: SqlType) -> String {
             Ok(x) if x.is_finite() => format!("{x:e}"),
             _ => t.sql.clone(),
         },
-        SqlType::Bool => {
-            let b = matches!(
-                s.trim().to_ascii_lowercase().as_str(),
-                "t" | "true" | "yes" | "on" | "1"
-            );
-            d.bool_literal(b)
-        }
+        SqlType::Bool => match parse_bool(s) {
+            Some(b) => d.bool_literal(b),
+            None => t.sql.clone(),
+        },
         SqlType::Date | SqlType::Timestamp => d.datetime_literal(s, with),
         SqlType::Text | SqlType::Unknown => t.sql.clone(),
     }
