@@ -9,6 +9,12 @@ mod validate;
 pub use model::*;
 pub use validate::{ConfigError, ConfigErrors};
 
+/// Largest `max_rows_per_unit` a table may declare, and largest per-unit
+/// row bound a join of private tables may reach (the product of its
+/// tables' bounds). Sensitivities grow with it; beyond it answers are
+/// noise and the backend work per person grows without a useful bound.
+pub const MAX_ROWS_PER_UNIT: u32 = 1_000;
+
 use std::path::Path;
 
 impl Config {

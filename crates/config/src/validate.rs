@@ -509,6 +509,15 @@ fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Table> {
                     "0 rows per unit would drop all data",
                     "write 1 or more",
                 );
+            } else if k > crate::MAX_ROWS_PER_UNIT {
+                c.err(
+                    format!("{path}.max_rows_per_unit"),
+                    format!(
+                        "{k} rows per unit is above dpgate's limit of {}: the noise would drown every answer",
+                        crate::MAX_ROWS_PER_UNIT
+                    ),
+                    format!("write at most {}", crate::MAX_ROWS_PER_UNIT),
+                );
             }
             if t.privacy_unit.as_deref() == Some("") {
                 c.err(

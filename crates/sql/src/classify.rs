@@ -5,8 +5,6 @@
 use sqlparser::ast::{
     Expr, ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement, Value,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 use crate::error::{sqlstate, Refusal};
 
@@ -48,13 +46,7 @@ pub enum Command {
 
 /// Parses `sql` and classifies each statement.
 pub fn classify(sql: &str) -> Result<Vec<Command>, Refusal> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
-        Refusal::new(
-            sqlstate::SYNTAX_ERROR,
-            format!("cannot parse the statement: {e}"),
-            "check the SQL syntax; dpgate reads the PostgreSQL dialect",
-        )
-    })?;
+    let statements = crate::limits::parse_bounded(sql)?;
     let commands = statements
         .into_iter()
         .map(classify_statement)

@@ -38,6 +38,10 @@ pub mod sqlstate {
     pub const UNDEFINED_OBJECT: &str = "42704";
     /// A `$n` with no bound value.
     pub const UNDEFINED_PARAMETER: &str = "42P02";
+    /// A statement beyond dpgate's size, depth or fan-out limits.
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    /// A plan beyond a stated limit (noise scale, sensitivity, backend columns).
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }
 
 /// A refusal with its SQLSTATE, message and hint.

@@ -10,6 +10,7 @@ pub mod constant;
 pub mod dialect;
 pub mod error;
 mod expr;
+pub mod limits;
 mod narrow;
 pub mod params;
 pub mod plan;

@@ -13,7 +13,7 @@ use sqlparser::ast::{
 use crate::error::{sqlstate, Refusal};
 use crate::expr::{compile, SqlType};
 use crate::scope::Scope;
-use crate::source::{resolve_from, Ctes};
+use crate::source::{push_ctes, resolve_from, Ctes};
 
 /// A bound parameter value, decoded by the server.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,12 +105,10 @@ fn query_scope(query: &Query, config: &Config) -> Option<Scope> {
     let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
-    let ctes: Ctes<'_> = query
-        .with
-        .iter()
-        .flat_map(|w| &w.cte_tables)
-        .map(|c| (c.alias.name.value.clone(), c.query.as_ref()))
-        .collect();
+    let mut ctes: Ctes<'_> = Vec::new();
+    if let Some(with) = &query.with {
+        push_ctes(&mut ctes, with);
+    }
     resolve_from(&select.from, config, &ctes)
         .ok()
         .map(|s| s.scope)

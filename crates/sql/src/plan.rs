@@ -22,7 +22,7 @@ use crate::narrow::narrow;
 pub use crate::post::OutputType;
 use crate::post::{compile_post, PostExpr, PostScope};
 use crate::scope::Scope;
-use crate::source::{resolve_from, Ctes, Source};
+use crate::source::{push_ctes, resolve_from, Ctes, Source};
 
 /// A planned private query.
 #[derive(Clone, Debug)]
@@ -126,9 +126,7 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
                 "use non-recursive, row-level CTEs",
             ));
         }
-        for cte in &with.cte_tables {
-            ctes.push((cte.alias.name.value.clone(), cte.query.as_ref()));
-        }
+        push_ctes(&mut ctes, with);
     }
     if !query.locks.is_empty() || query.fetch.is_some() {
         return Err(raw_rows());

@@ -32,14 +32,129 @@ pub struct Source {
     pub one_row_per_unit: bool,
 }
 
-/// Named row-level subqueries from WITH.
-pub type Ctes<'q> = Vec<(String, &'q Query)>;
+/// Named row-level subqueries from WITH, in order. The `usize` is how many
+/// entries before this one its body may see: a non-recursive CTE sees only
+/// the CTEs defined before it (as in PostgreSQL), so a body that names
+/// itself or a later CTE means a table, and resolution cannot loop.
+pub type Ctes<'q> = Vec<(String, &'q Query, usize)>;
+
+/// Appends the CTEs of one WITH list, each seeing only what precedes it.
+pub fn push_ctes<'q>(ctes: &mut Ctes<'q>, with: &'q sqlparser::ast::With) {
+    for cte in &with.cte_tables {
+        let visible = ctes.len();
+        ctes.push((cte.alias.name.value.clone(), cte.query.as_ref(), visible));
+    }
+}
+
+/// Most references to private tables one query may make, CTEs expanded
+/// where they are used: each is a scan whose rows a person multiplies.
+pub const MAX_PRIVATE_TABLES: usize = 8;
+
+/// Counts the private table references of a FROM list, expanding CTEs
+/// where they are named, and refuses more than [`MAX_PRIVATE_TABLES`].
+/// Runs before resolution, and stops counting at the limit, so a WITH
+/// list whose CTEs name each other many times cannot make planning slow.
+pub fn count_private_tables(
+    from: &[TableWithJoins],
+    config: &Config,
+    ctes: &Ctes<'_>,
+) -> Result<usize, Refusal> {
+    let mut n = 0;
+    count_in_from(from, config, ctes, &mut n)?;
+    Ok(n)
+}
+
+fn count_in_from(
+    from: &[TableWithJoins],
+    config: &Config,
+    ctes: &Ctes<'_>,
+    n: &mut usize,
+) -> Result<(), Refusal> {
+    for t in from {
+        count_in_factor(&t.relation, config, ctes, n)?;
+        for j in &t.joins {
+            count_in_factor(&j.relation, config, ctes, n)?;
+        }
+    }
+    Ok(())
+}
+
+fn count_in_query(
+    q: &Query,
+    config: &Config,
+    ctes: &Ctes<'_>,
+    n: &mut usize,
+) -> Result<(), Refusal> {
+    let mut inner = ctes.clone();
+    if let Some(with) = &q.with {
+        push_ctes(&mut inner, with);
+    }
+    match q.body.as_ref() {
+        SetExpr::Select(s) => count_in_from(&s.from, config, &inner, n),
+        _ => Ok(()),
+    }
+}
+
+fn count_in_factor(
+    f: &TableFactor,
+    config: &Config,
+    ctes: &Ctes<'_>,
+    n: &mut usize,
+) -> Result<(), Refusal> {
+    match f {
+        TableFactor::Table { name, .. } => {
+            if name.0.len() == 1 {
+                let cte_name = crate::classify::object_name(name);
+                if let Some((_, q, visible)) = ctes
+                    .iter()
+                    .rev()
+                    .find(|(c, _, _)| c.eq_ignore_ascii_case(&cte_name))
+                {
+                    return count_in_query(q, config, &ctes[..*visible].to_vec(), n);
+                }
+            }
+            if let Ok(t) = resolve_table(config, name) {
+                if !matches!(t.privacy, TablePrivacy::Public) {
+                    *n += 1;
+                    if *n > MAX_PRIVATE_TABLES {
+                        return Err(Refusal::new(
+                            sqlstate::STATEMENT_TOO_COMPLEX,
+                            format!(
+                                "the query reads private tables more than {MAX_PRIVATE_TABLES} times (CTEs count once per use)"
+                            ),
+                            "join fewer private tables; a self-join repeats what one read of the table already tells",
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        TableFactor::Derived { subquery, .. } => count_in_query(subquery, config, ctes, n),
+        TableFactor::NestedJoin {
+            table_with_joins, ..
+        } => count_in_from(std::slice::from_ref(table_with_joins), config, ctes, n),
+        _ => Ok(()),
+    }
+}
 
 /// Resolves the FROM list of a SELECT.
 pub fn resolve_from(
     from: &[TableWithJoins],
     config: &Config,
     ctes: &Ctes<'_>,
+) -> Result<Source, Refusal> {
+    let private = count_private_tables(from, config, ctes)?;
+    resolve(from, config, ctes, private > 1)
+}
+
+/// Resolves a FROM list; with `join_bound`, each private table is bounded
+/// per unit before it is joined, so a join's rows per person never exceed
+/// the product of the tables' bounds (and its work per person neither).
+fn resolve(
+    from: &[TableWithJoins],
+    config: &Config,
+    ctes: &Ctes<'_>,
+    join_bound: bool,
 ) -> Result<Source, Refusal> {
     let [first] = from else {
         return Err(Refusal::unsupported(
@@ -51,9 +166,9 @@ pub fn resolve_from(
             "write JOIN ... ON with the condition that links the tables",
         ));
     };
-    let mut source = factor(&first.relation, config, ctes)?;
+    let mut source = factor(&first.relation, config, ctes, join_bound)?;
     for join in &first.joins {
-        let right = factor(&join.relation, config, ctes)?;
+        let right = factor(&join.relation, config, ctes, join_bound)?;
         source = join_sources(source, right, join)?;
     }
     if source.unit.is_none() {
@@ -65,7 +180,12 @@ pub fn resolve_from(
     Ok(source)
 }
 
-fn factor(f: &TableFactor, config: &Config, ctes: &Ctes<'_>) -> Result<Source, Refusal> {
+fn factor(
+    f: &TableFactor,
+    config: &Config,
+    ctes: &Ctes<'_>,
+    join_bound: bool,
+) -> Result<Source, Refusal> {
     match f {
         TableFactor::Table {
             name,
@@ -85,12 +205,17 @@ fn factor(f: &TableFactor, config: &Config, ctes: &Ctes<'_>) -> Result<Source, R
             }
             if name.0.len() == 1 {
                 let n = crate::classify::object_name(name);
-                if let Some((_, q)) = ctes.iter().find(|(c, _)| c.eq_ignore_ascii_case(&n)) {
+                // The innermost WITH that names it wins.
+                if let Some((_, q, visible)) = ctes
+                    .iter()
+                    .rev()
+                    .find(|(c, _, _)| c.eq_ignore_ascii_case(&n))
+                {
                     let alias = alias_name.unwrap_or(n);
-                    return derived(q, &alias, config, ctes);
+                    return derived(q, &alias, config, &ctes[..*visible].to_vec(), join_bound);
                 }
             }
-            table(name, alias_name, config)
+            table(name, alias_name, config, join_bound)
         }
         TableFactor::Derived {
             lateral: false,
@@ -108,12 +233,17 @@ fn factor(f: &TableFactor, config: &Config, ctes: &Ctes<'_>) -> Result<Source, R
                         "write FROM (SELECT ...) AS s",
                     )
                 })?;
-            derived(subquery, &alias, config, ctes)
+            derived(subquery, &alias, config, ctes, join_bound)
         }
         TableFactor::NestedJoin {
             table_with_joins,
             alias: None,
-        } => resolve_from(std::slice::from_ref(table_with_joins), config, ctes),
+        } => resolve(
+            std::slice::from_ref(table_with_joins),
+            config,
+            ctes,
+            join_bound,
+        ),
         other => Err(Refusal::unsupported(
             format!("FROM {other} is not supported"),
             "read declared tables, row-level subqueries over them, or joins of those",
@@ -125,6 +255,7 @@ fn table(
     name: &sqlparser::ast::ObjectName,
     alias: Option<String>,
     config: &Config,
+    join_bound: bool,
 ) -> Result<Source, Refusal> {
     let t = resolve_table(config, name)?;
     let dialect = Dialect::of(&config.backend.store);
@@ -150,8 +281,22 @@ fn table(
             privacy_unit: None, ..
         } => (Some(dialect.row_id(&q)), 1, true),
     };
+    let read = match (&t.privacy, join_bound) {
+        (
+            TablePrivacy::Private {
+                privacy_unit: Some(u),
+                max_rows_per_unit,
+            },
+            true,
+        ) => format!(
+            "(SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY random()) AS \"__dp_rn_table\" FROM {}) AS \"__dp_table\" WHERE \"__dp_rn_table\" <= {max_rows_per_unit})",
+            quote_ident(u),
+            dialect.table(t)
+        ),
+        _ => dialect.table(t),
+    };
     Ok(Source {
-        from_sql: format!("{} AS {}", dialect.table(t), quote_ident(&q)),
+        from_sql: format!("{read} AS {}", quote_ident(&q)),
         scope: Scope { columns, dialect },
         unit,
         max_rows,
@@ -161,7 +306,13 @@ fn table(
 
 /// A row-level subquery: filter, project and derive, but no aggregation,
 /// no DISTINCT, no ORDER BY or LIMIT (which would pick rows by value).
-fn derived(q: &Query, alias: &str, config: &Config, ctes: &Ctes<'_>) -> Result<Source, Refusal> {
+fn derived(
+    q: &Query,
+    alias: &str,
+    config: &Config,
+    ctes: &Ctes<'_>,
+    join_bound: bool,
+) -> Result<Source, Refusal> {
     let refuse = |what: &str| {
         Refusal::unsupported(
             format!("{what} inside a subquery or CTE is not supported: it would select rows by their values"),
@@ -173,9 +324,7 @@ fn derived(q: &Query, alias: &str, config: &Config, ctes: &Ctes<'_>) -> Result<S
         if with.recursive {
             return Err(refuse("WITH RECURSIVE"));
         }
-        for cte in &with.cte_tables {
-            scope_ctes.push((cte.alias.name.value.clone(), cte.query.as_ref()));
-        }
+        push_ctes(&mut scope_ctes, with);
     }
     if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
         return Err(refuse("ORDER BY, LIMIT or FETCH"));
@@ -201,7 +350,7 @@ fn derived(q: &Query, alias: &str, config: &Config, ctes: &Ctes<'_>) -> Result<S
             "aggregation (GROUP BY, HAVING or an aggregate function)",
         ));
     }
-    let inner = resolve_from(&select.from, config, &scope_ctes)?;
+    let inner = resolve(&select.from, config, &scope_ctes, join_bound)?;
     let mut inner_scope = inner.scope.clone();
     let filter = match &select.selection {
         Some(p) => {
@@ -418,7 +567,18 @@ fn finish_join(
                     "join on the privacy unit columns, e.g. ON v.patient_id = p.patient_id",
                 ));
             }
-            (left.unit.clone(), left.max_rows.saturating_mul(right.max_rows))
+            let max_rows = left.max_rows.saturating_mul(right.max_rows);
+            if max_rows > u64::from(dpgate_config::MAX_ROWS_PER_UNIT) {
+                return Err(Refusal::new(
+                    sqlstate::STATEMENT_TOO_COMPLEX,
+                    format!(
+                        "this join can give one person {max_rows} rows (the product of the tables' max_rows_per_unit); dpgate's limit is {}",
+                        dpgate_config::MAX_ROWS_PER_UNIT
+                    ),
+                    "join fewer private tables, or filter in a subquery before joining",
+                ));
+            }
+            (left.unit.clone(), max_rows)
         }
         (Some(_), None) => (left.unit.clone(), left.max_rows),
         (None, Some(_)) if kind == "JOIN" => (right.unit.clone(), right.max_rows),

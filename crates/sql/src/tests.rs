@@ -457,3 +457,71 @@ fn joins_need_the_shared_unit_or_a_public_table() {
         "0A000"
     );
 }
+
+/// A CTE body sees only the CTEs before it: naming itself means the table,
+/// and two CTEs that name each other cannot loop.
+#[test]
+fn ctes_cannot_recurse_through_their_names() {
+    let p = try_plan("WITH visits AS (SELECT * FROM visits) SELECT COUNT(*) FROM visits").unwrap();
+    assert!(p.backend_sql.contains("\"visits\""), "{}", p.backend_sql);
+    let e = refused("WITH a AS (SELECT * FROM b), b AS (SELECT * FROM a) SELECT COUNT(*) FROM a");
+    assert_eq!(e.code, "42P01", "{e}");
+    let nested = "WITH v AS (WITH v AS (SELECT * FROM v) SELECT * FROM v) SELECT COUNT(*) FROM v";
+    assert_eq!(refused(nested).code, "42P01");
+}
+
+/// Fan-out is bounded before resolution: CTEs that reuse each other
+/// cannot multiply the work, and joins cannot multiply a person's rows
+/// beyond the stated limit.
+#[test]
+fn fan_out_is_bounded() {
+    let mut sql = String::from("WITH c0 AS (SELECT * FROM visits)");
+    for i in 1..40 {
+        let p = i - 1;
+        sql.push_str(&format!(
+            ", c{i} AS (SELECT a.age FROM c{p} a JOIN c{p} b ON a.patient_id = b.patient_id)"
+        ));
+    }
+    sql.push_str(" SELECT COUNT(*) FROM c39");
+    let started = std::time::Instant::now();
+    assert_eq!(refused(&sql).code, "54001");
+    assert!(started.elapsed().as_secs() < 5);
+    let mut chain = String::from("SELECT COUNT(*) FROM visits v0");
+    for i in 1..22 {
+        chain.push_str(&format!(
+            " JOIN visits v{i} ON v0.patient_id = v{i}.patient_id"
+        ));
+    }
+    assert_eq!(refused(&chain).code, "54001");
+    // 5 · 5 · 5 rows per person is within the limit; 5⁵ is not.
+    let join = |n: usize| {
+        let mut s = String::from("SELECT COUNT(*) FROM visits v0");
+        for i in 1..n {
+            s.push_str(&format!(
+                " JOIN visits v{i} ON v0.patient_id = v{i}.patient_id"
+            ));
+        }
+        s
+    };
+    let three = try_plan(&join(3)).unwrap();
+    assert_eq!(sensitivities(&three), [125]);
+    // Each private table is bounded per person before it is joined.
+    assert_eq!(three.backend_sql.matches("__dp_rn_table\" <= 5").count(), 3);
+    assert_eq!(refused(&join(5)).code, "54001");
+    // A single table is bounded once, after its filter.
+    let one = try_plan("SELECT COUNT(*) FROM visits WHERE age > 3").unwrap();
+    assert!(!one.backend_sql.contains("__dp_rn_table"));
+}
+
+/// The deepest expressions the parser lets through plan without
+/// exhausting an ordinary thread's stack.
+#[test]
+fn the_deepest_accepted_expressions_plan() {
+    let terms = vec!["age"; 120].join(" + ");
+    let p = try_plan(&format!(
+        "SELECT SUM(LEAST({terms}, 100)) FROM visits WHERE {terms} > 3"
+    ));
+    assert!(p.is_ok(), "{p:?}");
+    let parens = format!("{}age{}", "(".repeat(25), ")".repeat(25));
+    assert!(try_plan(&format!("SELECT SUM({parens}) FROM visits")).is_ok());
+}
