@@ -15,6 +15,12 @@ pub use validate::{ConfigError, ConfigErrors};
 /// noise and the backend work per person grows without a useful bound.
 pub const MAX_ROWS_PER_UNIT: u32 = 1_000;
 
+/// The ledger's unit of ε (nano-ε): the smallest ε any query may cost.
+/// Queries spend ε on this grid exactly (rounded down for the noise,
+/// charged in whole units), so the ledger charges exactly what the noise
+/// was calibrated for.
+pub const MIN_EPSILON: f64 = 1e-9;
+
 use std::path::Path;
 
 impl Config {

@@ -68,6 +68,7 @@ pub(crate) struct RawCache {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPrivacy {
     pub default_epsilon: Option<f64>,
+    pub min_epsilon_per_query: Option<f64>,
     pub max_epsilon_per_query: Option<f64>,
     pub delta: Option<f64>,
     pub confidence: Option<f64>,
@@ -246,6 +247,9 @@ pub struct Cache {
 pub struct Privacy {
     /// ε spent by one query unless the session sets `dp.epsilon`.
     pub default_epsilon: f64,
+    /// Smallest ε one query may spend: every answer costs at least this,
+    /// so no query is free whatever the session asks for.
+    pub min_epsilon_per_query: f64,
     /// Largest ε one query may spend.
     pub max_epsilon_per_query: f64,
     /// δ for mechanisms that need one.

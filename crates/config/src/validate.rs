@@ -197,6 +197,28 @@ pub(crate) fn validate(
             "lower default_epsilon or raise max_epsilon_per_query",
         );
     }
+    let min_epsilon_per_query = c.positive(
+        "privacy.min_epsilon_per_query",
+        raw.privacy.min_epsilon_per_query,
+        default_epsilon.min(0.001),
+    );
+    if min_epsilon_per_query < crate::MIN_EPSILON {
+        c.err(
+            "privacy.min_epsilon_per_query",
+            format!(
+                "{min_epsilon_per_query} is below {}, the smallest ε the ledger can charge",
+                crate::MIN_EPSILON
+            ),
+            format!("write {} or more (default 0.001)", crate::MIN_EPSILON),
+        );
+    }
+    if min_epsilon_per_query > default_epsilon {
+        c.err(
+            "privacy.min_epsilon_per_query",
+            format!("{min_epsilon_per_query} is above privacy.default_epsilon {default_epsilon}"),
+            "lower min_epsilon_per_query or raise default_epsilon",
+        );
+    }
     let delta = raw.privacy.delta.unwrap_or(1e-6);
     if !(delta > 0.0 && delta < 1.0) {
         c.err(
@@ -236,6 +258,7 @@ pub(crate) fn validate(
     };
     let privacy = Privacy {
         default_epsilon,
+        min_epsilon_per_query,
         max_epsilon_per_query,
         delta,
         confidence,

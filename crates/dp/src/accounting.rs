@@ -119,6 +119,34 @@ pub fn split_epsilon(epsilon: &Rational, measurements: usize) -> Rational {
     epsilon.div(&n).expect("n is positive")
 }
 
+/// Ledger units per ε: the ledger counts nano-ε.
+pub const UNITS_PER_EPSILON: u64 = 1_000_000_000;
+
+/// `epsilon` on the ledger's nano-ε grid: the ε a query's noise is
+/// calibrated for, as a whole number of ledger units and as an exact
+/// rational. A decimal such as 0.3, whose nearest `f64` lies a hair below
+/// or above 3·10⁸ units, means those units; anything else is rounded down
+/// (more noise, never less). The ledger charges exactly these units, so
+/// what is charged is exactly what the mechanism spends. `None` for
+/// non-finite, negative or sub-unit values (nothing could be charged).
+pub fn epsilon_on_ledger_grid(epsilon: f64) -> Option<(u64, Rational)> {
+    let exact = Rational::from_f64(epsilon)?;
+    let scaled = exact.mul(&Rational::integer(UNITS_PER_EPSILON));
+    let below = num_traits::ToPrimitive::to_u64(&scaled.floor())?;
+    // Within 1e-12 relative of the next whole unit: that unit (the same
+    // rule the ledger applies when it converts the cost it is given).
+    let above = below.checked_add(1)?;
+    let gap = Rational::integer(above).sub_or_zero(&scaled);
+    let tolerance = Rational::integer(above).div(&Rational::integer(1_000_000_000_000))?;
+    let units = if gap <= tolerance { above } else { below };
+    (units > 0).then(|| {
+        let grid = Rational::integer(units)
+            .div(&Rational::integer(UNITS_PER_EPSILON))
+            .expect("positive denominator");
+        (units, grid)
+    })
+}
+
 /// Exact sequential composition of pure-ε measurements.
 pub fn sum_epsilons(epsilons: &[Rational]) -> Rational {
     epsilons
@@ -129,6 +157,28 @@ pub fn sum_epsilons(epsilons: &[Rational]) -> Rational {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epsilons_snap_down_to_whole_ledger_units() {
+        let (units, grid) = epsilon_on_ledger_grid(0.1).unwrap();
+        assert_eq!(units, 100_000_000);
+        assert_eq!(
+            grid,
+            Rational::integer(1).div(&Rational::integer(10)).unwrap()
+        );
+        // The f64 0.1 is a little above 1/10: the grid value never exceeds it.
+        assert!(grid <= Rational::from_f64(0.1).unwrap());
+        let third = epsilon_on_ledger_grid(1.0 / 3.0).unwrap();
+        assert_eq!(third.0, 333_333_333);
+        // The f64 0.3 is a little below 3/10: typed decimals keep their value.
+        assert_eq!(epsilon_on_ledger_grid(0.3).unwrap().0, 300_000_000);
+        assert_eq!(epsilon_on_ledger_grid(0.7).unwrap().0, 700_000_000);
+        assert!(epsilon_on_ledger_grid(1e-300).is_none());
+        assert!(epsilon_on_ledger_grid(0.9e-9).is_none());
+        assert_eq!(epsilon_on_ledger_grid(1e-9).map(|g| g.0), Some(1));
+        assert!(epsilon_on_ledger_grid(f64::NAN).is_none());
+        assert!(epsilon_on_ledger_grid(1e300).is_none());
+    }
 
     #[test]
     fn shares_add_up_exactly() {

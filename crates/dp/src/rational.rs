@@ -99,6 +99,16 @@ impl Rational {
         )
     }
 
+    /// `self - other`, or zero when `other` is larger.
+    pub fn sub_or_zero(&self, other: &Rational) -> Rational {
+        let a = &self.num * &other.den;
+        let b = &other.num * &self.den;
+        if a <= b {
+            return Rational::integer(0);
+        }
+        Rational::new(a - b, &self.den * &other.den)
+    }
+
     /// `floor(self)`.
     pub fn floor(&self) -> BigUint {
         &self.num / &self.den

@@ -62,21 +62,29 @@ impl Units {
     }
 }
 
-/// `value × scale` as an integer. A product within float error of an
-/// integer (0.1 × 1e9) counts as that integer; otherwise costs round up
-/// and limits down.
+/// `value × scale` as an integer. A product within float error of a
+/// whole number of units (0.1 × 1e9) counts as that number: planners
+/// calibrate noise for ε already on the unit grid (`dpgate_dp::accounting::
+/// epsilon_on_ledger_grid`), so that number is exactly what was spent.
+/// Otherwise costs round up and limits down, and a positive cost is never
+/// less than one unit: no query is free.
 fn to_units(value: f64, scale: f64, round_up: bool) -> i64 {
     if !value.is_finite() || value <= 0.0 {
         return 0;
     }
     let x = value * scale;
     let r = x.round();
-    if (x - r).abs() <= (1e-12 * x.abs()).max(1e-6) {
+    let units = if r >= 1.0 && (x - r).abs() <= 1e-12 * x.abs() {
         r as i64
     } else if round_up {
         x.ceil() as i64
     } else {
         x.floor() as i64
+    };
+    if round_up {
+        units.max(1)
+    } else {
+        units
     }
 }
 
@@ -99,5 +107,23 @@ mod tests {
         assert_eq!(Units::cost(odd).epsilon, 333_333_334);
         assert_eq!(Units::limit(odd).epsilon, 333_333_333);
         assert_eq!(Units::cost(Amount::default()), Units::default());
+        // No positive cost rounds to nothing, however small.
+        let tiny = Amount {
+            epsilon: 1e-300,
+            delta: 1e-300,
+        };
+        assert_eq!(
+            Units::cost(tiny),
+            Units {
+                epsilon: 1,
+                delta: 1
+            }
+        );
+        assert_eq!(Units::limit(tiny), Units::default());
+        let below_half = Amount {
+            epsilon: 0.4e-9,
+            delta: 0.0,
+        };
+        assert_eq!(Units::cost(below_half).epsilon, 1);
     }
 }

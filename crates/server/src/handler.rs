@@ -72,7 +72,7 @@ impl QueryHandler {
     fn client_session<C: ClientInfo>(&self, client: &C) -> ClientSession {
         let meta = |key| client.metadata().get(key).cloned().unwrap_or_default();
         let user = meta(METADATA_USER);
-        let max_epsilon = self.max_epsilon(&user);
+        let epsilon_range = self.epsilon_range(&user);
         ClientSession {
             who: Who {
                 user,
@@ -80,16 +80,17 @@ impl QueryHandler {
             },
             database: meta(METADATA_DATABASE),
             session: self.session(client),
-            max_epsilon,
+            epsilon_range,
         }
     }
 
-    fn max_epsilon(&self, user: &str) -> f64 {
-        self.shared
-            .config()
-            .user(user)
-            .map(|u| u.max_epsilon_per_query)
-            .unwrap_or(0.0)
+    /// The smallest and largest ε one query of `user` may spend, from the
+    /// config in force now (a reload that lowers the maximum applies to
+    /// sessions that set a higher ε before it).
+    pub(crate) fn epsilon_range(&self, user: &str) -> (f64, f64) {
+        let config = self.shared.config();
+        let max = config.user(user).map_or(0.0, |u| u.max_epsilon_per_query);
+        (config.privacy.min_epsilon_per_query, max)
     }
 
     /// Runs every statement of `sql` in order, stopping at the first error.
@@ -151,7 +152,7 @@ impl QueryHandler {
         let command = match command {
             // The private path records its own entries, inside the charge.
             Command::Private(query) if !is_catalog_query(&query, &config) => {
-                return match self.private_plan(&info.session, *query, bound) {
+                return match self.private_plan(&info, *query, bound) {
                     Ok(plan) => {
                         let accuracy = info.session.lock().unwrap().accuracy();
                         self.answer(&info.who, plan, sql, accuracy).await
@@ -189,7 +190,7 @@ impl QueryHandler {
             Command::Set { name, value } => session
                 .lock()
                 .unwrap()
-                .set(&name, value.as_deref(), info.max_epsilon)
+                .set(&name, value.as_deref(), info.epsilon_range)
                 .and_then(|_| tag("SET")),
             Command::IgnoredSet => tag("SET"),
             Command::Reset(name) => {
@@ -236,7 +237,7 @@ impl QueryHandler {
                 Ok(self.browse(client, sql, bound).await)
             }
             Command::Explain(query) => self
-                .private_plan(&session, *query, bound)
+                .private_plan(info, *query, bound)
                 .map(|plan| self.explain(&plan)),
             // execute_one sends these to the private path; never answer one here.
             Command::Private(_) => Err(Refusal::new(
@@ -248,10 +249,12 @@ impl QueryHandler {
         result.unwrap_or_else(Outcome::Error)
     }
 
-    /// Binds the execution's parameters into `query` and plans it.
+    /// Binds the execution's parameters into `query` and plans it at the
+    /// session's ε, which must lie in the user's range under the config in
+    /// force now.
     fn private_plan(
         &self,
-        session: &Mutex<Session>,
+        info: &ClientSession,
         mut query: dpgate_sql::ast::Query,
         bound: Bound<'_>,
     ) -> Result<Plan, Refusal> {
@@ -263,7 +266,8 @@ impl QueryHandler {
             None => Vec::new(),
         };
         bind_parameters(&mut query, &values)?;
-        let epsilon = session.lock().unwrap().epsilon();
+        let epsilon = info.session.lock().unwrap().epsilon();
+        check_epsilon(epsilon, self.epsilon_range(&info.who.user))?;
         plan(&query, &self.shared.config(), epsilon)
     }
 
@@ -532,11 +536,24 @@ fn decode_params(portal: &Portal<String>, inferred: &[Type]) -> Result<Vec<Param
         .collect()
 }
 
+/// Refuses a session ε outside the user's current range (a reload may have
+/// lowered the maximum since the session set it).
+pub(crate) fn check_epsilon(epsilon: f64, (min, max): (f64, f64)) -> Result<(), Refusal> {
+    if epsilon >= min && epsilon <= max {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        sqlstate::INVALID_PARAMETER_VALUE,
+        format!("this session's dp.epsilon {epsilon} is outside the range one query may spend now, [{min}, {max}]; nothing was charged"),
+        format!("SET dp.epsilon to a value in [{min}, {max}], or RESET dp.epsilon"),
+    ))
+}
+
 struct ClientSession {
     who: Who,
     database: String,
     session: Arc<Mutex<Session>>,
-    max_epsilon: f64,
+    epsilon_range: (f64, f64),
 }
 
 impl SessionInfo for ClientSession {
@@ -553,7 +570,7 @@ impl SessionInfo for ClientSession {
         self.session
             .lock()
             .unwrap()
-            .set(name, Some(value), self.max_epsilon)
+            .set(name, Some(value), self.epsilon_range)
     }
 }
 

@@ -46,6 +46,15 @@ impl QueryHandler {
         let Some(user) = config.user(&who.user) else {
             return self.refused(entry, unknown_user(&who.user)).await;
         };
+        // The plan was made under the config of a moment ago; the charge
+        // obeys the one in force now.
+        let range = (
+            config.privacy.min_epsilon_per_query,
+            user.max_epsilon_per_query,
+        );
+        if let Err(e) = crate::handler::check_epsilon(plan.epsilon, range) {
+            return self.refused(entry, e).await;
+        }
         let confidence = config.privacy.confidence;
         let key = config.cache.enabled.then(|| repeat::key(&plan, confidence));
         if let Some(key) = &key {

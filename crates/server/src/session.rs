@@ -75,12 +75,13 @@ impl Session {
             .unwrap_or_else(|| "\"$user\", public".into())
     }
 
-    /// `SET name = value`; `max_epsilon` is the user's per-query limit.
+    /// `SET name = value`; `epsilon_range` is the smallest and largest ε
+    /// one query of this user may spend.
     pub fn set(
         &mut self,
         name: &str,
         value: Option<&str>,
-        max_epsilon: f64,
+        epsilon_range: (f64, f64),
     ) -> Result<(), Refusal> {
         match name {
             "dp.epsilon" => {
@@ -88,9 +89,12 @@ impl Session {
                     self.epsilon = self.default_epsilon;
                     return Ok(());
                 };
-                let eps: f64 = v.trim().parse().map_err(|_| bad_epsilon(v, max_epsilon))?;
-                if !(eps.is_finite() && eps > 0.0 && eps <= max_epsilon) {
-                    return Err(bad_epsilon(v, max_epsilon));
+                let eps: f64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad_epsilon(v, epsilon_range))?;
+                if !(eps.is_finite() && eps >= epsilon_range.0 && eps <= epsilon_range.1) {
+                    return Err(bad_epsilon(v, epsilon_range));
                 }
                 self.epsilon = eps;
                 Ok(())
@@ -165,11 +169,11 @@ impl Session {
     }
 }
 
-fn bad_epsilon(v: &str, max: f64) -> Refusal {
+fn bad_epsilon(v: &str, (min, max): (f64, f64)) -> Refusal {
     Refusal::new(
         sqlstate::INVALID_PARAMETER_VALUE,
-        format!("dp.epsilon must be a number above 0 and at most {max}, got {v}"),
-        format!("SET dp.epsilon to a value in (0, {max}], e.g. 0.1"),
+        format!("dp.epsilon must be a number from {min} to {max}, got {v}"),
+        format!("SET dp.epsilon to a value in [{min}, {max}], e.g. 0.1"),
     )
 }
 

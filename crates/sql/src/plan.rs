@@ -5,11 +5,11 @@
 //! query text, the config and ε only — never on data (invariant 2).
 
 use dpgate_config::Config;
-use dpgate_dp::accounting::split_epsilon;
+use dpgate_dp::accounting::{epsilon_on_ledger_grid, split_epsilon, UNITS_PER_EPSILON};
 use dpgate_dp::partition::PartitionSelection;
 use dpgate_dp::release::{Measurement, Output, ReleasePlan};
 use dpgate_dp::sensitivity::Sensitivity;
-use dpgate_dp::{DiscreteLaplace, Rational};
+use dpgate_dp::DiscreteLaplace;
 use sqlparser::ast::{
     Distinct, Expr, Function, GroupByExpr, LimitClause, OrderByKind, Query, SelectItem, SetExpr,
     Value,
@@ -109,15 +109,19 @@ pub const MAX_DOMAIN_GROUPS: usize = 10_000;
 
 /// Plans `query` at privacy cost `epsilon` with `delta` for key selection.
 pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusal> {
-    let eps = Rational::from_f64(epsilon)
-        .filter(|e| !e.is_zero())
+    let min = config.privacy.min_epsilon_per_query;
+    // The noise is calibrated for ε on the ledger's grid, which the ledger
+    // then charges exactly (see `epsilon_on_ledger_grid`).
+    let (eps_units, eps) = epsilon_on_ledger_grid(epsilon)
+        .filter(|_| epsilon >= min)
         .ok_or_else(|| {
             Refusal::new(
                 sqlstate::INVALID_PARAMETER_VALUE,
-                format!("dp.epsilon {epsilon} is not a positive number"),
-                "SET dp.epsilon to a number above 0, e.g. 0.1",
+                format!("dp.epsilon {epsilon} is below the smallest ε a query may spend, {min}"),
+                format!("SET dp.epsilon to a number from {min} up, e.g. 0.1"),
             )
         })?;
+    let epsilon = eps_units as f64 / UNITS_PER_EPSILON as f64;
     let mut ctes: Ctes<'_> = Vec::new();
     if let Some(with) = &query.with {
         if with.recursive {

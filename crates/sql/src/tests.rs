@@ -223,6 +223,20 @@ fn parameters_are_typed_and_bound() {
     );
 }
 
+/// No query is free: an ε below the configured minimum (or below one
+/// ledger unit) is refused before anything is planned or charged.
+#[test]
+fn tiny_epsilons_are_refused() {
+    let Command::Private(q) = classify("SELECT COUNT(*) FROM visits").unwrap().remove(0) else {
+        panic!()
+    };
+    for eps in [1e-300, 1e-10, 0.0009, 0.0, -1.0, f64::NAN] {
+        let e = plan(&q, &config(), eps).unwrap_err();
+        assert_eq!(e.code, "22023", "{eps}: {e}");
+    }
+    assert!(plan(&q, &config(), 0.001).is_ok());
+}
+
 #[test]
 fn cost_is_the_session_epsilon_whatever_the_shape() {
     for sql in [
@@ -236,7 +250,10 @@ fn cost_is_the_session_epsilon_whatever_the_shape() {
         assert_eq!(p.epsilon, 0.3);
         assert_eq!(
             p.release.pure_epsilon().unwrap(),
-            dpgate_dp::Rational::from_f64(0.3).unwrap()
+            // Exactly the 3·10⁸ nano-ε the ledger charges.
+            dpgate_dp::Rational::integer(3)
+                .div(&dpgate_dp::Rational::integer(10))
+                .unwrap()
         );
     }
 }
