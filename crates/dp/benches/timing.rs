@@ -17,7 +17,7 @@ use dpgate_dp::{secure_rng, DiscreteLaplace, Grid, Rational};
 
 const DRAWS: usize = 200_000;
 
-fn report(name: &str, mut samples: Vec<(u64, f64)>) {
+fn report(name: &str, mut samples: Vec<(u128, f64)>) {
     samples.sort_by_key(|s| s.0);
     let deciles: Vec<f64> = samples
         .chunks(samples.len() / 10)

@@ -31,6 +31,10 @@ impl DiscreteGaussian {
         let sigma2 = Rational::integer(d2)
             .div(&rho.mul(&Rational::integer(2)))
             .expect("rho checked non-zero");
+        let max_scale = crate::laplace::MAX_SCALE;
+        if sigma2 > Rational::integer(max_scale).mul(&Rational::integer(max_scale)) {
+            return Err(MechanismError::ScaleTooLarge(sigma2.to_f64().sqrt()));
+        }
         Ok(DiscreteGaussian {
             l2_squared: d2,
             rho,
@@ -56,8 +60,8 @@ impl DiscreteGaussian {
     }
 
     /// Releases `value` plus exact discrete Gaussian noise.
-    pub fn release<R: SecureRng + ?Sized>(&self, value: i64, rng: &mut R) -> i64 {
-        value.saturating_add(sample_discrete_gaussian(&self.sigma2, rng))
+    pub fn release<R: SecureRng + ?Sized>(&self, value: i64, rng: &mut R) -> i128 {
+        i128::from(value) + sample_discrete_gaussian(&self.sigma2, rng)
     }
 
     /// Half-width h with P(|noise| > h) ≤ alpha.

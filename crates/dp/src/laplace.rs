@@ -10,7 +10,21 @@ pub enum MechanismError {
     /// ε must be a finite positive number.
     #[error("epsilon must be a finite number above 0, got {0}")]
     BadEpsilon(f64),
+    /// The noise scale (sensitivity / ε, in the measurement's units) is
+    /// beyond [`MAX_SCALE`].
+    #[error("the noise scale {0:.3e} is above dpgate's limit of 2^52 units")]
+    ScaleTooLarge(f64),
+    /// δ must lie strictly between 0 and 1.
+    #[error("delta must be above 0 and below 1, got {0}")]
+    BadDelta(f64),
 }
+
+/// Largest noise scale (Laplace b, or Gaussian σ) a mechanism accepts, in
+/// the units of its measurement: 2⁵² ≈ 4.5·10¹⁵. Beyond it an answer is
+/// noise at any realistic data size, and the exact arithmetic below
+/// (draws below 2¹²⁶, their sums with `i64` values in `i128`) needs scales
+/// below 2⁶²; planners refuse such queries before anything is charged.
+pub const MAX_SCALE: u64 = 1 << 52;
 
 /// The discrete Laplace mechanism on integers.
 ///
@@ -38,6 +52,9 @@ impl DiscreteLaplace {
         let scale = Rational::integer(sensitivity)
             .div(&epsilon)
             .expect("epsilon checked non-zero");
+        if scale > Rational::integer(MAX_SCALE) {
+            return Err(MechanismError::ScaleTooLarge(scale.to_f64()));
+        }
         Ok(DiscreteLaplace {
             sensitivity,
             epsilon,
@@ -60,9 +77,10 @@ impl DiscreteLaplace {
         &self.scale
     }
 
-    /// Releases `value` plus exact discrete Laplace noise.
-    pub fn release<R: SecureRng + ?Sized>(&self, value: i64, rng: &mut R) -> i64 {
-        value.saturating_add(sample_discrete_laplace(&self.scale, rng))
+    /// Releases `value` plus exact discrete Laplace noise. The sum is
+    /// exact (no saturation): see [`sample_discrete_laplace`].
+    pub fn release<R: SecureRng + ?Sized>(&self, value: i64, rng: &mut R) -> i128 {
+        i128::from(value) + sample_discrete_laplace(&self.scale, rng)
     }
 
     /// Half-width h of the central interval: P(|noise| > h) ≤ alpha.
@@ -73,18 +91,23 @@ impl DiscreteLaplace {
         laplace_tail_half_width(self.scale.to_f64(), alpha)
     }
 
-    /// The noise variance 2p/(1-p)², for reports and tests.
+    /// The noise variance 2p/(1-p)², for reports and tests (1 - p from
+    /// `expm1`, so large scales do not round it to zero).
     pub fn variance(&self) -> f64 {
-        let p = (-1.0 / self.scale.to_f64()).exp();
-        2.0 * p / ((1.0 - p) * (1.0 - p))
+        let b = self.scale.to_f64();
+        let p = (-1.0 / b).exp();
+        let q = -(-1.0 / b).exp_m1();
+        2.0 * p / (q * q)
     }
 }
 
 /// Smallest integer k with P(|Z| > k) ≤ alpha for discrete Laplace of scale b.
 pub fn laplace_tail_half_width(scale: f64, alpha: f64) -> f64 {
     let p = (-1.0 / scale).exp();
-    // 2 p^(k+1) / (1+p) ≤ alpha  ⇔  k + 1 ≥ ln(alpha (1+p) / 2) / ln p
-    let k = ((alpha * (1.0 + p) / 2.0).ln() / p.ln() - 1.0).ceil();
+    // 2 p^(k+1) / (1+p) ≤ alpha  ⇔  k + 1 ≥ b · ln(2 / (alpha (1+p))),
+    // with ln p = -1/b taken exactly rather than from a rounded p (which
+    // is 1.0 for large b and made the width 0).
+    let k = (scale * (2.0 / (alpha * (1.0 + p))).ln() - 1.0).ceil();
     k.max(0.0)
 }
 
@@ -135,5 +158,29 @@ mod tests {
     #[test]
     fn rejects_zero_epsilon() {
         assert!(DiscreteLaplace::new(1, Rational::integer(0)).is_err());
+    }
+
+    /// Tiny ε or huge sensitivities are refused, not saturated; at the
+    /// largest accepted scale draws are exact and widths are not zero.
+    #[test]
+    fn scales_beyond_the_limit_are_refused_and_the_largest_is_exact() {
+        let tiny = Rational::from_f64(1e-300).unwrap();
+        assert!(matches!(
+            DiscreteLaplace::new(1, tiny),
+            Err(MechanismError::ScaleTooLarge(_))
+        ));
+        assert!(DiscreteLaplace::new(u64::MAX, Rational::integer(1)).is_err());
+        let m = DiscreteLaplace::new(MAX_SCALE, Rational::integer(1)).unwrap();
+        let mut rng = secure_rng();
+        let raw = i64::MAX - 3;
+        let draws: Vec<i128> = (0..200).map(|_| m.release(raw, &mut rng)).collect();
+        // Not a function of the raw value: the outputs spread far past
+        // i64 on both sides, and none sits at a saturation point.
+        assert!(draws.iter().any(|&d| d > i128::from(i64::MAX)));
+        assert!(draws.iter().any(|&d| d < i128::from(raw) - (1 << 40)));
+        assert!(draws.iter().all(|&d| d != i128::from(i64::MAX)));
+        let w = m.half_width(0.05);
+        assert!(w > 1e16 && w < 2e16, "{w}");
+        assert!(m.variance().is_finite() && m.variance() > 1e31);
     }
 }

@@ -16,8 +16,8 @@ pub enum Noise {
 }
 
 impl Noise {
-    /// `value` plus one draw of noise.
-    pub fn release<R: SecureRng + ?Sized>(&self, value: i64, rng: &mut R) -> i64 {
+    /// `value` plus one draw of noise, exactly (never saturated).
+    pub fn release<R: SecureRng + ?Sized>(&self, value: i64, rng: &mut R) -> i128 {
         match self {
             Noise::Laplace(m) => m.release(value, rng),
             Noise::Gaussian(m) => m.release(value, rng),

@@ -11,11 +11,13 @@
 
 use crate::accounting::PrivacyLoss;
 use crate::gaussian::DiscreteGaussian;
-use crate::laplace::DiscreteLaplace;
+use crate::laplace::{DiscreteLaplace, MechanismError};
 use crate::noise::Noise;
 use crate::rational::Rational;
 use crate::samplers::SecureRng;
 use crate::sensitivity::Contribution;
+use num_bigint::BigUint;
+use num_traits::ToPrimitive;
 
 /// Thresholded noisy counts for keys without a declared domain.
 #[derive(Clone, Debug)]
@@ -25,13 +27,32 @@ pub struct PartitionSelection {
     delta: f64,
 }
 
+/// Relative slack added to every logarithm computed in `f64` (whose error
+/// is below 10⁻¹⁵ relative), and the factor δ is shrunk by before τ is
+/// derived (the ledger may round a δ within 10⁻¹² of a whole atto-δ to
+/// that unit): both make τ larger, never smaller.
+const SLACK: f64 = 1e-9;
+
+/// An upper bound on ln(x) for x ≥ 1.
+fn ln_upper(x: f64) -> f64 {
+    x.ln() * (1.0 + SLACK) + SLACK
+}
+
+/// The smallest integer ≥ `r`, exactly.
+fn ceil(r: &Rational) -> u64 {
+    let f = r.floor();
+    let whole = Rational::new(f.clone(), 1u32.into());
+    let up = if whole == *r { f } else { f + 1u32 };
+    up.to_u64().unwrap_or(u64::MAX)
+}
+
 impl PartitionSelection {
     /// Laplace thresholding at ε for the count and δ for the keys.
     pub fn laplace(
         contribution: Contribution,
         epsilon: Rational,
         delta: f64,
-    ) -> PartitionSelection {
+    ) -> Result<PartitionSelection, MechanismError> {
         let sens = contribution.count();
         Self::laplace_for(sens, contribution.max_partitions, epsilon, delta)
     }
@@ -39,44 +60,95 @@ impl PartitionSelection {
     /// Laplace thresholding for a count with sensitivity `sens` when a unit
     /// touches at most `max_partitions` keys. Used when the backend bounds
     /// each unit's rows in total (then L1 = L∞ = rows, and L0 ≤ rows).
+    ///
+    /// τ = L∞ + t with t the smallest integer such that a key held by one
+    /// unit alone (true count ≤ L∞) passes with probability ≤ δ / L0. For
+    /// discrete Laplace of scale b, P(Z ≥ t) = pᵗ / (1 + p) with
+    /// p = e^(−1/b), so t ≥ b · (ln(L0/δ) − ln(1 + p)) suffices. It is
+    /// computed with every rounding against the analyst: b exactly (a
+    /// rational), ln(L0/δ) bounded above, ln(1 + p) bounded below through
+    /// p ≥ 1 − 1/b, and the product and ceiling in exact arithmetic. (The
+    /// earlier `f64` version rounded p to 1 for large b and collapsed τ to
+    /// L∞ + 1.)
     pub fn laplace_for(
         sens: crate::sensitivity::Sensitivity,
         max_partitions: u64,
         epsilon: Rational,
         delta: f64,
-    ) -> PartitionSelection {
-        let m = DiscreteLaplace::new(sens.l1, epsilon).expect("positive epsilon");
-        // P(Z ≥ t) = p^t / (1 + p) for integers t ≥ 1, p = exp(-1/b).
-        let b = m.scale().to_f64();
-        let p = (-1.0 / b).exp();
-        let per_key = delta / max_partitions.max(1) as f64;
-        let t = ((per_key * (1.0 + p)).ln() / p.ln()).ceil().max(1.0);
-        PartitionSelection {
+    ) -> Result<PartitionSelection, MechanismError> {
+        let m = DiscreteLaplace::new(sens.l1, epsilon)?;
+        let per_key = Self::per_key_delta(delta, max_partitions)?;
+        let b = m.scale();
+        // Lower bound of b in f64 (to_f64 is within 2⁻⁵² relative).
+        let b_low = b.to_f64() * (1.0 - SLACK);
+        let ln_one_plus_p_low = if b_low > 1.0 {
+            ((2.0 - 1.0 / b_low).ln() * (1.0 - SLACK) - SLACK).max(0.0)
+        } else {
+            0.0
+        };
+        let log_term = (ln_upper(1.0 / per_key) - ln_one_plus_p_low).max(0.0);
+        let log_term = Rational::from_f64(log_term).expect("finite and non-negative");
+        let t = ceil(&b.mul(&log_term)).max(1);
+        Ok(PartitionSelection {
             noise: m.into(),
-            threshold: sens.l_inf as i64 + t as i64,
+            threshold: Self::threshold_from(sens.l_inf, t)?,
             delta,
-        }
+        })
     }
 
     /// Gaussian thresholding at ρ for the counts and δ for the keys.
-    pub fn gaussian(contribution: Contribution, rho: Rational, delta: f64) -> PartitionSelection {
+    ///
+    /// The discrete Gaussian is subgaussian (CKS Corollary 9):
+    /// P(Z ≥ t) ≤ e^(−t²/2σ²), so t = ⌈√(2σ² ln(L0/δ))⌉ suffices; σ² is
+    /// exact, the logarithm bounded above, and the square root taken
+    /// exactly on integers.
+    pub fn gaussian(
+        contribution: Contribution,
+        rho: Rational,
+        delta: f64,
+    ) -> Result<PartitionSelection, MechanismError> {
         let sens = contribution.count();
-        let m = DiscreteGaussian::new(sens.l2_squared, rho).expect("positive rho");
-        // Subgaussian tail of the discrete Gaussian: P(Z ≥ t) ≤ exp(-t²/2σ²).
-        let sigma2 = m.sigma2().to_f64();
-        let per_key = delta / contribution.max_partitions as f64;
-        let t = (2.0 * sigma2 * (1.0 / per_key).ln()).sqrt().ceil().max(1.0);
-        PartitionSelection {
-            noise: m.into(),
-            threshold: sens.l_inf as i64 + t as i64,
-            delta,
+        let m = DiscreteGaussian::new(sens.l2_squared, rho)?;
+        let per_key = Self::per_key_delta(delta, contribution.max_partitions)?;
+        let log_term = Rational::from_f64(ln_upper(1.0 / per_key)).expect("finite");
+        let square = ceil(&m.sigma2().mul(&Rational::integer(2)).mul(&log_term));
+        let mut t = BigUint::from(square).sqrt();
+        if &t * &t < BigUint::from(square) {
+            t += 1u32;
         }
+        let t = t.to_u64().unwrap_or(u64::MAX).max(1);
+        Ok(PartitionSelection {
+            noise: m.into(),
+            threshold: Self::threshold_from(sens.l_inf, t)?,
+            delta,
+        })
+    }
+
+    /// δ / L0, shrunk by the slack, for thresholds.
+    fn per_key_delta(delta: f64, max_partitions: u64) -> Result<f64, MechanismError> {
+        if !(delta > 0.0 && delta < 1.0) {
+            return Err(MechanismError::BadDelta(delta));
+        }
+        Ok(delta * (1.0 - SLACK) / max_partitions.max(1) as f64)
+    }
+
+    fn threshold_from(l_inf: u64, t: u64) -> Result<i64, MechanismError> {
+        l_inf
+            .checked_add(t)
+            .and_then(|x| i64::try_from(x).ok())
+            .ok_or(MechanismError::ScaleTooLarge(t as f64))
+    }
+
+    /// Whether a noisy count is released: the one decision both
+    /// [`Self::select`] (audited) and the query path use.
+    pub fn passes(&self, noisy_count: i128) -> bool {
+        noisy_count >= i128::from(self.threshold)
     }
 
     /// The noisy count of a key if it clears the threshold, else `None`.
-    pub fn select<R: SecureRng + ?Sized>(&self, count: i64, rng: &mut R) -> Option<i64> {
+    pub fn select<R: SecureRng + ?Sized>(&self, count: i64, rng: &mut R) -> Option<i128> {
         let noisy = self.noise.release(count, rng);
-        (noisy >= self.threshold).then_some(noisy)
+        self.passes(noisy).then_some(noisy)
     }
 
     /// τ: the smallest noisy count that is released.
@@ -115,7 +187,8 @@ mod tests {
     #[test]
     fn thresholds_grow_with_groups_and_shrink_with_delta() {
         let eps = Rational::integer(1);
-        let one = PartitionSelection::laplace(Contribution::ungrouped(1), eps.clone(), 1e-6);
+        let one =
+            PartitionSelection::laplace(Contribution::ungrouped(1), eps.clone(), 1e-6).unwrap();
         let many = PartitionSelection::laplace(
             Contribution {
                 max_partitions: 10,
@@ -123,14 +196,41 @@ mod tests {
             },
             eps.clone(),
             1e-6,
-        );
-        let loose = PartitionSelection::laplace(Contribution::ungrouped(1), eps, 1e-2);
+        )
+        .unwrap();
+        let loose = PartitionSelection::laplace(Contribution::ungrouped(1), eps, 1e-2).unwrap();
         assert!(many.threshold() > one.threshold());
         assert!(loose.threshold() < one.threshold());
         // b = 1: t = ceil(ln(1e-6 (1+e^-1)) / -1) = 14, τ = 1 + 14.
         assert_eq!(one.threshold(), 15);
         let g =
-            PartitionSelection::gaussian(Contribution::ungrouped(1), Rational::integer(1), 1e-6);
+            PartitionSelection::gaussian(Contribution::ungrouped(1), Rational::integer(1), 1e-6)
+                .unwrap();
         assert!(g.threshold() > 1);
+    }
+
+    /// At scales where e^(−1/b) rounds to 1 in f64, τ still grows with b:
+    /// t ≥ b · (ln(L0/δ) − ln 2) (the f64 version gave τ = L∞ + 1).
+    #[test]
+    fn thresholds_stay_exact_at_huge_scales() {
+        for exp in [20u32, 40, 50] {
+            let eps = Rational::new(1u32.into(), BigUint::from(1u8) << exp as usize);
+            let b = 2f64.powi(exp as i32);
+            let sel = PartitionSelection::laplace(Contribution::ungrouped(1), eps, 1e-6).unwrap();
+            let floor = b * ((1e6f64).ln() - 2f64.ln());
+            assert!(
+                sel.threshold() as f64 >= floor,
+                "{exp}: {}",
+                sel.threshold()
+            );
+            assert!((sel.threshold() as f64) < b * (1e6f64).ln() + 2.0);
+        }
+        // Beyond the scale limit: refused, not collapsed.
+        let tiny = Rational::from_f64(1e-300).unwrap();
+        assert!(PartitionSelection::laplace(Contribution::ungrouped(1), tiny, 1e-6).is_err());
+        assert!(
+            PartitionSelection::laplace(Contribution::ungrouped(1), Rational::integer(1), 0.0)
+                .is_err()
+        );
     }
 }

@@ -105,7 +105,11 @@ pub struct ReleasePlan {
 
 /// Noise drawn for a plan before its data is read: one vector per measurement.
 #[derive(Clone, Debug)]
-pub struct NoiseDraw(Vec<Vec<i64>>);
+pub struct NoiseDraw(Vec<Vec<i128>>);
+
+/// Noisy measurements: one vector per measurement, each value the exact
+/// sum of a raw `i64` and a draw (see `samplers`), never saturated.
+pub type Noisy = Vec<Vec<i128>>;
 
 /// A released value.
 #[derive(Clone, Debug, PartialEq)]
@@ -174,7 +178,7 @@ impl ReleasePlan {
 
     /// The mechanism proper: each measurement noised once, one vector per
     /// measurement. Everything after this is post-processing.
-    pub fn noise<R: SecureRng + ?Sized>(&self, raw: &[i64], rng: &mut R) -> Vec<Vec<i64>> {
+    pub fn noise<R: SecureRng + ?Sized>(&self, raw: &[i64], rng: &mut R) -> Noisy {
         self.add_noise(raw, &self.draw_noise(rng))
     }
 
@@ -195,7 +199,7 @@ impl ReleasePlan {
     }
 
     /// Adds drawn noise to raw values (the measurements' values, concatenated).
-    pub fn add_noise(&self, raw: &[i64], noise: &NoiseDraw) -> Vec<Vec<i64>> {
+    pub fn add_noise(&self, raw: &[i64], noise: &NoiseDraw) -> Noisy {
         assert_eq!(
             raw.len(),
             self.raw_len(),
@@ -209,7 +213,7 @@ impl ReleasePlan {
                 let noisy = draws
                     .iter()
                     .zip(&raw[at..])
-                    .map(|(z, v)| v.saturating_add(*z))
+                    .map(|(z, v)| i128::from(*v) + z)
                     .collect();
                 at += draws.len();
                 noisy
@@ -218,7 +222,7 @@ impl ReleasePlan {
     }
 
     /// Post-processing: outputs and their intervals from noisy measurements.
-    pub fn derive_all(&self, noisy: &[Vec<i64>], confidence: f64) -> Vec<ReleasedColumn> {
+    pub fn derive_all(&self, noisy: &[Vec<i128>], confidence: f64) -> Vec<ReleasedColumn> {
         self.outputs
             .iter()
             .map(|o| self.derive(o, noisy, 1.0 - confidence))
@@ -239,15 +243,17 @@ impl ReleasePlan {
             .collect()
     }
 
-    fn value(&self, noisy: &[Vec<i64>], i: usize) -> f64 {
+    fn value(&self, noisy: &[Vec<i128>], i: usize) -> f64 {
         noisy[i][0] as f64 * self.measurements[i].grid.unit()
     }
 
-    fn derive(&self, output: &Output, noisy: &[Vec<i64>], alpha: f64) -> ReleasedColumn {
+    fn derive(&self, output: &Output, noisy: &[Vec<i128>], alpha: f64) -> ReleasedColumn {
         let width = |i: usize, a: f64| self.measurements[i].width(a);
         match *output {
             Output::Count { measurement } => ReleasedColumn {
-                value: Released::Int(noisy[measurement][0].max(0)),
+                // Post-processing of the noisy value: negative counts are 0,
+                // counts beyond i64 show as its largest value.
+                value: Released::Int(to_i64(noisy[measurement][0].max(0))),
                 half_width: width(measurement, alpha),
             },
             Output::Sum {
@@ -256,7 +262,7 @@ impl ReleasePlan {
             } => {
                 let unit = self.measurements[measurement].grid.unit();
                 let value = if integer && unit >= 1.0 {
-                    Released::Int(noisy[measurement][0].saturating_mul(unit as i64))
+                    Released::Int(to_i64(noisy[measurement][0].saturating_mul(unit as i128)))
                 } else {
                     Released::Float(self.value(noisy, measurement))
                 };
@@ -352,6 +358,12 @@ impl ReleasePlan {
             }
         }
     }
+}
+
+/// A noisy integer as `i64`, clamped (post-processing: a function of the
+/// noisy value only).
+fn to_i64(v: i128) -> i64 {
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// The largest distance from `value` of `f` over the corners (and the

@@ -65,8 +65,14 @@ pub fn bernoulli_exp<R: SecureRng + ?Sized>(gamma: &Rational, rng: &mut R) -> bo
 }
 
 /// Discrete Laplace with `P(x) ∝ exp(-|x| / scale)` on the integers
-/// (CKS Algorithm 2). `scale` must be positive.
-pub fn sample_discrete_laplace<R: SecureRng + ?Sized>(scale: &Rational, rng: &mut R) -> i64 {
+/// (CKS Algorithm 2). `scale` must be positive and at most
+/// [`crate::laplace::MAX_SCALE`].
+///
+/// The draw is exact, never saturated: its magnitude is at most
+/// `scale · (v + 1)` where `v` counts loop iterations (a `u64` that no
+/// process can exhaust), so with scale ≤ 2⁶² it stays below 2¹²⁶ and fits
+/// an `i128`, as does its sum with any `i64` value.
+pub fn sample_discrete_laplace<R: SecureRng + ?Sized>(scale: &Rational, rng: &mut R) -> i128 {
     assert!(!scale.is_zero(), "discrete Laplace needs a positive scale");
     // scale = t / s in the paper's notation.
     let t = scale.numer();
@@ -80,24 +86,27 @@ pub fn sample_discrete_laplace<R: SecureRng + ?Sized>(scale: &Rational, rng: &mu
         if !bernoulli_exp_unit(&u, t, rng) {
             continue;
         }
-        let mut v = BigUint::zero();
+        let mut v: u64 = 0;
         while bernoulli_exp_unit(&one, &one, rng) {
-            v += 1u32;
+            v += 1;
         }
-        let x = u + t * v;
+        let x = u + t * BigUint::from(v);
         let y = x / s;
         let negative = rng.gen::<bool>();
         if negative && y.is_zero() {
             continue;
         }
-        let magnitude = y.to_i64().unwrap_or(i64::MAX);
+        let magnitude = y
+            .to_i128()
+            .expect("scale ≤ 2^62 and v < 2^64 keep the magnitude below 2^126");
         return if negative { -magnitude } else { magnitude };
     }
 }
 
 /// Discrete Gaussian with `P(x) ∝ exp(-x² / (2σ²))` on the integers
-/// (CKS Algorithm 3). `sigma2` (σ²) must be positive.
-pub fn sample_discrete_gaussian<R: SecureRng + ?Sized>(sigma2: &Rational, rng: &mut R) -> i64 {
+/// (CKS Algorithm 3). `sigma2` (σ²) must be positive and σ at most
+/// [`crate::laplace::MAX_SCALE`] (its Laplace proposals then stay exact).
+pub fn sample_discrete_gaussian<R: SecureRng + ?Sized>(sigma2: &Rational, rng: &mut R) -> i128 {
     assert!(
         !sigma2.is_zero(),
         "discrete Gaussian needs a positive variance"

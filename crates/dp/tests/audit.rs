@@ -85,8 +85,8 @@ fn eps(x: f64) -> Rational {
 fn audit_scalar(noise: Noise, sens: i64, scale: f64) -> f64 {
     let mut rng = secure_rng();
     let mut rng2 = secure_rng();
-    let id = |o: &i64| *o as f64;
-    let mut events: Vec<Event<i64>> = Vec::new();
+    let id = |o: &i128| *o as f64;
+    let mut events: Vec<Event<i128>> = Vec::new();
     for j in 0..3 {
         events.push(ge(id, (sens as f64 + j as f64 * scale).round()));
         events.push(le(id, -(j as f64 * scale).round()));
@@ -131,7 +131,7 @@ fn audit_plan(
     plan: &ReleasePlan,
     x: Vec<i64>,
     x_prime: Vec<i64>,
-    events: &[Event<Vec<Vec<i64>>>],
+    events: &[Event<Vec<Vec<i128>>>],
 ) -> f64 {
     let (p1, p2) = (plan.clone(), plan.clone());
     let (mut r1, mut r2) = (secure_rng(), secure_rng());
@@ -164,8 +164,8 @@ fn laplace_real_sum_audit() {
     for (epsilon, should_pass) in [(claim, true), (claim / 0.8, false)] {
         let (plan, delta_units) = sum_plan(epsilon, 2);
         let scale = delta_units as f64 / epsilon;
-        let at = move |v: &Vec<Vec<i64>>| v[0][0] as f64;
-        let events: Vec<Event<Vec<Vec<i64>>>> = (0..3)
+        let at = move |v: &Vec<Vec<i128>>| v[0][0] as f64;
+        let events: Vec<Event<Vec<Vec<i128>>>> = (0..3)
             .flat_map(|j| {
                 [
                     ge(at, delta_units as f64 + j as f64 * scale),
@@ -205,7 +205,7 @@ fn mean_audit() {
         };
         let (bs, bc) = (sum_s as f64 * 2.0 / epsilon, cnt_s as f64 * 2.0 / epsilon);
         let (s0, c0) = (4000i64, 100i64);
-        let mut events: Vec<Event<Vec<Vec<i64>>>> = Vec::new();
+        let mut events: Vec<Event<Vec<Vec<i128>>>> = Vec::new();
         for j in 0..3 {
             let (ts, tc) = (
                 (s0 + sum_s as i64) as f64 + j as f64 * bs,
@@ -284,7 +284,7 @@ fn variance_audit() {
         let x = vec![50i64, 0, 1000];
         let xp: Vec<i64> = x.iter().zip(sens).map(|(v, s)| v + s as i64).collect();
         let scales: Vec<f64> = sens.iter().map(|&s| s as f64 * 3.0 / epsilon).collect();
-        let mut events: Vec<Event<Vec<Vec<i64>>>> = Vec::new();
+        let mut events: Vec<Event<Vec<Vec<i128>>>> = Vec::new();
         for j in 0..3 {
             let hi: Vec<f64> = (0..3)
                 .map(|i| xp[i] as f64 + j as f64 * scales[i])
@@ -324,12 +324,12 @@ fn histogram_audit() {
         let mut xp = x.clone();
         xp[1] += k as i64;
         let b = sens.l1 as f64 / epsilon;
-        let events: Vec<Event<Vec<Vec<i64>>>> = (0..3)
+        let events: Vec<Event<Vec<Vec<i128>>>> = (0..3)
             .flat_map(|j| {
                 let (hi, lo) = (12.0 + j as f64 * b, 10.0 - j as f64 * b);
                 [
-                    Box::new(move |v: &Vec<Vec<i64>>| v[0][1] as f64 >= hi) as Event<_>,
-                    Box::new(move |v: &Vec<Vec<i64>>| v[0][1] as f64 <= lo),
+                    Box::new(move |v: &Vec<Vec<i128>>| v[0][1] as f64 >= hi) as Event<_>,
+                    Box::new(move |v: &Vec<Vec<i128>>| v[0][1] as f64 <= lo),
                 ]
             })
             .collect();
@@ -365,8 +365,8 @@ fn gaussian_audit() {
     let run = |m: DiscreteGaussian| {
         let (m1, m2) = (m.clone(), m);
         let (mut r1, mut r2) = (secure_rng(), secure_rng());
-        let id = |o: &i64| *o as f64;
-        let events: Vec<Event<i64>> = (0..4)
+        let id = |o: &i128| *o as f64;
+        let events: Vec<Event<i128>> = (0..4)
             .flat_map(|t| [ge(id, (sens + t) as f64), le(id, -t as f64)])
             .collect();
         epsilon_lower_bound(
@@ -404,7 +404,7 @@ fn partition_selection_releases_a_lone_key_rarely() {
             3e-3,
         ),
     ] {
-        let sel = PartitionSelection::laplace(contribution, eps(1.0), delta);
+        let sel = PartitionSelection::laplace(contribution, eps(1.0), delta).unwrap();
         let mut rng = secure_rng();
         let lone = contribution.max_rows as i64;
         let released = (0..n)
@@ -416,20 +416,48 @@ fn partition_selection_releases_a_lone_key_rarely() {
             "{released} of {n} released, δ/L0 = {per_key}"
         );
         let lowered = (0..n)
-            .filter(|_| sel.noise().release(lone, &mut rng) >= sel.threshold() - 2)
+            .filter(|_| sel.noise().release(lone, &mut rng) >= i128::from(sel.threshold() - 2))
             .count();
         assert!(
             cp_lower(lowered, n, FALSE_ALARM) > per_key,
             "threshold τ-2 still below δ: {lowered}"
         );
     }
-    let g = PartitionSelection::gaussian(Contribution::ungrouped(1), eps(0.5), 1e-3);
+    let g = PartitionSelection::gaussian(Contribution::ungrouped(1), eps(0.5), 1e-3).unwrap();
     let mut rng = secure_rng();
     let released = (0..n).filter(|_| g.select(1, &mut rng).is_some()).count();
     assert!(
         cp_lower(released, n, FALSE_ALARM) <= 1e-3,
         "gaussian: {released}"
     );
+}
+
+/// Partition selection at extreme noise scales (b up to 2⁴⁰, where an
+/// `f64` threshold lost precision): a lone key still passes with
+/// probability at most δ, and a threshold lowered by one scale (which
+/// multiplies that probability by about e) fails the same audit.
+#[test]
+fn partition_selection_holds_at_extreme_scales() {
+    let n = 200_000usize;
+    let delta = 2e-3;
+    for exp in [20u32, 40] {
+        let epsilon = Rational::new(1u32.into(), num_bigint::BigUint::from(1u8) << exp as usize);
+        let sel = PartitionSelection::laplace(Contribution::ungrouped(1), epsilon, delta).unwrap();
+        let mut rng = secure_rng();
+        let released = (0..n).filter(|_| sel.select(1, &mut rng).is_some()).count();
+        assert!(
+            cp_lower(released, n, FALSE_ALARM) <= delta,
+            "b = 2^{exp}: {released} of {n} released, δ = {delta}"
+        );
+        let lowered = i128::from(sel.threshold()) - (1i128 << exp);
+        let mis = (0..n)
+            .filter(|_| sel.noise().release(1, &mut rng) >= lowered)
+            .count();
+        assert!(
+            cp_lower(mis, n, FALSE_ALARM) > delta,
+            "b = 2^{exp}: a threshold one scale lower still passed: {mis}"
+        );
+    }
 }
 
 /// Mironov's attack needs outputs one input can produce and its neighbour

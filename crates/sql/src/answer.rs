@@ -109,10 +109,10 @@ impl Plan {
         for (g, draw) in groups.iter().zip(draws) {
             let noisy = self.release.add_noise(&g.values, draw);
             if let Grouping::Selection {
-                count, threshold, ..
+                count, selection, ..
             } = &self.grouping
             {
-                if noisy[*count][0] < *threshold {
+                if !selection.passes(noisy[*count][0]) {
                     continue;
                 }
             }

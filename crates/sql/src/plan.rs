@@ -69,10 +69,13 @@ pub enum Grouping {
     Selection {
         /// Key types.
         keys: Vec<OutputType>,
-        /// Index of the COUNT(*) measurement that decides.
+        /// Index of the COUNT(*) measurement that decides; its noise is
+        /// `selection`'s.
         count: usize,
-        /// τ: the smallest noisy count released.
+        /// τ of `selection`: the smallest noisy count released.
         threshold: i64,
+        /// The audited selection whose `passes` decides each key.
+        selection: PartitionSelection,
     },
 }
 
@@ -298,17 +301,19 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
         measures.count_rows(bound.max_rows);
     }
     let share = split_epsilon(&eps, measures.specs.len());
-    let measurements: Vec<Measurement> = measures
+    let mut measurements: Vec<Measurement> = measures
         .specs
         .iter()
-        .map(|s| Measurement {
-            noise: DiscreteLaplace::new(s.sensitivity, share.clone())
-                .expect("share of a positive epsilon is positive")
-                .into(),
-            grid: s.grid,
-            len: s.sqls.len(),
+        .map(|s| {
+            Ok(Measurement {
+                noise: DiscreteLaplace::new(s.sensitivity, share.clone())
+                    .map_err(beyond_limits)?
+                    .into(),
+                grid: s.grid,
+                len: s.sqls.len(),
+            })
         })
-        .collect();
+        .collect::<Result<_, Refusal>>()?;
     let grouping = match (selection_count, domain) {
         (Some(count), _) => {
             let k = bound.max_rows;
@@ -317,15 +322,15 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
                 l1: k,
                 l2_squared: k.saturating_mul(k),
             };
-            let selection = PartitionSelection::laplace_for(sens, k, share.clone(), delta);
-            debug_assert_eq!(
-                selection.noise().sensitivity(),
-                measurements[count].noise.sensitivity()
-            );
+            let selection = PartitionSelection::laplace_for(sens, k, share.clone(), delta)
+                .map_err(beyond_limits)?;
+            // The deciding count is noised by the selection's own mechanism.
+            measurements[count].noise = selection.noise().clone();
             Grouping::Selection {
                 keys: key_types,
                 count,
                 threshold: selection.threshold(),
+                selection,
             }
         }
         (None, Some(groups)) => Grouping::Domain {
@@ -397,6 +402,16 @@ impl PostScope for Planner<'_> {
             .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, p, t)| (p.clone(), *t))
     }
+}
+
+/// A mechanism parameter beyond dpgate's limits (a noise scale above 2⁵²
+/// units): refused before anything is charged, never saturated.
+fn beyond_limits(e: dpgate_dp::MechanismError) -> Refusal {
+    Refusal::new(
+        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        format!("this query's noise would be beyond dpgate's limits: {e}"),
+        "raise dp.epsilon, narrow the aggregated expression's bounds (e.g. SUM(age) * 1e6 instead of SUM(age * 1e6)), or ask for fewer aggregates",
+    )
 }
 
 fn raw_rows() -> Refusal {

@@ -542,3 +542,25 @@ fn the_deepest_accepted_expressions_plan() {
     let parens = format!("{}age{}", "(".repeat(25), ")".repeat(25));
     assert!(try_plan(&format!("SELECT SUM({parens}) FROM visits")).is_ok());
 }
+
+/// Noise beyond the stated scale limit is refused before any charge,
+/// never added with saturation.
+#[test]
+fn huge_sensitivities_are_refused() {
+    for sql in [
+        "SELECT SUM(age * 10000000000000000) FROM visits",
+        "SELECT AVG(age * 100000000000000) FROM visits",
+    ] {
+        let e = refused(sql);
+        assert_eq!(e.code, "54000", "{sql}: {e}");
+    }
+    // Real-valued sums are measured on a grid relative to their bound, so
+    // their sensitivity in grid units stays small; unbounded ones are
+    // refused by the expression checker.
+    assert!(try_plan("SELECT SUM(cost * 1e90) FROM visits").is_ok());
+    assert_eq!(
+        refused("SELECT SUM(cost * 1e300) FROM visits").code,
+        "0A000"
+    );
+    assert!(try_plan("SELECT SUM(age * 1000) FROM visits").is_ok());
+}
