@@ -372,6 +372,28 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// One spelling per value of this type (`01` and `1` are one int,
+    /// `1.0` and `1` one float, `t` and `true` one bool), or `None` when
+    /// `text` is not a value of the type. Text, dates and timestamps are
+    /// compared as written.
+    pub fn canonical_value(self, text: &str) -> Option<String> {
+        let t = text.trim();
+        match self {
+            ColumnType::Int => t.parse::<i64>().ok().map(|i| i.to_string()),
+            ColumnType::Float => t
+                .parse::<f64>()
+                .ok()
+                .map(|f| if f == 0.0 { 0.0 } else { f })
+                .map(|f| format!("{f:?}")),
+            ColumnType::Bool => match t.to_ascii_lowercase().as_str() {
+                "t" | "true" | "1" | "yes" | "on" => Some("true".into()),
+                "f" | "false" | "0" | "no" | "off" => Some("false".into()),
+                _ => None,
+            },
+            ColumnType::Text | ColumnType::Date | ColumnType::Timestamp => Some(text.to_string()),
+        }
+    }
+
     /// Parses a type name as written in proxy.toml.
     pub fn parse(s: &str) -> Option<ColumnType> {
         Some(match s.to_ascii_lowercase().as_str() {

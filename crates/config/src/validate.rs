@@ -606,6 +606,27 @@ fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Table> {
                         "list the possible values, or remove values",
                     );
                 }
+                // Each group is released once per query: two spellings of
+                // one value would release the same group twice.
+                let mut seen: Vec<(String, usize)> = Vec::new();
+                for (i, v) in values.iter().enumerate() {
+                    let Some(canon) = ty.canonical_value(v) else {
+                        c.err(
+                            format!("{cpath}.values[{i}]"),
+                            format!("{v:?} is not a {} value", col.ty),
+                            format!("write values of the column's type ({})", col.ty),
+                        );
+                        continue;
+                    };
+                    match seen.iter().find(|(s, _)| *s == canon) {
+                        Some((_, first)) => c.err(
+                            format!("{cpath}.values[{i}]"),
+                            format!("{v:?} is the same value as values[{first}] ({:?})", values[*first]),
+                            "list each value once",
+                        ),
+                        None => seen.push((canon, i)),
+                    }
+                }
             }
             columns.push(Column {
                 name: col_name,

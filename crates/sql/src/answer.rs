@@ -63,10 +63,7 @@ impl Plan {
                 let canonical = |g: &[Option<String>]| -> Vec<Option<String>> {
                     g.iter()
                         .zip(keys)
-                        .map(|(k, ty)| {
-                            k.as_deref()
-                                .map(|t| format!("{:?}", key_value(Some(t), *ty)))
-                        })
+                        .map(|(k, ty)| canonical_key(k.as_deref(), *ty))
                         .collect()
                 };
                 let found: HashMap<Vec<Option<String>>, &RawGroup> =
@@ -217,6 +214,17 @@ fn order_values(a: &Constant, b: &Constant, desc: bool, nulls_first: bool) -> Or
             }
         }
     }
+}
+
+/// One spelling per key value of a type, the same for the backend's text
+/// and for a declared or derived domain entry (`01`, `001` and `1` are one
+/// int; `-0` and `0` one float), so each backend group matches at most one
+/// released key.
+pub fn canonical_key(text: Option<&str>, ty: OutputType) -> Option<String> {
+    text.map(|t| match key_value(Some(t), ty) {
+        Constant::Float(f) if f == 0.0 => format!("{:?}", Constant::Float(0.0)),
+        other => format!("{other:?}"),
+    })
 }
 
 /// A key's text as a typed value.

@@ -932,9 +932,24 @@ fn cast(d: Dialect, t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
     match (t.ty, to) {
         (from, SqlType::Text) => {
             let mut out = Typed::new(d.to_text(&t.sql, from), SqlType::Text, Range::ALL);
-            // Text of ints, booleans and text is what the domain lists.
+            // Text of ints, booleans and text is what the domain lists,
+            // in the backend's spelling (`01` becomes `1`, `t` becomes `true`).
             if matches!(from, SqlType::Bool | SqlType::Text | SqlType::Int) {
-                out.domain = t.domain.clone();
+                let from_ty = crate::plan::output_type(from);
+                out.domain = t.domain.as_ref().map(|values| {
+                    let mut spelled: Vec<Option<String>> = Vec::new();
+                    for v in values {
+                        let v = match crate::answer::key_value(v.as_deref(), from_ty) {
+                            crate::constant::Constant::Int(i) => Some(i.to_string()),
+                            crate::constant::Constant::Bool(b) => Some(b.to_string()),
+                            _ => v.clone(),
+                        };
+                        if !spelled.contains(&v) {
+                            spelled.push(v);
+                        }
+                    }
+                    spelled
+                });
             }
             Ok(out)
         }

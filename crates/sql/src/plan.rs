@@ -551,7 +551,8 @@ fn default_name(e: &Expr) -> String {
     }
 }
 
-fn output_type(t: SqlType) -> OutputType {
+/// The released type of a row-level SQL type.
+pub(crate) fn output_type(t: SqlType) -> OutputType {
     match t {
         SqlType::Int => OutputType::Int,
         SqlType::Float => OutputType::Float,
@@ -561,13 +562,25 @@ fn output_type(t: SqlType) -> OutputType {
 }
 
 /// Every key tuple when every key has a declared domain small enough.
+/// Each key's values are deduplicated by their canonical spelling first
+/// (NULL included), so no backend group is released twice, however a CASE,
+/// NULLIF or literal spells it.
 fn domain_groups(keys: &[Key]) -> Option<Vec<Vec<Option<String>>>> {
     if keys.is_empty() {
         return None;
     }
     let mut groups: Vec<Vec<Option<String>>> = vec![vec![]];
     for k in keys {
-        let values = k.typed.domain.as_ref()?;
+        let ty = output_type(k.typed.ty);
+        let mut seen = std::collections::HashSet::new();
+        let values: Vec<Option<String>> = k
+            .typed
+            .domain
+            .as_ref()?
+            .iter()
+            .filter(|v| seen.insert(crate::answer::canonical_key(v.as_deref(), ty)))
+            .cloned()
+            .collect();
         if groups.len().saturating_mul(values.len()) > MAX_DOMAIN_GROUPS {
             return None;
         }

@@ -564,3 +564,58 @@ fn huge_sensitivities_are_refused() {
     );
     assert!(try_plan("SELECT SUM(age * 1000) FROM visits").is_ok());
 }
+
+/// Each backend group is released at most once per query, whatever the
+/// spelling of its keys: domain entries are canonical and distinct.
+#[test]
+fn each_backend_group_is_released_once() {
+    let ones: Vec<String> = (1..=100)
+        .map(|i| format!("WHEN FALSE THEN {}1", "0".repeat(i)))
+        .collect();
+    let k = format!("CASE {} ELSE 1 END", ones.join(" "));
+    let nulls = "NULLIF(NULLIF(NULLIF(NULLIF(ward, 'x'), 'y'), 'z'), 'w')";
+    let cases = [
+        (format!("SELECT {k} AS k, COUNT(*) FROM visits GROUP BY k"), vec!["1"]),
+        (
+            format!("SELECT {k} AS a, {k} AS b, COUNT(*) FROM visits GROUP BY a, b"),
+            vec!["1", "1"],
+        ),
+        (
+            format!("SELECT CAST({k} AS text) AS k, COUNT(*) FROM visits GROUP BY k"),
+            vec!["1"],
+        ),
+        (
+            "SELECT CASE WHEN FALSE THEN 1.0 WHEN FALSE THEN 1.00 WHEN FALSE THEN -0.0 ELSE 0.0 END AS k, COUNT(*) FROM visits GROUP BY k".to_string(),
+            vec!["0"],
+        ),
+        (format!("SELECT {nulls} AS k, COUNT(*) FROM visits GROUP BY k"), vec!["A"]),
+    ];
+    for (sql, backend_key) in cases {
+        let p = try_plan(&sql).unwrap();
+        let crate::Grouping::Domain { keys, groups } = &p.grouping else {
+            panic!("{sql}: {:?}", p.grouping)
+        };
+        // Every backend row (here: the one that all the spellings mean,
+        // and NULL) matches at most one released group.
+        for probe in [
+            backend_key.iter().map(|k| Some(k.to_string())).collect::<Vec<_>>(),
+            vec![None; keys.len()],
+        ] {
+            let canon = |g: &[Option<String>]| -> Vec<Option<String>> {
+                g.iter()
+                    .zip(keys)
+                    .map(|(v, t)| crate::answer::canonical_key(v.as_deref(), *t))
+                    .collect()
+            };
+            let matches = groups.iter().filter(|g| canon(g) == canon(&probe)).count();
+            assert!(matches <= 1, "{sql}: {probe:?} released {matches} times");
+        }
+        let arranged = p.arrange(vec![crate::RawGroup {
+            keys: backend_key.iter().map(|k| Some(k.to_string())).collect(),
+            values: vec![7],
+        }]);
+        let with_data = arranged.iter().filter(|g| g.values == [7]).count();
+        assert_eq!(with_data, 1, "{sql}: {arranged:?}");
+        assert!(groups.len() <= 3, "{sql}: {} groups", groups.len());
+    }
+}
