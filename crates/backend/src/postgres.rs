@@ -66,7 +66,15 @@ impl PgBackend {
         let mut running = CancelOnDrop(Some(client.cancel_token()));
         let rows = match tokio::time::timeout(timeout, client.query(sql, &[])).await {
             Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => return Err(BackendError::Query(e.to_string())),
+            // The server's own message (for the log and the audit entry;
+            // clients only ever see the one uniform 58000).
+            Ok(Err(e)) => {
+                let detail = e.as_db_error().map_or_else(
+                    || e.to_string(),
+                    |d| format!("{}: {}", d.code().code(), d.message()),
+                );
+                return Err(BackendError::Query(detail));
+            }
             Err(_) => {
                 client.discard();
                 return Err(BackendError::Timeout);

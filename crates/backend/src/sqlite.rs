@@ -242,6 +242,11 @@ fn decimal_round(x: f64, digits: i32, away: bool) -> f64 {
         return 0.0;
     }
     let keep = keep as usize;
+    if keep >= digits_of.len() {
+        // Nothing to cut within the 15 significant digits (and no digit
+        // string long enough to overflow the integer below).
+        return text.parse::<f64>().unwrap_or(x.abs()).copysign(x);
+    }
     let round_up = away && digits_of.get(keep).is_some_and(|d| *d >= 5);
     digits_of.truncate(keep);
     digits_of.resize(keep, 0);

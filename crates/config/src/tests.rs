@@ -229,7 +229,9 @@ fn duplicate_domain_values_are_refused_with_their_place() {
         "columns.age = { type = \"int\", lower = 0, upper = 110 }",
         "columns.age = { type = \"int\", lower = 0, upper = 110 }\ncolumns.band = { type = \"int\", values = [\"1\", \"01\"] }\ncolumns.tag = { type = \"text\", values = [\"A\", \"B\", \"A\"] }\ncolumns.flag = { type = \"bool\", values = [\"t\", \"true\"] }\ncolumns.n = { type = \"int\", values = [\"x\"] }",
     );
-    let e = Config::parse(&dup, &|_| Some("x".into())).unwrap_err().to_string();
+    let e = Config::parse(&dup, &|_| Some("x".into()))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("columns.band.values[1]"), "{e}");
     assert!(e.contains("columns.tag.values[2]"), "{e}");
     assert!(e.contains("columns.flag.values[1]"), "{e}");

@@ -621,7 +621,10 @@ fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Table> {
                     match seen.iter().find(|(s, _)| *s == canon) {
                         Some((_, first)) => c.err(
                             format!("{cpath}.values[{i}]"),
-                            format!("{v:?} is the same value as values[{first}] ({:?})", values[*first]),
+                            format!(
+                                "{v:?} is the same value as values[{first}] ({:?})",
+                                values[*first]
+                            ),
                             "list each value once",
                         ),
                         None => seen.push((canon, i)),

@@ -222,7 +222,7 @@ fn order_values(a: &Constant, b: &Constant, desc: bool, nulls_first: bool) -> Or
 /// released key.
 pub fn canonical_key(text: Option<&str>, ty: OutputType) -> Option<String> {
     text.map(|t| match key_value(Some(t), ty) {
-        Constant::Float(f) if f == 0.0 => format!("{:?}", Constant::Float(0.0)),
+        Constant::Float(0.0) => format!("{:?}", Constant::Float(0.0)),
         other => format!("{other:?}"),
     })
 }

@@ -57,9 +57,29 @@ impl Dialect {
         format!("{}.{column}", quote_ident(qualifier))
     }
 
+    /// A date or timestamp column read so that every later date function
+    /// is total: values outside years 1–9999 (PostgreSQL's ±infinity and
+    /// its BC and far-future dates, which raise in casts, `extract` and
+    /// `date_trunc`; in SQLite any text that does not sort as an ISO date)
+    /// read as NULL.
+    pub fn guarded_date(self, sql: &str, ty: SqlType) -> String {
+        match (self, ty) {
+            (Dialect::Postgres, SqlType::Date) => format!(
+                "(CASE WHEN {sql} BETWEEN DATE '0001-01-01' AND DATE '9999-12-31' THEN {sql} END)"
+            ),
+            (Dialect::Postgres, _) => format!(
+                "(CASE WHEN {sql} BETWEEN TIMESTAMP '0001-01-01 00:00:00' AND TIMESTAMP '9999-12-31 23:59:59.999999' THEN {sql} END)"
+            ),
+            (Dialect::Sqlite, _) => format!(
+                "(CASE WHEN {sql} BETWEEN '0001-01-01' AND '9999-12-31 23:59:59.999999' THEN {sql} END)"
+            ),
+        }
+    }
+
     /// `sql` clamped into `[lo, hi]` and read as an integer or a float.
     /// NULL stays NULL: a missing value is neither counted nor summed.
     pub fn clamp(self, sql: &str, ty: SqlType, lo: f64, hi: f64) -> String {
+        let (lo_f, hi_f) = (lo, hi);
         let int = ty == SqlType::Int;
         let (lo, hi) = if int {
             ((lo as i64).to_string(), (hi as i64).to_string())
@@ -72,8 +92,14 @@ impl Dialect {
             Dialect::Postgres if int => format!(
                 "CASE WHEN {sql} IS NULL THEN NULL ELSE CAST(LEAST(GREATEST({sql}, {lo}), {hi}) AS bigint) END"
             ),
+            // Clamped before the cast (a numeric column beyond float8 would
+            // fail to cast), and values nearer zero than 1e-100 read as 0
+            // (a tiny numeric fails to cast; a tiny float8 makes products
+            // underflow); compared, not abs(): abs of the smallest bigint
+            // raises. No stored value can make the read raise.
             Dialect::Postgres => format!(
-                "CASE WHEN {sql} IS NULL THEN NULL ELSE LEAST(GREATEST(CAST({sql} AS float8), {lo}), {hi}) END"
+                "CASE WHEN {sql} IS NULL THEN NULL WHEN {sql} > -1e-100 AND {sql} < 1e-100 THEN {zero:e} ELSE CAST(LEAST(GREATEST({sql}, {lo}), {hi}) AS float8) END",
+                zero = 0f64.clamp(lo_f, hi_f)
             ),
             // Scalar MIN and MAX return NULL for a NULL argument; text or a
             // blob stored in a numeric column sorts above numbers, so it
@@ -160,8 +186,9 @@ impl Dialect {
     /// `expr::extract` accepts), as an integer.
     pub fn extract(self, field: &str, sql: &str) -> String {
         if self == Dialect::Postgres {
+            // Through timestamp: PostgreSQL refuses time fields of a date.
             return format!(
-                "CAST(EXTRACT({} FROM {sql}) AS bigint)",
+                "CAST(EXTRACT({} FROM CAST({sql} AS timestamp)) AS bigint)",
                 field.to_uppercase()
             );
         }

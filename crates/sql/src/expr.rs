@@ -155,6 +155,15 @@ const INT_LIMIT: f64 = 4.0e18;
 const FLOAT_LIMIT: f64 = 1.0e100;
 /// Divisors closer to zero than this give NULL, so a quotient stays finite.
 const MIN_DIVISOR: f64 = 1.0e-100;
+/// Float values nearer zero than about this are flushed to 0 after every
+/// product and quotient (and constants that small are refused), so no
+/// product or quotient of two non-zero values can round to 0 — which
+/// PostgreSQL reports as an underflow error.
+const MIN_MAGNITUDE: f64 = 1.0e-100;
+/// Longest SQL one row-level expression may render to. Some constructs
+/// repeat an operand (a NULL test and a clamp), so nesting them could grow
+/// the text exponentially; checked at every level of `compile`.
+pub const MAX_EXPRESSION_SQL: usize = 256 * 1024;
 /// Largest integer range turned into a public domain (e.g. extract(day)).
 const MAX_INT_DOMAIN: f64 = 400.0;
 
@@ -246,6 +255,29 @@ fn mismatch(message: String, hint: impl Into<String>) -> Refusal {
 
 /// Checks and renders a row-level expression.
 pub fn compile(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
+    let t = compile_unchecked(expr, scope)?;
+    if t.sql.len() > MAX_EXPRESSION_SQL {
+        return Err(Refusal::new(
+            sqlstate::STATEMENT_TOO_COMPLEX,
+            format!(
+                "an expression would render to more than {MAX_EXPRESSION_SQL} bytes of backend SQL"
+            ),
+            "simplify or split the expression (nested CASE, width_bucket and clamps repeat their operands)",
+        ));
+    }
+    Ok(t)
+}
+
+/// A float product or quotient with values nearer zero than
+/// [`MIN_MAGNITUDE`] flushed to 0: adding and subtracting a constant can
+/// never raise (PostgreSQL checks only products and quotients for
+/// underflow), references `sql` once, and leaves every value above about
+/// 1e-84 exactly as it was.
+fn flushed(sql: String) -> String {
+    format!("(({sql} + {MIN_MAGNITUDE:e}) - {MIN_MAGNITUDE:e})")
+}
+
+fn compile_unchecked(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
     let d = scope.dialect;
     match expr {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(scope.lookup(expr)?.typed.clone()),
@@ -373,6 +405,18 @@ fn literal(value: &Value) -> Result<Typed, Refusal> {
                 .parse()
                 .map_err(|_| unsupported(format!("the number {n}")))?;
             let int = n.parse::<i64>().is_ok();
+            // Every float value dpgate computes with is 0 or at least
+            // MIN_MAGNITUDE in size, and at most FLOAT_LIMIT (see `flushed`).
+            if !int
+                && (!x.is_finite()
+                    || x.abs() > FLOAT_LIMIT
+                    || (x != 0.0 && x.abs() < MIN_MAGNITUDE))
+            {
+                return Err(Refusal::unsupported(
+                    format!("the constant {n} is outside the magnitudes dpgate computes with (0, or {MIN_MAGNITUDE:e} to {FLOAT_LIMIT:e})"),
+                    "scale the expression instead, e.g. SUM(x) * 1e-200 after the aggregate",
+                ));
+            }
             let sql = if int { n.clone() } else { format!("{x:e}") };
             let ty = if int { SqlType::Int } else { SqlType::Float };
             (sql, ty, Literal::Number(x))
@@ -599,6 +643,16 @@ fn binary(d: Dialect, a: Typed, op: &BinaryOperator, b: Typed) -> Result<Typed, 
                     ty,
                     Range::new(ra.lo - rb.hi, ra.hi - rb.lo),
                 ),
+                Multiply if ty == SqlType::Float => checked(
+                    flushed(format!("({x} * {y})")),
+                    ty,
+                    hull_of([
+                        product(ra.lo, rb.lo),
+                        product(ra.lo, rb.hi),
+                        product(ra.hi, rb.lo),
+                        product(ra.hi, rb.hi),
+                    ]),
+                ),
                 Multiply => checked(
                     format!("({x} * {y})"),
                     ty,
@@ -634,6 +688,15 @@ fn binary(d: Dialect, a: Typed, op: &BinaryOperator, b: Typed) -> Result<Typed, 
 /// raise an error that reveals a row), and a float divisor nearer zero than
 /// [`MIN_DIVISOR`] too, so the quotient cannot overflow.
 fn divide(x: &str, ra: Range, y: &str, rb: Range, ty: SqlType) -> Result<Typed, Refusal> {
+    // An unbounded operand (a quotient whose divisor could be near zero)
+    // must be clamped before it is divided again: chained quotients of
+    // near-zero divisors would otherwise overflow on some rows.
+    if !ra.is_finite() || !rb.is_finite() {
+        return Err(Refusal::unsupported(
+            format!("{x} / {y} divides an expression without a proven bound"),
+            "clamp the operand first, e.g. LEAST(GREATEST(a / b, -1000), 1000) / c",
+        ));
+    }
     if !rb.contains_zero() {
         let r = hull_of([ra.lo / rb.lo, ra.lo / rb.hi, ra.hi / rb.lo, ra.hi / rb.hi]);
         let r = if ty == SqlType::Int {
@@ -641,7 +704,13 @@ fn divide(x: &str, ra: Range, y: &str, rb: Range, ty: SqlType) -> Result<Typed, 
         } else {
             r
         };
-        return checked(format!("({x} / {y})"), ty, r);
+        let sql = format!("({x} / {y})");
+        let sql = if ty == SqlType::Float {
+            flushed(sql)
+        } else {
+            sql
+        };
+        return checked(sql, ty, r);
     }
     if ty == SqlType::Int {
         // |y| ≥ 1 whenever it is not zero, so |x / y| ≤ |x|.
@@ -649,7 +718,9 @@ fn divide(x: &str, ra: Range, y: &str, rb: Range, ty: SqlType) -> Result<Typed, 
         return checked(format!("({x} / NULLIF({y}, 0))"), ty, Range::new(-m, m));
     }
     Ok(Typed::new(
-        format!("(CASE WHEN abs({y}) >= {MIN_DIVISOR:e} THEN {x} / {y} END)"),
+        flushed(format!(
+            "(CASE WHEN abs({y}) >= {MIN_DIVISOR:e} THEN {x} / {y} END)"
+        )),
         ty,
         Range::ALL,
     ))
@@ -913,7 +984,9 @@ fn cast(d: Dialect, t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
             "cast between numbers, to text, or between date and timestamp; compare text with text",
         )
         };
-    if let Some(Literal::Text(s)) = &t.literal {
+    // A date or timestamp literal casts like any date value (below).
+    let untyped = !matches!(t.ty, SqlType::Date | SqlType::Timestamp);
+    if let (Some(Literal::Text(s)), true) = (&t.literal, untyped) {
         // A literal is checked now: it either reads as the type or is refused.
         if !literal_fits(to, t.literal.as_ref()) {
             return Err(refuse());
@@ -1248,13 +1321,15 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
             if let Some(d) = domain.as_mut() {
                 d.push(None);
             }
+            // NULLIF(int, float) is a float in PostgreSQL.
+            let (first, ty) = if a[0].ty == SqlType::Int && a[1].ty == SqlType::Float {
+                (d.to_float(&a[0].operand(d)?), SqlType::Float)
+            } else {
+                (a[0].operand(d)?, a[0].ty)
+            };
             Ok(Typed::new(
-                format!(
-                    "NULLIF({}, {})",
-                    a[0].operand(d)?,
-                    coerced(d, &a[1], a[0].ty)
-                ),
-                a[0].ty,
+                format!("NULLIF({first}, {})", coerced(d, &a[1], ty)),
+                ty,
                 a[0].range,
             )
             .with_domain(domain))

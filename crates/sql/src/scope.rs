@@ -31,7 +31,7 @@ pub struct Scope {
 
 impl ScopeColumn {
     /// A declared column of a table read under `qualifier`.
-    pub fn declared(qualifier: &str, column: &Column) -> ScopeColumn {
+    pub fn declared(qualifier: &str, column: &Column, dialect: Dialect) -> ScopeColumn {
         let ty = SqlType::from(column.ty);
         let domain = match (&column.values, ty) {
             (Some(values), _) => Some(values.iter().cloned().map(Some).collect()),
@@ -45,11 +45,15 @@ impl ScopeColumn {
                 _ => Range::new(lo, hi),
             })
             .unwrap_or(Range::ALL);
+        let mut sql = format!("{}.{}", quote_ident(qualifier), quote_ident(&column.name));
+        if matches!(ty, SqlType::Date | SqlType::Timestamp) {
+            sql = dialect.guarded_date(&sql, ty);
+        }
         ScopeColumn {
             qualifier: qualifier.to_string(),
             name: column.name.clone(),
             typed: Typed {
-                sql: format!("{}.{}", quote_ident(qualifier), quote_ident(&column.name)),
+                sql,
                 ty,
                 range,
                 domain,

@@ -263,7 +263,7 @@ fn table(
     let mut columns: Vec<ScopeColumn> = t
         .columns
         .iter()
-        .map(|c| ScopeColumn::declared(&q, c))
+        .map(|c| ScopeColumn::declared(&q, c, dialect))
         .collect();
     let (unit, max_rows, one_row) = match &t.privacy {
         TablePrivacy::Public => (None, 0, false),

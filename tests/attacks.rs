@@ -1,0 +1,9 @@
+//! The attack suite: one module per attack class an attack review found
+//! (and the classes around them), each run against a table where the
+//! attack would succeed if its defence were missing. Run with
+//! `cargo test --release --test attacks`.
+
+mod common;
+
+#[path = "attacks/totality.rs"]
+mod totality;
