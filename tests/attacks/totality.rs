@@ -208,7 +208,7 @@ impl Gen {
 
     fn boolean(&mut self, depth: u32) -> String {
         let d = depth.saturating_sub(1);
-        match self.rng.gen_range(0..12) {
+        match self.rng.gen_range(0..13) {
             0..=2 => format!(
                 "{} {} {}",
                 self.num(d),
@@ -248,6 +248,25 @@ impl Gen {
                 self.num_literal(),
                 self.num_literal()
             ),
+            // Literals of the wrong shape and comparisons with the unit.
+            11 => self
+                .pick(&[
+                    "id = 'abc'",
+                    "id IN (1, 'x', 2.5)",
+                    "id <> 3",
+                    "'7' = id",
+                    "id = n",
+                    "n = 'NaN'",
+                    "x = '1e-400'",
+                    "x > 'Infinity'",
+                    "n = '1.5'",
+                    "d = '2024-02-31'",
+                    "ts < '2024-01-01 25:00'",
+                    "d > DATE '2023-02-29'",
+                    "b = 'maybe'",
+                    "s = 12",
+                ])
+                .to_string(),
             _ => self.pick(&["b", "b IS TRUE", "b IS NOT FALSE"]).to_string(),
         }
     }

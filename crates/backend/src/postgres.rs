@@ -20,8 +20,18 @@ impl PgBackend {
         config: &dpgate_config::Backend,
     ) -> Result<PgBackend, BackendError> {
         let url: tokio_postgres::Config = url.parse().map_err(connect_error)?;
+        // Every setting the rendered SQL relies on is pinned per session,
+        // whatever the role's or database's defaults: quoting
+        // (standard_conforming_strings, backslash_quote), the text form of
+        // dates and floats that keys and measurements are read back in
+        // (DateStyle, IntervalStyle, extra_float_digits, TimeZone), and a
+        // search_path under which no other schema's function can shadow
+        // the built-ins dpgate calls (tables are schema-qualified).
         let setup = format!(
-            "SET statement_timeout = {}; SET default_transaction_read_only = on; SET application_name = 'dpgate'",
+            "SET statement_timeout = {}; SET default_transaction_read_only = on; SET application_name = 'dpgate'; \
+             SET standard_conforming_strings = on; SET backslash_quote = off; SET client_encoding = 'UTF8'; \
+             SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1; \
+             SET TimeZone = 'UTC'; SET search_path = pg_catalog",
             config.statement_timeout_ms
         );
         Ok(PgBackend {

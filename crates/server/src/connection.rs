@@ -20,16 +20,24 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::codec::{Framed, FramedParts};
 
-/// A client must finish authenticating within this time.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client must finish authenticating within this time (PostgreSQL's
+/// authentication_timeout is 60 s; a proxy in front of it need not wait as
+/// long for a password).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections that may be negotiating or authenticating at once. They
+/// hold no connection slot: only an authenticated client takes one of
+/// `server.max_connections`, so unauthenticated clients cannot crowd out
+/// analysts.
+pub(crate) const MAX_PENDING_LOGINS: usize = 64;
 
 /// Output buffered beyond this is written even before a flush point.
 const MAX_BUFFERED: usize = 64 * 1024;
 
 /// What the connection does once negotiated.
 pub(crate) enum Admission {
-    /// Serve it.
-    Serve,
+    /// Serve it; the permit is one of the pending-login places.
+    Serve(tokio::sync::OwnedSemaphorePermit),
     /// Answer the startup packet with "too many connections" and close.
     TooMany,
 }
@@ -38,6 +46,8 @@ pub(crate) enum Admission {
 pub(crate) struct Limits {
     pub idle_timeout: Option<Duration>,
     pub tls: Option<TlsAcceptor>,
+    /// The `server.max_connections` slots, taken once a client has logged in.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves one TCP connection until the client leaves, the idle timeout
@@ -61,17 +71,21 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
     new_parts.write_buf = parts.write_buf;
     let mut socket = Framed::from_parts(new_parts);
 
-    if let Admission::TooMany = admission {
-        // PostgreSQL answers the startup packet, then closes.
-        let _ = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
-        return fatal(
-            &mut socket,
-            "53300",
-            "sorry, too many clients already",
-            "retry later, or ask the data owner to raise server.max_connections",
-        )
-        .await;
-    }
+    let mut pending_login = match admission {
+        Admission::Serve(permit) => Some(permit),
+        Admission::TooMany => {
+            // PostgreSQL answers the startup packet, then closes.
+            let _ = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
+            return fatal(
+                &mut socket,
+                "53300",
+                "sorry, too many clients already",
+                "retry later, or ask the data owner to raise server.max_connections",
+            )
+            .await;
+        }
+    };
+    let mut slot = None;
 
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
@@ -156,7 +170,28 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         if is_cancel {
             break;
         }
+        if slot.is_none() && matches!(socket.state(), PgWireConnectionState::ReadyForQuery) {
+            // Logged in: trade the pending-login place for a connection slot.
+            pending_login = None;
+            slot = match limits.slots.clone().try_acquire_owned() {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    tracing::warn!("connection refused after login: too many connections");
+                    // The client sees the refusal, not the login's success.
+                    socket.write_buffer_mut().clear();
+                    socket.get_mut().discard_unsent();
+                    return fatal(
+                        &mut socket,
+                        "53300",
+                        "sorry, too many clients already",
+                        "retry later, or ask the data owner to raise server.max_connections",
+                    )
+                    .await;
+                }
+            };
+        }
     }
+    drop(pending_login);
     socket.get_mut().flush_buffer().await
 }
 
@@ -223,6 +258,12 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
         self.buffer.clear();
         self.written = 0;
         Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    /// Forgets what is buffered and not yet written (the login's success
+    /// messages, when the login is then refused).
+    fn discard_unsent(&mut self) {
+        self.buffer.truncate(self.written);
     }
 
     /// Writes out everything buffered.

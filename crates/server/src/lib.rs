@@ -175,8 +175,9 @@ pub async fn serve(
             .as_ref()
             .map(connection::tls_acceptor)
             .transpose()?,
+        slots: Arc::new(Semaphore::new(server.max_connections)),
     });
-    let slots = Arc::new(Semaphore::new(server.max_connections));
+    let pending_logins = Arc::new(Semaphore::new(connection::MAX_PENDING_LOGINS));
     let (stop, stopped) = watch::channel(false);
     let mut running = JoinSet::new();
     tokio::pin!(shutdown);
@@ -191,17 +192,15 @@ pub async fn serve(
                     }
                 };
                 tracing::debug!(%peer, "connection");
-                let slot = slots.clone().try_acquire_owned().ok();
-                let admission = match slot {
-                    Some(_) => connection::Admission::Serve,
-                    None => {
-                        tracing::warn!(%peer, max = server.max_connections, "connection refused: too many connections");
+                let admission = match pending_logins.clone().try_acquire_owned() {
+                    Ok(permit) => connection::Admission::Serve(permit),
+                    Err(_) => {
+                        tracing::warn!(%peer, max = connection::MAX_PENDING_LOGINS, "connection refused: too many clients logging in");
                         connection::Admission::TooMany
                     }
                 };
                 let (handlers, limits, stopped) = (handlers.clone(), limits.clone(), stopped.clone());
                 running.spawn(async move {
-                    let _slot = slot;
                     if let Err(e) = connection::serve_connection(socket, handlers, limits, admission, stopped).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }

@@ -306,18 +306,30 @@ fn compile_unchecked(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
             negated,
         } => {
             let subject = compile(expr, scope)?;
-            let items = list
+            let typed = list
                 .iter()
-                .map(|e| {
-                    let item = compile(e, scope)?;
-                    comparable(&subject, &item)?;
-                    Ok(coerced(d, &item, subject.ty))
+                .map(|e| compile(e, scope))
+                .collect::<Result<Vec<_>, Refusal>>()?;
+            // With the privacy unit on either side, everything compares as text.
+            let unit = subject.is_unit || typed.iter().any(|t| t.is_unit);
+            let items = typed
+                .iter()
+                .map(|item| {
+                    if unit {
+                        return Ok(as_text(d, item));
+                    }
+                    comparable(&subject, item)?;
+                    Ok(coerced(d, item, subject.ty))
                 })
                 .collect::<Result<Vec<_>, Refusal>>()?;
             let not = if *negated { "NOT " } else { "" };
+            let subject_sql = if unit {
+                as_text(d, &subject)
+            } else {
+                subject.sql.clone()
+            };
             Ok(boolean(format!(
-                "{} {not}IN ({})",
-                subject.sql,
+                "{subject_sql} {not}IN ({})",
                 items.join(", ")
             )))
         }
@@ -471,6 +483,64 @@ fn typed_string(d: Dialect, data_type: &DataType, value: &Value) -> Result<Typed
 }
 
 /// A date (`YYYY-MM-DD`) or timestamp (date, then an optional time).
+/// Whether float8 input reads `s` without an error: a finite number that
+/// does not underflow to zero, or one of the special values.
+fn float_text_fits(s: &str) -> bool {
+    let t = s.trim();
+    let special = [
+        "nan",
+        "infinity",
+        "+infinity",
+        "-infinity",
+        "inf",
+        "+inf",
+        "-inf",
+    ];
+    if special.contains(&t.to_ascii_lowercase().as_str()) {
+        return true;
+    }
+    let Ok(x) = t.parse::<f64>() else {
+        return false;
+    };
+    let zero_text = !t
+        .split(['e', 'E'])
+        .next()
+        .unwrap_or("")
+        .chars()
+        .any(|c| ('1'..='9').contains(&c));
+    x.is_finite() && (x.abs() >= f64::MIN_POSITIVE || (x == 0.0 && zero_text))
+}
+
+/// Whether `y-m-d` is a calendar date of years 1–9999.
+fn calendar_date(y: u32, m: u32, d: u32) -> bool {
+    let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=9999).contains(&y) && (1..=days).contains(&d)
+}
+
+/// Whether `t` is `HH:MM`, `HH:MM:SS` or `HH:MM:SS.ffffff` of a real time.
+fn clock_time(t: &str) -> bool {
+    let (hms, frac) = t.split_once('.').unwrap_or((t, "0"));
+    let parts: Vec<&str> = hms.split(':').collect();
+    let number = |p: &str, max: u32| {
+        p.len() == 2
+            && p.chars().all(|c| c.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|v| v <= max)
+    };
+    (2..=3).contains(&parts.len())
+        && number(parts[0], 23)
+        && number(parts[1], 59)
+        && parts.get(2).is_none_or(|s| number(s, 59))
+        && (1..=6).contains(&frac.len())
+        && frac.chars().all(|c| c.is_ascii_digit())
+}
+
 fn check_date_text(text: &str, ty: SqlType) -> Result<(), Refusal> {
     let t = text.trim();
     let date = t.get(..10).unwrap_or("");
@@ -478,20 +548,17 @@ fn check_date_text(text: &str, ty: SqlType) -> Result<(), Refusal> {
     let parts: Vec<&str> = date.split('-').collect();
     let ok_date = parts.len() == 3
         && parts[0].len() == 4
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-        && matches!(parts[1].parse::<u32>(), Ok(1..=12))
-        && matches!(parts[2].parse::<u32>(), Ok(1..=31));
+        && parts[1].len() == 2
+        && parts[2].len() == 2
+        && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_digit()))
+        && calendar_date(
+            parts[0].parse().unwrap_or(0),
+            parts[1].parse().unwrap_or(0),
+            parts[2].parse().unwrap_or(0),
+        );
     let ok_rest = match ty {
         SqlType::Date => rest.is_empty(),
-        _ => {
-            rest.is_empty()
-                || (rest.starts_with([' ', 'T'])
-                    && rest[1..]
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || matches!(c, ':' | '.' | '+' | '-' | 'Z')))
-        }
+        _ => rest.is_empty() || (rest.starts_with([' ', 'T']) && clock_time(&rest[1..])),
     };
     if ok_date && ok_rest {
         Ok(())
@@ -603,6 +670,15 @@ fn binary(d: Dialect, a: Typed, op: &BinaryOperator, b: Typed) -> Result<Typed, 
             want_bool(&b, &op.to_string())?;
             Ok(boolean(format!("{} {op} {}", a.sql, b.sql)))
         }
+        Eq | NotEq if a.is_unit != b.is_unit => Ok(boolean(format!(
+            "{} {op} {}",
+            as_text(d, &a),
+            as_text(d, &b)
+        ))),
+        Lt | LtEq | Gt | GtEq if a.is_unit || b.is_unit => Err(Refusal::unsupported(
+            "the privacy unit can only be compared with = or <>",
+            "compare it for equality, e.g. WHERE patient_id = '42', or join on it",
+        )),
         Eq | NotEq | Lt | LtEq | Gt | GtEq => {
             comparable(&a, &b)?;
             Ok(boolean(format!(
@@ -726,6 +802,20 @@ fn divide(x: &str, ra: Range, y: &str, rb: Range, ty: SqlType) -> Result<Typed, 
     ))
 }
 
+/// A value as text, for comparisons with the privacy unit, whose backend
+/// type dpgate does not know: text against text never fails, whatever the
+/// unit's type (`patient_id = 'abc'` is false, not an error).
+fn as_text(d: Dialect, t: &Typed) -> String {
+    match &t.literal {
+        Some(Literal::Null) => "NULL".into(),
+        Some(Literal::Text(s)) => quote_literal(s),
+        Some(Literal::Number(x)) if t.ty == SqlType::Int => quote_literal(&(*x as i64).to_string()),
+        Some(Literal::Number(x)) => quote_literal(&x.to_string()),
+        Some(Literal::Bool(b)) => quote_literal(&b.to_string()),
+        None => d.to_text(&t.sql, t.ty),
+    }
+}
+
 /// Refuses comparisons PostgreSQL would reject while reading rows (e.g.
 /// `age = 'abc'`), before anything is charged.
 fn comparable(a: &Typed, b: &Typed) -> Result<(), Refusal> {
@@ -762,7 +852,8 @@ fn literal_fits(ty: SqlType, lit: Option<&Literal>) -> bool {
         return true;
     };
     match ty {
-        SqlType::Int | SqlType::Float => s.trim().parse::<f64>().is_ok(),
+        SqlType::Int => s.trim().parse::<i64>().is_ok(),
+        SqlType::Float => float_text_fits(s),
         SqlType::Bool => parse_bool(s).is_some(),
         SqlType::Date | SqlType::Timestamp => check_date_text(s, ty).is_ok(),
         SqlType::Text | SqlType::Unknown => true,
@@ -1225,11 +1316,12 @@ fn function(f: &Function, scope: &Scope) -> Result<Typed, Refusal> {
         "sign" => {
             arity(1)?;
             want_numeric(&a[0], "sign")?;
-            checked(
-                format!("sign({})", a[0].operand(d)?),
-                a[0].ty,
-                Range::new(-1.0, 1.0),
-            )
+            // PostgreSQL's sign() of a bigint is a double: cast it back.
+            let sql = match a[0].ty {
+                SqlType::Int => d.float_to_int(&format!("sign({})", a[0].operand(d)?)),
+                _ => format!("sign({})", a[0].operand(d)?),
+            };
+            checked(sql, a[0].ty, Range::new(-1.0, 1.0))
         }
         "round" | "trunc" if a.len() == 2 => {
             let digits = constant_int(&a[1], "the number of digits")?;

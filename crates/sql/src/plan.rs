@@ -106,6 +106,10 @@ pub struct Post {
     pub offset: u64,
 }
 
+/// Most columns a backend query may select (below PostgreSQL's 1 664 and
+/// SQLite's 2 000).
+pub const MAX_BACKEND_COLUMNS: usize = 1_600;
+
 /// Largest declared key domain released in full; beyond it, keys go
 /// through partition selection.
 pub const MAX_DOMAIN_GROUPS: usize = 10_000;
@@ -299,6 +303,22 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
         // Keys alone (SELECT DISTINCT ward): a count decides nothing but
         // keeps every release a measured one.
         measures.count_rows(bound.max_rows);
+    }
+    // Both backends cap the columns of a select list (PostgreSQL at 1 664,
+    // SQLite at 2 000): a plan beyond is refused now, not charged and then
+    // failed.
+    let outer_columns = keys.len() + measures.specs.iter().map(|s| s.sqls.len()).sum::<usize>();
+    let inner_columns = keys.len() + measures.args.len() + 1;
+    if outer_columns.max(inner_columns) > MAX_BACKEND_COLUMNS {
+        return Err(Refusal::new(
+            sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "this query needs {} backend columns (each percentile measures a {}-bin histogram); the limit is {MAX_BACKEND_COLUMNS}",
+                outer_columns.max(inner_columns),
+                crate::aggregate::HISTOGRAM_BINS
+            ),
+            "ask for fewer aggregates or percentiles in one query",
+        ));
     }
     let share = split_epsilon(&eps, measures.specs.len());
     let mut measurements: Vec<Measurement> = measures

@@ -194,8 +194,12 @@ fn factor(
             with_hints,
             version: None,
             partitions,
+            json_path: None,
+            sample: None,
+            index_hints,
+            with_ordinality: false,
             ..
-        } if with_hints.is_empty() && partitions.is_empty() => {
+        } if with_hints.is_empty() && partitions.is_empty() && index_hints.is_empty() => {
             let alias_name = alias.as_ref().map(|a| a.name.value.clone());
             if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
                 return Err(Refusal::unsupported(
@@ -217,10 +221,20 @@ fn factor(
             }
             table(name, alias_name, config, join_bound)
         }
+        TableFactor::Table {
+            sample: Some(_), ..
+        }
+        | TableFactor::Derived {
+            sample: Some(_), ..
+        } => Err(Refusal::unsupported(
+            "TABLESAMPLE is not supported: a sample would not bound what one person adds",
+            "query the whole table; dpgate's noise already hides any one person",
+        )),
         TableFactor::Derived {
             lateral: false,
             subquery,
             alias,
+            sample: None,
             ..
         } => {
             let alias = alias

@@ -622,3 +622,44 @@ fn each_backend_group_is_released_once() {
         assert!(groups.len() <= 3, "{sql}: {} groups", groups.len());
     }
 }
+
+/// Whatever would fail in the backend on every row is refused before the
+/// charge: malformed constants, samples, and plans beyond backend limits.
+#[test]
+fn constant_failures_are_refused_before_the_charge() {
+    for (sql, code) in [
+        ("SELECT COUNT(*) FROM visits WHERE age = 'NaN'", "42804"),
+        ("SELECT COUNT(*) FROM visits WHERE age = '1.5'", "42804"),
+        ("SELECT COUNT(*) FROM visits WHERE cost = '1e-400'", "42804"),
+        ("SELECT COUNT(*) FROM visits WHERE cost = '1e400'", "42804"),
+        (
+            "SELECT COUNT(*) FROM visits WHERE ward = DATE '2024-02-31'",
+            "42804",
+        ),
+        (
+            "SELECT COUNT(*) FROM visits TABLESAMPLE BERNOULLI (10)",
+            "0A000",
+        ),
+        ("SELECT COUNT(*) FROM visits WHERE patient_id < 10", "0A000"),
+    ] {
+        let e = refused(sql);
+        assert_eq!(e.code, code, "{sql}: {e}");
+    }
+    let many = (1..=30)
+        .map(|i| format!("PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY age + {i})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let e = refused(&format!("SELECT {many} FROM visits"));
+    assert_eq!(e.code, "54000", "{e}");
+    assert!(try_plan("SELECT COUNT(*) FROM visits WHERE cost = 'NaN' OR cost > '1e3'").is_ok());
+    // The privacy unit compares as text, which no stored value can fail.
+    let p =
+        try_plan("SELECT COUNT(*) FROM visits WHERE patient_id = 'abc' OR patient_id IN (4, 5)")
+            .unwrap();
+    assert!(
+        p.backend_sql
+            .contains("CAST(\"visits\".\"patient_id\" AS text) = 'abc'"),
+        "{}",
+        p.backend_sql
+    );
+}
