@@ -213,16 +213,15 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
             eprintln!("{e} ([backend] in {})", path.display());
             ExitCode::FAILURE
         })?;
-        let catalog = match dpgate_catalog::Catalog::open(&config, &backend).await {
-            Ok(c) => Some(c),
-            Err(e) if config.catalog_url.is_some() => {
-                eprintln!("{e} (catalog.url in {})", path.display());
-                return Err(ExitCode::FAILURE);
-            }
-            Err(e) => {
-                tracing::warn!("catalog browsing is off: {e}");
-                None
-            }
+        let catalog = match config.catalog.enabled {
+            false => None,
+            true => match dpgate_catalog::Catalog::open(&config, &backend).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("catalog browsing is off: {e}");
+                    None
+                }
+            },
         };
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
             eprintln!("cannot listen on {}: {e}", config.listen);

@@ -7,3 +7,6 @@ mod common;
 
 #[path = "attacks/totality.rs"]
 mod totality;
+
+#[path = "attacks/catalog.rs"]
+mod catalog;

@@ -89,6 +89,25 @@ fn the_demo_starts_and_answers_the_readme_query() {
         "{stderr}"
     );
 
+    // psql's meta-commands browse the demo's tables through dpgate's own
+    // catalog cluster, although the data is in SQLite.
+    let out = Command::new("psql")
+        .arg(&target)
+        .args(["-X", "-c", "\\dt", "-c", "\\d visits"])
+        .output()
+        .expect("psql on PATH");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("visits") && stdout.contains("patients"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Table \"public.visits\""), "{stdout}");
+    assert!(stdout.contains("ward"), "{stdout}");
+
     // The generated files and the loaded database are where the config says.
     for file in [
         "proxy.toml",

@@ -16,9 +16,8 @@ GRANT USAGE ON SCHEMA public TO dpgate;
 -- them), but least privilege is cheap.
 GRANT SELECT ON public.visits TO dpgate;
 
--- The shadow catalog that lets psql's \d, DBeaver and JDBC browse the
--- declared tables is a separate, empty database dpgate may write. Either
--- let dpgate create "<database>_dpgate_catalog" itself:
---   ALTER ROLE dpgate CREATEDB;
--- or create it once and point [catalog] url at it:
---   CREATE DATABASE warehouse_dpgate_catalog OWNER dpgate;
+-- dpgate refuses to start when this role is a superuser, may write a
+-- declared table, or may read the server's files (pg_read_server_files,
+-- pg_execute_server_program); keep it this plain. Catalog queries (psql's
+-- \d, DBeaver, JDBC) never reach this server: dpgate runs its own
+-- catalog cluster that holds only empty tables.

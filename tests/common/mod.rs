@@ -208,8 +208,6 @@ pub fn proxy_toml(db: &str, listen_port: u16, ledger: &Path, budget: f64, epsilo
 listen = "127.0.0.1:{listen_port}"
 [backend]
 url = "{url}"
-[catalog]
-url = "{catalog}"
 [ledger]
 path = "{ledger}"
 [privacy]
@@ -228,7 +226,6 @@ columns.ward = {{ type = "text", values = ["A", "B", "C"] }}
 columns.cost = {{ type = "float", lower = 0, upper = 5000 }}
 "#,
         url = cluster().url(db),
-        catalog = cluster().url(&format!("{db}_catalog_{listen_port}")),
         ledger = ledger.display()
     )
 }
@@ -541,7 +538,7 @@ pub async fn export_csv(db: &str, tables: &[&str], dir: &Path) {
 
 /// [`hospital_toml`] served from the embedded SQLite backend instead:
 /// the same declarations, each table loaded from the CSV export of `db`
-/// (written into `dir`), with the shadow catalog still on PostgreSQL.
+/// (written into `dir`).
 pub async fn hospital_sqlite_toml(
     db: &str,
     listen_port: u16,

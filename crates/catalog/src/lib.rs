@@ -1,20 +1,23 @@
 //! The shadow catalog. Clients browse schemas with PostgreSQL's own
 //! catalog queries (psql's `\d`, JDBC's `DatabaseMetaData`,
 //! `information_schema`), which are too many and too varied to emulate.
-//! dpgate keeps a separate database holding one *empty* table per table
-//! declared in proxy.toml, with the declared columns and types, and sends
-//! catalog queries there: PostgreSQL answers them exactly, and since no
-//! row of data exists in that database, no answer can depend on the data.
-//! What the shadow server could still reveal about the real one (activity,
-//! sizes, statistics views) is refused before the query is sent
-//! (`dpgate_sql::catalog`).
+//! dpgate runs its own PostgreSQL cluster (`cluster`), holding one
+//! database with one *empty* table per table declared in proxy.toml
+//! (`shadow`), and sends catalog queries there as an unprivileged role,
+//! read-only and rolled back (`forward`): PostgreSQL answers them exactly,
+//! and since that server holds no row of data and nothing of anyone else,
+//! no answer — whatever the query reads — can depend on the data.
 
+mod cluster;
 mod forward;
 mod params;
 mod shadow;
 
 use dpgate_backend::{Backend, Pool};
 use dpgate_config::Config;
+use tokio_postgres::NoTls;
+
+pub use cluster::Cluster;
 
 pub use forward::{CatalogRows, Described, Param};
 
@@ -56,31 +59,52 @@ impl From<tokio_postgres::Error> for CatalogError {
     }
 }
 
-/// The shadow catalog database and its connections.
+/// The shadow catalog: its private cluster and the reader's connections.
 pub struct Catalog {
     pool: Pool,
+    cluster: Cluster,
     statement_timeout_ms: u64,
 }
 
 impl Catalog {
-    /// Connects to the catalog database (`[catalog] url`, or a database
-    /// named `<backend database>_dpgate_catalog` on the backend's server),
-    /// creates it if missing, and mirrors `config`'s tables into it.
+    /// Starts the private cluster, creates the shadow database and the
+    /// unprivileged reader role, and mirrors `config`'s tables into it.
     pub async fn open(config: &Config, backend: &Backend) -> Result<Catalog, CatalogError> {
-        let target = shadow::target(config, backend)?;
-        let setup =
-            "SET default_transaction_read_only = on; SET standard_conforming_strings = on; SET application_name = 'dpgate catalog'";
-        let pool = match Pool::connect(target.clone(), setup, 4).await {
-            Ok(pool) => pool,
-            Err(e) if is_missing_database(&e) => {
-                shadow::create_database(&target).await?;
-                Pool::connect(target, setup, 4).await?
-            }
-            Err(e) => return Err(CatalogError::Unavailable(db_message(&e))),
-        };
+        let bin_dir = config.catalog.bin_dir.clone();
+        let cluster = tokio::task::spawn_blocking(move || Cluster::start(bin_dir.as_deref()))
+            .await
+            .map_err(|e| CatalogError::Unavailable(e.to_string()))??;
+        let admin = connect(&cluster.config(cluster::ADMIN_ROLE, "postgres")).await?;
+        // The reader may log in to the shadow database only, can never
+        // write, and gets the catalog's short statement timeout.
+        // CREATE DATABASE cannot share a batch (an implicit transaction).
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE template0",
+                cluster::DATABASE
+            ))
+            .await?;
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {reader} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION CONNECTION LIMIT 16; \
+                 REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC; \
+                 ALTER ROLE {reader} SET default_transaction_read_only = on; \
+                 ALTER ROLE {reader} SET statement_timeout = '5s'; \
+                 ALTER ROLE {reader} SET standard_conforming_strings = on",
+                reader = cluster::READER_ROLE
+            ))
+            .await?;
+        let setup = "SET application_name = 'dpgate catalog'";
         let catalog = Catalog {
-            pool,
-            statement_timeout_ms: config.backend.statement_timeout_ms.min(10_000),
+            pool: Pool::connect(
+                cluster.config(cluster::READER_ROLE, cluster::DATABASE),
+                setup,
+                4,
+            )
+            .await
+            .map_err(|e| CatalogError::Unavailable(db_message(&e)))?,
+            cluster,
+            statement_timeout_ms: config.backend.statement_timeout_ms.min(5_000),
         };
         catalog.sync(config, backend).await?;
         Ok(catalog)
@@ -90,9 +114,19 @@ impl Catalog {
     /// longer declared and creates what is, with comments that show each
     /// table's privacy unit and each column's bounds.
     pub async fn sync(&self, config: &Config, backend: &Backend) -> Result<(), CatalogError> {
-        let client = self.pool.get().await?;
-        shadow::sync(&client, config, backend).await
+        let admin = connect(&self.cluster.config(cluster::ADMIN_ROLE, cluster::DATABASE)).await?;
+        shadow::sync(&admin, config, backend).await
     }
+}
+
+/// One connection as the cluster's administrator (for setup and syncs).
+async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, CatalogError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| CatalogError::Unavailable(db_message(&e)))?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 /// PostgreSQL's own message for a database error, else the error's text.
@@ -100,9 +134,4 @@ pub(crate) fn db_message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.message().to_string())
         .unwrap_or_else(|| e.to_string())
-}
-
-fn is_missing_database(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME)
 }

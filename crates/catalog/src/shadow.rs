@@ -3,7 +3,7 @@
 use dpgate_backend::Backend;
 use dpgate_config::{quote_ident, Column, Config, Table, TablePrivacy};
 use dpgate_sql::quote_literal;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::CatalogError;
 
@@ -13,61 +13,6 @@ const MARKER: &str = "dpgate shadow catalog: empty tables mirroring proxy.toml";
 
 /// Serialises syncs of several dpgate processes sharing one catalog.
 const SYNC_LOCK: i64 = 0x6470_6761_7465; // "dpgate"
-
-/// Connection settings of the catalog database.
-pub(crate) fn target(
-    config: &Config,
-    backend: &Backend,
-) -> Result<tokio_postgres::Config, CatalogError> {
-    if let Some(url) = &config.catalog_url {
-        return url
-            .parse()
-            .map_err(|e| CatalogError::Unavailable(format!("catalog.url: {e}")));
-    }
-    let Some(pg) = backend.postgres() else {
-        return Err(CatalogError::Unavailable(
-            "the SQLite backend has no PostgreSQL server to keep the catalog in; set [catalog] url to an empty PostgreSQL database dpgate may write".into(),
-        ));
-    };
-    let mut target = pg.pool().config().clone();
-    let base = target
-        .get_dbname()
-        .map(str::to_string)
-        .or_else(|| target.get_user().map(str::to_string))
-        .unwrap_or_else(|| "postgres".into());
-    target.dbname(format!("{base}_dpgate_catalog"));
-    Ok(target)
-}
-
-/// Creates the catalog database, connecting to the `postgres` database
-/// of the same server as the same role.
-pub(crate) async fn create_database(target: &tokio_postgres::Config) -> Result<(), CatalogError> {
-    let name = target.get_dbname().unwrap_or("dpgate_catalog");
-    let mut maintenance = target.clone();
-    maintenance.dbname("postgres");
-    let (client, connection) = maintenance
-        .connect(NoTls)
-        .await
-        .map_err(|e| CatalogError::Unavailable(e.to_string()))?;
-    tokio::spawn(connection);
-    // template0: template1 refuses to be copied while others use it.
-    let sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
-    let created = match client
-        .batch_execute("SET default_transaction_read_only = off")
-        .await
-    {
-        Ok(()) => client.batch_execute(&sql).await,
-        Err(e) => Err(e),
-    };
-    created.map_err(|e| {
-        CatalogError::Unavailable(format!(
-            "cannot create the catalog database {name:?} ({}); create it, or set [catalog] url to an empty database dpgate may write",
-            crate::db_message(&e)
-        ))
-    })?;
-    tracing::info!(database = name, "created the shadow catalog database");
-    Ok(())
-}
 
 pub(crate) async fn sync(
     client: &Client,
@@ -160,6 +105,18 @@ pub(crate) async fn sync(
         };
         ddl.extend(table_ddl(table, unit_type.as_deref()));
     }
+    // The reader sees the shadow tables (tools read `SELECT * ... LIMIT 0`
+    // for a result's columns) and nothing it could change.
+    let mut schemas: Vec<&str> = config.tables.iter().map(|t| t.schema.as_str()).collect();
+    schemas.sort_unstable();
+    schemas.dedup();
+    for schema in schemas {
+        ddl.push(format!(
+            "GRANT USAGE ON SCHEMA {s} TO {r}; GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {r}",
+            s = quote_ident(schema),
+            r = crate::cluster::READER_ROLE
+        ));
+    }
     ddl.push(format!(
         "DO $$ BEGIN EXECUTE format('COMMENT ON DATABASE %I IS %L', current_database(), '{MARKER}'); \
          EXCEPTION WHEN insufficient_privilege THEN NULL; END $$"
@@ -226,10 +183,13 @@ fn table_ddl(table: &Table, unit_type: Option<&str>) -> Vec<String> {
             comments.push(column_comment(&name, &column.name, &text));
         }
     }
-    let mut out = vec![format!(
-        "CREATE SCHEMA IF NOT EXISTS {}",
-        quote_ident(&table.schema)
-    )];
+    let mut out = Vec::new();
+    if table.schema != "public" {
+        out.push(format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(&table.schema)
+        ));
+    }
     out.push(format!("CREATE TABLE {name} ({})", columns.join(", ")));
     out.push(format!(
         "COMMENT ON TABLE {name} IS {}",

@@ -63,6 +63,9 @@ impl Config {
                 anchor(p);
             }
         }
+        if let Some(p) = &mut self.catalog.bin_dir {
+            anchor(p);
+        }
     }
 
     /// Parses and validates config text; `env` looks up `env:NAME` secrets.

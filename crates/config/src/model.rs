@@ -39,6 +39,8 @@ pub(crate) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCatalog {
     pub url: Option<String>,
+    pub enabled: Option<bool>,
+    pub bin_dir: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -121,9 +123,8 @@ pub struct Config {
     pub server: Server,
     /// The database dpgate queries.
     pub backend: Backend,
-    /// The shadow catalog database (`postgres://`), if set explicitly;
-    /// otherwise dpgate derives one next to the backend.
-    pub catalog_url: Option<String>,
+    /// The shadow catalog: a PostgreSQL cluster dpgate runs itself.
+    pub catalog: Catalog,
     /// Where budgets, charges, the audit log and cached releases live.
     pub ledger: LedgerStore,
     /// Privacy defaults.
@@ -240,6 +241,18 @@ pub struct Cache {
     pub enabled: bool,
     /// Releases older than this are not repeated (None: kept for ever).
     pub max_age: Option<std::time::Duration>,
+}
+
+/// The shadow catalog that answers clients' catalog queries: a private
+/// PostgreSQL cluster that dpgate initialises and runs itself, holding
+/// only empty tables that mirror the declared ones.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Catalog {
+    /// Whether to run it (catalog queries are refused without it).
+    pub enabled: bool,
+    /// Directory of PostgreSQL's server binaries (`initdb`, `postgres`);
+    /// found by `pg_config --bindir` or under /usr/lib/postgresql when unset.
+    pub bin_dir: Option<std::path::PathBuf>,
 }
 
 /// Privacy defaults that apply to every user.

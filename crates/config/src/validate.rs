@@ -126,16 +126,19 @@ pub(crate) fn validate(
     });
 
     let server = validate_server(&mut c, &raw.server);
-    let catalog_url = raw.catalog.url.clone();
-    if let Some(u) = &catalog_url {
-        if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
-            c.err(
-                "catalog.url",
-                format!("{u:?} is not a PostgreSQL URL"),
-                "write postgres://user@host:port/database of an empty database dpgate may write",
-            );
-        }
+    if raw.catalog.url.is_some() {
+        // A catalog on a server that holds data (or other tenants) lets
+        // catalog SQL read that server's files and statistics.
+        c.err(
+            "catalog.url",
+            "dpgate no longer sends catalog queries to a server you name: it runs its own catalog cluster that holds nothing but empty tables",
+            "remove catalog.url; set catalog.bin_dir if PostgreSQL's server binaries are not found, or catalog.enabled = false",
+        );
     }
+    let catalog = crate::Catalog {
+        enabled: raw.catalog.enabled.unwrap_or(true),
+        bin_dir: raw.catalog.bin_dir.as_deref().map(PathBuf::from),
+    };
 
     let store = match (raw.backend.url, raw.backend.sqlite) {
         (Some(_), Some(_)) => {
@@ -284,7 +287,7 @@ pub(crate) fn validate(
             listen,
             server,
             backend,
-            catalog_url,
+            catalog,
             ledger,
             privacy,
             cache,

@@ -102,7 +102,7 @@ impl QueryHandler {
     ) -> Vec<Outcome> {
         let commands = match classify(sql) {
             Ok(c) => c,
-            Err(e) if self.catalog_can_take(sql) => {
+            Err(e) if e.code != sqlstate::STATEMENT_TOO_COMPLEX && self.catalog_can_take(sql) => {
                 tracing::debug!(error = %e.message, "unparsed statement sent to the catalog");
                 return vec![self.browse(client, sql, bound).await];
             }
@@ -376,7 +376,7 @@ impl QueryHandler {
     ) -> Result<(Vec<Type>, Fields), Refusal> {
         let mut commands = match classify(sql) {
             Ok(c) => c,
-            Err(_) if self.catalog_can_take(sql) => {
+            Err(e) if e.code != sqlstate::STATEMENT_TOO_COMPLEX && self.catalog_can_take(sql) => {
                 return self.describe_catalog(client, sql, declared).await
             }
             Err(e) => return Err(e),
@@ -463,8 +463,8 @@ impl QueryHandler {
 fn catalog_off() -> Refusal {
     Refusal::new(
         sqlstate::FEATURE_NOT_SUPPORTED,
-        "catalog browsing is off: dpgate has no catalog database",
-        "the data owner can set [catalog] url in proxy.toml to an empty PostgreSQL database dpgate may write; tables and columns are listed in the README and by dpgate check",
+        "catalog browsing is off: dpgate could not start its catalog cluster (see its log) or catalog.enabled is false",
+        "the data owner can install PostgreSQL's server binaries (Debian: apt install postgresql) or set catalog.bin_dir in proxy.toml; `dpgate check` lists the declared tables and columns",
     )
 }
 

@@ -103,8 +103,8 @@ impl Shared {
         if old.ledger != config.ledger {
             restart.push("ledger");
         }
-        if old.catalog_url != config.catalog_url {
-            restart.push("catalog.url");
+        if old.catalog != config.catalog {
+            restart.push("catalog.*");
         }
         if format!("{:?}", old.server) != format!("{:?}", config.server) {
             restart.push("server");

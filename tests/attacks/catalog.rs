@@ -1,0 +1,116 @@
+//! Catalog escapes: escaped identifiers, SQL inside strings and functions
+//! that run SQL or read files. Before dpgate ran its own catalog cluster,
+//! catalog SQL ran on the data's server, where each of these read the
+//! heap file, other tenants' database names or other analysts' SQL. Now
+//! every one of them meets a server that holds only empty tables.
+
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::common::*;
+
+/// Every cell of every row `sql` returns, or the error text.
+async fn cells(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<String>, String> {
+    match client.simple_query(sql).await {
+        Ok(messages) => Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                ),
+                _ => None,
+            })
+            .collect()),
+        Err(e) => Err(e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_string())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_sql_never_reaches_the_data_server() {
+    let (db, _dir, gate) = gate_over_visits("escape", 300, 10.0, 0.1).await;
+    // Another tenant's database and a table the config does not declare.
+    let other = empty_database("other_tenant_secret").await;
+    connect_direct(&cluster().url(&db))
+        .await
+        .batch_execute(
+            "CREATE TABLE secrets (who text); INSERT INTO secrets VALUES ('diagnosis: rare')",
+        )
+        .await
+        .unwrap();
+    let (client, _notices) = gate.connect().await;
+    let truth: i64 = connect_direct(&cluster().url(&db))
+        .await
+        .query_one("SELECT COUNT(*) FROM visits", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let data_dir = cluster().dir.display().to_string();
+    let leaks = |out: &[String]| -> Option<String> {
+        out.iter()
+            .find(|c| {
+                c.contains(&db)
+                    || c.contains(&other)
+                    || c.contains("diagnosis: rare")
+                    || c.contains(&data_dir)
+                    || c.split('|').any(|v| v == truth.to_string())
+            })
+            .cloned()
+    };
+    let attempts = [
+        // Escaped identifiers that a token denylist compared unescaped.
+        r#"SELECT U&"pg\005Fread\005Fbinary\005Ffile"('global/pg_control')"#,
+        r#"SELECT U&"pg\005Fls\005Fdir"('base')"#,
+        r#"SELECT * FROM U&"pg\005Fstat\005Factivity""#,
+        r#"SELECT datname FROM U&"pg\005Fdatabase""#,
+        "SELECT datname FROM pg_database",
+        "SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE '%tenant%'",
+        // SQL in strings, run by the server.
+        "SELECT query_to_xml('SELECT COUNT(*) AS n FROM public.visits', true, true, '')",
+        "SELECT query_to_xml('SELECT who FROM public.secrets', true, true, '')",
+        "SELECT ts_rewrite('a & b'::tsquery, 'SELECT ''a''::tsquery, ''c''::tsquery')",
+        "SELECT relname FROM pg_class WHERE relname = 'secrets'",
+        "SELECT n_live_tup FROM pg_stat_user_tables",
+        "SELECT reltuples FROM pg_class WHERE relname = 'visits'",
+        "SHOW data_directory",
+        "SELECT current_setting('data_directory')",
+        "SELECT setting FROM pg_settings WHERE name = 'data_directory'",
+        "SELECT inet_server_port()",
+        "SELECT current_database()",
+    ];
+    let mut answered = 0;
+    for sql in attempts {
+        match cells(&client, sql).await {
+            Ok(out) => {
+                answered += 1;
+                assert!(
+                    leaks(&out).is_none(),
+                    "{sql} leaked {:?} from the data server",
+                    leaks(&out)
+                );
+            }
+            Err(e) => assert!(!e.contains(&db) && !e.contains(&data_dir), "{sql}: {e}"),
+        }
+    }
+    // The shadow catalog answers from its own cluster: browsing works and
+    // its tables are empty.
+    assert!(answered >= 5, "only {answered} catalog queries answered");
+    let n = cells(
+        &client,
+        "SELECT COUNT(*) FROM pg_catalog.pg_class WHERE relname = 'visits'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, ["1"]);
+    let xml = cells(
+        &client,
+        "SELECT query_to_xml('SELECT COUNT(*) AS n FROM public.visits', true, true, '')",
+    )
+    .await;
+    if let Ok(xml) = xml {
+        assert!(xml.concat().contains("<n>0</n>"), "{xml:?}");
+    }
+}
