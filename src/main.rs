@@ -213,6 +213,7 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
             eprintln!("{e} ([backend] in {})", path.display());
             ExitCode::FAILURE
         })?;
+        check_backend_role(&config, &backend, path).await?;
         let catalog = match config.catalog.enabled {
             false => None,
             true => match dpgate_catalog::Catalog::open(&config, &backend).await {
@@ -307,4 +308,44 @@ async fn open_ledger(config: &Config) -> Result<Ledger, ExitCode> {
         eprintln!("cannot open the ledger {}: {e}", config.ledger);
         ExitCode::FAILURE
     })
+}
+
+/// Refuses to serve through a backend role that could do more than read
+/// the declared tables (superuser, server files or programs, writes to a
+/// declared table), unless `backend.allow_privileged_role` says to, which
+/// is then logged at every start.
+async fn check_backend_role(
+    config: &dpgate_config::Config,
+    backend: &Backend,
+    path: &std::path::Path,
+) -> Result<(), ExitCode> {
+    let Some(pg) = backend.postgres() else {
+        return Ok(());
+    };
+    let problems = pg.role_problems(&config.tables).await.map_err(|e| {
+        eprintln!(
+            "cannot check the backend role: {e} ([backend] in {})",
+            path.display()
+        );
+        ExitCode::FAILURE
+    })?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    if config.backend.allow_privileged_role {
+        for p in &problems {
+            tracing::warn!(
+                "UNSAFE: {p}; serving anyway because backend.allow_privileged_role = true"
+            );
+        }
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    eprintln!(
+        "dpgate will not serve through this role ([backend] url in {}): connect as a role that may only SELECT the declared tables (see examples/postgres/readonly_role.sql), or set backend.allow_privileged_role = true to serve anyway",
+        path.display()
+    );
+    Err(ExitCode::FAILURE)
 }

@@ -10,3 +10,6 @@ mod totality;
 
 #[path = "attacks/catalog.rs"]
 mod catalog;
+
+#[path = "attacks/role.rs"]
+mod role;

@@ -134,13 +134,37 @@ pub fn cluster() -> &'static Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         std::mem::forget(child);
+        // dpgate reads the data as a plain role that may only SELECT (it
+        // refuses a superuser): SELECT on every table later created by
+        // postgres, through template1's default privileges, which every
+        // test database copies.
+        let out = Command::new(bin.join("psql"))
+            .arg(format!("postgres://postgres@127.0.0.1:{port}/template1"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!(
+                "CREATE ROLE {READER} LOGIN NOSUPERUSER; \
+                 ALTER ROLE {READER} SET default_transaction_read_only = on; \
+                 ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT SELECT ON TABLES TO {READER};"
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         Cluster { port, dir, log }
     })
 }
 
+/// The read-only role dpgate's backend connections use in the tests.
+pub const READER: &str = "dpgate_reader";
+
 impl Cluster {
+    /// The superuser's URL, for setting databases up.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The read-only role's URL, for dpgate's backend.
+    pub fn reader_url(&self, db: &str) -> String {
+        format!("postgres://{READER}@127.0.0.1:{}/{db}", self.port)
     }
 
     /// Statements the backend logged for database `db` that contain `needle`.
@@ -225,7 +249,7 @@ columns.age = {{ type = "int", lower = 0, upper = 110 }}
 columns.ward = {{ type = "text", values = ["A", "B", "C"] }}
 columns.cost = {{ type = "float", lower = 0, upper = 5000 }}
 "#,
-        url = cluster().url(db),
+        url = cluster().reader_url(db),
         ledger = ledger.display()
     )
 }
@@ -556,7 +580,7 @@ pub async fn hospital_sqlite_toml(
 pub async fn sqlite_toml(toml: &str, db: &str, tables: &[&str], dir: &Path) -> String {
     export_csv(db, tables, dir).await;
     let mut toml = toml.replace(
-        &format!("[backend]\nurl = \"{}\"", cluster().url(db)),
+        &format!("[backend]\nurl = \"{}\"", cluster().reader_url(db)),
         &format!("[backend]\nsqlite = \"{}\"", dir.join("data.db").display()),
     );
     for table in tables {

@@ -47,6 +47,61 @@ impl PgBackend {
         &self.pool
     }
 
+    /// What the backend role may do beyond reading the declared tables:
+    /// superuser, reading or writing the server's files or running
+    /// programs (which a data-dependent SQL path could abuse), or writing
+    /// any declared table. Empty when the role is as plain as it should be.
+    pub async fn role_problems(
+        &self,
+        tables: &[dpgate_config::Table],
+    ) -> Result<Vec<String>, BackendError> {
+        let client = self.pool.get().await.map_err(connect_error)?;
+        let role = client
+            .query_one(
+                "SELECT current_user::text, r.rolsuper, \
+                        pg_catalog.pg_has_role(current_user, 'pg_read_server_files', 'MEMBER'), \
+                        pg_catalog.pg_has_role(current_user, 'pg_write_server_files', 'MEMBER'), \
+                        pg_catalog.pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER') \
+                 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(|e| BackendError::Query(e.to_string()))?;
+        let name: String = role.get(0);
+        let mut problems = Vec::new();
+        for (i, what) in [
+            (1, "is a superuser"),
+            (2, "may read the server's files (pg_read_server_files)"),
+            (3, "may write the server's files (pg_write_server_files)"),
+            (
+                4,
+                "may run programs on the server (pg_execute_server_program)",
+            ),
+        ] {
+            if role.get::<_, bool>(i) {
+                problems.push(format!("the backend role {name:?} {what}"));
+            }
+        }
+        for t in tables {
+            let writable: Option<bool> = client
+                .query_one(
+                    "SELECT CASE WHEN pg_catalog.to_regclass($1) IS NULL THEN NULL \
+                     ELSE pg_catalog.has_table_privilege(current_user, pg_catalog.to_regclass($1), 'INSERT, UPDATE, DELETE, TRUNCATE') END",
+                    &[&t.qualified_name()],
+                )
+                .await
+                .map_err(|e| BackendError::Query(e.to_string()))?
+                .get(0);
+            if writable == Some(true) {
+                problems.push(format!(
+                    "the backend role {name:?} may write the declared table {}",
+                    t.qualified_name()
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
     /// The type PostgreSQL gives `column` of `table` (`schema.name`), as
     /// `format_type` writes it; catalog metadata only, never data.
     pub async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String> {

@@ -50,6 +50,7 @@ pub(crate) struct RawBackend {
     pub sqlite: Option<String>,
     pub statement_timeout_ms: Option<u64>,
     pub pool_size: Option<usize>,
+    pub allow_privileged_role: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -168,6 +169,9 @@ pub struct Backend {
     pub statement_timeout_ms: u64,
     /// Connections kept open to the backend.
     pub pool_size: usize,
+    /// Serve even when the backend role is a superuser, may touch the
+    /// server's files or may write a declared table (logged loudly).
+    pub allow_privileged_role: bool,
 }
 
 /// The database behind dpgate.

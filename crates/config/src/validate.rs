@@ -183,6 +183,7 @@ pub(crate) fn validate(
         store,
         statement_timeout_ms: raw.backend.statement_timeout_ms.unwrap_or(30_000),
         pool_size,
+        allow_privileged_role: raw.backend.allow_privileged_role.unwrap_or(false),
     };
 
     let default_epsilon = c.positive("privacy.default_epsilon", raw.privacy.default_epsilon, 0.1);
