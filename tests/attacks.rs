@@ -13,3 +13,6 @@ mod catalog;
 
 #[path = "attacks/role.rs"]
 mod role;
+
+#[path = "attacks/protocol.rs"]
+mod protocol;

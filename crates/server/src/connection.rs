@@ -103,7 +103,7 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         );
         // Take what the client already sent without waiting; flush our
         // output only when we would otherwise block on the client.
-        let message = match socket.next().now_or_never() {
+        let message = match guarded(socket.next()).now_or_never() {
             Some(m) => m,
             None => {
                 socket.get_mut().flush_buffer().await?;
@@ -113,7 +113,7 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
                     limits.idle_timeout
                 };
                 tokio::select! {
-                    m = socket.next() => m,
+                    m = guarded(socket.next()) => m,
                     _ = sleep_or_never(wait) => {
                         if starting {
                             return Ok(());
@@ -138,8 +138,33 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
                 }
             }
         };
-        let Some(Ok(message)) = message else {
-            break;
+        let message = match message {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => {
+                // A frame the decoder rejects (a length below its header,
+                // a field past its end): PostgreSQL's answer, then close.
+                tracing::debug!("invalid frontend message: {e}");
+                socket.write_buffer_mut().clear();
+                return fatal(
+                    &mut socket,
+                    "08P01",
+                    "invalid frontend message",
+                    "this is a client or network fault; reconnect",
+                )
+                .await;
+            }
+            Ok(None) => break,
+            Err(()) => {
+                tracing::warn!("a malformed message from the client made the protocol decoder fail; connection closed");
+                socket.write_buffer_mut().clear();
+                return fatal(
+                    &mut socket,
+                    "08P01",
+                    "invalid frontend message: its fields do not fit its length",
+                    "this is a client or network fault; reconnect",
+                )
+                .await;
+            }
         };
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             break;
@@ -193,6 +218,42 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
     }
     drop(pending_login);
     socket.get_mut().flush_buffer().await
+}
+
+thread_local! {
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is decoding a client message under [`guarded`]: a
+/// panic there is caught and closes only that connection. (The fuzz target
+/// for the wire protocol counts every other panic as a crash.)
+pub fn decoding_client_message() -> bool {
+    DECODING.with(|d| d.get())
+}
+
+/// Polls `next` (a read and decode of one client message) so that a panic
+/// in the protocol decoder — pgwire's field readers index past the end of
+/// short frames — becomes `Err(())` instead of ending the task.
+async fn guarded<F: std::future::Future + Unpin>(next: F) -> Result<F::Output, ()> {
+    struct Decoding<F>(F);
+    impl<F: std::future::Future + Unpin> std::future::Future for Decoding<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            struct Reset;
+            impl Drop for Reset {
+                fn drop(&mut self) {
+                    DECODING.with(|d| d.set(false));
+                }
+            }
+            DECODING.with(|d| d.set(true));
+            let _reset = Reset;
+            Pin::new(&mut self.0).poll(cx)
+        }
+    }
+    std::panic::AssertUnwindSafe(Decoding(next))
+        .catch_unwind()
+        .await
+        .map_err(|_| ())
 }
 
 /// Resolves once the server is shutting down.

@@ -30,6 +30,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 pub use auth::UserStore;
+pub use connection::decoding_client_message;
 
 /// State shared by every connection.
 pub struct Shared {

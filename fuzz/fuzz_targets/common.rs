@@ -1,0 +1,79 @@
+//! What the SQL targets share: the catalog they plan against, and the
+//! whole front end run on one statement text.
+
+use dpgate_config::Config;
+use dpgate_sql::{classify, plan, Command};
+
+/// A config with private, row-level and public tables of every type.
+pub fn config() -> Config {
+    Config::parse(
+        r#"
+[backend]
+url = "postgres://x@127.0.0.1/db"
+[privacy]
+delta = 1e-6
+[[users]]
+name = "a"
+password = "env:P"
+epsilon_budget = 1
+[[tables]]
+name = "visits"
+privacy_unit = "patient_id"
+max_rows_per_unit = 5
+columns.age = { type = "int", lower = 0, upper = 110 }
+columns.cost = { type = "float", lower = 0, upper = 5000 }
+columns.ward = { type = "text", values = ["A", "B"] }
+columns.visit_date = { type = "date" }
+columns.at = { type = "timestamp" }
+columns.diagnosis = { type = "text" }
+columns.urgent = { type = "bool" }
+[[tables]]
+name = "patients"
+privacy_unit = "patient_id"
+max_rows_per_unit = 1
+columns.birth_year = { type = "int", lower = 1900, upper = 2025 }
+columns.sex = { type = "text", values = ["F", "M"] }
+[[tables]]
+name = "events"
+columns.score = { type = "int", lower = -10, upper = 3 }
+[[tables]]
+name = "wards"
+public = true
+columns.ward = { type = "text" }
+"#,
+        &|_| Some("x".into()),
+    )
+    .expect("the fuzz config is valid")
+}
+
+/// Classifies `sql` and plans every private statement, at a few ε; then
+/// post-processes an empty and a one-group backend answer. Any refusal is
+/// fine; a panic, an overflow or a hang is the bug.
+pub fn front_end(sql: &str, config: &Config) {
+    let Ok(commands) = classify(sql) else {
+        return;
+    };
+    for command in commands {
+        let (Command::Private(q) | Command::Explain(q)) = command else {
+            continue;
+        };
+        for epsilon in [1e-3, 0.1, 1.0] {
+            let Ok(p) = plan(&q, config, epsilon) else {
+                continue;
+            };
+            let raw = vec![dpgate_sql::RawGroup {
+                keys: vec![Some("1".into()); p.grouping.key_count()],
+                values: vec![3; p.release.raw_len()],
+            }];
+            for groups in [vec![], raw] {
+                let arranged = p.arrange(groups);
+                let mut rng = dpgate_dp::secure_rng();
+                let draws: Vec<_> = arranged
+                    .iter()
+                    .map(|_| p.release.draw_noise(&mut rng))
+                    .collect();
+                let _ = p.finish(&arranged, &draws, 0.95);
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Protocol: malformed frames, junk before and after login, and clients
+//! that connect and never log in. None may take down the server, a
+//! connection slot or another analyst's session.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::{backend, frontend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+async fn message(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<backend::Message> {
+    loop {
+        if let Ok(Some(m)) = backend::Message::parse(buf) {
+            return Some(m);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Logs in with SCRAM over a raw socket; the socket is then ready for query.
+async fn raw_login(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", "analyst"), ("database", "x")], &mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut scram = ScramSha256::new(PASSWORD.as_bytes(), ChannelBinding::unsupported());
+    loop {
+        out.clear();
+        match message(&mut stream, &mut buf).await.expect("login") {
+            backend::Message::AuthenticationSasl(_) => {
+                frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).unwrap()
+            }
+            backend::Message::AuthenticationSaslContinue(b) => {
+                scram.update(b.data()).unwrap();
+                frontend::sasl_response(scram.message(), &mut out).unwrap();
+            }
+            backend::Message::AuthenticationSaslFinal(b) => scram.finish(b.data()).unwrap(),
+            backend::Message::ReadyForQuery(_) => return stream,
+            backend::Message::ErrorResponse(_) => panic!("login refused"),
+            _ => {}
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await.unwrap();
+        }
+    }
+}
+
+/// The SQLSTATE of the first error the server sends, or None if it closes.
+async fn first_error(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = BytesMut::new();
+    while let Some(m) = message(stream, &mut buf).await {
+        if let backend::Message::ErrorResponse(body) = m {
+            let mut fields = body.fields();
+            while let Ok(Some(f)) = fallible_iterator::FallibleIterator::next(&mut fields) {
+                if f.type_() == b'C' {
+                    return Some(String::from_utf8_lossy(f.value_bytes()).into_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_close_one_connection_and_nothing_else() {
+    let (_db, _dir, gate) = gate_over_visits("protocol", 50, 10.0, 0.1).await;
+    let (analyst, _n) = gate.connect().await;
+    // A Parse whose parameter count runs past its length (found by the
+    // wire fuzzer: pgwire's decoder panicked on it), a Bind cut short, and
+    // a message whose length is below its own header.
+    let frames: [&[u8]; 2] = [
+        b"P\x00\x00\x00\x1c\x1c\x1c\x1c\x1dQ\x00\x00\x00\x1dx\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\xc6",
+        b"B\x00\x00\x00\x08\x00\x00\x00\x05",
+    ];
+    // A length below its own header, cut off by the end of the stream:
+    // closed (as PostgreSQL does), the server unharmed.
+    let mut s = raw_login(gate.port).await;
+    s.write_all(b"Q\x00\x00\x00\x02").await.unwrap();
+    let _ = s.shutdown().await;
+    assert!(matches!(
+        first_error(&mut s).await.as_deref(),
+        None | Some("08P01")
+    ));
+    for frame in frames {
+        let mut s = raw_login(gate.port).await;
+        s.write_all(frame).await.unwrap();
+        let _ = s.shutdown().await;
+        // A protocol violation, said as one (a decoder panic used to end
+        // the connection's task without a word).
+        let code = first_error(&mut s).await;
+        assert_eq!(code.as_deref(), Some("08P01"), "{frame:?}");
+    }
+    // Junk instead of a startup packet.
+    for junk in [
+        &b"\x00\x00\x00\x08\x04\xd2\x16\x2fGARBAGE"[..],
+        &[0xff; 64][..],
+        &[0u8; 3][..],
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+        let _ = s.write_all(junk).await;
+        let _ = s.shutdown().await;
+        let mut sink = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "a junk connection stayed open");
+    }
+    // The analyst's session and the server are unaffected.
+    let row = simple_row(&analyst, "SELECT COUNT(*) FROM visits").await;
+    assert!(row[0].as_deref().unwrap().parse::<i64>().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_log_in_take_no_connection_slot() {
+    let (_db, dir, gate) = gate_over_visits("prelogin", 20, 10.0, 0.1).await;
+    drop(gate);
+    let port = free_port();
+    let config = std::fs::read_to_string(dir.path().join("proxy.toml"))
+        .unwrap()
+        .replace("[server]\n", "[server]\nmax_connections = 2\n");
+    let config = config.replacen(
+        &config
+            .lines()
+            .find(|l| l.starts_with("listen = "))
+            .unwrap()
+            .to_string(),
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    );
+    let gate = Dpgate::start(dir.path(), &config, port);
+    // Ten sockets that connect and say nothing: each held a slot for 60 s
+    // before, so with max_connections = 2 no analyst could log in.
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, _na) = gate.connect().await;
+    let (b, _nb) = gate.connect().await;
+    assert!(simple_row(&a, "SELECT 1").await[0].is_some());
+    assert!(simple_row(&b, "SELECT 1").await[0].is_some());
+    // The unauthenticated ones are closed after the login timeout.
+    let mut sink = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(20), idle[0].read_to_end(&mut sink)).await;
+    assert!(
+        closed.is_ok(),
+        "an idle unauthenticated connection outlived the login timeout"
+    );
+}
