@@ -1,0 +1,1 @@
+SELECT COUNT(*), AVG(age) FROM visits WHERE ward = 'A'

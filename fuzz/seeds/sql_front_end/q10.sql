@@ -1,0 +1,1 @@
+SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relname ~ '^(visits)$'

@@ -1,0 +1,1 @@
+SELECT ward, COUNT(*), SUM(cost) FROM visits GROUP BY ward HAVING COUNT(*) > 3 ORDER BY 2 DESC LIMIT 2

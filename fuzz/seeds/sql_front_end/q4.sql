@@ -1,0 +1,1 @@
+SELECT p.sex, PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY v.cost) FROM visits v JOIN patients p ON v.patient_id = p.patient_id GROUP BY p.sex

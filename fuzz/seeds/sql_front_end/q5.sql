@@ -1,0 +1,1 @@
+WITH young AS (SELECT age, cost FROM visits WHERE age < 30) SELECT COUNT(*), STDDEV(cost) FROM young

@@ -1,0 +1,1 @@
+SELECT CASE WHEN age < 18 THEN 'child' ELSE 'adult' END AS band, COUNT(DISTINCT patient_id) FROM visits GROUP BY band

@@ -1,0 +1,1 @@
+SELECT SUM(LEAST(GREATEST(cost / age, 0), 100)) FROM visits WHERE extract(dow FROM at) = 1

@@ -1,0 +1,1 @@
+EXPLAIN SELECT width_bucket(age, 0, 110, 11) AS b, COUNT(*) FILTER (WHERE urgent) FROM visits GROUP BY b

@@ -1,0 +1,1 @@
+SET dp.epsilon = 0.5; SHOW dp.epsilon
