@@ -16,3 +16,6 @@ mod role;
 
 #[path = "attacks/protocol.rs"]
 mod protocol;
+
+#[path = "attacks/query_path.rs"]
+mod query_path;
