@@ -270,6 +270,11 @@ epsilon_budget = 1.0
         message.contains("dataset") && hint.contains("data owner"),
         "{message}"
     );
+    // What the other analysts left is not Bob's to know.
+    assert!(
+        !message.contains("remain") && !message.contains("1.5"),
+        "{message}"
+    );
     let shown = gate.cli(&["budget", "show"]);
     assert!(
         shown.contains("analyst") && shown.contains("(dataset)"),

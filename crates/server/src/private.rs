@@ -274,7 +274,8 @@ fn exhausted(x: &Exhausted) -> Refusal {
     let symbol = x.resource.symbol();
     let (message, hint) = if x.dataset {
         (
-            format!("the dataset's privacy budget, shared by all analysts, is exhausted: this query costs {symbol} = {amount}, but only {left} of {symbol} = {} remain{window}", x.budget),
+            // What the others spent is theirs: say only that it is spent.
+            format!("the dataset's privacy budget, shared by all analysts, does not cover this query ({symbol} = {amount}); nothing was run or charged{window}"),
             "the data owner caps what all analysts together may learn; ask them, or wait for the refresh window if there is one",
         )
     } else if x.resource == Resource::Delta {
