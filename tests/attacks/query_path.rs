@@ -222,3 +222,25 @@ async fn a_key_held_by_one_person_is_not_released() {
         );
     }
 }
+
+/// Memory: a selection answer holds at most `privacy.max_groups` groups,
+/// the first selected in key order, however many keys the data holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selection_answers_are_capped_at_max_groups() {
+    let (db, _) = visits_database("maxgroups", 300).await;
+    let dir = tempdir();
+    let port = free_port();
+    let config = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 100.0, 1.0)
+        .replace("[privacy]\n", "[privacy]\nmax_groups = 2\n");
+    let gate = Dpgate::start(dir.path(), &config, port);
+    let (client, _n) = gate.connect().await;
+    // Four keys of about 240 rows each, all far above τ.
+    let rows = simple_rows(
+        &client,
+        "SELECT age % 4 AS k, COUNT(*) FROM visits GROUP BY k",
+    )
+    .await
+    .unwrap();
+    let keys: Vec<_> = rows.iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(keys, ["0", "1"], "{rows:?}");
+}

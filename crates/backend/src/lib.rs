@@ -10,7 +10,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use dpgate_config::{BackendStore, Config};
-use dpgate_sql::{Dialect, Plan, RawGroup};
+use dpgate_sql::{Dialect, GroupSink, Plan, RawGroup};
 
 pub use pool::{Pool, Pooled};
 pub use postgres::PgBackend;
@@ -99,14 +99,25 @@ impl Backend {
     /// text (so that no cast can fail in the backend). If the returned
     /// future is dropped (the analyst cancelled), the query is stopped too.
     pub async fn fetch(&self, plan: &Plan) -> Result<Vec<RawGroup>, BackendError> {
+        self.fetch_into(plan, Vec::new()).await
+    }
+
+    /// [`Self::fetch`], handing each row to `sink` as it is read (so a
+    /// bounded sink keeps memory bounded however many groups the data
+    /// holds); once the sink breaks, the rest of the rows are not kept.
+    pub async fn fetch_into<S: GroupSink + Send + 'static>(
+        &self,
+        plan: &Plan,
+        sink: S,
+    ) -> Result<S, BackendError> {
         let (sql, keys, count) = (
             plan.backend_sql.as_str(),
             plan.grouping.key_count(),
             plan.release.raw_len(),
         );
         match self {
-            Backend::Postgres(pg) => pg.fetch_groups(sql, keys, count).await,
-            Backend::Sqlite(lite) => lite.fetch_groups(sql, keys, count).await,
+            Backend::Postgres(pg) => pg.fetch_groups(sql, keys, count, sink).await,
+            Backend::Sqlite(lite) => lite.fetch_groups(sql, keys, count, sink).await,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dpgate_sql::RawGroup;
+use dpgate_sql::GroupSink;
 
 use crate::{parse_row, BackendError, Pool};
 
@@ -118,47 +118,63 @@ impl PgBackend {
         row.try_get(0).ok()
     }
 
-    /// [`crate::Backend::fetch`] on PostgreSQL; a dropped future
-    /// cancels the query in the server.
-    pub async fn fetch_groups(
+    /// [`crate::Backend::fetch_into`] on PostgreSQL: rows stream into
+    /// `sink`; a dropped future cancels the query in the server.
+    pub async fn fetch_groups<S: GroupSink>(
         &self,
         sql: &str,
         keys: usize,
         count: usize,
-    ) -> Result<Vec<RawGroup>, BackendError> {
+        mut sink: S,
+    ) -> Result<S, BackendError> {
+        use futures::StreamExt;
         let client = self.pool.get().await.map_err(connect_error)?;
         let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
         let mut running = CancelOnDrop(Some(client.cancel_token()));
-        let rows = match tokio::time::timeout(timeout, client.query(sql, &[])).await {
-            Ok(Ok(rows)) => rows,
-            // The server's own message (for the log and the audit entry;
-            // clients only ever see the one uniform 58000).
-            Ok(Err(e)) => {
-                let detail = e.as_db_error().map_or_else(
-                    || e.to_string(),
-                    |d| format!("{}: {}", d.code().code(), d.message()),
-                );
-                return Err(BackendError::Query(detail));
-            }
-            Err(_) => {
-                client.discard();
-                return Err(BackendError::Timeout);
-            }
-        };
-        running.0 = None;
-        drop(client);
-        rows.iter()
-            .map(|row| {
+        let read = async {
+            let rows = client
+                .query_raw(sql, std::iter::empty::<&str>())
+                .await
+                .map_err(query_error)?;
+            futures::pin_mut!(rows);
+            let mut open = true;
+            // After the sink breaks the remaining rows are read and
+            // dropped, so the connection is left clean for the pool.
+            while let Some(row) = rows.next().await {
+                let row = row.map_err(query_error)?;
+                if !open {
+                    continue;
+                }
                 let cells = (0..keys + count)
                     .map(|i| {
                         row.try_get::<_, Option<&str>>(i)
                             .map_err(|e| BackendError::Shape(e.to_string()))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                parse_row(cells, keys)
-            })
-            .collect()
+                open = sink.push(parse_row(cells, keys)?).is_continue();
+            }
+            Ok::<_, BackendError>(())
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                client.discard();
+                return Err(BackendError::Timeout);
+            }
+        }
+        running.0 = None;
+        Ok(sink)
     }
+}
+
+/// The server's own message (for the log and the audit entry; clients
+/// only ever see the one uniform 58000).
+fn query_error(e: tokio_postgres::Error) -> BackendError {
+    BackendError::Query(e.as_db_error().map_or_else(
+        || e.to_string(),
+        |d| format!("{}: {}", d.code().code(), d.message()),
+    ))
 }
 
 fn connect_error(e: tokio_postgres::Error) -> BackendError {

@@ -14,7 +14,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use tokio::sync::Semaphore;
 
-use dpgate_sql::RawGroup;
+use dpgate_sql::GroupSink;
 
 use crate::{parse_row, BackendError};
 
@@ -76,12 +76,13 @@ impl SqliteBackend {
     /// [`crate::Backend::fetch`] on SQLite. The query runs in a
     /// blocking thread; it is interrupted at the statement timeout, and
     /// when the returned future is dropped.
-    pub async fn fetch_groups(
+    pub async fn fetch_groups<S: GroupSink + Send + 'static>(
         &self,
         sql: &str,
         keys: usize,
         count: usize,
-    ) -> Result<Vec<RawGroup>, BackendError> {
+        mut sink: S,
+    ) -> Result<S, BackendError> {
         let sql = sql.to_string();
         let width = keys + count;
         let timeout = self.statement_timeout;
@@ -98,15 +99,16 @@ impl SqliteBackend {
             let mut rows = stmt
                 .query([])
                 .map_err(|e| BackendError::Query(e.to_string()))?;
-            let mut groups = Vec::new();
             while let Some(row) = rows.next().map_err(|e| query_error(e, timeout))? {
                 let cells = (0..width)
                     .map(|i| row.get_ref(i).map(text_of))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| BackendError::Shape(e.to_string()))?;
-                groups.push(parse_row(cells, keys)?);
+                if sink.push(parse_row(cells, keys)?).is_break() {
+                    break;
+                }
             }
-            Ok(groups)
+            Ok(sink)
         })
         .await?
     }

@@ -73,6 +73,7 @@ pub(crate) struct RawPrivacy {
     pub default_epsilon: Option<f64>,
     pub min_epsilon_per_query: Option<f64>,
     pub max_epsilon_per_query: Option<f64>,
+    pub max_groups: Option<usize>,
     pub delta: Option<f64>,
     pub confidence: Option<f64>,
     pub delta_budget: Option<f64>,
@@ -271,6 +272,9 @@ pub struct Privacy {
     pub max_epsilon_per_query: f64,
     /// δ for mechanisms that need one.
     pub delta: f64,
+    /// Most groups found by partition selection that one answer releases
+    /// (the first in key order); bounds what a query holds in memory.
+    pub max_groups: usize,
     /// Confidence level of reported intervals (0.95 by default).
     pub confidence: f64,
     /// A cap for all analysts together (against collusion), if set.

@@ -260,10 +260,19 @@ pub(crate) fn validate(
             refresh,
         }),
     };
+    let max_groups = raw.privacy.max_groups.unwrap_or(10_000);
+    if !(1..=1_000_000).contains(&max_groups) {
+        c.err(
+            "privacy.max_groups",
+            format!("{max_groups} is outside 1 to 1 000 000"),
+            "write the most groups one answer may show, e.g. 10000",
+        );
+    }
     let privacy = Privacy {
         default_epsilon,
         min_epsilon_per_query,
         max_epsilon_per_query,
+        max_groups,
         delta,
         confidence,
         dataset_budget,

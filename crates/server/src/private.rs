@@ -205,26 +205,33 @@ impl QueryHandler {
         plan: &Plan,
         early_noise: Option<tokio::task::JoinHandle<Vec<NoiseDraw>>>,
     ) -> Result<dpgate_sql::Answer, String> {
-        let raw = self
+        let config = self.shared.config();
+        // Rows stream into a sink that keeps only what can be released
+        // (and draws the noise of keys found by selection as they arrive).
+        let collected = self
             .shared
             .backend
-            .fetch(plan)
+            .fetch_into(plan, plan.collector(config.privacy.max_groups))
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, sql = %plan.backend_sql, "backend query failed after charge");
                 e.to_string()
-            })?;
-        let groups = plan.arrange(raw);
-        let draws = match early_noise {
-            Some(draws) => draws,
-            None => draw_noise(plan.release.clone(), groups.len()),
+            })?
+            .finish();
+        if collected.truncated {
+            tracing::info!(
+                max_groups = config.privacy.max_groups,
+                "more keys passed partition selection than privacy.max_groups; the first in key order are released"
+            );
         }
-        .await
-        .map_err(|e| {
-            tracing::error!("noise sampling failed: {e}");
-            format!("noise sampling failed: {e}")
-        })?;
-        Ok(plan.finish(&groups, &draws, self.shared.config().privacy.confidence))
+        let draws = match early_noise {
+            Some(draws) => draws.await.map_err(|e| {
+                tracing::error!("noise sampling failed: {e}");
+                format!("noise sampling failed: {e}")
+            })?,
+            None => collected.draws,
+        };
+        Ok(plan.finish(&collected.groups, &draws, config.privacy.confidence))
     }
 }
 

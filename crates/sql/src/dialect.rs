@@ -57,6 +57,15 @@ impl Dialect {
         format!("{}.{column}", quote_ident(qualifier))
     }
 
+    /// An ORDER BY item for a key's text (`key_text`), in byte order on
+    /// both backends, NULL first.
+    pub fn order_key(self, text: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{text} COLLATE \"C\" NULLS FIRST"),
+            Dialect::Sqlite => format!("{text} NULLS FIRST"),
+        }
+    }
+
     /// A date or timestamp column read so that every later date function
     /// is total: values outside years 1–9999 (PostgreSQL's ±infinity and
     /// its BC and far-future dates, which raise in casts, `extract` and

@@ -6,6 +6,7 @@ mod aggregate;
 pub mod answer;
 pub mod catalog;
 pub mod classify;
+pub mod collect;
 pub mod constant;
 pub mod dialect;
 pub mod error;
@@ -21,6 +22,7 @@ mod source;
 
 pub use answer::{Answer, RawGroup};
 pub use classify::{classify, Command};
+pub use collect::{Collected, Collector, GroupSink};
 pub use dialect::Dialect;
 pub use error::{sqlstate, Refusal};
 pub use expr::quote_literal;

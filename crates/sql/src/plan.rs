@@ -364,7 +364,18 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
     } else {
         0.0
     };
-    let backend_sql = render(&source, predicate.as_deref(), &keys, &measures, bound);
+    // Keys found by partition selection stream in key order, so that the
+    // first `privacy.max_groups` selected are a function of the selected
+    // set alone (see `collect`).
+    let ordered = matches!(grouping, Grouping::Selection { .. });
+    let backend_sql = render(
+        &source,
+        predicate.as_deref(),
+        &keys,
+        &measures,
+        bound,
+        ordered,
+    );
     Ok(Plan {
         backend_sql,
         columns,
@@ -627,6 +638,7 @@ fn render(
     keys: &[Key],
     measures: &Measures,
     bound: Bound,
+    ordered: bool,
 ) -> String {
     let mut inner: Vec<String> = keys
         .iter()
@@ -683,8 +695,20 @@ fn render(
                 .join(", ")
         )
     };
+    let order_by = if ordered {
+        format!(
+            " ORDER BY {}",
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| d.order_key(&d.key_text(&format!("__dp_k{i}"), k.typed.ty)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "SELECT {} FROM (SELECT {} FROM {}{filter}) AS __dp_bounded{keep}{group_by}",
+        "SELECT {} FROM (SELECT {} FROM {}{filter}) AS __dp_bounded{keep}{group_by}{order_by}",
         outer.join(", "),
         inner.join(", "),
         source.from_sql

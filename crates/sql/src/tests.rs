@@ -663,3 +663,61 @@ fn constant_failures_are_refused_before_the_charge() {
         p.backend_sql
     );
 }
+
+/// The collector keeps only what can be released: domain keys, and at
+/// most `max_groups` groups that passed selection (then it breaks).
+#[test]
+fn collectors_keep_answers_bounded() {
+    use crate::collect::GroupSink;
+    let group = |k: &str, v: i64| crate::RawGroup {
+        keys: vec![Some(k.into())],
+        values: vec![v, v],
+    };
+    let p = try_plan("SELECT age, SUM(cost) FROM visits GROUP BY age").unwrap();
+    let mut c = p.collector(10);
+    let mut pushed = 0;
+    for i in 0..1000 {
+        pushed += 1;
+        // Counts far above τ: every group passes.
+        if c.push(group(&format!("{i:04}"), 1_000_000)).is_break() {
+            break;
+        }
+    }
+    assert_eq!(pushed, 11);
+    let kept = c.finish();
+    assert!(kept.truncated);
+    assert_eq!(kept.groups.len(), 10);
+    assert_eq!(kept.draws.len(), 10);
+    assert_eq!(kept.groups[9].keys, [Some("0009".to_string())]);
+    // Groups below τ are dropped as they arrive.
+    let mut c = p.collector(10);
+    for i in 0..1000 {
+        assert!(c.push(group(&i.to_string(), 0)).is_continue());
+    }
+    let kept = c.finish();
+    assert!(kept.groups.len() <= 1 && !kept.truncated);
+    // Keys outside a declared domain are never kept.
+    let p = try_plan("SELECT ward, COUNT(*) FROM visits GROUP BY ward").unwrap();
+    let mut c = p.collector(10);
+    for i in 0..10_000 {
+        let _ = c.push(crate::RawGroup {
+            keys: vec![Some(format!("undeclared {i}"))],
+            values: vec![1],
+        });
+    }
+    let _ = c.push(crate::RawGroup {
+        keys: vec![Some("A".into())],
+        values: vec![7],
+    });
+    let kept = c.finish();
+    assert_eq!(kept.groups.len(), 2, "the domain A, B in full");
+    assert_eq!(kept.groups[0].values, [7]);
+    // Selection plans ask the backend for keys in order.
+    let p = try_plan("SELECT age, COUNT(*) FROM visits GROUP BY age").unwrap();
+    assert!(
+        p.backend_sql
+            .ends_with("ORDER BY CAST(__dp_k0 AS text) COLLATE \"C\" NULLS FIRST"),
+        "{}",
+        p.backend_sql
+    );
+}
