@@ -81,7 +81,8 @@ impl Cluster {
 "$1/postgres" -D "$2" -k "$3" -p 5432 -c listen_addresses= -c unix_socket_permissions=0700 \
   -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=24 \
   -c shared_buffers=16MB -c max_wal_size=64MB -c logging_collector=off \
-  -c log_min_messages=warning -c statement_timeout=10000 2>>"$2/../postgres.log" &
+  -c log_min_messages=warning -c statement_timeout=10000 \
+  -c track_activities=off -c track_counts=off 2>>"$2/../postgres.log" &
 pg=$!
 while [ -d "/proc/$4" ] && kill -0 "$pg" 2>/dev/null; do sleep 1; done
 kill -INT "$pg" 2>/dev/null

@@ -76,7 +76,10 @@ impl Catalog {
             .map_err(|e| CatalogError::Unavailable(e.to_string()))??;
         let admin = connect(&cluster.config(cluster::ADMIN_ROLE, "postgres")).await?;
         // The reader may log in to the shadow database only, can never
-        // write, and gets the catalog's short statement timeout.
+        // write (not even temporary tables, which pooled sessions would
+        // carry from one analyst to the next), cannot signal other
+        // sessions, and gets the catalog's short statement timeout. The
+        // cluster tracks no activity, so pg_stat_activity shows no one's SQL.
         // CREATE DATABASE cannot share a batch (an implicit transaction).
         admin
             .batch_execute(&format!(
@@ -88,9 +91,13 @@ impl Catalog {
             .batch_execute(&format!(
                 "CREATE ROLE {reader} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION CONNECTION LIMIT 16; \
                  REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC; \
+                 REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC; \
+                 REVOKE EXECUTE ON FUNCTION pg_catalog.pg_cancel_backend(integer), \
+                   pg_catalog.pg_terminate_backend(integer, bigint) FROM PUBLIC; \
                  ALTER ROLE {reader} SET default_transaction_read_only = on; \
                  ALTER ROLE {reader} SET statement_timeout = '5s'; \
                  ALTER ROLE {reader} SET standard_conforming_strings = on",
+                db = cluster::DATABASE,
                 reader = cluster::READER_ROLE
             ))
             .await?;
