@@ -116,6 +116,44 @@ async fn malformed_frames_close_one_connection_and_nothing_else() {
         let closed = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut sink)).await;
         assert!(closed.is_ok(), "a junk connection stayed open");
     }
+    // An Execute asking for 2^31 - 1 rows, or -1: pgwire reserved room
+    // for that many rows before reading one (found by the wire fuzzer).
+    for max_rows in [i32::MAX, -1, i32::MIN] {
+        let mut s = raw_login(gate.port).await;
+        let mut out = BytesMut::new();
+        frontend::parse(
+            "",
+            "SELECT COUNT(*) FROM visits",
+            std::iter::empty(),
+            &mut out,
+        )
+        .unwrap();
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty(),
+            std::iter::empty(),
+            |_: (), _: &mut BytesMut| Ok(postgres_protocol::IsNull::No),
+            std::iter::empty(),
+            &mut out,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        frontend::execute("", max_rows, &mut out).unwrap();
+        frontend::sync(&mut out);
+        s.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut got_row = false;
+        loop {
+            match message(&mut s, &mut buf).await.expect("an answer") {
+                backend::Message::DataRow(_) => got_row = true,
+                backend::Message::ReadyForQuery(_) => break,
+                backend::Message::ErrorResponse(_) => panic!("Execute({max_rows}) failed"),
+                _ => {}
+            }
+        }
+        assert!(got_row, "Execute({max_rows}) returned no row");
+    }
     // The analyst's session and the server are unaffected.
     let row = simple_row(&analyst, "SELECT COUNT(*) FROM visits").await;
     assert!(row[0].as_deref().unwrap().parse::<i64>().is_ok());

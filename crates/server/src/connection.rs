@@ -169,6 +169,7 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             break;
         }
+        let message = bounded_execute(message);
         let is_extended = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
@@ -254,6 +255,25 @@ async fn guarded<F: std::future::Future + Unpin>(next: F) -> Result<F::Output, (
         .catch_unwind()
         .await
         .map_err(|_| ())
+}
+
+/// Most rows one Execute may ask for before the portal suspends. pgwire
+/// reserves room for the requested count before reading any row, so an
+/// Execute for 2³¹ − 1 rows would allocate ~100 GB (and abort the process)
+/// and a negative count overflowed; dpgate's answers are far smaller.
+const MAX_EXECUTE_ROWS: i32 = 100_000;
+
+/// An Execute's row limit as PostgreSQL reads it (≤ 0: all rows), and at
+/// most [`MAX_EXECUTE_ROWS`] (the portal then suspends, and a client that
+/// asked for a limit executes again for the rest).
+fn bounded_execute(message: PgWireFrontendMessage) -> PgWireFrontendMessage {
+    match message {
+        PgWireFrontendMessage::Execute(mut e) => {
+            e.max_rows = e.max_rows.clamp(0, MAX_EXECUTE_ROWS);
+            PgWireFrontendMessage::Execute(e)
+        }
+        other => other,
+    }
 }
 
 /// Resolves once the server is shutting down.
