@@ -83,6 +83,9 @@ impl Gen {
             "1e50",
             "1e18",
             "4e18",
+            "1.5",
+            "1e-20",
+            "-0.5",
             "100000",
             "0.0",
             "1e-320",
@@ -100,7 +103,7 @@ impl Gen {
             };
         }
         let d = depth - 1;
-        match self.rng.gen_range(0..24) {
+        match self.rng.gen_range(0..27) {
             0..=5 => {
                 let op = self.pick(&["+", "-", "*", "/", "/", "%"]);
                 format!("({} {op} {})", self.num(d), self.num(d))
@@ -156,6 +159,21 @@ impl Gen {
             15 => format!("trunc({}, {})", self.num(d), self.pick(&["1", "-2"])),
             16 => format!("length({})", self.text(d)),
             17 => format!("CAST({} AS int)", self.pick(&["b", "(n > 3)"])),
+            // Ties that the backend rounds its own way, and strings among
+            // typed branches.
+            18 => format!(
+                "CAST(LEAST(GREATEST({}, {}), {}) AS int)",
+                self.num(d),
+                self.pick(&["0.5", "-0.5", "2.5", "1.5"]),
+                self.pick(&["0.5", "2.5", "3.5"])
+            ),
+            19 => format!(
+                "CASE WHEN {} THEN '{}' ELSE {} END",
+                self.boolean(d),
+                self.pick(&["abc", "1e400", "NaN", "3", "1.5"]),
+                self.num(d)
+            ),
+            20 => format!("round(n, {})", self.pick(&["-1", "-2", "-5"])),
             _ => self.num(0),
         }
     }
@@ -189,7 +207,18 @@ impl Gen {
                 .to_string();
         }
         let d = depth - 1;
-        match self.rng.gen_range(0..4) {
+        match self.rng.gen_range(0..6) {
+            4 => format!(
+                "CASE WHEN {} THEN '{}' ELSE {} END",
+                self.boolean(d),
+                self.pick(&["infinity", "5000000-01-01", "2024-02-31", "2024-01-01"]),
+                self.date(d)
+            ),
+            5 => format!(
+                "coalesce({}, '{}')",
+                self.date(d),
+                self.pick(&["-infinity", "0000-01-01", "1999-12-31 23:59:59"])
+            ),
             0 => format!(
                 "date_trunc('{}', {})",
                 self.pick(&[

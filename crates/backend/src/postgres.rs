@@ -157,7 +157,12 @@ impl PgBackend {
         };
         match tokio::time::timeout(timeout, read).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
+            // The query is over: a cancel now would hit the next query
+            // that this pooled connection runs, someone else's.
+            Ok(Err(e)) => {
+                running.0 = None;
+                return Err(e);
+            }
             Err(_) => {
                 client.discard();
                 return Err(BackendError::Timeout);

@@ -198,6 +198,38 @@ impl ReleasePlan {
         )
     }
 
+    /// The noise of measurement `i` alone (one value per coordinate).
+    pub fn draw_one<R: SecureRng + ?Sized>(&self, i: usize, rng: &mut R) -> Vec<i128> {
+        let m = &self.measurements[i];
+        (0..m.len).map(|_| m.noise.release(0, rng)).collect()
+    }
+
+    /// A full draw whose measurement `i` is `drawn` (from [`Self::draw_one`])
+    /// and whose others are drawn now: the same distribution as
+    /// [`Self::draw_noise`], in two steps, so a decision on measurement `i`
+    /// can come before the rest is drawn.
+    pub fn draw_rest<R: SecureRng + ?Sized>(
+        &self,
+        i: usize,
+        drawn: Vec<i128>,
+        rng: &mut R,
+    ) -> NoiseDraw {
+        let mut drawn = Some(drawn);
+        NoiseDraw(
+            (0..self.measurements.len())
+                .map(|j| match j == i {
+                    true => drawn.take().expect("one measurement is given"),
+                    false => self.draw_one(j, rng),
+                })
+                .collect(),
+        )
+    }
+
+    /// Where measurement `i`'s raw values start among all raw values.
+    pub fn offset(&self, i: usize) -> usize {
+        self.measurements[..i].iter().map(|m| m.len).sum()
+    }
+
     /// Adds drawn noise to raw values (the measurements' values, concatenated).
     pub fn add_noise(&self, raw: &[i64], noise: &NoiseDraw) -> Noisy {
         assert_eq!(

@@ -67,13 +67,6 @@ impl QueryHandler {
                 return self.repeat(entry, user.budget, &plan, kept, accuracy).await;
             }
         }
-        // Noise is drawn off the request path, while the charge and the
-        // backend query run: sampling time grows with the magnitude drawn.
-        // Only partition selection, whose group count is known after the
-        // query, draws afterwards.
-        let early_noise = plan
-            .groups_before_data()
-            .map(|n| draw_noise(plan.release.clone(), n));
         entry.cost = Amount {
             epsilon: plan.epsilon,
             delta: plan.delta,
@@ -92,6 +85,13 @@ impl QueryHandler {
             }
             Err(e) => return Outcome::Error(ledger_failure(&e.to_string())),
         };
+        // Noise is drawn off the request path while the backend query runs
+        // (sampling time grows with the magnitude drawn), and only once
+        // the charge stands: a refused query must not cost dpgate work.
+        // Keys found by partition selection are drawn as they arrive.
+        let early_noise = plan
+            .groups_before_data()
+            .map(|n| draw_noise(plan.release.clone(), n));
         tracing::info!(
             user = who.user,
             epsilon = plan.epsilon,

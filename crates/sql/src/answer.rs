@@ -66,15 +66,27 @@ impl Plan {
                         .map(|(k, ty)| canonical_key(k.as_deref(), *ty))
                         .collect()
                 };
-                let found: HashMap<Vec<Option<String>>, &RawGroup> =
-                    raw.iter().map(|r| (canonical(&r.keys), r)).collect();
+                // Backend rows whose keys read as one value are one group:
+                // their measurements add up (each person's rows are bounded
+                // in total, so the sum keeps the sensitivity), and no row is
+                // silently preferred over another.
+                let mut found: HashMap<Vec<Option<String>>, Vec<i64>> = HashMap::new();
+                for r in &raw {
+                    let values = found
+                        .entry(canonical(&r.keys))
+                        .or_insert_with(|| zeros.clone());
+                    for (v, x) in values.iter_mut().zip(&r.values) {
+                        *v = v.saturating_add(*x);
+                    }
+                }
                 groups
                     .iter()
                     .map(|g| RawGroup {
                         keys: g.clone(),
                         values: found
                             .get(&canonical(g))
-                            .map_or_else(|| zeros.clone(), |r| r.values.clone()),
+                            .cloned()
+                            .unwrap_or_else(|| zeros.clone()),
                     })
                     .collect()
             }
@@ -233,11 +245,17 @@ pub fn key_value(text: Option<&str>, ty: OutputType) -> Constant {
         return Constant::Null;
     };
     match ty {
-        OutputType::Int => t.trim().parse().map(Constant::Int).unwrap_or_else(|_| {
+        // An integral float text (SQLite's 3.0) is that int; anything else
+        // stays text, so two different values never read as one key.
+        OutputType::Int => {
             t.trim()
-                .parse::<f64>()
-                .map_or(Constant::Text(t.into()), |f| Constant::Int(f as i64))
-        }),
+                .parse()
+                .map(Constant::Int)
+                .unwrap_or_else(|_| match t.trim().parse::<f64>() {
+                    Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Constant::Int(f as i64),
+                    _ => Constant::Text(t.into()),
+                })
+        }
         OutputType::Float => t
             .trim()
             .parse()

@@ -103,9 +103,17 @@ impl GroupSink for Collector {
             Grouping::Selection {
                 count, selection, ..
             } => {
-                let draw = self.plan.release.draw_noise(&mut dpgate_dp::secure_rng());
-                let noisy = self.plan.release.add_noise(&group.values, &draw);
-                if !selection.passes(noisy[*count][0]) {
+                // The deciding count's noise first (one value, cheap); the
+                // rest of the group's noise only if it passes.
+                let release = &self.plan.release;
+                let rng = &mut dpgate_dp::secure_rng();
+                let count_noise = release.draw_one(*count, rng);
+                let raw = group
+                    .values
+                    .get(release.offset(*count))
+                    .copied()
+                    .unwrap_or(0);
+                if !selection.passes(i128::from(raw) + count_noise[0]) {
                     return ControlFlow::Continue(());
                 }
                 if self.groups.len() == self.max_groups {
@@ -114,8 +122,8 @@ impl GroupSink for Collector {
                     self.truncated = true;
                     return ControlFlow::Break(());
                 }
+                self.draws.push(release.draw_rest(*count, count_noise, rng));
                 self.groups.push(group);
-                self.draws.push(draw);
                 ControlFlow::Continue(())
             }
         }

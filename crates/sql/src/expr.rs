@@ -110,10 +110,6 @@ impl Range {
     fn contains_zero(&self) -> bool {
         self.lo <= 0.0 && self.hi >= 0.0
     }
-
-    fn map_monotone(self, f: impl Fn(f64) -> f64) -> Range {
-        Range::new(f(self.lo), f(self.hi))
-    }
 }
 
 /// A literal as written.
@@ -275,6 +271,25 @@ pub fn compile(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
 /// 1e-84 exactly as it was.
 fn flushed(sql: String) -> String {
     format!("(({sql} + {MIN_MAGNITUDE:e}) - {MIN_MAGNITUDE:e})")
+}
+
+/// The range of a [`flushed`] value: values nearer zero than the flush
+/// threshold (below about 1e-116 they become exactly 0) may be 0, so a
+/// later division by it must be guarded.
+fn flushed_range(r: Range) -> Range {
+    const FLUSH: f64 = 1.0e-110;
+    Range::new(
+        if r.lo > 0.0 && r.lo < FLUSH {
+            0.0
+        } else {
+            r.lo
+        },
+        if r.hi < 0.0 && r.hi > -FLUSH {
+            0.0
+        } else {
+            r.hi
+        },
+    )
 }
 
 fn compile_unchecked(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
@@ -582,12 +597,25 @@ fn unary(d: Dialect, op: UnaryOperator, t: Typed) -> Result<Typed, Refusal> {
                 return Ok(t);
             }
             if let Some(Literal::Number(x)) = t.literal {
-                let mut n = literal(&Value::Number(format!("{}", -x), false))?;
                 if t.ty == SqlType::Int {
-                    n.sql = format!("{}", -(x as i64));
-                    n.ty = SqlType::Int;
+                    // Exact, from the literal's own digits; the negation of
+                    // the smallest bigint does not exist.
+                    let v = t
+                        .sql
+                        .trim()
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(i64::checked_neg)
+                        .ok_or_else(|| {
+                            Refusal::new(
+                                sqlstate::INVALID_PARAMETER_VALUE,
+                                format!("-({}) is out of range for bigint", t.sql),
+                                "use a smaller constant",
+                            )
+                        })?;
+                    return literal(&Value::Number(v.to_string(), false));
                 }
-                return Ok(n);
+                return literal(&Value::Number(format!("{}", -x), false));
             }
             let r = Range::new(-t.range.hi, -t.range.lo);
             checked(format!("(- {})", t.operand(d)?), t.ty, r)
@@ -722,12 +750,12 @@ fn binary(d: Dialect, a: Typed, op: &BinaryOperator, b: Typed) -> Result<Typed, 
                 Multiply if ty == SqlType::Float => checked(
                     flushed(format!("({x} * {y})")),
                     ty,
-                    hull_of([
+                    flushed_range(hull_of([
                         product(ra.lo, rb.lo),
                         product(ra.lo, rb.hi),
                         product(ra.hi, rb.lo),
                         product(ra.hi, rb.hi),
-                    ]),
+                    ])),
                 ),
                 Multiply => checked(
                     format!("({x} * {y})"),
@@ -781,11 +809,9 @@ fn divide(x: &str, ra: Range, y: &str, rb: Range, ty: SqlType) -> Result<Typed, 
             r
         };
         let sql = format!("({x} / {y})");
-        let sql = if ty == SqlType::Float {
-            flushed(sql)
-        } else {
-            sql
-        };
+        if ty == SqlType::Float {
+            return checked(flushed(sql), ty, flushed_range(r));
+        }
         return checked(sql, ty, r);
     }
     if ty == SqlType::Int {
@@ -963,6 +989,20 @@ fn merge(parts: &[&Typed]) -> (Range, Option<Vec<Option<String>>>) {
 
 /// Operand SQL cast to the unified type (int literals in a float CASE etc.).
 fn branch_sql(d: Dialect, t: &Typed, ty: SqlType) -> Result<String, Refusal> {
+    // An untyped string among typed branches takes their type: it must read
+    // as a value of it now (`'infinity'` or `'abc'` would fail in the
+    // backend, on the rows that reach that branch).
+    if let (Some(Literal::Text(s)), SqlType::Unknown) = (&t.literal, t.ty) {
+        if !matches!(ty, SqlType::Text | SqlType::Unknown) {
+            if !literal_fits(ty, t.literal.as_ref()) {
+                return Err(mismatch(
+                    format!("'{s}' is not a valid {}", ty.pg_name()),
+                    format!("give every branch a {} value", ty.pg_name()),
+                ));
+            }
+            return Ok(coerced(d, t, ty));
+        }
+    }
     let sql = t.operand(d)?;
     Ok(if t.ty == SqlType::Int && ty == SqlType::Float {
         d.to_float(&sql)
@@ -1127,7 +1167,9 @@ fn cast(d: Dialect, t: Typed, dt: &DataType) -> Result<Typed, Refusal> {
             if !t.range.is_finite() {
                 return Err(refuse());
             }
-            let r = t.range.map_monotone(f64::round);
+            // Either rounding of a tie (PostgreSQL rounds half to even,
+            // 0.5 to 0): the range holds both neighbours.
+            let r = Range::new(t.range.lo.floor(), t.range.hi.ceil());
             checked(d.float_to_int(&t.operand(d)?), SqlType::Int, r)
         }
         (SqlType::Date | SqlType::Timestamp, SqlType::Date | SqlType::Timestamp) => {
@@ -1207,11 +1249,17 @@ fn ceil_floor(
 /// ROUND/FLOOR/CEIL/TRUNC: integers stay integers; reals widen by one.
 fn rounding(d: Dialect, name: &str, t: Typed, digits: Option<i64>) -> Result<Typed, Refusal> {
     want_numeric(&t, name)?;
-    if t.ty == SqlType::Int {
-        return Ok(t);
-    }
-    let x = t.operand(d)?;
-    let r = Range::new(t.range.lo - 1.0, t.range.hi + 1.0);
+    // An integer rounded to a whole digit or finer is itself; to tens or
+    // hundreds it is rounded as a float (with its range widened below).
+    let x = match (t.ty, digits) {
+        (SqlType::Int, Some(k)) if k < 0 => d.to_float(&t.operand(d)?),
+        (SqlType::Int, _) => return Ok(t),
+        _ => t.operand(d)?,
+    };
+    // Rounding moves a value by less than one unit of the last kept digit
+    // (100 for round(x, -2), which can make 49 a 0).
+    let unit = 10f64.powi(-(digits.unwrap_or(0).min(0) as i32)).max(1.0);
+    let r = Range::new(t.range.lo - unit, t.range.hi + unit);
     let sql = match digits {
         Some(digits) => d.round_digits(name, &x, digits),
         None => format!("{}({x})", name.to_uppercase()),

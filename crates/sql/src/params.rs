@@ -35,10 +35,20 @@ fn placeholder_index(expr: &Expr) -> Option<usize> {
         Expr::Value(ValueWithSpan {
             value: Value::Placeholder(p),
             ..
-        }) => p.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1),
+        }) => p
+            .strip_prefix('$')?
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= MAX_PARAMETERS)?
+            .checked_sub(1),
         _ => None,
     }
 }
+
+/// The protocol carries at most 65 535 parameter values (an int16 count),
+/// so no `$n` beyond is a parameter; it stays a placeholder without a value
+/// (refused when planned) and no per-parameter list is ever longer.
+pub const MAX_PARAMETERS: usize = 65_535;
 
 /// The number of `$n` parameters (the largest n).
 pub fn parameter_count(query: &Query) -> usize {

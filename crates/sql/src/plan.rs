@@ -106,6 +106,9 @@ pub struct Post {
     pub offset: u64,
 }
 
+/// Most noise values one answer may draw (groups × measured values).
+pub const MAX_NOISE_DRAWS: usize = 2_000_000;
+
 /// Most columns a backend query may select (below PostgreSQL's 1 664 and
 /// SQLite's 2 000).
 pub const MAX_BACKEND_COLUMNS: usize = 1_600;
@@ -318,6 +321,24 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
                 crate::aggregate::HISTOGRAM_BINS
             ),
             "ask for fewer aggregates or percentiles in one query",
+        ));
+    }
+    // Noise values one answer draws: a bound on the work (and memory) a
+    // charged query costs dpgate, checked before the charge.
+    let raw_len: usize = measures.specs.iter().map(|s| s.sqls.len()).sum();
+    let groups = match (&domain, keys.is_empty()) {
+        (_, true) => 1,
+        (Some(g), false) => g.len(),
+        (None, false) => config.privacy.max_groups,
+    };
+    if groups.saturating_mul(raw_len) > MAX_NOISE_DRAWS {
+        return Err(Refusal::new(
+            sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "this query would draw {} noise values ({groups} groups × {raw_len} measured values); the limit is {MAX_NOISE_DRAWS}",
+                groups.saturating_mul(raw_len)
+            ),
+            "ask for fewer aggregates or percentiles, or group by fewer keys",
         ));
     }
     let share = split_epsilon(&eps, measures.specs.len());

@@ -721,3 +721,67 @@ fn collectors_keep_answers_bounded() {
         p.backend_sql
     );
 }
+
+/// Findings of the attack review of these fixes, each a way to make a
+/// backend expression raise for one row, or to exhaust memory.
+#[test]
+fn attack_review_findings_stay_closed() {
+    // PostgreSQL rounds a float cast half to even (0.5 → 0): the divisor's
+    // range must hold 0, so the division is guarded.
+    let p = try_plan("SELECT COUNT(*) FROM visits WHERE (CASE WHEN patient_id = '42' AND age <= 40 THEN age / CAST(LEAST(GREATEST(cost, 0.5), 0.5) AS int) ELSE 0 END) = 0").unwrap();
+    assert!(p.backend_sql.contains("NULLIF("), "{}", p.backend_sql);
+    // A product flushed to 0 may be 0: dividing by it is guarded too.
+    let p =
+        try_plan("SELECT COUNT(*) FROM visits WHERE 1e-100 / (GREATEST(cost, 1e-20) * 1e-100) > 1")
+            .unwrap();
+    assert!(
+        p.backend_sql.contains("CASE WHEN abs("),
+        "{}",
+        p.backend_sql
+    );
+    // Untyped strings among typed CASE/COALESCE/LEAST branches are checked.
+    for sql in [
+        "SELECT COUNT(*) FROM visits WHERE CASE WHEN age > 3 THEN 'abc' ELSE age END > 0",
+        "SELECT COUNT(*) FROM visits WHERE COALESCE(age, 'x') > 0",
+        "SELECT COUNT(*) FROM visits WHERE LEAST(cost, '1e400') > 0",
+    ] {
+        assert_eq!(refused(sql).code, "42804", "{sql}");
+    }
+    assert!(try_plan("SELECT COUNT(*) FROM visits WHERE COALESCE(age, '3') > 0").is_ok());
+    // The smallest bigint, bound as a parameter, negated.
+    let Command::Private(mut q) =
+        classify("SELECT COUNT(*) FROM visits WHERE LEAST(-$1, age) * 2 = 0")
+            .unwrap()
+            .remove(0)
+    else {
+        panic!()
+    };
+    bind_parameters(&mut q, &[ParamValue::Int(i64::MIN)]).unwrap();
+    if let Ok(p) = plan(&q, &config(), 1.0) {
+        assert!(
+            !p.backend_sql.contains("-9223372036854775808) * 2"),
+            "{}",
+            p.backend_sql
+        );
+    }
+    // Written as text, the smallest bigint is a float literal: no overflow.
+    assert!(try_plan("SELECT COUNT(*) FROM visits WHERE age > -(-9223372036854775808)").is_ok());
+    // $n beyond the protocol's 65 535 parameters allocates nothing.
+    let Command::Private(q) = classify("SELECT COUNT(*) FROM visits WHERE age = $1000000000000")
+        .unwrap()
+        .remove(0)
+    else {
+        panic!()
+    };
+    assert!(parameter_types(&q, &config()).is_empty());
+    assert!(plan(&q, &config(), 1.0).is_err());
+    // Work per answer is bounded before the charge.
+    let many = (0..24)
+        .map(|i| format!("PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY cost + {i})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let e = refused(&format!(
+        "SELECT width_bucket(age, 0, 110, 9998) AS b, {many} FROM visits GROUP BY 1"
+    ));
+    assert_eq!(e.code, "54000", "{e}");
+}
