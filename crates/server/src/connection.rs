@@ -76,13 +76,7 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         Admission::TooMany => {
             // PostgreSQL answers the startup packet, then closes.
             let _ = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
-            return fatal(
-                &mut socket,
-                "53300",
-                "sorry, too many clients already",
-                "retry later, or ask the data owner to raise server.max_connections",
-            )
-            .await;
+            return too_many_clients(&mut socket).await;
         }
     };
     let mut slot = None;
@@ -206,13 +200,7 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
                     // The client sees the refusal, not the login's success.
                     socket.write_buffer_mut().clear();
                     socket.get_mut().discard_unsent();
-                    return fatal(
-                        &mut socket,
-                        "53300",
-                        "sorry, too many clients already",
-                        "retry later, or ask the data owner to raise server.max_connections",
-                    )
-                    .await;
+                    return too_many_clients(&mut socket).await;
                 }
             };
         }
@@ -288,6 +276,22 @@ async fn sleep_or_never(wait: Option<Duration>) {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// PostgreSQL's answer when no connection slot or login place is free.
+async fn too_many_clients<T, S>(
+    socket: &mut Framed<Coalesce<T>, pgwire::tokio::server::PgWireMessageServerCodec<S>>,
+) -> io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    fatal(
+        socket,
+        "53300",
+        "sorry, too many clients already",
+        "retry later, or ask the data owner to raise server.max_connections",
+    )
+    .await
 }
 
 /// Sends a FATAL error and closes the connection.
