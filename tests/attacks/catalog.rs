@@ -95,6 +95,16 @@ async fn catalog_sql_never_reaches_the_data_server() {
             Err(e) => assert!(!e.contains(&db) && !e.contains(&data_dir), "{sql}: {e}"),
         }
     }
+    // Functions whose effects would outlive the rolled-back transaction or
+    // reach other analysts' pooled sessions are not the reader's, however
+    // they are spelled.
+    for sql in [
+        r#"SELECT U&"pg\005Fadvisory\005Flock"(1)"#,
+        r#"SELECT U&"pg\005Fnotify"('c', 'x')"#,
+        r#"SELECT U&"pg\005Fterminate\005Fbackend"(1)"#,
+    ] {
+        assert!(cells(&client, sql).await.is_err(), "{sql} ran");
+    }
     // The shadow catalog answers from its own cluster: browsing works and
     // its tables are empty.
     assert!(answered >= 5, "only {answered} catalog queries answered");

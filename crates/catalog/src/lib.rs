@@ -101,6 +101,26 @@ impl Catalog {
                 reader = cluster::READER_ROLE
             ))
             .await?;
+        // Functions whose effects outlive the rolled-back transaction, or
+        // reach other sessions, are not the reader's: advisory locks (held
+        // by a pooled session, they could block the next analyst and the
+        // sync), large objects, notifications, signals and statistics
+        // resets. A privilege holds however the call is spelled.
+        connect(&cluster.config(cluster::ADMIN_ROLE, cluster::DATABASE))
+            .await?
+            .batch_execute(
+                r"DO $$ DECLARE f regprocedure; BEGIN
+                   FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = 'pg_catalog' AND (
+                       p.proname LIKE 'pg\_advisory%' OR p.proname LIKE 'pg\_try\_advisory%'
+                       OR p.proname LIKE 'lo\_%' OR p.proname LIKE 'pg\_stat\_reset%'
+                       OR p.proname IN ('pg_notify', 'pg_cancel_backend', 'pg_terminate_backend',
+                                        'pg_log_backend_memory_contexts', 'pg_create_restore_point'))
+                   LOOP EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+                   END LOOP; END $$",
+            )
+            .await?;
         let setup = "SET application_name = 'dpgate catalog'";
         let catalog = Catalog {
             pool: Pool::connect(
