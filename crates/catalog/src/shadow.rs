@@ -51,7 +51,7 @@ pub(crate) async fn sync(
             .await?
             .get(0);
         return Err(CatalogError::NotShadow(format!(
-            "the catalog database {db:?} holds {} relations that dpgate did not create; dpgate will not overwrite them. Point [catalog] url at an empty database",
+            "the catalog database {db:?} holds {} relations that dpgate did not create; dpgate will not overwrite them",
             existing.len()
         )));
     }
