@@ -25,11 +25,14 @@ use tokio_util::codec::{Framed, FramedParts};
 /// long for a password).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections that may be negotiating or authenticating at once. They
-/// hold no connection slot: only an authenticated client takes one of
-/// `server.max_connections`, so unauthenticated clients cannot crowd out
-/// analysts.
-pub(crate) const MAX_PENDING_LOGINS: usize = 64;
+/// Connections that may be negotiating or authenticating at once: twice
+/// `server.max_connections`, and at least 128 (a pool opening all its
+/// connections at once must not be refused). They hold no connection slot:
+/// only an authenticated client takes one of `server.max_connections`, so
+/// unauthenticated clients cannot crowd out analysts.
+pub(crate) fn max_pending_logins(max_connections: usize) -> usize {
+    max_connections.saturating_mul(2).max(128)
+}
 
 /// Output buffered beyond this is written even before a flush point.
 const MAX_BUFFERED: usize = 64 * 1024;

@@ -178,7 +178,8 @@ pub async fn serve(
             .transpose()?,
         slots: Arc::new(Semaphore::new(server.max_connections)),
     });
-    let pending_logins = Arc::new(Semaphore::new(connection::MAX_PENDING_LOGINS));
+    let max_pending = connection::max_pending_logins(server.max_connections);
+    let pending_logins = Arc::new(Semaphore::new(max_pending));
     let (stop, stopped) = watch::channel(false);
     let mut running = JoinSet::new();
     tokio::pin!(shutdown);
@@ -196,7 +197,7 @@ pub async fn serve(
                 let admission = match pending_logins.clone().try_acquire_owned() {
                     Ok(permit) => connection::Admission::Serve(permit),
                     Err(_) => {
-                        tracing::warn!(%peer, max = connection::MAX_PENDING_LOGINS, "connection refused: too many clients logging in");
+                        tracing::warn!(%peer, max = max_pending, "connection refused: too many clients logging in");
                         connection::Admission::TooMany
                     }
                 };
