@@ -21,9 +21,10 @@ use tokio::sync::watch;
 use tokio_util::codec::{Framed, FramedParts};
 
 /// A client must finish authenticating within this time (PostgreSQL's
-/// authentication_timeout is 60 s; a proxy in front of it need not wait as
-/// long for a password).
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// authentication_timeout is 60 s). Waiting logins hold no connection slot,
+/// only a pending-login place, so the time can leave room for a loaded
+/// machine.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections that may be negotiating or authenticating at once: twice
 /// `server.max_connections`, and at least 128 (a pool opening all its
