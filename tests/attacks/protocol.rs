@@ -191,7 +191,7 @@ async fn clients_that_never_log_in_take_no_connection_slot() {
     // The unauthenticated ones are closed after the login timeout.
     let mut sink = Vec::new();
     let closed =
-        tokio::time::timeout(Duration::from_secs(20), idle[0].read_to_end(&mut sink)).await;
+        tokio::time::timeout(Duration::from_secs(40), idle[0].read_to_end(&mut sink)).await;
     assert!(
         closed.is_ok(),
         "an idle unauthenticated connection outlived the login timeout"
