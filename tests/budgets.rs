@@ -19,6 +19,16 @@ fn distinct_query(i: usize) -> String {
 /// `clients` connections (round-robin over `urls`) each send `per_client`
 /// distinct queries at once; returns (answered, refused for budget).
 async fn race(urls: &[String], clients: usize, per_client: usize) -> (usize, usize) {
+    // A client that cannot connect never reaches the barrier: fail, don't hang.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        race_once(urls, clients, per_client),
+    )
+    .await
+    .expect("the race did not finish within 120 s (a client could not connect?)")
+}
+
+async fn race_once(urls: &[String], clients: usize, per_client: usize) -> (usize, usize) {
     let barrier = Arc::new(tokio::sync::Barrier::new(clients));
     let mut tasks = Vec::new();
     for c in 0..clients {
