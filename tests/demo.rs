@@ -51,17 +51,16 @@ fn the_demo_starts_and_answers_the_readme_query() {
     let target = printed_psql_target(&gate);
     assert!(target.ends_with(&format!("@{listen}/demo")), "{target}");
 
-    let out = Command::new("psql")
-        .arg(&target)
-        .args(["-X", "-A", "-t", "-c"])
-        .arg("SELECT ward, COUNT(*), AVG(cost) FROM visits GROUP BY ward")
-        .output()
-        .expect("psql on PATH");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+    let (stdout, stderr) = psql(
+        &target,
+        &[
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT ward, COUNT(*), AVG(cost) FROM visits GROUP BY ward",
+        ],
     );
-    assert!(out.status.success(), "{stderr}");
     let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split('|').collect()).collect();
     let wards: Vec<&str> = rows.iter().map(|r| r[0]).collect();
     assert_eq!(
@@ -91,16 +90,7 @@ fn the_demo_starts_and_answers_the_readme_query() {
 
     // psql's meta-commands browse the demo's tables through dpgate's own
     // catalog cluster, although the data is in SQLite.
-    let out = Command::new("psql")
-        .arg(&target)
-        .args(["-X", "-c", "\\dt", "-c", "\\d visits"])
-        .output()
-        .expect("psql on PATH");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stderr}");
+    let (stdout, _) = psql(&target, &["-X", "-c", "\\dt", "-c", "\\d visits"]);
     assert!(
         stdout.contains("visits") && stdout.contains("patients"),
         "{stdout}"
@@ -119,4 +109,19 @@ fn the_demo_starts_and_answers_the_readme_query() {
     }
     let visits = std::fs::read_to_string(demo_dir.join("data/visits.csv")).unwrap();
     assert_eq!(visits.lines().count(), 100_001);
+}
+
+/// Runs psql against `target`; its stdout and stderr, once it succeeded.
+fn psql(target: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new("psql")
+        .arg(target)
+        .args(args)
+        .output()
+        .expect("psql on PATH");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    (stdout, stderr)
 }

@@ -60,12 +60,7 @@ impl Plan {
             Grouping::Domain { keys, groups } => {
                 // One pass over the backend's rows, then one lookup per
                 // domain key: domains reach 10 000 groups.
-                let canonical = |g: &[Option<String>]| -> Vec<Option<String>> {
-                    g.iter()
-                        .zip(keys)
-                        .map(|(k, ty)| canonical_key(k.as_deref(), *ty))
-                        .collect()
-                };
+                let canonical = |g: &[Option<String>]| canonical_keys(g, keys);
                 // Backend rows whose keys read as one value are one group:
                 // their measurements add up (each person's rows are bounded
                 // in total, so the sum keeps the sensitivity), and no row is
@@ -237,6 +232,14 @@ pub fn canonical_key(text: Option<&str>, ty: OutputType) -> Option<String> {
         Constant::Float(0.0) => format!("{:?}", Constant::Float(0.0)),
         other => format!("{other:?}"),
     })
+}
+
+/// [`canonical_key`] of each key of a group.
+pub fn canonical_keys(g: &[Option<String>], keys: &[OutputType]) -> Vec<Option<String>> {
+    g.iter()
+        .zip(keys)
+        .map(|(k, ty)| canonical_key(k.as_deref(), *ty))
+        .collect()
 }
 
 /// A key's text as a typed value.

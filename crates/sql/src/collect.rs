@@ -20,7 +20,7 @@ use std::ops::ControlFlow;
 
 use dpgate_dp::release::NoiseDraw;
 
-use crate::answer::{canonical_key, RawGroup};
+use crate::answer::{canonical_keys, RawGroup};
 use crate::plan::{Grouping, Plan};
 
 /// Where the backend puts each row it reads; `Break` means nothing more
@@ -65,7 +65,7 @@ impl Plan {
     pub fn collector(&self, max_groups: usize) -> Collector {
         let domain = match &self.grouping {
             Grouping::Domain { keys, groups } => {
-                groups.iter().map(|g| canonical(g, keys)).collect()
+                groups.iter().map(|g| canonical_keys(g, keys)).collect()
             }
             _ => HashSet::new(),
         };
@@ -80,13 +80,6 @@ impl Plan {
     }
 }
 
-fn canonical(g: &[Option<String>], keys: &[crate::plan::OutputType]) -> Vec<Option<String>> {
-    g.iter()
-        .zip(keys)
-        .map(|(k, ty)| canonical_key(k.as_deref(), *ty))
-        .collect()
-}
-
 impl GroupSink for Collector {
     fn push(&mut self, group: RawGroup) -> ControlFlow<()> {
         match &self.plan.grouping {
@@ -95,7 +88,7 @@ impl GroupSink for Collector {
                 ControlFlow::Break(())
             }
             Grouping::Domain { keys, .. } => {
-                if self.domain.contains(&canonical(&group.keys, keys)) {
+                if self.domain.contains(&canonical_keys(&group.keys, keys)) {
                     self.groups.push(group);
                 }
                 ControlFlow::Continue(())

@@ -38,6 +38,22 @@ pub struct Source {
 /// itself or a later CTE means a table, and resolution cannot loop.
 pub type Ctes<'q> = Vec<(String, &'q Query, usize)>;
 
+/// The CTE a one-part table name means, with the CTEs its body may see:
+/// the innermost WITH that names it wins.
+fn lookup_cte<'q>(
+    ctes: &Ctes<'q>,
+    name: &sqlparser::ast::ObjectName,
+) -> Option<(&'q Query, Ctes<'q>)> {
+    if name.0.len() != 1 {
+        return None;
+    }
+    let n = crate::classify::object_name(name);
+    ctes.iter()
+        .rev()
+        .find(|(c, _, _)| c.eq_ignore_ascii_case(&n))
+        .map(|(_, q, visible)| (*q, ctes[..*visible].to_vec()))
+}
+
 /// Appends the CTEs of one WITH list, each seeing only what precedes it.
 pub fn push_ctes<'q>(ctes: &mut Ctes<'q>, with: &'q sqlparser::ast::With) {
     for cte in &with.cte_tables {
@@ -103,15 +119,8 @@ fn count_in_factor(
 ) -> Result<(), Refusal> {
     match f {
         TableFactor::Table { name, .. } => {
-            if name.0.len() == 1 {
-                let cte_name = crate::classify::object_name(name);
-                if let Some((_, q, visible)) = ctes
-                    .iter()
-                    .rev()
-                    .find(|(c, _, _)| c.eq_ignore_ascii_case(&cte_name))
-                {
-                    return count_in_query(q, config, &ctes[..*visible].to_vec(), n);
-                }
+            if let Some((q, visible)) = lookup_cte(ctes, name) {
+                return count_in_query(q, config, &visible, n);
             }
             if let Ok(t) = resolve_table(config, name) {
                 if !matches!(t.privacy, TablePrivacy::Public) {
@@ -207,17 +216,9 @@ fn factor(
                     "alias columns in the select list instead",
                 ));
             }
-            if name.0.len() == 1 {
-                let n = crate::classify::object_name(name);
-                // The innermost WITH that names it wins.
-                if let Some((_, q, visible)) = ctes
-                    .iter()
-                    .rev()
-                    .find(|(c, _, _)| c.eq_ignore_ascii_case(&n))
-                {
-                    let alias = alias_name.unwrap_or(n);
-                    return derived(q, &alias, config, &ctes[..*visible].to_vec(), join_bound);
-                }
+            if let Some((q, visible)) = lookup_cte(ctes, name) {
+                let alias = alias_name.unwrap_or_else(|| crate::classify::object_name(name));
+                return derived(q, &alias, config, &visible, join_bound);
             }
             table(name, alias_name, config, join_bound)
         }
