@@ -644,6 +644,19 @@ fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Table> {
                     }
                 }
             }
+            let is_unit = t
+                .privacy_unit
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(&col_name));
+            if is_unit && (bounds.is_some() || col.values.is_some()) {
+                // Bounds or a value list on the column that names people
+                // would be public facts about who is in the data.
+                c.err(
+                    &cpath,
+                    format!("\"{col_name}\" is the privacy unit; it may declare a type, but not bounds or values"),
+                    "keep only `type` on the privacy unit column (or remove it from columns)",
+                );
+            }
             columns.push(Column {
                 name: col_name,
                 ty,

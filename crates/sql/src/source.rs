@@ -275,9 +275,19 @@ fn table(
     let t = resolve_table(config, name)?;
     let dialect = Dialect::of(&config.backend.store);
     let q = alias.unwrap_or_else(|| t.name.clone());
+    let unit_name = match &t.privacy {
+        TablePrivacy::Private {
+            privacy_unit: Some(u),
+            ..
+        } => Some(u.as_str()),
+        _ => None,
+    };
+    // The unit may be declared under `columns` too (for its type); it is
+    // one column, the unit, whose values are never released.
     let mut columns: Vec<ScopeColumn> = t
         .columns
         .iter()
+        .filter(|c| unit_name.is_none_or(|u| !c.name.eq_ignore_ascii_case(u)))
         .map(|c| ScopeColumn::declared(&q, c, dialect))
         .collect();
     let (unit, max_rows, one_row) = match &t.privacy {
