@@ -165,7 +165,7 @@ fn main() {
         let (lite_proxy, _lite_notices) = lite_gate.connect().await;
         let lite_config =
             dpgate_config::Config::parse(&lite_text, &|_| Some(PASSWORD.into())).unwrap();
-        let lite_backend = dpgate_backend::Backend::connect(&lite_config).await.unwrap();
+        let lite_backend = dpgate_backend::connect(&lite_config).await.unwrap();
         let lite_plan = plan(&query, &lite_config, 0.1).unwrap();
         let through_lite = time(iters, || async {
             lite_proxy.simple_query(QUERY).await.map(|_| ()).unwrap()

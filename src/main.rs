@@ -209,14 +209,14 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
     let runtime = runtime()?;
     runtime.block_on(async move {
         let ledger = open_ledger(&config).await?;
-        let backend = Backend::connect(&config).await.map_err(|e| {
+        let backend = dpgate_backend::connect(&config).await.map_err(|e| {
             eprintln!("{e} ([backend] in {})", path.display());
             ExitCode::FAILURE
         })?;
-        check_backend_role(&config, &backend, path).await?;
+        check_backend_role(&config, backend.as_ref(), path).await?;
         let catalog = match config.catalog.enabled {
             false => None,
-            true => match dpgate_catalog::Catalog::open(&config, &backend).await {
+            true => match dpgate_catalog::Catalog::open(&config, backend.as_ref()).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!("catalog browsing is off: {e}");
@@ -316,7 +316,7 @@ async fn open_ledger(config: &Config) -> Result<Ledger, ExitCode> {
 /// is then logged at every start.
 async fn check_backend_role(
     config: &dpgate_config::Config,
-    backend: &Backend,
+    backend: &dyn Backend,
     path: &std::path::Path,
 ) -> Result<(), ExitCode> {
     let Some(pg) = backend.postgres() else {

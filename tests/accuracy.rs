@@ -39,13 +39,13 @@ async fn answers_fall_inside_their_reported_intervals() {
     let pg = parse(&hospital_toml(&db, 1, &dir.path().join("l"), 1.0, 1.0));
     let lite = parse(&hospital_sqlite_toml(&db, 1, dir.path(), 1.0, 1.0).await);
     for config in [pg, lite] {
-        let backend = Backend::connect(&config).await.unwrap();
-        check_intervals(&client, &backend, &config).await;
+        let backend = dpgate_backend::connect(&config).await.unwrap();
+        check_intervals(&client, backend.as_ref(), &config).await;
     }
 }
 
 /// Runs the cases on `backend` and compares with PostgreSQL's plain answers.
-async fn check_intervals(client: &Client, backend: &Backend, config: &Config) {
+async fn check_intervals(client: &Client, backend: &dyn Backend, config: &Config) {
     // (private query, the same question in plain SQL, ordered by key)
     let cases = [
         (

@@ -14,7 +14,60 @@ async fn every_corpus_query_gets_its_expected_outcome_on_postgres() {
     let dir = tempdir();
     let port = free_port();
     let config = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 1e6, 1.0);
-    run_corpus(Dpgate::start(dir.path(), &config, port)).await;
+    let gate = Dpgate::start(dir.path(), &config, port);
+    run_corpus(gate).await;
+    charges_are_compositions(&config, &dir.path().join("l.sqlite")).await;
+}
+
+/// Every charge the ledger holds for the corpus equals the sequential
+/// composition of the measurements of the statement's plan (Σ ε of its
+/// noise, plus the δ of its key selection), computed here independently
+/// of the release's own `cost()`.
+async fn charges_are_compositions(config_text: &str, ledger_path: &std::path::Path) {
+    use dpgate_dp::accounting::{compose, PrivacyLoss};
+    let config = dpgate_config::Config::parse(config_text, &|_| Some("x".into())).unwrap();
+    let ledger = dpgate_ledger::Ledger::open(&dpgate_config::LedgerStore::Sqlite(
+        ledger_path.to_path_buf(),
+    ))
+    .await
+    .unwrap();
+    let records = ledger
+        .audit(dpgate_ledger::AuditFilter::default())
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for r in records.iter().filter(|r| r.entry.cost.epsilon > 0.0) {
+        let statement = &r.entry.statement;
+        let routed = dpgate_sql::route(statement, &config, false).unwrap();
+        let dpgate_sql::Statement::Private(prepared) = &routed[0].statement else {
+            panic!("charged but not private: {statement}")
+        };
+        let plan = prepared
+            .bind(&[], config.privacy.default_epsilon, &config)
+            .unwrap();
+        let losses: Vec<PrivacyLoss> = plan
+            .release
+            .measurements
+            .iter()
+            .map(|m| m.noise.loss())
+            .collect();
+        let PrivacyLoss::Pure { epsilon } = compose(&losses, 0.0) else {
+            panic!("{statement}: not pure")
+        };
+        let delta = plan
+            .release
+            .selection
+            .as_ref()
+            .map_or(0.0, |s| s.selection.delta());
+        assert!(
+            (r.entry.cost.epsilon - epsilon).abs() <= 1e-9 * epsilon,
+            "{statement}: charged ε {} but its measurements compose to {epsilon}",
+            r.entry.cost.epsilon
+        );
+        assert_eq!(r.entry.cost.delta, delta, "{statement}: δ");
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} charged corpus queries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

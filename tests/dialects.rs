@@ -17,7 +17,7 @@ fn config(text: &str) -> Config {
     Config::parse(text, &|_| Some("x".into())).unwrap()
 }
 
-async fn raw(backend: &Backend, p: &Plan) -> Result<Vec<RawGroup>, String> {
+async fn raw(backend: &dyn Backend, p: &Plan) -> Result<Vec<RawGroup>, String> {
     let mut groups = backend
         .fetch(p)
         .await
@@ -90,8 +90,8 @@ async fn postgres_and_sqlite_measure_the_same_raw_values() {
         1.0,
     ));
     let lite_config = config(&hospital_sqlite_toml(&db, 1, dir.path(), 1.0, 1.0).await);
-    let pg = Backend::connect(&pg_config).await.unwrap();
-    let lite = Backend::connect(&lite_config).await.unwrap();
+    let pg = dpgate_backend::connect(&pg_config).await.unwrap();
+    let lite = dpgate_backend::connect(&lite_config).await.unwrap();
     let (mut same, mut failures) = (0, Vec::new());
     let queries = CORPUS
         .iter()
@@ -108,7 +108,10 @@ async fn postgres_and_sqlite_measure_the_same_raw_values() {
         };
         let p_lite = plan(&q, &lite_config, 1.0).unwrap();
         assert_ne!(p_pg.backend_sql, p_lite.backend_sql, "{sql}");
-        match (raw(&pg, &p_pg).await, raw(&lite, &p_lite).await) {
+        match (
+            raw(pg.as_ref(), &p_pg).await,
+            raw(lite.as_ref(), &p_lite).await,
+        ) {
             (Ok(a), Ok(b)) if a == b => same += 1,
             (a, b) => failures.push(format!("{sql}\n  PostgreSQL: {a:?}\n  SQLite:     {b:?}")),
         }
@@ -136,7 +139,9 @@ async fn postgres_and_sqlite_measure_the_same_raw_values() {
         .unwrap();
     let truth = vec![truth.get::<_, i64>(0), truth.get::<_, i64>(1)];
     for (backend, config) in [(&pg, &pg_config), (&lite, &lite_config)] {
-        let got = raw(backend, &plan(&q, config, 1.0).unwrap()).await.unwrap();
+        let got = raw(backend.as_ref(), &plan(&q, config, 1.0).unwrap())
+            .await
+            .unwrap();
         assert_eq!(got[0].values, truth, "{:?}", backend.dialect());
     }
 }

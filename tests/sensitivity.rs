@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use dpgate_backend::Backend;
 use dpgate_config::Config;
@@ -16,8 +18,8 @@ use tokio_postgres::Client;
 
 /// D and D′ on one backend, and the config to plan for it.
 struct Neighbours {
-    d: Backend,
-    d_prime: Backend,
+    d: Arc<dyn Backend>,
+    d_prime: Arc<dyn Backend>,
     config: Config,
     /// The SQLite files and CSV exports, removed on drop.
     _files: Option<tempfile::TempDir>,
@@ -32,7 +34,8 @@ async fn on_both_backends(
     tables: &[&str],
 ) -> Vec<Neighbours> {
     let parse = |text: &str| Config::parse(text, &|_| Some("x".into())).unwrap();
-    let connect = |text: String| async move { Backend::connect(&parse(&text)).await.unwrap() };
+    let connect =
+        |text: String| async move { dpgate_backend::connect(&parse(&text)).await.unwrap() };
     let files = tempdir();
     let (dir_d, dir_d_prime) = (files.path().join("d"), files.path().join("d_prime"));
     std::fs::create_dir_all(&dir_d).unwrap();
@@ -97,7 +100,7 @@ columns.score = { type = "int", lower = -10, upper = 3 }
 }
 
 /// The raw groups of `p` on `backend`.
-async fn groups(backend: &Backend, p: &Plan) -> Vec<RawGroup> {
+async fn groups(backend: &Arc<dyn Backend>, p: &Plan) -> Vec<RawGroup> {
     backend
         .fetch(p)
         .await
@@ -105,7 +108,7 @@ async fn groups(backend: &Backend, p: &Plan) -> Vec<RawGroup> {
 }
 
 /// The measurements of an ungrouped plan.
-async fn measurements(backend: &Backend, p: &Plan) -> Vec<i64> {
+async fn measurements(backend: &Arc<dyn Backend>, p: &Plan) -> Vec<i64> {
     groups(backend, p).await.remove(0).values
 }
 
@@ -303,9 +306,9 @@ async fn grouped_shapes_on(n: &Neighbours) {
                 .filter(|g| !a.iter().any(|h| h.keys == g.keys))
                 .collect();
             match &p.grouping {
-                Grouping::Selection {
-                    count, threshold, ..
-                } => {
+                Grouping::Selection { .. } => {
+                    let chosen = p.release.selection.as_ref().expect("keys are selected");
+                    let (count, threshold) = (&chosen.count, &chosen.selection.threshold());
                     let offset: usize =
                         p.release.measurements[..*count].iter().map(|m| m.len).sum();
                     let k = p.release.measurements[*count].noise.sensitivity() as i64;

@@ -83,7 +83,7 @@ columns.ward = {{ type = "text", values = ["A", "B"] }}
             .unwrap();
         let port = runtime.block_on(async {
             let ledger = dpgate_ledger::Ledger::open(&config.ledger).await.unwrap();
-            let backend = dpgate_backend::Backend::connect(&config).await.unwrap();
+            let backend = dpgate_backend::connect(&config).await.unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
             let shared = std::sync::Arc::new(

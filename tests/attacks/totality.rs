@@ -6,7 +6,6 @@
 //! NULLs, odd text). A single backend error would be an oracle: the one
 //! uniform 58000 after the charge answers "does such a row exist?".
 
-use dpgate_backend::Backend;
 use dpgate_config::Config;
 use dpgate_sql::{classify, plan, Command};
 use rand::rngs::StdRng;
@@ -391,8 +390,8 @@ async fn random_expressions_never_raise_on_extreme_rows() {
         &|_| Some("x".into()),
     )
     .unwrap();
-    let pg = Backend::connect(&pg_config).await.unwrap();
-    let lite = Backend::connect(&lite_config).await.unwrap();
+    let pg = dpgate_backend::connect(&pg_config).await.unwrap();
+    let lite = dpgate_backend::connect(&lite_config).await.unwrap();
 
     let mut gen = Gen {
         rng: StdRng::seed_from_u64(

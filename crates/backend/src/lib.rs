@@ -37,89 +37,84 @@ pub enum BackendError {
     Timeout,
 }
 
-/// The database dpgate reads.
-pub enum Backend {
-    /// PostgreSQL through a pool of read-only connections (boxed: the
-    /// pool's settings are large, and there is one backend per process).
-    Postgres(Box<PgBackend>),
-    /// An embedded SQLite file, read-only once CSV sources are loaded.
-    Sqlite(SqliteBackend),
+/// What the backend is asked to run: a planned query that returns one
+/// row per group, `keys` key columns as text then `measurements` integer
+/// measurements rendered as text (so that no cast can fail in the backend).
+#[derive(Clone, Copy, Debug)]
+pub struct BackendQuery<'a> {
+    /// The SQL, in the backend's dialect.
+    pub sql: &'a str,
+    /// Key columns before the measurements.
+    pub keys: usize,
+    /// Measured values after the keys.
+    pub measurements: usize,
 }
 
-impl Backend {
-    /// Opens the backend `config` names. For SQLite, CSV sources are
-    /// loaded first (with progress lines on the log for large files).
-    pub async fn connect(config: &Config) -> Result<Backend, BackendError> {
-        match &config.backend.store {
-            BackendStore::Postgres(url) => Ok(Backend::Postgres(Box::new(
-                PgBackend::connect(url, &config.backend).await?,
-            ))),
-            BackendStore::Sqlite(path) => Ok(Backend::Sqlite(
-                SqliteBackend::open(path, &config.tables, &config.backend).await?,
-            )),
+impl<'a> BackendQuery<'a> {
+    /// The backend query of `plan`.
+    pub fn of(plan: &'a Plan) -> BackendQuery<'a> {
+        BackendQuery {
+            sql: &plan.backend_sql,
+            keys: plan.grouping.key_count(),
+            measurements: plan.release.raw_len(),
         }
     }
+}
 
-    /// Loads CSV sources of `tables` that are new or changed since they
-    /// were loaded (SQLite; PostgreSQL has none). Queries keep running.
-    pub async fn refresh(&self, tables: &[dpgate_config::Table]) -> Result<(), BackendError> {
-        match self {
-            Backend::Postgres(_) => Ok(()),
-            Backend::Sqlite(lite) => lite.load(tables).await,
-        }
-    }
-
+/// The database dpgate reads. A new engine is a new implementation of
+/// this trait (and a [`Dialect`] its plans are written in); nothing else
+/// in dpgate matches on which engine runs.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
     /// The dialect planned queries must be written in.
-    pub fn dialect(&self) -> Dialect {
-        match self {
-            Backend::Postgres(_) => Dialect::Postgres,
-            Backend::Sqlite(_) => Dialect::Sqlite,
-        }
-    }
+    fn dialect(&self) -> Dialect;
 
-    /// The PostgreSQL backend, next to which the shadow catalog can live.
-    pub fn postgres(&self) -> Option<&PgBackend> {
-        match self {
-            Backend::Postgres(pg) => Some(pg),
-            Backend::Sqlite(_) => None,
-        }
+    /// Loads sources of `tables` that are new or changed since they were
+    /// loaded (engines without sources of their own do nothing).
+    /// Queries keep running.
+    async fn refresh(&self, _tables: &[dpgate_config::Table]) -> Result<(), BackendError> {
+        Ok(())
     }
 
     /// The PostgreSQL type name of `column` of `table` (catalog metadata
     /// only, never data), for privacy unit columns proxy.toml leaves untyped.
-    pub async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String> {
-        match self {
-            Backend::Postgres(pg) => pg.column_type(schema, table, column).await,
-            Backend::Sqlite(lite) => lite.column_type(table, column).await,
-        }
-    }
+    async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String>;
 
-    /// Runs `plan`'s backend query, which returns one row per group: the
-    /// key columns as text, then the integer measurements rendered as
-    /// text (so that no cast can fail in the backend). If the returned
-    /// future is dropped (the analyst cancelled), the query is stopped too.
-    pub async fn fetch(&self, plan: &Plan) -> Result<Vec<RawGroup>, BackendError> {
-        self.fetch_into(plan, Vec::new()).await
-    }
-
-    /// [`Self::fetch`], handing each row to `sink` as it is read (so a
+    /// Runs `query`, handing each row to `sink` as it is read (so a
     /// bounded sink keeps memory bounded however many groups the data
-    /// holds); once the sink breaks, the rest of the rows are not kept.
-    pub async fn fetch_into<S: GroupSink + Send + 'static>(
+    /// holds); once the sink breaks, the rest of the rows are not kept. If
+    /// the returned future is dropped (the analyst cancelled), the query
+    /// is stopped too.
+    async fn fetch_into(
         &self,
-        plan: &Plan,
-        sink: S,
-    ) -> Result<S, BackendError> {
-        let (sql, keys, count) = (
-            plan.backend_sql.as_str(),
-            plan.grouping.key_count(),
-            plan.release.raw_len(),
-        );
-        match self {
-            Backend::Postgres(pg) => pg.fetch_groups(sql, keys, count, sink).await,
-            Backend::Sqlite(lite) => lite.fetch_groups(sql, keys, count, sink).await,
-        }
+        query: BackendQuery<'_>,
+        sink: &mut (dyn GroupSink + Send),
+    ) -> Result<(), BackendError>;
+
+    /// The PostgreSQL backend, next to which the shadow catalog can live.
+    fn postgres(&self) -> Option<&PgBackend> {
+        None
     }
+
+    /// Runs `plan`'s backend query and returns every row.
+    async fn fetch(&self, plan: &Plan) -> Result<Vec<RawGroup>, BackendError> {
+        let mut rows = Vec::new();
+        self.fetch_into(BackendQuery::of(plan), &mut rows).await?;
+        Ok(rows)
+    }
+}
+
+/// Opens the backend `config` names. For SQLite, CSV sources are loaded
+/// first (with progress lines on the log for large files).
+pub async fn connect(config: &Config) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
+    Ok(match &config.backend.store {
+        BackendStore::Postgres(url) => {
+            std::sync::Arc::new(PgBackend::connect(url, &config.backend).await?)
+        }
+        BackendStore::Sqlite(path) => {
+            std::sync::Arc::new(SqliteBackend::open(path, &config.tables, &config.backend).await?)
+        }
+    })
 }
 
 /// A row of `keys` key texts then measurement texts (`None` is NULL);

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use dpgate_sql::GroupSink;
+use dpgate_sql::{Dialect, GroupSink};
 
-use crate::{parse_row, BackendError, Pool};
+use crate::{parse_row, Backend, BackendError, BackendQuery, Pool};
 
 /// The read-only pool of connections to the data.
 pub struct PgBackend {
@@ -120,14 +120,13 @@ impl PgBackend {
 
     /// [`crate::Backend::fetch_into`] on PostgreSQL: rows stream into
     /// `sink`; a dropped future cancels the query in the server.
-    pub async fn fetch_groups<S: GroupSink>(
+    async fn fetch_groups(
         &self,
-        sql: &str,
-        keys: usize,
-        count: usize,
-        mut sink: S,
-    ) -> Result<S, BackendError> {
+        query: BackendQuery<'_>,
+        sink: &mut (dyn GroupSink + Send),
+    ) -> Result<(), BackendError> {
         use futures::StreamExt;
+        let (sql, keys, count) = (query.sql, query.keys, query.measurements);
         let client = self.pool.get().await.map_err(connect_error)?;
         let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
         let mut running = CancelOnDrop(Some(client.cancel_token()));
@@ -169,7 +168,30 @@ impl PgBackend {
             }
         }
         running.0 = None;
-        Ok(sink)
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for PgBackend {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String> {
+        PgBackend::column_type(self, schema, table, column).await
+    }
+
+    async fn fetch_into(
+        &self,
+        query: BackendQuery<'_>,
+        sink: &mut (dyn GroupSink + Send),
+    ) -> Result<(), BackendError> {
+        self.fetch_groups(query, sink).await
+    }
+
+    fn postgres(&self) -> Option<&PgBackend> {
+        Some(self)
     }
 }
 

@@ -14,9 +14,9 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use tokio::sync::Semaphore;
 
-use dpgate_sql::GroupSink;
+use dpgate_sql::{Dialect, GroupSink};
 
-use crate::{parse_row, BackendError};
+use crate::{parse_row, Backend, BackendError, BackendQuery};
 
 /// Read-only connections to one SQLite file.
 pub struct SqliteBackend {
@@ -73,20 +73,21 @@ impl SqliteBackend {
         .flatten()
     }
 
-    /// [`crate::Backend::fetch`] on SQLite. The query runs in a
-    /// blocking thread; it is interrupted at the statement timeout, and
-    /// when the returned future is dropped.
-    pub async fn fetch_groups<S: GroupSink + Send + 'static>(
+    /// [`crate::Backend::fetch_into`] on SQLite. The query runs in a
+    /// blocking thread and hands rows over a bounded channel to `sink`
+    /// here; it is interrupted at the statement timeout and when the
+    /// returned future is dropped, and stops reading once the sink breaks.
+    async fn fetch_groups(
         &self,
-        sql: &str,
-        keys: usize,
-        count: usize,
-        mut sink: S,
-    ) -> Result<S, BackendError> {
-        let sql = sql.to_string();
-        let width = keys + count;
+        query: BackendQuery<'_>,
+        sink: &mut (dyn GroupSink + Send),
+    ) -> Result<(), BackendError> {
+        let sql = query.sql.to_string();
+        let keys = query.keys;
+        let width = keys + query.measurements;
         let timeout = self.statement_timeout;
-        self.with_connection(move |conn| {
+        let (rows_out, mut rows_in) = tokio::sync::mpsc::channel(ROWS_IN_FLIGHT);
+        let read = self.with_connection(move |conn| {
             let mut stmt = conn
                 .prepare(&sql)
                 .map_err(|e| BackendError::Query(e.to_string()))?;
@@ -104,13 +105,22 @@ impl SqliteBackend {
                     .map(|i| row.get_ref(i).map(text_of))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| BackendError::Shape(e.to_string()))?;
-                if sink.push(parse_row(cells, keys)?).is_break() {
+                // The receiver is gone once the sink broke: stop reading.
+                if rows_out.blocking_send(parse_row(cells, keys)?).is_err() {
                     break;
                 }
             }
-            Ok(sink)
-        })
-        .await?
+            Ok(())
+        });
+        let take = async move {
+            while let Some(group) = rows_in.recv().await {
+                if sink.push(group).is_break() {
+                    break;
+                }
+            }
+        };
+        let (read, ()) = tokio::join!(read, take);
+        read?
     }
 
     /// Runs `f` on a pooled connection in a blocking thread, interrupting
@@ -138,6 +148,33 @@ impl SqliteBackend {
         };
         interrupt.0 = None;
         Ok(out)
+    }
+}
+
+/// Rows read ahead of the sink: bounds memory while the blocking reader
+/// and the sink run side by side.
+const ROWS_IN_FLIGHT: usize = 256;
+
+#[async_trait::async_trait]
+impl Backend for SqliteBackend {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn refresh(&self, tables: &[Table]) -> Result<(), BackendError> {
+        self.load(tables).await
+    }
+
+    async fn column_type(&self, _schema: &str, table: &str, column: &str) -> Option<String> {
+        SqliteBackend::column_type(self, table, column).await
+    }
+
+    async fn fetch_into(
+        &self,
+        query: BackendQuery<'_>,
+        sink: &mut (dyn GroupSink + Send),
+    ) -> Result<(), BackendError> {
+        self.fetch_groups(query, sink).await
     }
 }
 

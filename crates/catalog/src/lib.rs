@@ -69,7 +69,7 @@ pub struct Catalog {
 impl Catalog {
     /// Starts the private cluster, creates the shadow database and the
     /// unprivileged reader role, and mirrors `config`'s tables into it.
-    pub async fn open(config: &Config, backend: &Backend) -> Result<Catalog, CatalogError> {
+    pub async fn open(config: &Config, backend: &dyn Backend) -> Result<Catalog, CatalogError> {
         let bin_dir = config.catalog.bin_dir.clone();
         let cluster = tokio::task::spawn_blocking(move || Cluster::start(bin_dir.as_deref()))
             .await
@@ -140,7 +140,7 @@ impl Catalog {
     /// Makes the shadow tables match `config` exactly: drops what is no
     /// longer declared and creates what is, with comments that show each
     /// table's privacy unit and each column's bounds.
-    pub async fn sync(&self, config: &Config, backend: &Backend) -> Result<(), CatalogError> {
+    pub async fn sync(&self, config: &Config, backend: &dyn Backend) -> Result<(), CatalogError> {
         let admin = connect(&self.cluster.config(cluster::ADMIN_ROLE, cluster::DATABASE)).await?;
         shadow::sync(&admin, config, backend).await
     }

@@ -17,7 +17,7 @@ const SYNC_LOCK: i64 = 0x6470_6761_7465; // "dpgate"
 pub(crate) async fn sync(
     client: &Client,
     config: &Config,
-    backend: &Backend,
+    backend: &dyn Backend,
 ) -> Result<(), CatalogError> {
     let mut ddl = vec![
         "BEGIN READ WRITE".to_string(),

@@ -40,6 +40,7 @@ fn main() {
     for scale in [10.0, 1e4] {
         let m = DiscreteLaplace::new(1, Rational::from_f64(1.0 / scale).unwrap()).unwrap();
         let plan = ReleasePlan {
+            selection: None,
             measurements: vec![Measurement::scalar(m.clone(), Grid::INTEGER)],
             outputs: vec![Output::Count { measurement: 0 }],
         };

@@ -49,6 +49,11 @@ impl DiscreteGaussian {
         }
     }
 
+    /// ρ, exactly.
+    pub fn rho(&self) -> &Rational {
+        &self.rho
+    }
+
     /// The squared L2 sensitivity this mechanism was calibrated for.
     pub fn l2_squared(&self) -> u64 {
         self.l2_squared

@@ -14,7 +14,6 @@ use crate::gaussian::DiscreteGaussian;
 use crate::laplace::{DiscreteLaplace, MechanismError};
 use crate::noise::Noise;
 use crate::rational::Rational;
-use crate::samplers::SecureRng;
 use crate::sensitivity::Contribution;
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
@@ -139,16 +138,11 @@ impl PartitionSelection {
             .ok_or(MechanismError::ScaleTooLarge(t as f64))
     }
 
-    /// Whether a noisy count is released: the one decision both
-    /// [`Self::select`] (audited) and the query path use.
+    /// Whether a noisy count is released: the one decision
+    /// [`crate::release::ReleasePlan::select_group`] (audited, and run by
+    /// the query path) makes.
     pub fn passes(&self, noisy_count: i128) -> bool {
         noisy_count >= i128::from(self.threshold)
-    }
-
-    /// The noisy count of a key if it clears the threshold, else `None`.
-    pub fn select<R: SecureRng + ?Sized>(&self, count: i64, rng: &mut R) -> Option<i128> {
-        let noisy = self.noise.release(count, rng);
-        self.passes(noisy).then_some(noisy)
     }
 
     /// τ: the smallest noisy count that is released.

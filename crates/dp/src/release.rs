@@ -8,6 +8,8 @@ use statrs::distribution::{ContinuousCDF, Normal};
 use crate::accounting::{compose, PrivacyLoss};
 use crate::grid::Grid;
 use crate::noise::Noise;
+use crate::partition::PartitionSelection;
+use crate::rational::Rational;
 use crate::samplers::SecureRng;
 
 /// One noisy measurement: an integer-valued query (a count, a sum in grid
@@ -94,13 +96,58 @@ pub enum Output {
     },
 }
 
-/// All measurements of one query and the outputs derived from them.
+/// All measurements of one query, the outputs derived from them, and
+/// how its group keys are selected: the whole release, whose cost is
+/// computed from these parts and nowhere else.
+///
+/// Privacy argument. Each measurement is an integer query whose
+/// sensitivity (L1 for Laplace, squared L2 for Gaussian) over one unit's
+/// bounded contribution its noise is calibrated for, so it is ε-DP
+/// (ρ-zCDP). The measurements are released together, hence by sequential
+/// composition the release is (Σε)-DP and (Σρ)-zCDP ([`Self::cost`]).
+/// With partition selection, the keys released are those whose noisy
+/// count (one of the measurements, noised by the selection's own
+/// mechanism) clears τ; a key only one unit holds passes with
+/// probability at most δ, so keys and values together are (Σε, δ)-DP
+/// (see [`PartitionSelection`]). Everything the outputs do with the noisy
+/// values is post-processing.
 #[derive(Clone, Debug, Default)]
 pub struct ReleasePlan {
     /// Measurements, in the order the backend returns their raw values.
     pub measurements: Vec<Measurement>,
     /// Output columns, in the order the analyst asked for them.
     pub outputs: Vec<Output>,
+    /// Key selection, when group keys are found in the data.
+    pub selection: Option<KeySelection>,
+}
+
+/// Keys found in the data are released only when the noisy count of
+/// measurement `count` passes `selection` (whose mechanism noises that
+/// measurement).
+#[derive(Clone, Debug)]
+pub struct KeySelection {
+    /// Index of the deciding count measurement.
+    pub count: usize,
+    /// The audited thresholding.
+    pub selection: PartitionSelection,
+}
+
+/// What a release costs: the composition of its parts, exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cost {
+    /// Σ ε of the pure (Laplace) measurements, exact.
+    pub epsilon: Rational,
+    /// Σ ρ of the zCDP (Gaussian) measurements, exact.
+    pub rho: Rational,
+    /// δ of partition selection (0 without it).
+    pub delta: f64,
+}
+
+impl Cost {
+    /// ε as `f64` (the nearest double to the exact sum).
+    pub fn epsilon_f64(&self) -> f64 {
+        self.epsilon.to_f64()
+    }
 }
 
 /// Noise drawn for a plan before its data is read: one vector per measurement.
@@ -149,6 +196,25 @@ impl ReleasePlan {
     pub fn loss(&self, delta: f64) -> PrivacyLoss {
         let parts: Vec<PrivacyLoss> = self.measurements.iter().map(|m| m.noise.loss()).collect();
         compose(&parts, delta)
+    }
+
+    /// The release's cost by sequential composition of its measurements
+    /// (ε exactly for Laplace, ρ exactly for Gaussian) plus the δ of key
+    /// selection. The deciding count of a selection is one of the
+    /// measurements, so its ε is counted once.
+    pub fn cost(&self) -> Cost {
+        let (mut epsilon, mut rho) = (Rational::integer(0), Rational::integer(0));
+        for m in &self.measurements {
+            match &m.noise {
+                Noise::Laplace(l) => epsilon = epsilon.add(l.epsilon()),
+                Noise::Gaussian(g) => rho = rho.add(g.rho()),
+            }
+        }
+        Cost {
+            epsilon,
+            rho,
+            delta: self.selection.as_ref().map_or(0.0, |s| s.selection.delta()),
+        }
     }
 
     /// The exact total ε when every measurement is pure (Laplace).
@@ -228,6 +294,46 @@ impl ReleasePlan {
     /// Where measurement `i`'s raw values start among all raw values.
     pub fn offset(&self, i: usize) -> usize {
         self.measurements[..i].iter().map(|m| m.len).sum()
+    }
+
+    /// Partition selection of one group found in the data, whose raw
+    /// values are `raw`: the deciding count's noise is drawn first and the
+    /// audited decision ([`PartitionSelection::passes`]) made on it; only a
+    /// group that passes gets the rest of its noise, which is returned
+    /// (the same draw then releases it). Without selection every group
+    /// passes with a full draw. This is the function both the query path
+    /// and the audit run.
+    pub fn select_group<R: SecureRng + ?Sized>(
+        &self,
+        raw: &[i64],
+        rng: &mut R,
+    ) -> Option<NoiseDraw> {
+        let Some(KeySelection { count, selection }) = &self.selection else {
+            return Some(self.draw_noise(rng));
+        };
+        let drawn = self.draw_one(*count, rng);
+        let value = raw.get(self.offset(*count)).copied().unwrap_or(0);
+        selection
+            .passes(i128::from(value) + drawn[0])
+            .then(|| self.draw_rest(*count, drawn, rng))
+    }
+
+    /// The whole release of one group: noise added to `raw`, the key
+    /// selection decided on the noisy count, the outputs derived (`None`
+    /// when the group's key is not released).
+    pub fn apply(
+        &self,
+        raw: &[i64],
+        draw: &NoiseDraw,
+        confidence: f64,
+    ) -> Option<Vec<ReleasedColumn>> {
+        let noisy = self.add_noise(raw, draw);
+        if let Some(KeySelection { count, selection }) = &self.selection {
+            if !selection.passes(noisy[*count][0]) {
+                return None;
+            }
+        }
+        Some(self.derive_all(&noisy, confidence))
     }
 
     /// Adds drawn noise to raw values (the measurements' values, concatenated).
@@ -457,7 +563,6 @@ pub fn histogram_quantile(counts: &[f64], lower: f64, upper: f64, p: f64) -> f64
 mod tests {
     use super::*;
     use crate::laplace::DiscreteLaplace;
-    use crate::rational::Rational;
 
     fn laplace(sens: u64, eps: f64) -> Noise {
         DiscreteLaplace::new(sens, Rational::from_f64(eps).unwrap())
@@ -492,6 +597,7 @@ mod tests {
                 upper: 8.0,
                 p: 0.5,
             }],
+            selection: None,
         };
         assert_eq!(plan.loss(1e-6), PrivacyLoss::Pure { epsilon: 0.5 });
         assert_eq!(plan.raw_len(), 8);
@@ -504,6 +610,7 @@ mod tests {
         let plan = ReleasePlan {
             measurements: vec![Measurement::scalar(laplace(1, 0.01), Grid::INTEGER)],
             outputs: vec![Output::Count { measurement: 0 }],
+            selection: None,
         };
         let mut rng = crate::secure_rng();
         for _ in 0..200 {

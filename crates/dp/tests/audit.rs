@@ -10,7 +10,7 @@
 //! must find ε_lb above the claim, which shows the audit can fail.
 
 use dpgate_dp::partition::PartitionSelection;
-use dpgate_dp::release::{Measurement, Output, ReleasePlan};
+use dpgate_dp::release::{KeySelection, Measurement, Output, ReleasePlan};
 use dpgate_dp::sensitivity::Contribution;
 use dpgate_dp::{secure_rng, DiscreteGaussian, DiscreteLaplace, Grid, Noise, Rational};
 use statrs::distribution::{Beta, ContinuousCDF};
@@ -148,6 +148,7 @@ fn sum_plan(epsilon: f64, k: u64) -> (ReleasePlan, i64) {
     let units = Contribution::ungrouped(k).sum(grid.max_units(0.0, 5000.0));
     let noise = DiscreteLaplace::new(units.l1, eps(epsilon)).unwrap();
     let plan = ReleasePlan {
+        selection: None,
         measurements: vec![Measurement::scalar(noise, grid)],
         outputs: vec![Output::Sum {
             measurement: 0,
@@ -189,6 +190,7 @@ fn mean_audit() {
         let (sum_s, cnt_s) = (c.sum(100).l1, c.count().l1);
         let half = eps(epsilon / 2.0);
         let plan = ReleasePlan {
+            selection: None,
             measurements: vec![
                 Measurement::scalar(
                     DiscreteLaplace::new(sum_s, half.clone()).unwrap(),
@@ -263,6 +265,7 @@ fn variance_audit() {
         let sens = [c.count().l1, c.sum(radius).l1, c.sum(radius * radius).l1];
         let third = eps(epsilon / 3.0);
         let plan = ReleasePlan {
+            selection: None,
             measurements: sens
                 .iter()
                 .map(|&s| {
@@ -308,6 +311,7 @@ fn histogram_audit() {
         let sens = Contribution::ungrouped(k).histogram();
         let noise = DiscreteLaplace::new(sens.l1, eps(epsilon)).unwrap();
         let plan = ReleasePlan {
+            selection: None,
             measurements: vec![Measurement {
                 noise: noise.into(),
                 grid: Grid::INTEGER,
@@ -389,6 +393,21 @@ fn gaussian_audit() {
     );
 }
 
+/// The release the query path builds for keys found in the data: one
+/// count measurement noised by the selection's mechanism, decided by it.
+/// The audits below run `ReleasePlan::select_group`, the function the
+/// server's collector calls for each group.
+fn selecting(sel: &PartitionSelection) -> ReleasePlan {
+    ReleasePlan {
+        measurements: vec![Measurement::scalar(sel.noise().clone(), Grid::INTEGER)],
+        outputs: vec![Output::Count { measurement: 0 }],
+        selection: Some(KeySelection {
+            count: 0,
+            selection: sel.clone(),
+        }),
+    }
+}
+
 /// A key held by one unit is released with probability at most δ; a
 /// threshold two below τ releases it more often than δ.
 #[test]
@@ -408,7 +427,7 @@ fn partition_selection_releases_a_lone_key_rarely() {
         let mut rng = secure_rng();
         let lone = contribution.max_rows as i64;
         let released = (0..n)
-            .filter(|_| sel.select(lone, &mut rng).is_some())
+            .filter(|_| selecting(&sel).select_group(&[lone], &mut rng).is_some())
             .count();
         let per_key = delta / contribution.max_partitions as f64;
         assert!(
@@ -425,7 +444,9 @@ fn partition_selection_releases_a_lone_key_rarely() {
     }
     let g = PartitionSelection::gaussian(Contribution::ungrouped(1), eps(0.5), 1e-3).unwrap();
     let mut rng = secure_rng();
-    let released = (0..n).filter(|_| g.select(1, &mut rng).is_some()).count();
+    let released = (0..n)
+        .filter(|_| selecting(&g).select_group(&[1], &mut rng).is_some())
+        .count();
     assert!(
         cp_lower(released, n, FALSE_ALARM) <= 1e-3,
         "gaussian: {released}"
@@ -444,7 +465,9 @@ fn partition_selection_holds_at_extreme_scales() {
         let epsilon = Rational::new(1u32.into(), num_bigint::BigUint::from(1u8) << exp as usize);
         let sel = PartitionSelection::laplace(Contribution::ungrouped(1), epsilon, delta).unwrap();
         let mut rng = secure_rng();
-        let released = (0..n).filter(|_| sel.select(1, &mut rng).is_some()).count();
+        let released = (0..n)
+            .filter(|_| selecting(&sel).select_group(&[1], &mut rng).is_some())
+            .count();
         assert!(
             cp_lower(released, n, FALSE_ALARM) <= delta,
             "b = 2^{exp}: {released} of {n} released, δ = {delta}"

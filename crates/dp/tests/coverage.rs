@@ -36,6 +36,7 @@ fn assert_covers(name: &str, plan: &ReleasePlan, raw: &[i64], truth: f64) {
 #[test]
 fn counts_and_sums() {
     let plan = ReleasePlan {
+        selection: None,
         measurements: vec![Measurement::scalar(laplace(5, 0.1), Grid::INTEGER)],
         outputs: vec![Output::Count { measurement: 0 }],
     };
@@ -44,6 +45,7 @@ fn counts_and_sums() {
     let grid = Grid::for_magnitude(5000.0);
     let sens = Contribution::ungrouped(5).sum(grid.max_units(0.0, 5000.0));
     let plan = ReleasePlan {
+        selection: None,
         measurements: vec![Measurement::scalar(laplace(sens.l1, 0.5), grid)],
         outputs: vec![Output::Sum {
             measurement: 0,
@@ -62,6 +64,7 @@ fn counts_and_sums() {
         .unwrap()
         .into();
     let plan = ReleasePlan {
+        selection: None,
         measurements: vec![Measurement::scalar(g, Grid::INTEGER)],
         outputs: vec![Output::Count { measurement: 0 }],
     };
@@ -74,6 +77,7 @@ fn means_variances_and_deviations() {
     let n = 2_000i64;
     let c = Contribution::ungrouped(1);
     let plan = ReleasePlan {
+        selection: None,
         measurements: vec![
             Measurement::scalar(laplace(c.sum(100).l1, 0.5), Grid::INTEGER),
             Measurement::scalar(laplace(c.count().l1, 0.5), Grid::INTEGER),
@@ -96,6 +100,7 @@ fn means_variances_and_deviations() {
         ("sample variance", false, true, sample_var),
     ] {
         let plan = ReleasePlan {
+            selection: None,
             measurements: vec![
                 Measurement::scalar(laplace(c.count().l1, 1.0 / 3.0), Grid::INTEGER),
                 Measurement::scalar(laplace(c.sum(50).l1, 1.0 / 3.0), Grid::INTEGER),
@@ -122,6 +127,7 @@ fn quantiles() {
     let as_f64: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
     for p in [0.1, 0.5, 0.9] {
         let plan = ReleasePlan {
+            selection: None,
             measurements: vec![Measurement {
                 noise: laplace(Contribution::ungrouped(2).histogram().l1, 0.5),
                 grid: Grid::INTEGER,

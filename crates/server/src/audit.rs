@@ -1,37 +1,10 @@
-//! Who sent a statement, and the audit entry each statement leaves. The
+//! The audit entry each statement leaves. The
 //! private path writes its own entries (inside the charge); every other
 //! statement is recorded here from its outcome.
 
-use dpgate_ledger::{now_ms, Amount, AuditEntry, Outcome as AuditOutcome};
+use dpgate_ledger::{AuditEntry, Outcome as AuditOutcome};
 
 use crate::wire::Outcome;
-
-/// The analyst and the client address of a connection.
-#[derive(Debug, Clone)]
-pub(crate) struct Who {
-    /// Login name.
-    pub user: String,
-    /// `ip:port` of the client.
-    pub client: String,
-}
-
-impl Who {
-    /// A fresh entry for `statement`, stamped now, costing nothing.
-    pub fn entry(&self, statement: &str) -> AuditEntry {
-        AuditEntry {
-            at_ms: now_ms(),
-            user: self.user.clone(),
-            client: self.client.clone(),
-            statement: statement.to_string(),
-            backend_sql: None,
-            cost: Amount::default(),
-            outcome: AuditOutcome::Ok,
-            code: None,
-            detail: None,
-            rows: None,
-        }
-    }
-}
 
 /// Fills in how a statement that spent nothing ended.
 pub(crate) fn settle(entry: &mut AuditEntry, outcome: &Outcome) {

@@ -4,13 +4,14 @@
 
 mod audit;
 mod auth;
+mod browse;
 mod connection;
-mod explain;
+mod describe;
 mod handler;
-mod private;
-mod repeat;
+mod params;
 mod report;
 mod session;
+mod statement;
 mod wire;
 
 use std::sync::{Arc, RwLock};
@@ -18,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use dpgate_backend::Backend;
 use dpgate_config::Config;
 use dpgate_ledger::Ledger;
+use dpgate_service::Service;
 use dpgate_sql::constant::SERVER_VERSION;
 use pgwire::api::auth::sasl::scram::ScramAuth;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
@@ -32,18 +34,13 @@ use tokio::task::JoinSet;
 pub use auth::UserStore;
 pub use connection::decoding_client_message;
 
-/// State shared by every connection.
+/// State shared by every connection: the private-answer service and the
+/// users' login verifiers.
 pub struct Shared {
-    /// The validated proxy.toml; replaced whole on reload.
-    config: RwLock<Arc<Config>>,
+    /// Config, ledger, backend and catalog, shared with other front ends.
+    pub service: Arc<Service>,
     /// Verifiers of the configured users; replaced with the config.
     users: RwLock<Arc<UserStore>>,
-    /// The budget ledger and audit log.
-    pub ledger: Arc<Ledger>,
-    /// The database behind dpgate.
-    pub backend: Backend,
-    /// The shadow catalog answering schema queries, if available.
-    pub catalog: Option<dpgate_catalog::Catalog>,
 }
 
 impl Shared {
@@ -51,25 +48,19 @@ impl Shared {
     pub fn new(
         config: Config,
         ledger: Arc<Ledger>,
-        backend: Backend,
+        backend: Arc<dyn Backend>,
         catalog: Option<dpgate_catalog::Catalog>,
     ) -> Result<Shared, String> {
         let users = UserStore::new(&config)?;
         Ok(Shared {
-            config: RwLock::new(Arc::new(config)),
+            service: Arc::new(Service::new(config, ledger, backend, catalog)),
             users: RwLock::new(Arc::new(users)),
-            ledger,
-            backend,
-            catalog,
         })
     }
 
     /// The config in force now. A statement keeps the one it started with.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.service.config()
     }
 
     fn users(&self) -> Arc<UserStore> {
@@ -77,47 +68,14 @@ impl Shared {
     }
 
     /// Applies a reloaded config to new statements and logins: users,
-    /// budgets, tables and privacy settings. Connections stay open and
-    /// spent budget stays in the ledger. Settings that need a restart
-    /// (listen address, backend, ledger, TLS, limits) keep their running
-    /// values; the returned list names those that changed.
-    pub async fn reload(&self, mut config: Config) -> Result<Vec<&'static str>, String> {
+    /// budgets, tables and privacy settings (see [`Service::reload`]).
+    /// Connections stay open and spent budget stays in the ledger; the
+    /// returned list names settings that need a restart.
+    pub async fn reload(&self, config: Config) -> Result<Vec<&'static str>, String> {
         let users = UserStore::new(&config)?;
-        let old = self.config();
-        let mut restart = Vec::new();
-        if old.listen != config.listen {
-            restart.push("server.listen");
-        }
-        if old.backend.store != config.backend.store
-            || old.backend.pool_size != config.backend.pool_size
-            || old.backend.statement_timeout_ms != config.backend.statement_timeout_ms
-        {
-            restart.push("backend");
-            // Plans must keep the dialect of the backend that runs them.
-            config.backend = old.backend.clone();
-        }
-        // New or changed CSV sources are loaded before any plan reads them.
-        self.backend
-            .refresh(&config.tables)
-            .await
-            .map_err(|e| e.to_string())?;
-        if old.ledger != config.ledger {
-            restart.push("ledger");
-        }
-        if old.catalog != config.catalog {
-            restart.push("catalog.*");
-        }
-        if format!("{:?}", old.server) != format!("{:?}", config.server) {
-            restart.push("server");
-        }
-        if let Some(catalog) = &self.catalog {
-            if let Err(e) = catalog.sync(&config, &self.backend).await {
-                tracing::warn!("the catalog could not follow the reload: {e}");
-            }
-        }
         // Config first: a user removed by this reload is refused at once,
         // and a user added by it can log in a moment later.
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        let restart = self.service.reload(config).await?;
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
         Ok(restart)
     }

@@ -1,9 +1,14 @@
 //! How answers report their accuracy and cost: the NOTICE text, the
-//! `<column>_ci` interval columns, and number formatting shared with EXPLAIN.
+//! `<column>_ci` interval columns.
 
+use dpgate_ledger::Amount;
+use dpgate_service::PrivateAnswer;
 use dpgate_sql::constant::Constant;
-use dpgate_sql::Plan;
+use dpgate_sql::explain::{cost_text, fmt_eps, fmt_width};
+use dpgate_sql::OutputColumn;
 use pgwire::api::Type;
+
+use crate::wire::{output_type, Outcome};
 
 /// How accuracy is reported: in a NOTICE only, or also as `<column>_ci`
 /// columns for tools that hide notices.
@@ -15,23 +20,70 @@ pub enum Accuracy {
     Columns,
 }
 
-pub(crate) fn cost_text(plan: &Plan) -> String {
-    if plan.delta > 0.0 {
-        format!("ε = {}, δ = {:e}", fmt_eps(plan.epsilon), plan.delta)
-    } else {
-        format!("ε = {}", fmt_eps(plan.epsilon))
+/// The rows of a private answer with its NOTICE (cost or free repeat,
+/// budget left, interval half-widths), and interval columns if asked.
+pub(crate) fn private_outcome(
+    columns: &[OutputColumn],
+    sources: &[Option<usize>],
+    answer: PrivateAnswer,
+    accuracy: Accuracy,
+) -> Outcome {
+    let widths = widths_text(columns, &answer.half_widths, answer.confidence);
+    let notice = match &answer.cost {
+        Some(cost) => {
+            let left = answer
+                .standing
+                .map(|(remaining, limit)| left_text(remaining, limit, cost.delta > 0.0))
+                .unwrap_or_default();
+            format!(
+                "dpgate: this answer cost {}; {left}.{widths}",
+                cost_text(cost)
+            )
+        }
+        None => {
+            let left = answer
+                .standing
+                .map(|(remaining, limit)| format!("; {}", left_text(remaining, limit, false)))
+                .unwrap_or_default();
+            format!("dpgate: this answer repeats an earlier release of the same query, at no cost{left}.{widths}")
+        }
+    };
+    let mut fields: Vec<(String, Type)> = columns
+        .iter()
+        .map(|c| (c.name.clone(), output_type(c.ty)))
+        .collect();
+    let mut rows = answer.rows;
+    if accuracy == Accuracy::Columns {
+        add_interval_columns(sources, &mut fields, &mut rows, &answer.half_widths);
     }
+    Outcome::Rows {
+        fields,
+        rows,
+        notice: Some(notice),
+    }
+}
+
+/// `0.4 of ε = 3 remain` (and δ when the query spent δ).
+fn left_text(remaining: Amount, limit: Amount, with_delta: bool) -> String {
+    let mut s = format!(
+        "{} of ε = {} remain",
+        fmt_eps(remaining.epsilon),
+        fmt_eps(limit.epsilon)
+    );
+    if with_delta {
+        s.push_str(&format!(", {:e} of δ = {:e}", remaining.delta, limit.delta));
+    }
+    s
 }
 
 /// ` 95% confidence half-widths: count ±12, avg ±0.4…1.9` (a range when
 /// groups differ), or nothing when no column carries an interval.
-pub(crate) fn widths_text(
-    plan: &Plan,
+fn widths_text(
+    columns: &[OutputColumn],
     half_widths: &[Vec<Option<f64>>],
     confidence: f64,
 ) -> String {
-    let widths: Vec<String> = plan
-        .columns
+    let widths: Vec<String> = columns
         .iter()
         .enumerate()
         .filter_map(|(i, c)| {
@@ -61,12 +113,11 @@ pub(crate) fn widths_text(
 /// Inserts `<name>_ci` (the half-width, float8) after every column that
 /// shows a noisy aggregate; with `rows` empty, only the fields (Describe).
 pub(crate) fn add_interval_columns(
-    plan: &Plan,
+    sources: &[Option<usize>],
     fields: &mut Vec<(String, Type)>,
     rows: &mut [Vec<Constant>],
     half_widths: &[Vec<Option<f64>>],
 ) {
-    let sources = plan.column_sources();
     for i in (0..fields.len()).rev() {
         if sources.get(i).copied().flatten().is_none() {
             continue;
@@ -82,21 +133,5 @@ pub(crate) fn add_interval_columns(
                 .unwrap_or(Constant::Null);
             row.insert(i + 1, w);
         }
-    }
-}
-
-pub(crate) fn fmt_eps(x: f64) -> String {
-    let s = format!("{x:.6}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-pub(crate) fn fmt_width(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
     }
 }

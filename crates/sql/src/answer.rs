@@ -105,22 +105,12 @@ impl Plan {
     /// Noises arranged groups with one draw each, selects, derives and
     /// post-processes.
     pub fn finish(&self, groups: &[RawGroup], draws: &[NoiseDraw], confidence: f64) -> Answer {
-        let key_types: &[OutputType] = match &self.grouping {
-            Grouping::None => &[],
-            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys,
-        };
+        let key_types = self.grouping.key_types();
         let mut rows: Vec<Row> = Vec::new();
         for (g, draw) in groups.iter().zip(draws) {
-            let noisy = self.release.add_noise(&g.values, draw);
-            if let Grouping::Selection {
-                count, selection, ..
-            } = &self.grouping
-            {
-                if !selection.passes(noisy[*count][0]) {
-                    continue;
-                }
-            }
-            let derived = self.release.derive_all(&noisy, confidence);
+            let Some(derived) = self.release.apply(&g.values, draw, confidence) else {
+                continue;
+            };
             let aggs: Vec<Constant> = derived
                 .iter()
                 .map(|d| match d.value {

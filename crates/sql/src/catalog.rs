@@ -113,11 +113,7 @@ pub fn is_catalog_query(query: &Query, config: &Config) -> bool {
     for name in &names.relations {
         let text = object_name(name).to_ascii_lowercase();
         let parts: Vec<&str> = text.split('.').collect();
-        let is_declared = match parts.as_slice() {
-            [t] => config.table(None, t).is_some(),
-            [s, t] | [_, s, t] => config.table(Some(s), t).is_some(),
-            _ => false,
-        };
+        let is_declared = is_declared(&parts, config);
         let is_system = names.functions.contains(name)
             || match parts.as_slice() {
                 [t] => t.starts_with("pg_") || names.ctes.iter().any(|c| c == t),
@@ -131,6 +127,27 @@ pub fn is_catalog_query(query: &Query, config: &Config) -> bool {
         return limit_zero(query) && !other;
     }
     !other
+}
+
+/// True when the dotted name `parts` (lower-cased) is a declared table.
+fn is_declared(parts: &[&str], config: &Config) -> bool {
+    match parts {
+        [t] => config.table(None, t).is_some(),
+        [s, t] | [_, s, t] => config.table(Some(s), t).is_some(),
+        _ => false,
+    }
+}
+
+/// True when `node` reads a declared table anywhere (in a subquery of an
+/// expression too): such a statement is about the data, and the shadow
+/// catalog's empty tables would answer it wrongly.
+pub fn reads_declared_table<V: Visit>(node: &V, config: &Config) -> bool {
+    let mut names = Names::default();
+    let _ = node.visit(&mut names);
+    names.relations.iter().any(|name| {
+        let text = object_name(name).to_ascii_lowercase();
+        is_declared(&text.split('.').collect::<Vec<_>>(), config)
+    })
 }
 
 /// Relations, CTE names and FROM functions of a query, at any depth.

@@ -93,29 +93,20 @@ impl GroupSink for Collector {
                 }
                 ControlFlow::Continue(())
             }
-            Grouping::Selection {
-                count, selection, ..
-            } => {
-                // The deciding count's noise first (one value, cheap); the
+            Grouping::Selection { .. } => {
+                // The audited step: the deciding count's noise first, the
                 // rest of the group's noise only if it passes.
-                let release = &self.plan.release;
                 let rng = &mut dpgate_dp::secure_rng();
-                let count_noise = release.draw_one(*count, rng);
-                let raw = group
-                    .values
-                    .get(release.offset(*count))
-                    .copied()
-                    .unwrap_or(0);
-                if !selection.passes(i128::from(raw) + count_noise[0]) {
+                let Some(draw) = self.plan.release.select_group(&group.values, rng) else {
                     return ControlFlow::Continue(());
-                }
+                };
                 if self.groups.len() == self.max_groups {
                     // One more group passed: the answer is the first
                     // `max_groups`, and nothing after can change it.
                     self.truncated = true;
                     return ControlFlow::Break(());
                 }
-                self.draws.push(release.draw_rest(*count, count_noise, rng));
+                self.draws.push(draw);
                 self.groups.push(group);
                 ControlFlow::Continue(())
             }

@@ -10,7 +10,9 @@ pub mod collect;
 pub mod constant;
 pub mod dialect;
 pub mod error;
+pub mod explain;
 mod expr;
+mod front;
 pub mod limits;
 mod narrow;
 pub mod params;
@@ -26,6 +28,7 @@ pub use collect::{Collected, Collector, GroupSink};
 pub use dialect::Dialect;
 pub use error::{sqlstate, Refusal};
 pub use expr::quote_literal;
+pub use front::{route, Prepared, Routed, Statement};
 pub use plan::{plan, Grouping, OutputColumn, OutputType, Plan};
 pub use resolve::resolve_table;
 

@@ -7,13 +7,12 @@ use std::ops::ControlFlow;
 
 use dpgate_config::{ColumnType, Config};
 use sqlparser::ast::{
-    visit_expressions, visit_expressions_mut, Expr, Query, SetExpr, Value, ValueWithSpan,
+    visit_expressions, visit_expressions_mut, Expr, Query, Value, ValueWithSpan, Visit,
 };
 
 use crate::error::{sqlstate, Refusal};
 use crate::expr::{compile, SqlType};
 use crate::scope::Scope;
-use crate::source::{push_ctes, resolve_from, Ctes};
 
 /// A bound parameter value, decoded by the server.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,10 +49,10 @@ fn placeholder_index(expr: &Expr) -> Option<usize> {
 /// (refused when planned) and no per-parameter list is ever longer.
 pub const MAX_PARAMETERS: usize = 65_535;
 
-/// The number of `$n` parameters (the largest n).
-pub fn parameter_count(query: &Query) -> usize {
+/// The number of `$n` parameters (the largest n) in a statement or part.
+pub fn parameter_count<V: Visit>(node: &V) -> usize {
     let mut n = 0;
-    let _ = visit_expressions(query, |e| {
+    let _ = visit_expressions(node, |e| {
         if let Some(i) = placeholder_index(e) {
             n = n.max(i + 1);
         }
@@ -66,13 +65,19 @@ pub fn parameter_count(query: &Query) -> usize {
 /// compared with (resolved against the query's FROM, aliases and joins
 /// included); `None` where nothing says (clients then send text).
 pub fn parameter_types(query: &Query, config: &Config) -> Vec<Option<ColumnType>> {
+    let source = crate::front::top_source(query, config);
+    parameter_types_in(query, source.as_ref().map(|s| &s.scope))
+}
+
+/// [`parameter_types`] against the columns the top-level SELECT can name
+/// (`None` when its FROM does not resolve).
+pub(crate) fn parameter_types_in(query: &Query, scope: Option<&Scope>) -> Vec<Option<ColumnType>> {
     let mut types = vec![None; parameter_count(query)];
-    let scope = query_scope(query, config);
     let column_type = |e: &Expr| -> Option<ColumnType> {
         if placeholder_index(e).is_some() {
             return None;
         }
-        Some(match compile(e, scope.as_ref()?).ok()?.ty {
+        Some(match compile(e, scope?).ok()?.ty {
             SqlType::Int => ColumnType::Int,
             SqlType::Float => ColumnType::Float,
             SqlType::Bool => ColumnType::Bool,
@@ -108,20 +113,6 @@ pub fn parameter_types(query: &Query, config: &Config) -> Vec<Option<ColumnType>
         ControlFlow::<()>::Continue(())
     });
     types
-}
-
-/// The columns the top-level SELECT can name, if its FROM resolves.
-fn query_scope(query: &Query, config: &Config) -> Option<Scope> {
-    let SetExpr::Select(select) = query.body.as_ref() else {
-        return None;
-    };
-    let mut ctes: Ctes<'_> = Vec::new();
-    if let Some(with) = &query.with {
-        push_ctes(&mut ctes, with);
-    }
-    resolve_from(&select.from, config, &ctes)
-        .ok()
-        .map(|s| s.scope)
 }
 
 /// Replaces every `$n` with the literal of `values[n-1]`.

@@ -5,9 +5,9 @@
 //! query text, the config and ε only — never on data (invariant 2).
 
 use dpgate_config::Config;
-use dpgate_dp::accounting::{epsilon_on_ledger_grid, split_epsilon, UNITS_PER_EPSILON};
+use dpgate_dp::accounting::{epsilon_on_ledger_grid, split_epsilon};
 use dpgate_dp::partition::PartitionSelection;
-use dpgate_dp::release::{Measurement, Output, ReleasePlan};
+use dpgate_dp::release::{Cost, KeySelection, Measurement, Output, ReleasePlan};
 use dpgate_dp::sensitivity::Sensitivity;
 use dpgate_dp::DiscreteLaplace;
 use sqlparser::ast::{
@@ -32,12 +32,9 @@ pub struct Plan {
     pub backend_sql: String,
     /// Output columns as the analyst sees them.
     pub columns: Vec<OutputColumn>,
-    /// Measurements, and the aggregates derived from them, for one group.
+    /// The release of one group: measurements, derived aggregates and key
+    /// selection; its [`ReleasePlan::cost`] is what the query costs.
     pub release: ReleasePlan,
-    /// ε this query costs (exactly the sum of its measurements' ε).
-    pub epsilon: f64,
-    /// δ this query costs (partition selection only; else 0).
-    pub delta: f64,
     /// How group keys are released.
     pub grouping: Grouping,
     /// What runs after noise.
@@ -65,27 +62,33 @@ pub enum Grouping {
         /// Every key tuple, in release order.
         groups: Vec<Vec<Option<String>>>,
     },
-    /// Keys whose noisy row count clears `threshold` (partition selection).
+    /// Keys found in the data, released when their noisy row count passes
+    /// the release's key selection ([`ReleasePlan::selection`]).
     Selection {
         /// Key types.
         keys: Vec<OutputType>,
-        /// Index of the COUNT(*) measurement that decides; its noise is
-        /// `selection`'s.
-        count: usize,
-        /// τ of `selection`: the smallest noisy count released.
-        threshold: i64,
-        /// The audited selection whose `passes` decides each key.
-        selection: PartitionSelection,
     },
 }
 
 impl Grouping {
+    /// The key types, in GROUP BY order.
+    pub fn key_types(&self) -> &[OutputType] {
+        match self {
+            Grouping::None => &[],
+            Grouping::Domain { keys, .. } | Grouping::Selection { keys } => keys,
+        }
+    }
+
     /// How many key columns the backend query returns before the measurements.
     pub fn key_count(&self) -> usize {
-        match self {
-            Grouping::None => 0,
-            Grouping::Domain { keys, .. } | Grouping::Selection { keys, .. } => keys.len(),
-        }
+        self.key_types().len()
+    }
+}
+
+impl Plan {
+    /// What this query costs: the composition of its release's parts.
+    pub fn cost(&self) -> Cost {
+        self.release.cost()
     }
 }
 
@@ -117,12 +120,24 @@ pub const MAX_BACKEND_COLUMNS: usize = 1_600;
 /// through partition selection.
 pub const MAX_DOMAIN_GROUPS: usize = 10_000;
 
-/// Plans `query` at privacy cost `epsilon` with `delta` for key selection.
+/// Plans `query` at privacy cost `epsilon` (and the config's δ when keys
+/// need partition selection).
 pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusal> {
+    plan_prepared(query, config, epsilon, None)
+}
+
+/// [`plan`] with the top-level FROM already resolved under `config`
+/// (see [`crate::front::Prepared`]).
+pub(crate) fn plan_prepared(
+    query: &Query,
+    config: &Config,
+    epsilon: f64,
+    source: Option<Source>,
+) -> Result<Plan, Refusal> {
     let min = config.privacy.min_epsilon_per_query;
     // The noise is calibrated for ε on the ledger's grid, which the ledger
     // then charges exactly (see `epsilon_on_ledger_grid`).
-    let (eps_units, eps) = epsilon_on_ledger_grid(epsilon)
+    let (_, eps) = epsilon_on_ledger_grid(epsilon)
         .filter(|_| epsilon >= min)
         .ok_or_else(|| {
             Refusal::new(
@@ -131,7 +146,6 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
                 format!("SET dp.epsilon to a number from {min} up, e.g. 0.1"),
             )
         })?;
-    let epsilon = eps_units as f64 / UNITS_PER_EPSILON as f64;
     let mut ctes: Ctes<'_> = Vec::new();
     if let Some(with) = &query.with {
         if with.recursive {
@@ -154,7 +168,10 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
     if select.into.is_some() {
         return Err(raw_rows());
     }
-    let source = resolve_from(&select.from, config, &ctes)?;
+    let source = match source {
+        Some(s) => s,
+        None => resolve_from(&select.from, config, &ctes)?,
+    };
     let mut scope = source.scope.clone();
     let predicate = match &select.selection {
         Some(p) => {
@@ -355,6 +372,7 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
             })
         })
         .collect::<Result<_, Refusal>>()?;
+    let mut key_selection = None;
     let grouping = match (selection_count, domain) {
         (Some(count), _) => {
             let k = bound.max_rows;
@@ -367,23 +385,14 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
                 .map_err(beyond_limits)?;
             // The deciding count is noised by the selection's own mechanism.
             measurements[count].noise = selection.noise().clone();
-            Grouping::Selection {
-                keys: key_types,
-                count,
-                threshold: selection.threshold(),
-                selection,
-            }
+            key_selection = Some(KeySelection { count, selection });
+            Grouping::Selection { keys: key_types }
         }
         (None, Some(groups)) => Grouping::Domain {
             keys: key_types,
             groups,
         },
         (None, None) => Grouping::None,
-    };
-    let delta = if matches!(grouping, Grouping::Selection { .. }) {
-        delta
-    } else {
-        0.0
     };
     // Keys found by partition selection stream in key order, so that the
     // first `privacy.max_groups` selected are a function of the selected
@@ -403,9 +412,8 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
         release: ReleasePlan {
             measurements,
             outputs,
+            selection: key_selection,
         },
-        epsilon,
-        delta,
         grouping,
         post,
     })

@@ -5,9 +5,8 @@ use dpgate_config::Config;
 use crate::params::{bind_parameters, parameter_types, ParamValue};
 use crate::{classify, plan, Command, Plan, Refusal};
 
-pub(crate) fn config() -> Config {
-    Config::parse(
-        r#"
+/// The catalog these tests plan against.
+const CONFIG: &str = r#"
 [backend]
 url = "postgres://x@127.0.0.1/db"
 [[users]]
@@ -28,10 +27,10 @@ columns.score = { type = "int", lower = -10, upper = 3 }
 name = "wards"
 public = true
 columns.ward = { type = "text" }
-"#,
-        &|_| Some("x".into()),
-    )
-    .unwrap()
+"#;
+
+pub(crate) fn config() -> Config {
+    Config::parse(CONFIG, &|_| Some("x".into())).unwrap()
 }
 
 fn try_plan(sql: &str) -> Result<Plan, Refusal> {
@@ -247,7 +246,7 @@ fn cost_is_the_session_epsilon_whatever_the_shape() {
             panic!()
         };
         let p = plan(&q, &config(), 0.3).unwrap();
-        assert_eq!(p.epsilon, 0.3);
+        assert_eq!(p.cost().epsilon_f64(), 0.3);
         assert_eq!(
             p.release.pure_epsilon().unwrap(),
             // Exactly the 3·10⁸ nano-ε the ledger charges.
@@ -331,7 +330,7 @@ fn declared_domains_release_every_key_and_nothing_else() {
         groups,
         &[vec![Some("A".to_string())], vec![Some("B".into())]]
     );
-    assert_eq!(p.delta, 0.0);
+    assert_eq!(p.cost().delta, 0.0);
     let raw = vec![
         crate::RawGroup {
             keys: vec![Some("Z".into())],
@@ -361,18 +360,17 @@ fn declared_domains_release_every_key_and_nothing_else() {
 #[test]
 fn undeclared_keys_pass_partition_selection() {
     let p = try_plan("SELECT age, SUM(cost) FROM visits GROUP BY age").unwrap();
-    let crate::Grouping::Selection {
-        count, threshold, ..
-    } = p.grouping
-    else {
+    let crate::Grouping::Selection { .. } = p.grouping else {
         panic!("{:?}", p.grouping)
     };
+    let chosen = p.release.selection.as_ref().expect("keys are selected");
+    let (count, threshold) = (chosen.count, chosen.selection.threshold());
     // The selection count is a hidden COUNT(*) with the same share of ε.
     assert_eq!(p.release.measurements.len(), 2);
     assert_eq!(p.release.measurements[count].noise.sensitivity(), 5);
     // A unit alone has at most 5 rows in a key: τ must sit well above.
     assert!(threshold > 5 + 10, "{threshold}");
-    assert!(p.delta > 0.0);
+    assert!(p.cost().delta > 0.0);
 }
 
 #[test]
@@ -784,4 +782,36 @@ fn attack_review_findings_stay_closed() {
         "SELECT width_bucket(age, 0, 110, 9998) AS b, {many} FROM visits GROUP BY 1"
     ));
     assert_eq!(e.code, "54000", "{e}");
+}
+
+/// Declaring the privacy unit under `columns` too (for its type) keeps it
+/// one column, the unit: queries that name it plan as before.
+#[test]
+fn unit_declared_as_a_column_is_one_column() {
+    let text = CONFIG.replace(
+        "max_rows_per_unit = 5\n",
+        "max_rows_per_unit = 5\ncolumns.patient_id = { type = \"int\" }\n",
+    );
+    let config = Config::parse(&text, &|_| Some("x".into())).unwrap();
+    let plan_with = |sql: &str| match classify(sql).unwrap().remove(0) {
+        Command::Private(q) => plan(&q, &config, 1.0),
+        other => panic!("not private: {other:?}"),
+    };
+    let p = plan_with("SELECT COUNT(DISTINCT patient_id) FROM visits WHERE age > 3").unwrap();
+    assert_eq!(sensitivities(&p), [1]);
+    assert!(plan_with("SELECT COUNT(*) FROM visits WHERE patient_id = 7").is_ok());
+    let e = plan_with("SELECT patient_id, COUNT(*) FROM visits GROUP BY patient_id").unwrap_err();
+    assert_eq!(e.code, "42501", "{e:?}");
+    // Bounds or values on the unit would publish facts about who is in the data.
+    let bounded = text.replace(
+        "columns.patient_id = { type = \"int\" }",
+        "columns.patient_id = { type = \"int\", lower = 0, upper = 10 }",
+    );
+    let err = Config::parse(&bounded, &|_| Some("x".into())).unwrap_err();
+    assert!(
+        err.0
+            .iter()
+            .any(|e| e.path == "tables[0].columns.patient_id"),
+        "{err}"
+    );
 }

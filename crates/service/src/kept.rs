@@ -1,29 +1,14 @@
-//! Free repeats: a release, once made, is public to the analyst who saw it,
-//! so the same query at the same settings may be answered with the same
-//! rows at no new cost. The key is a fingerprint of the *plan* (backend
-//! SQL with its bounds and parameters, ε and its split, grouping, domains,
-//! post-processing, output columns) and the confidence level, so queries
-//! that differ only in spelling share a release, and any change that could
-//! alter what is released — a parameter, ε, a bound after a reload — gets
-//! a new one.
+//! Kept releases: a release, once made, is public to the analyst who saw
+//! it, so the same query at the same settings (the same
+//! [`dpgate_sql::Plan::fingerprint`]) may be answered with the same rows
+//! at no new cost. This is how the ledger stores them.
 
 use dpgate_sql::constant::Constant;
-use dpgate_sql::Plan;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-/// The fingerprint of `plan` released at `confidence`.
-pub(crate) fn key(plan: &Plan, confidence: f64) -> String {
-    let text = format!("{plan:?}\u{0}{confidence:?}");
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A released answer as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Kept {
+pub struct Kept {
     /// Rows after post-processing.
     pub rows: Vec<Vec<Constant>>,
     /// Each row's half-widths, per output column.

@@ -1,27 +1,104 @@
-//! `EXPLAIN` of a private query: the plan as text lines — cost, grouping,
-//! each measurement's mechanism, sensitivity, share and noise width, each
-//! column's derivation, the post-processing and the backend SQL — without
-//! running or charging anything.
+//! What a plan says about itself without running: `EXPLAIN`'s lines
+//! (cost, grouping, each measurement's mechanism, sensitivity, share and
+//! noise width, each column's derivation, the post-processing, the
+//! backend SQL), the cost as text, and the fingerprint that keys free
+//! repeats. All are functions of the plan alone, so every front end shows
+//! and keys the same thing.
 
-use dpgate_dp::release::{Output, ReleasePlan};
-use dpgate_sql::constant::Constant;
-use dpgate_sql::{Grouping, Plan};
-use pgwire::api::Type;
+use dpgate_dp::accounting::PrivacyLoss;
+use dpgate_dp::release::{Cost, Output, ReleasePlan};
+use dpgate_dp::Noise;
+use sha2::{Digest, Sha256};
 
-use crate::handler::QueryHandler;
-use crate::report::{cost_text, fmt_eps, fmt_width};
-use crate::wire::Outcome;
+use crate::plan::{Grouping, Plan};
+use crate::post::PostExpr;
 
-impl QueryHandler {
+impl Plan {
     /// `EXPLAIN`: the plan as text lines, without running or charging.
-    pub(crate) fn explain(&self, plan: &Plan) -> Outcome {
-        let confidence = self.shared.config().privacy.confidence;
-        let lines = explain_lines(plan, confidence);
-        Outcome::Rows {
-            fields: vec![("QUERY PLAN".into(), Type::TEXT)],
-            rows: lines.into_iter().map(|l| vec![Constant::Text(l)]).collect(),
-            notice: None,
+    pub fn explain_lines(&self, confidence: f64) -> Vec<String> {
+        explain_lines(self, confidence)
+    }
+
+    /// The fingerprint of this plan released at `confidence`: the key of
+    /// free repeats. It covers everything that decides what is released —
+    /// the backend SQL (bounds, clamps and bound parameters included),
+    /// each measurement's mechanism, sensitivity, exact share and grid,
+    /// the derivations, key release (domains, τ, δ), post-processing and
+    /// output columns — so queries that differ only in spelling share a
+    /// release and any change that could alter it gets a new one.
+    pub fn fingerprint(&self, confidence: f64) -> String {
+        let mut h = Sha256::new();
+        let mut part = |label: &str, text: &str| {
+            h.update(label.as_bytes());
+            h.update((text.len() as u64).to_le_bytes());
+            h.update(text.as_bytes());
+        };
+        part("sql", &self.backend_sql);
+        for c in &self.columns {
+            part("column", &format!("{}:{:?}", c.name, c.ty));
         }
+        for m in &self.release.measurements {
+            let (mechanism, share) = match &m.noise {
+                Noise::Laplace(l) => ("laplace", l.epsilon()),
+                Noise::Gaussian(g) => ("gaussian", g.rho()),
+            };
+            part(
+                "measurement",
+                &format!(
+                    "{mechanism} {} {}/{} {} {}",
+                    m.noise.sensitivity(),
+                    share.numer(),
+                    share.denom(),
+                    m.grid.exponent,
+                    m.len
+                ),
+            );
+        }
+        for o in &self.release.outputs {
+            part("output", &format!("{o:?}"));
+        }
+        if let Some(s) = &self.release.selection {
+            part(
+                "selection",
+                &format!(
+                    "{} {} {:x}",
+                    s.count,
+                    s.selection.threshold(),
+                    s.selection.delta().to_bits()
+                ),
+            );
+        }
+        part("grouping", &format!("{:?}", self.grouping));
+        part("post", &format!("{:?}", self.post));
+        part("confidence", &format!("{:x}", confidence.to_bits()));
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// `ε = 0.1` or `ε = 0.1, δ = 1e-6`: what a release costs, as text.
+pub fn cost_text(cost: &Cost) -> String {
+    if cost.delta > 0.0 {
+        format!("ε = {}, δ = {:e}", fmt_eps(cost.epsilon_f64()), cost.delta)
+    } else {
+        format!("ε = {}", fmt_eps(cost.epsilon_f64()))
+    }
+}
+
+/// An ε for people: up to six decimals, no trailing zeros.
+pub fn fmt_eps(x: f64) -> String {
+    let s = format!("{x:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A half-width for people: whole above 100, else three decimals at most.
+pub fn fmt_width(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 
@@ -32,16 +109,22 @@ fn explain_lines(plan: &Plan, confidence: f64) -> Vec<String> {
     let release = &plan.release;
     let mut lines = vec![
         "dpgate private query plan (not run, not charged)".to_string(),
-        format!("  Cost: {}", cost_text(plan)),
-        format!("  Groups: {}", grouping_text(&plan.grouping)),
+        format!("  Cost: {}", cost_text(&plan.cost())),
+        format!(
+            "  Groups: {}",
+            grouping_text(
+                &plan.grouping,
+                release.selection.as_ref().map(|s| s.selection.threshold())
+            )
+        ),
     ];
     for (i, m) in release.measurements.iter().enumerate() {
         let (mechanism, sensitivity) = match &m.noise {
-            dpgate_dp::noise::Noise::Laplace(_) => ("discrete Laplace", "L1 sensitivity"),
-            dpgate_dp::noise::Noise::Gaussian(_) => ("discrete Gaussian", "squared L2 sensitivity"),
+            Noise::Laplace(_) => ("discrete Laplace", "L1 sensitivity"),
+            Noise::Gaussian(_) => ("discrete Gaussian", "squared L2 sensitivity"),
         };
         let share = match m.noise.loss() {
-            dpgate_dp::accounting::PrivacyLoss::Pure { epsilon } => {
+            PrivacyLoss::Pure { epsilon } => {
                 format!("ε = {}", fmt_eps(epsilon))
             }
             other => format!("{other:?}"),
@@ -76,7 +159,7 @@ fn explain_lines(plan: &Plan, confidence: f64) -> Vec<String> {
                 output_text(&release.outputs[j])
             ),
             (None, _) => match plan.post.items.get(i) {
-                Some(dpgate_sql::post::PostExpr::Key(_)) => "group key".into(),
+                Some(PostExpr::Key(_)) => "group key".into(),
                 _ => "computed by dpgate from released values (post-processing, free)".into(),
             },
         };
@@ -107,16 +190,19 @@ fn explain_lines(plan: &Plan, confidence: f64) -> Vec<String> {
     lines
 }
 
-fn grouping_text(g: &Grouping) -> String {
+fn grouping_text(g: &Grouping, threshold: Option<i64>) -> String {
     match g {
         Grouping::None => "one row (no GROUP BY)".into(),
         Grouping::Domain { groups, .. } => format!(
             "{} keys from declared domains, all released (empty groups too)",
             groups.len()
         ),
-        Grouping::Selection { threshold, .. } => format!(
-            "keys found in the data, released when their noisy row count reaches τ = {threshold} (partition selection)"
-        ),
+        Grouping::Selection { .. } => match threshold {
+            Some(t) => format!(
+                "keys found in the data, released when their noisy row count reaches τ = {t} (partition selection)"
+            ),
+            None => "keys found in the data (partition selection)".into(),
+        },
     }
 }
 

@@ -1,0 +1,61 @@
+//! One statement's context, taken once when it starts and passed down:
+//! the config snapshot, who sent it, and the ε the session spends. A
+//! reload while the statement runs changes nothing it uses.
+
+use std::sync::Arc;
+
+use dpgate_config::{Config, User};
+use dpgate_ledger::{now_ms, Amount, AuditEntry, Outcome};
+
+/// A statement's snapshot of everything it reads besides the data.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The config in force when the statement started.
+    pub config: Arc<Config>,
+    /// Login name.
+    pub user: String,
+    /// Where the statement came from (`ip:port`, or a front end's label).
+    pub client: String,
+    /// ε one private query of this statement spends.
+    pub epsilon: f64,
+}
+
+impl Context {
+    /// A context over `config`.
+    pub fn new(config: Arc<Config>, user: &str, client: &str, epsilon: f64) -> Context {
+        Context {
+            config,
+            user: user.to_string(),
+            client: client.to_string(),
+            epsilon,
+        }
+    }
+
+    /// The user's declaration in this context's config (`None` once a
+    /// reload removed them).
+    pub fn account(&self) -> Option<&User> {
+        self.config.user(&self.user)
+    }
+
+    /// The smallest and largest ε one query of this user may spend.
+    pub fn epsilon_range(&self) -> (f64, f64) {
+        let max = self.account().map_or(0.0, |u| u.max_epsilon_per_query);
+        (self.config.privacy.min_epsilon_per_query, max)
+    }
+
+    /// A fresh audit entry for `statement`, stamped now, costing nothing.
+    pub fn entry(&self, statement: &str) -> AuditEntry {
+        AuditEntry {
+            at_ms: now_ms(),
+            user: self.user.clone(),
+            client: self.client.clone(),
+            statement: statement.to_string(),
+            backend_sql: None,
+            cost: Amount::default(),
+            outcome: Outcome::Ok,
+            code: None,
+            detail: None,
+            rows: None,
+        }
+    }
+}

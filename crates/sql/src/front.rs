@@ -1,0 +1,300 @@
+//! The front door: one function takes a statement string, the config
+//! snapshot and whether a shadow catalog runs, and decides once, for each
+//! statement, who answers it — the session, dpgate itself (constants),
+//! the shadow catalog, or the private path — and prepares private
+//! statements (FROM and scope resolved once, parameter types known).
+//! Every front end (the wire protocol's Describe and Execute, HTTP) runs
+//! what this returns; none routes on its own.
+
+use dpgate_config::{ColumnType, Config};
+use sqlparser::ast::{Query, SelectItem, SetExpr};
+
+use crate::catalog::unparsed_catalog_candidate;
+use crate::catalog::{is_catalog_query, reads_declared_table, split_statements};
+use crate::classify::{classify, Command};
+use crate::constant::{evaluate_constant, SessionInfo};
+use crate::error::{sqlstate, Refusal};
+use crate::params::{bind_parameters, parameter_types_in, ParamValue};
+use crate::plan::{plan_prepared, Plan};
+use crate::source::{push_ctes, resolve_from, Ctes, Source};
+
+/// One statement of a string, with who answers it.
+#[derive(Clone, Debug)]
+pub struct Routed {
+    /// The statement's own text (for the audit log and the catalog).
+    pub text: String,
+    /// What it is.
+    pub statement: Statement,
+}
+
+/// A statement sorted by who answers it, decided once.
+#[derive(Clone, Debug)]
+pub enum Statement {
+    /// Session state: SET, SHOW, RESET, DISCARD, transaction control and
+    /// the commands dpgate acknowledges (a [`Command`] of those kinds).
+    Session(Command),
+    /// A SELECT without FROM that dpgate evaluates from session state.
+    Constant(Vec<SelectItem>),
+    /// A question about the schema, for the shadow catalog (the text is
+    /// [`Routed::text`]).
+    Catalog,
+    /// `EXPLAIN` of a private query: planned, never run or charged.
+    Explain(Box<Prepared>),
+    /// A private query.
+    Private(Box<Prepared>),
+    /// Refused when routed; reported when its turn comes, so statements
+    /// before it in the same string still run.
+    Refused(Refusal),
+}
+
+/// A private query prepared once: FROM resolved, parameter types
+/// inferred. [`Prepared::bind`] gives the plan for parameter values and ε.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    query: Query,
+    parameter_types: Vec<Option<ColumnType>>,
+    /// The resolved FROM, unless it holds a placeholder (then it is
+    /// resolved after binding) or does not resolve (then planning says why).
+    source: Option<Source>,
+}
+
+impl Prepared {
+    /// Resolves `query`'s FROM under `config` and infers its parameter types.
+    pub fn new(query: Query, config: &Config) -> Prepared {
+        let source = top_source(&query, config);
+        let parameter_types = parameter_types_in(&query, source.as_ref().map(|s| &s.scope));
+        let source = source.filter(|_| !from_has_placeholder(&query));
+        Prepared {
+            query,
+            parameter_types,
+            source,
+        }
+    }
+
+    /// The type each `$n` is compared with (`None`: unknown, read as text).
+    pub fn parameter_types(&self) -> &[Option<ColumnType>] {
+        &self.parameter_types
+    }
+
+    /// The plan at `epsilon` for these parameter values, under the same
+    /// config the statement was prepared with.
+    pub fn bind(
+        &self,
+        values: &[ParamValue],
+        epsilon: f64,
+        config: &Config,
+    ) -> Result<Plan, Refusal> {
+        if self.parameter_types.is_empty() && values.is_empty() {
+            return plan_prepared(&self.query, config, epsilon, self.source.clone());
+        }
+        let mut query = self.query.clone();
+        bind_parameters(&mut query, values)?;
+        plan_prepared(&query, config, epsilon, self.source.clone())
+    }
+
+    /// The plan's shape (columns and types) without values: every
+    /// parameter bound to NULL.
+    pub fn describe(&self, epsilon: f64, config: &Config) -> Result<Plan, Refusal> {
+        self.bind(
+            &vec![ParamValue::Null; self.parameter_types.len()],
+            epsilon,
+            config,
+        )
+    }
+}
+
+/// Routes every statement of `sql`. `catalog` says whether a shadow
+/// catalog runs (statements sqlparser cannot read, and constants dpgate
+/// cannot evaluate, go there only then).
+pub fn route(sql: &str, config: &Config, catalog: bool) -> Result<Vec<Routed>, Refusal> {
+    let commands = match classify(sql) {
+        Ok(c) => c,
+        Err(e)
+            if e.code != sqlstate::STATEMENT_TOO_COMPLEX
+                && catalog
+                && unparsed_catalog_candidate(sql, config) =>
+        {
+            return Ok(vec![Routed {
+                text: sql.to_string(),
+                statement: Statement::Catalog,
+            }]);
+        }
+        Err(e) => return Err(e),
+    };
+    // Each statement's own text; a single statement is the whole string.
+    let texts = match commands.len() {
+        1 => vec![sql.to_string()],
+        _ => split_statements(sql),
+    };
+    let aligned = texts.len() == commands.len();
+    Ok(commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, command)| Routed {
+            text: if aligned {
+                texts[i].clone()
+            } else {
+                sql.to_string()
+            },
+            statement: statement(command, config, catalog),
+        })
+        .collect())
+}
+
+fn statement(command: Command, config: &Config, catalog: bool) -> Statement {
+    match command {
+        Command::Private(q) | Command::Explain(q) if is_catalog_query(&q, config) => {
+            Statement::Catalog
+        }
+        Command::Private(q) => Statement::Private(Box::new(Prepared::new(*q, config))),
+        Command::Explain(q) => Statement::Explain(Box::new(Prepared::new(*q, config))),
+        Command::Constant(items) => constant(items, config, catalog),
+        session => Statement::Session(session),
+    }
+}
+
+/// A SELECT without FROM: dpgate's own when it can evaluate it (tried on a
+/// session that holds nothing; the real evaluation comes later), the
+/// catalog's when it cannot and it reads no declared table. One that
+/// reads a declared table in a subquery is about the data: refused.
+fn constant(items: Vec<SelectItem>, config: &Config, catalog: bool) -> Statement {
+    match evaluate_constant(&items, &NoSession) {
+        Err(e) if e.code == sqlstate::FEATURE_NOT_SUPPORTED => {
+            if reads_declared_table(&items, config) {
+                Statement::Refused(Refusal::unsupported(
+                    "subqueries in expressions are not supported",
+                    "run the aggregate as a query of its own, e.g. SELECT COUNT(*) FROM visits WHERE age = 37",
+                ))
+            } else if catalog {
+                Statement::Catalog
+            } else {
+                Statement::Refused(e)
+            }
+        }
+        _ => Statement::Constant(items),
+    }
+}
+
+/// A session with nothing in it, for deciding whether a constant can be
+/// evaluated without evaluating it for real.
+struct NoSession;
+
+impl SessionInfo for NoSession {
+    fn user(&self) -> String {
+        String::new()
+    }
+    fn database(&self) -> String {
+        String::new()
+    }
+    fn setting(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn set_setting(&self, _: &str, _: &str) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
+
+/// The top-level SELECT's FROM, resolved, if it resolves.
+pub(crate) fn top_source(query: &Query, config: &Config) -> Option<Source> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let mut ctes: Ctes<'_> = Vec::new();
+    if let Some(with) = &query.with {
+        push_ctes(&mut ctes, with);
+    }
+    resolve_from(&select.from, config, &ctes).ok()
+}
+
+/// Whether a `$n` appears in the FROM clause or a CTE (then the source
+/// depends on the bound values).
+fn from_has_placeholder(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return true;
+    };
+    crate::params::parameter_count(&select.from) > 0
+        || query
+            .with
+            .as_ref()
+            .is_some_and(|w| crate::params::parameter_count(w) > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::config;
+
+    fn routed(sql: &str, catalog: bool) -> Statement {
+        route(sql, &config(), catalog).unwrap().remove(0).statement
+    }
+
+    /// A statement that reads a declared table is never answered from
+    /// the shadow catalog's empty tables, however it hides the read.
+    #[test]
+    fn reads_of_declared_tables_never_reach_the_catalog() {
+        for sql in [
+            "SELECT (SELECT COUNT(*) FROM visits)",
+            "SELECT EXISTS (SELECT 1 FROM visits WHERE age = 37)",
+            "SELECT (SELECT age FROM visits LIMIT 1)",
+            "SELECT 1 + (SELECT MAX(age) FROM public.visits) AS x",
+            "SELECT NOT EXISTS (SELECT 1 FROM events)",
+        ] {
+            match routed(sql, true) {
+                Statement::Refused(e) => {
+                    assert_eq!(e.code, sqlstate::FEATURE_NOT_SUPPORTED, "{sql}");
+                    assert!(e.hint.contains("query of its own"), "{sql}: {e:?}");
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        // True catalog questions still go there; constants stay dpgate's.
+        assert!(matches!(
+            routed("SELECT * FROM visits LIMIT 0", true),
+            Statement::Catalog
+        ));
+        assert!(matches!(
+            routed("SELECT pg_catalog.format_type(23, NULL)", true),
+            Statement::Catalog
+        ));
+        assert!(matches!(
+            routed("SELECT EXISTS (SELECT 1 FROM pg_class)", true),
+            Statement::Catalog
+        ));
+        assert!(matches!(
+            routed("SELECT version()", true),
+            Statement::Constant(_)
+        ));
+        assert!(matches!(
+            routed("SELECT set_config('search_path', 'public', false)", true),
+            Statement::Constant(_)
+        ));
+        // Without a catalog, what dpgate cannot evaluate is refused.
+        assert!(matches!(
+            routed("SELECT pg_catalog.format_type(23, NULL)", false),
+            Statement::Refused(_)
+        ));
+    }
+
+    /// Each statement is routed once; a private one is prepared with its
+    /// parameter types and gives the same plan as the text written out.
+    #[test]
+    fn prepared_statements_bind_like_written_queries() {
+        let Statement::Private(p) = routed("SELECT COUNT(*) FROM visits WHERE age > $1", false)
+        else {
+            panic!()
+        };
+        assert_eq!(p.parameter_types(), [Some(ColumnType::Int)]);
+        let bound = p.bind(&[ParamValue::Int(40)], 1.0, &config()).unwrap();
+        let Statement::Private(w) = routed("SELECT COUNT(*) FROM visits WHERE age > 40", false)
+        else {
+            panic!()
+        };
+        let written = w.bind(&[], 1.0, &config()).unwrap();
+        assert_eq!(bound.backend_sql, written.backend_sql);
+        assert_eq!(bound.fingerprint(0.95), written.fingerprint(0.95));
+        assert_ne!(bound.fingerprint(0.95), written.fingerprint(0.9));
+        let several = route("SET dp.epsilon = 0.2; SHOW dp.epsilon", &config(), false).unwrap();
+        assert_eq!(several.len(), 2);
+        assert_eq!(several[1].text.trim(), "SHOW dp.epsilon");
+    }
+}
