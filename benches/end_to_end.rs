@@ -134,10 +134,10 @@ fn main() {
         })
         .await;
 
-        // A catalog query (psql's \dt), through dpgate to the shadow
-        // catalog and direct to that catalog database.
-        let catalog_db = format!("{db}_catalog_{port}");
-        let catalog_direct = connect_direct(&cluster().url(&catalog_db)).await;
+        // A catalog query (psql's \dt), through dpgate to its shadow
+        // catalog (a private cluster of its own, unreachable from here) and
+        // direct to the data's PostgreSQL, which answers the same query.
+        let catalog_direct = connect_direct(&cluster().url(&db)).await;
         let dt = "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c \
                   LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                   WHERE c.relkind IN ('r','p') AND n.nspname <> 'pg_catalog' \
