@@ -11,7 +11,7 @@ use common::*;
 use dpgate_backend::Backend;
 use dpgate_config::Config;
 use dpgate_dp::secure_rng;
-use dpgate_sql::constant::Constant;
+use dpgate_sql::Cell;
 use dpgate_sql::{classify, plan, Command};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -98,8 +98,8 @@ async fn check_intervals(client: &Client, backend: &dyn Backend, config: &Config
                         };
                         let truth: f64 = truth.parse().unwrap();
                         let value = match row[col] {
-                            Constant::Int(i) => i as f64,
-                            Constant::Float(f) => f,
+                            Cell::Int(i) => i as f64,
+                            Cell::Float(f) => f,
                             ref other => panic!("{private}: {other:?}"),
                         };
                         case_total += 1;
@@ -128,12 +128,12 @@ async fn check_intervals(client: &Client, backend: &dyn Backend, config: &Config
     );
 }
 
-fn text(c: &Constant) -> String {
+fn text(c: &Cell) -> String {
     match c {
-        Constant::Text(t) => t.clone(),
-        Constant::Int(i) => i.to_string(),
-        Constant::Float(f) => f.to_string(),
-        Constant::Bool(b) => b.to_string(),
-        Constant::Null => String::new(),
+        Cell::Text(t) => t.clone(),
+        Cell::Int(i) => i.to_string(),
+        Cell::Float(f) => f.to_string(),
+        Cell::Bool(b) => b.to_string(),
+        Cell::Null => String::new(),
     }
 }

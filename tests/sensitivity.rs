@@ -12,7 +12,8 @@ use std::sync::Arc;
 use common::*;
 use dpgate_backend::Backend;
 use dpgate_config::Config;
-use dpgate_sql::params::{bind_parameters, ParamValue};
+use dpgate_sql::params::bind_parameters;
+use dpgate_sql::Cell;
 use dpgate_sql::{classify, plan, Command, Grouping, Plan, RawGroup};
 use tokio_postgres::Client;
 
@@ -121,7 +122,7 @@ async fn every_answered_shape_stays_within_its_declared_sensitivity() {
 
 async fn every_answered_shape_on(n: &Neighbours) {
     let (d, d_prime, config) = (&n.d, &n.d_prime, &n.config);
-    let shapes: &[(&str, &[ParamValue])] = &[
+    let shapes: &[(&str, &[Cell])] = &[
         ("SELECT COUNT(*) FROM visits", &[]),
         (
             "SELECT COUNT(age), COUNT(ward), COUNT(patient_id) FROM visits",
@@ -144,11 +145,11 @@ async fn every_answered_shape_on(n: &Neighbours) {
         ),
         (
             "SELECT COUNT(*) FROM visits WHERE patient_id = $1",
-            &[ParamValue::Int(999999)],
+            &[Cell::Int(999999)],
         ),
         (
             "SELECT SUM(cost) FROM visits WHERE ward = $1 AND age > $2",
-            &[ParamValue::Text("A".into()), ParamValue::Int(-1)],
+            &[Cell::Text("A".into()), Cell::Int(-1)],
         ),
         ("SELECT COUNT(*), SUM(score), AVG(score) FROM events", &[]),
         ("SELECT VARIANCE(age), STDDEV_POP(cost) FROM visits", &[]),

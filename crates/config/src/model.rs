@@ -415,17 +415,25 @@ impl ColumnType {
         }
     }
 
-    /// Parses a type name as written in proxy.toml.
+    /// Parses a type name as written in proxy.toml or in a CAST: SQL's
+    /// names and their PostgreSQL aliases, with any type modifier
+    /// (`varchar(20)`, `numeric(10, 2)`) ignored.
     pub fn parse(s: &str) -> Option<ColumnType> {
-        Some(match s.to_ascii_lowercase().as_str() {
+        let name = s.to_ascii_lowercase();
+        let base = name.split('(').next().unwrap_or("").trim();
+        Some(match base {
             "int" | "integer" | "bigint" | "smallint" | "int2" | "int4" | "int8" => ColumnType::Int,
-            "float" | "double" | "real" | "numeric" | "float4" | "float8" | "decimal" => {
-                ColumnType::Float
+            "float" | "float4" | "float8" | "real" | "double" | "double precision" | "numeric"
+            | "decimal" => ColumnType::Float,
+            "text" | "string" | "varchar" | "character varying" | "char" | "character" => {
+                ColumnType::Text
             }
-            "text" | "string" | "varchar" => ColumnType::Text,
             "bool" | "boolean" => ColumnType::Bool,
             "date" => ColumnType::Date,
-            "timestamp" | "timestamptz" => ColumnType::Timestamp,
+            "timestamp"
+            | "timestamptz"
+            | "timestamp with time zone"
+            | "timestamp without time zone" => ColumnType::Timestamp,
             _ => return None,
         })
     }

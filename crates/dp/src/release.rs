@@ -159,7 +159,7 @@ pub struct NoiseDraw(Vec<Vec<i128>>);
 pub type Noisy = Vec<Vec<i128>>;
 
 /// A released value.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Released {
     /// An integer.
     Int(i64),

@@ -2,7 +2,7 @@
 //! by the client, else inferred by the front door) and their values.
 
 use dpgate_config::ColumnType;
-use dpgate_sql::params::ParamValue;
+use dpgate_sql::Cell;
 use dpgate_sql::{sqlstate, Refusal};
 use pgwire::api::portal::Portal;
 use pgwire::api::Type;
@@ -37,10 +37,7 @@ pub(crate) fn wire_types(inferred: &[Option<ColumnType>], declared: &[Option<Typ
 }
 
 /// Decodes a portal's bound values by the statement's parameter types.
-pub(crate) fn decode<S: Clone>(
-    portal: &Portal<S>,
-    types: &[Type],
-) -> Result<Vec<ParamValue>, Refusal> {
+pub(crate) fn decode<S: Clone>(portal: &Portal<S>, types: &[Type]) -> Result<Vec<Cell>, Refusal> {
     let bad = |e: PgWireError| {
         Refusal::new(
             sqlstate::INVALID_PARAMETER_VALUE,
@@ -54,27 +51,21 @@ pub(crate) fn decode<S: Clone>(
             let v = match ty {
                 Type::INT2 => portal
                     .parameter::<i16>(i, &ty)
-                    .map(|v| v.map(|v| ParamValue::Int(v.into()))),
+                    .map(|v| v.map(|v| Cell::Int(v.into()))),
                 Type::INT4 => portal
                     .parameter::<i32>(i, &ty)
-                    .map(|v| v.map(|v| ParamValue::Int(v.into()))),
-                Type::INT8 => portal
-                    .parameter::<i64>(i, &ty)
-                    .map(|v| v.map(ParamValue::Int)),
+                    .map(|v| v.map(|v| Cell::Int(v.into()))),
+                Type::INT8 => portal.parameter::<i64>(i, &ty).map(|v| v.map(Cell::Int)),
                 Type::FLOAT4 => portal
                     .parameter::<f32>(i, &ty)
-                    .map(|v| v.map(|v| ParamValue::Float(v.into()))),
-                Type::FLOAT8 => portal
-                    .parameter::<f64>(i, &ty)
-                    .map(|v| v.map(ParamValue::Float)),
-                Type::BOOL => portal
-                    .parameter::<bool>(i, &ty)
-                    .map(|v| v.map(ParamValue::Bool)),
+                    .map(|v| v.map(|v| Cell::Float(v.into()))),
+                Type::FLOAT8 => portal.parameter::<f64>(i, &ty).map(|v| v.map(Cell::Float)),
+                Type::BOOL => portal.parameter::<bool>(i, &ty).map(|v| v.map(Cell::Bool)),
                 _ => portal
                     .parameter::<String>(i, &Type::TEXT)
-                    .map(|v| v.map(ParamValue::Text)),
+                    .map(|v| v.map(Cell::Text)),
             };
-            Ok(v.map_err(bad)?.unwrap_or(ParamValue::Null))
+            Ok(v.map_err(bad)?.unwrap_or(Cell::Null))
         })
         .collect()
 }

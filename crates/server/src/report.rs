@@ -3,8 +3,8 @@
 
 use dpgate_ledger::Amount;
 use dpgate_service::PrivateAnswer;
-use dpgate_sql::constant::Constant;
 use dpgate_sql::explain::{cost_text, fmt_eps, fmt_width};
+use dpgate_sql::Cell;
 use dpgate_sql::OutputColumn;
 use pgwire::api::Type;
 
@@ -115,7 +115,7 @@ fn widths_text(
 pub(crate) fn add_interval_columns(
     sources: &[Option<usize>],
     fields: &mut Vec<(String, Type)>,
-    rows: &mut [Vec<Constant>],
+    rows: &mut [Vec<Cell>],
     half_widths: &[Vec<Option<f64>>],
 ) {
     for i in (0..fields.len()).rev() {
@@ -129,8 +129,8 @@ pub(crate) fn add_interval_columns(
                 .get(i)
                 .copied()
                 .flatten()
-                .map(Constant::Float)
-                .unwrap_or(Constant::Null);
+                .map(Cell::Float)
+                .unwrap_or(Cell::Null);
             row.insert(i + 1, w);
         }
     }

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use dpgate_service::Context;
 use dpgate_sql::ast::SelectItem;
-use dpgate_sql::constant::{evaluate_constant, Constant, SessionInfo};
+use dpgate_sql::constant::{evaluate_constant, SessionInfo};
 use dpgate_sql::explain::fmt_eps;
+use dpgate_sql::Cell;
 use dpgate_sql::{sqlstate, Command, Plan, Prepared, Refusal, Routed, Statement};
 use pgwire::api::results::{Response, Tag};
 use pgwire::api::Type;
@@ -182,15 +183,13 @@ impl QueryHandler {
             (
                 vec![("name".into(), Type::TEXT), ("setting".into(), Type::TEXT)],
                 rows.into_iter()
-                    .map(|(k, v)| vec![Constant::Text(k), Constant::Text(v)])
+                    .map(|(k, v)| vec![Cell::Text(k), Cell::Text(v)])
                     .collect(),
             )
         } else {
             (
                 vec![(name.to_string(), Type::TEXT)],
-                rows.into_iter()
-                    .map(|(_, v)| vec![Constant::Text(v)])
-                    .collect(),
+                rows.into_iter().map(|(_, v)| vec![Cell::Text(v)]).collect(),
             )
         };
         Ok(Outcome::Rows {
@@ -223,7 +222,7 @@ fn explain(plan: &Plan, ctx: &Context) -> Outcome {
         rows: plan
             .explain_lines(ctx.config.privacy.confidence)
             .into_iter()
-            .map(|l| vec![Constant::Text(l)])
+            .map(|l| vec![Cell::Text(l)])
             .collect(),
         notice: None,
     }

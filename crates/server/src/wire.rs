@@ -5,7 +5,7 @@ use std::error::Error;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use dpgate_sql::constant::Constant;
+use dpgate_sql::Cell;
 use dpgate_sql::{OutputType, Refusal};
 use futures::{stream, Sink, SinkExt};
 use pgwire::api::portal::Format;
@@ -25,7 +25,7 @@ pub(crate) enum Outcome {
     /// Rows of values dpgate computed (released answers, settings).
     Rows {
         fields: Fields,
-        rows: Vec<Vec<Constant>>,
+        rows: Vec<Vec<Cell>>,
         notice: Option<String>,
     },
     /// Rows from the catalog database, already encoded per column format.
@@ -104,16 +104,16 @@ fn schema(fields: Fields, format: &Format) -> Arc<Vec<FieldInfo>> {
     )
 }
 
-fn encode(enc: &mut DataRowEncoder, value: &Constant, ty: &Type) -> PgWireResult<()> {
+fn encode(enc: &mut DataRowEncoder, value: &Cell, ty: &Type) -> PgWireResult<()> {
     match value {
-        Constant::Null => enc.encode_field(&None::<String>),
-        Constant::Int(i) if *ty == Type::INT4 => {
+        Cell::Null => enc.encode_field(&None::<String>),
+        Cell::Int(i) if *ty == Type::INT4 => {
             enc.encode_field(&i32::try_from(*i).unwrap_or(i32::MAX))
         }
-        Constant::Int(i) => enc.encode_field(i),
-        Constant::Float(f) => enc.encode_field(f),
-        Constant::Bool(b) => enc.encode_field(b),
-        Constant::Text(t) => enc.encode_field(t),
+        Cell::Int(i) => enc.encode_field(i),
+        Cell::Float(f) => enc.encode_field(f),
+        Cell::Bool(b) => enc.encode_field(b),
+        Cell::Text(t) => enc.encode_field(t),
     }
 }
 
@@ -170,12 +170,12 @@ pub(crate) fn pg_type(t: dpgate_config::ColumnType) -> Type {
 }
 
 /// The wire type of a constant.
-pub(crate) fn constant_type(v: &Constant) -> Type {
+pub(crate) fn constant_type(v: &Cell) -> Type {
     match v {
-        Constant::Int(_) => Type::INT4,
-        Constant::Float(_) => Type::FLOAT8,
-        Constant::Bool(_) => Type::BOOL,
-        Constant::Text(_) | Constant::Null => Type::TEXT,
+        Cell::Int(_) => Type::INT4,
+        Cell::Float(_) => Type::FLOAT8,
+        Cell::Bool(_) => Type::BOOL,
+        Cell::Text(_) | Cell::Null => Type::TEXT,
     }
 }
 

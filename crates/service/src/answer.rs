@@ -9,8 +9,7 @@ use dpgate_ledger::{
     Amount, AuditEntry, ChargeRequest, Finish, LedgerError, Outcome as AuditOutcome, Release,
     Standing,
 };
-use dpgate_sql::constant::Constant;
-use dpgate_sql::params::ParamValue;
+use dpgate_sql::Cell;
 use dpgate_sql::{Plan, Prepared, Refusal};
 
 use crate::kept::Kept;
@@ -24,7 +23,7 @@ use crate::{Context, Service};
 #[derive(Clone, Debug)]
 pub struct PrivateAnswer {
     /// Released rows, after post-processing.
-    pub rows: Vec<Vec<Constant>>,
+    pub rows: Vec<Vec<Cell>>,
     /// Per row, per column: the interval half-width where one is known.
     pub half_widths: Vec<Vec<Option<f64>>>,
     /// What this answer was charged; `None` for a free repeat.
@@ -59,7 +58,7 @@ impl Service {
         &self,
         ctx: &Context,
         prepared: &Prepared,
-        values: &[ParamValue],
+        values: &[Cell],
     ) -> Result<Plan, Refusal> {
         check_epsilon(ctx.epsilon, ctx.epsilon_range())?;
         prepared.bind(values, ctx.epsilon, &ctx.config)

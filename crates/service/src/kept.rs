@@ -3,21 +3,21 @@
 //! [`dpgate_sql::Plan::fingerprint`]) may be answered with the same rows
 //! at no new cost. This is how the ledger stores them.
 
-use dpgate_sql::constant::Constant;
+use dpgate_sql::Cell;
 use serde::{Deserialize, Serialize};
 
 /// A released answer as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kept {
     /// Rows after post-processing.
-    pub rows: Vec<Vec<Constant>>,
+    pub rows: Vec<Vec<Cell>>,
     /// Each row's half-widths, per output column.
     pub half_widths: Vec<Vec<Option<f64>>>,
 }
 
 /// Cells with floats kept bit for bit (JSON numbers lose NaN and ±∞).
 #[derive(Serialize, Deserialize)]
-enum Cell {
+enum Stored {
     N,
     I(i64),
     F(u64),
@@ -27,7 +27,7 @@ enum Cell {
 
 #[derive(Serialize, Deserialize)]
 struct Body {
-    rows: Vec<Vec<Cell>>,
+    rows: Vec<Vec<Stored>>,
     widths: Vec<Vec<Option<u64>>>,
 }
 
@@ -41,11 +41,11 @@ impl Kept {
                 .map(|r| {
                     r.iter()
                         .map(|c| match c {
-                            Constant::Null => Cell::N,
-                            Constant::Int(i) => Cell::I(*i),
-                            Constant::Float(f) => Cell::F(f.to_bits()),
-                            Constant::Text(t) => Cell::T(t.clone()),
-                            Constant::Bool(b) => Cell::B(*b),
+                            Cell::Null => Stored::N,
+                            Cell::Int(i) => Stored::I(*i),
+                            Cell::Float(f) => Stored::F(f.to_bits()),
+                            Cell::Text(t) => Stored::T(t.clone()),
+                            Cell::Bool(b) => Stored::B(*b),
                         })
                         .collect()
                 })
@@ -70,11 +70,11 @@ impl Kept {
                 .map(|r| {
                     r.into_iter()
                         .map(|c| match c {
-                            Cell::N => Constant::Null,
-                            Cell::I(i) => Constant::Int(i),
-                            Cell::F(f) => Constant::Float(f64::from_bits(f)),
-                            Cell::T(t) => Constant::Text(t),
-                            Cell::B(b) => Constant::Bool(b),
+                            Stored::N => Cell::Null,
+                            Stored::I(i) => Cell::Int(i),
+                            Stored::F(f) => Cell::Float(f64::from_bits(f)),
+                            Stored::T(t) => Cell::Text(t),
+                            Stored::B(b) => Cell::Bool(b),
                         })
                         .collect()
                 })
@@ -96,18 +96,18 @@ mod tests {
     fn a_release_round_trips_bit_for_bit() {
         let kept = Kept {
             rows: vec![vec![
-                Constant::Text("A".into()),
-                Constant::Int(-3),
-                Constant::Float(f64::NAN),
-                Constant::Float(0.1),
-                Constant::Null,
-                Constant::Bool(true),
+                Cell::Text("A".into()),
+                Cell::Int(-3),
+                Cell::Float(f64::NAN),
+                Cell::Float(0.1),
+                Cell::Null,
+                Cell::Bool(true),
             ]],
             half_widths: vec![vec![None, Some(12.5), Some(f64::INFINITY)]],
         };
         let back = Kept::decode(&kept.encode()).unwrap();
-        assert_eq!(back.rows[0][3], Constant::Float(0.1));
-        assert!(matches!(back.rows[0][2], Constant::Float(f) if f.is_nan()));
+        assert_eq!(back.rows[0][3], Cell::Float(0.1));
+        assert!(matches!(back.rows[0][2], Cell::Float(f) if f.is_nan()));
         assert_eq!(back.half_widths, kept.half_widths);
         assert!(Kept::decode("not json").is_none());
     }

@@ -15,43 +15,9 @@ use sqlparser::ast::{
 use crate::classify::object_name;
 use crate::dialect::Dialect;
 use crate::error::{sqlstate, Refusal};
-use crate::expr::{compile, Range, SqlType, Typed};
+use crate::expr::compile;
 use crate::scope::Scope;
-
-/// Aggregate functions dpgate knows (answered or refused with a reason).
-pub fn is_aggregate(name: &str) -> bool {
-    matches!(
-        name,
-        "count"
-            | "sum"
-            | "avg"
-            | "mean"
-            | "variance"
-            | "var_samp"
-            | "var_pop"
-            | "stddev"
-            | "stddev_samp"
-            | "stddev_pop"
-            | "median"
-            | "percentile_cont"
-            | "percentile_disc"
-            | "min"
-            | "max"
-            | "array_agg"
-            | "string_agg"
-            | "json_agg"
-            | "jsonb_agg"
-            | "bool_and"
-            | "bool_or"
-            | "every"
-            | "mode"
-            | "corr"
-            | "covar_pop"
-            | "covar_samp"
-            | "bit_and"
-            | "bit_or"
-    )
-}
+use crate::types::{is_aggregate, Range, SqlType, Typed};
 
 /// Whether `e` calls an aggregate (including ordered-set and window
 /// calls, which are refused with a reason when planned).

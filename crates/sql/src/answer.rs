@@ -7,11 +7,11 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use dpgate_dp::release::{NoiseDraw, Released};
+use dpgate_dp::release::NoiseDraw;
 
-use crate::constant::Constant;
-use crate::plan::{Grouping, OutputType, Plan};
+use crate::plan::{Grouping, Plan};
 use crate::post::{compare, PostExpr};
+use crate::types::{canonical_keys, key_value, Cell};
 
 /// One row of the backend query: key texts and raw measured values.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,13 +27,13 @@ pub struct RawGroup {
 #[derive(Clone, Debug, Default)]
 pub struct Answer {
     /// Rows in release order.
-    pub rows: Vec<Vec<Constant>>,
+    pub rows: Vec<Vec<Cell>>,
     /// Per row, per column: the half-width at the configured confidence.
     pub half_widths: Vec<Vec<Option<f64>>>,
 }
 
 /// A released row: values, half-widths, and its ORDER BY values.
-type Row = (Vec<Constant>, Vec<Option<f64>>, Vec<Constant>);
+type Row = (Vec<Cell>, Vec<Option<f64>>, Vec<Cell>);
 
 impl Plan {
     /// Groups whose noise can be drawn before any data is read: 1 without
@@ -111,26 +111,19 @@ impl Plan {
             let Some(derived) = self.release.apply(&g.values, draw, confidence) else {
                 continue;
             };
-            let aggs: Vec<Constant> = derived
-                .iter()
-                .map(|d| match d.value {
-                    Released::Int(i) => Constant::Int(i),
-                    Released::Float(f) if f.is_finite() => Constant::Float(f),
-                    Released::Float(_) => Constant::Null,
-                })
-                .collect();
-            let keys: Vec<Constant> = g
+            let aggs: Vec<Cell> = derived.iter().map(|d| Cell::from(d.value)).collect();
+            let keys: Vec<Cell> = g
                 .keys
                 .iter()
                 .zip(key_types)
                 .map(|(k, ty)| key_value(k.as_deref(), *ty))
                 .collect();
             if let Some(h) = &self.post.having {
-                if h.eval(&aggs, &keys) != Constant::Bool(true) {
+                if h.eval(&aggs, &keys) != Cell::Bool(true) {
                     continue;
                 }
             }
-            let values: Vec<Constant> = self
+            let values: Vec<Cell> = self
                 .post
                 .items
                 .iter()
@@ -154,7 +147,7 @@ impl Plan {
             rows.push((values, widths, sort_keys));
         }
         if self.post.distinct {
-            let mut seen: Vec<Vec<Constant>> = Vec::new();
+            let mut seen: Vec<Vec<Cell>> = Vec::new();
             rows.retain(|(v, _, _)| {
                 let new = !seen.contains(v);
                 if new {
@@ -185,17 +178,17 @@ impl Plan {
     }
 }
 
-fn order_values(a: &Constant, b: &Constant, desc: bool, nulls_first: bool) -> Ordering {
+fn order_values(a: &Cell, b: &Cell, desc: bool, nulls_first: bool) -> Ordering {
     match (a, b) {
-        (Constant::Null, Constant::Null) => Ordering::Equal,
-        (Constant::Null, _) => {
+        (Cell::Null, Cell::Null) => Ordering::Equal,
+        (Cell::Null, _) => {
             if nulls_first {
                 Ordering::Less
             } else {
                 Ordering::Greater
             }
         }
-        (_, Constant::Null) => {
+        (_, Cell::Null) => {
             if nulls_first {
                 Ordering::Greater
             } else {
@@ -210,54 +203,5 @@ fn order_values(a: &Constant, b: &Constant, desc: bool, nulls_first: bool) -> Or
                 o
             }
         }
-    }
-}
-
-/// One spelling per key value of a type, the same for the backend's text
-/// and for a declared or derived domain entry (`01`, `001` and `1` are one
-/// int; `-0` and `0` one float), so each backend group matches at most one
-/// released key.
-pub fn canonical_key(text: Option<&str>, ty: OutputType) -> Option<String> {
-    text.map(|t| match key_value(Some(t), ty) {
-        Constant::Float(0.0) => format!("{:?}", Constant::Float(0.0)),
-        other => format!("{other:?}"),
-    })
-}
-
-/// [`canonical_key`] of each key of a group.
-pub fn canonical_keys(g: &[Option<String>], keys: &[OutputType]) -> Vec<Option<String>> {
-    g.iter()
-        .zip(keys)
-        .map(|(k, ty)| canonical_key(k.as_deref(), *ty))
-        .collect()
-}
-
-/// A key's text as a typed value.
-pub fn key_value(text: Option<&str>, ty: OutputType) -> Constant {
-    let Some(t) = text else {
-        return Constant::Null;
-    };
-    match ty {
-        // An integral float text (SQLite's 3.0) is that int; anything else
-        // stays text, so two different values never read as one key.
-        OutputType::Int => {
-            t.trim()
-                .parse()
-                .map(Constant::Int)
-                .unwrap_or_else(|_| match t.trim().parse::<f64>() {
-                    Ok(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Constant::Int(f as i64),
-                    _ => Constant::Text(t.into()),
-                })
-        }
-        OutputType::Float => t
-            .trim()
-            .parse()
-            .map_or(Constant::Text(t.into()), Constant::Float),
-        OutputType::Bool => match t.trim().to_ascii_lowercase().as_str() {
-            "t" | "true" => Constant::Bool(true),
-            "f" | "false" => Constant::Bool(false),
-            _ => Constant::Text(t.into()),
-        },
-        OutputType::Text => Constant::Text(t.into()),
     }
 }

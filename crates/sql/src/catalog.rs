@@ -19,7 +19,7 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use crate::classify::object_name;
 use crate::constant::SessionInfo;
 use crate::error::{sqlstate, Refusal};
-use crate::expr::quote_literal;
+use crate::types::quote_literal;
 
 /// Names (exact, or prefixes ending in `_`/`*`) that reveal something of
 /// the data or the server's activity, write, or evaluate text as SQL.

@@ -20,8 +20,9 @@ use std::ops::ControlFlow;
 
 use dpgate_dp::release::NoiseDraw;
 
-use crate::answer::{canonical_keys, RawGroup};
+use crate::answer::RawGroup;
 use crate::plan::{Grouping, Plan};
+use crate::types::canonical_keys;
 
 /// Where the backend puts each row it reads; `Break` means nothing more
 /// will be kept (the backend may stop reading).

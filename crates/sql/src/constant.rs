@@ -5,6 +5,7 @@ use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Sele
 
 use crate::classify::object_name;
 use crate::error::{sqlstate, Refusal};
+use crate::types::Cell;
 
 /// What a constant select may read about the session.
 pub trait SessionInfo {
@@ -23,21 +24,6 @@ pub trait SessionInfo {
     }
 }
 
-/// A constant value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Constant {
-    /// NULL.
-    Null,
-    /// An integer.
-    Int(i64),
-    /// A real number.
-    Float(f64),
-    /// Text.
-    Text(String),
-    /// A boolean.
-    Bool(bool),
-}
-
 /// The `version()` string: PostgreSQL's form, which SQLAlchemy and JDBC parse.
 pub const SERVER_VERSION: &str = "15.0";
 
@@ -53,7 +39,7 @@ pub fn version_string() -> String {
 pub fn evaluate_constant(
     items: &[SelectItem],
     session: &dyn SessionInfo,
-) -> Result<Vec<(String, Constant)>, Refusal> {
+) -> Result<Vec<(String, Cell)>, Refusal> {
     items
         .iter()
         .map(|item| match item {
@@ -82,17 +68,17 @@ fn default_name(e: &Expr) -> String {
     }
 }
 
-fn eval(e: &Expr, s: &dyn SessionInfo) -> Result<Constant, Refusal> {
+fn eval(e: &Expr, s: &dyn SessionInfo) -> Result<Cell, Refusal> {
     Ok(match e {
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) => n
                 .parse::<i64>()
-                .map(Constant::Int)
-                .or_else(|_| n.parse::<f64>().map(Constant::Float))
+                .map(Cell::Int)
+                .or_else(|_| n.parse::<f64>().map(Cell::Float))
                 .map_err(|_| unsupported(e))?,
-            Value::SingleQuotedString(t) => Constant::Text(t.clone()),
-            Value::Boolean(b) => Constant::Bool(*b),
-            Value::Null => Constant::Null,
+            Value::SingleQuotedString(t) => Cell::Text(t.clone()),
+            Value::Boolean(b) => Cell::Bool(*b),
+            Value::Null => Cell::Null,
             _ => return Err(unsupported(e)),
         },
         Expr::Nested(inner) => eval(inner, s)?,
@@ -101,8 +87,8 @@ fn eval(e: &Expr, s: &dyn SessionInfo) -> Result<Constant, Refusal> {
             op: sqlparser::ast::UnaryOperator::Minus,
             expr,
         } => match eval(expr, s)? {
-            Constant::Int(i) => Constant::Int(-i),
-            Constant::Float(f) => Constant::Float(-f),
+            Cell::Int(i) => Cell::Int(-i),
+            Cell::Float(f) => Cell::Float(-f),
             _ => return Err(unsupported(e)),
         },
         Expr::Identifier(i) => session_function(&i.value.to_ascii_lowercase(), &[], s)?
@@ -132,25 +118,25 @@ fn eval(e: &Expr, s: &dyn SessionInfo) -> Result<Constant, Refusal> {
 
 fn session_function(
     name: &str,
-    args: &[Constant],
+    args: &[Cell],
     s: &dyn SessionInfo,
-) -> Result<Option<Constant>, Refusal> {
+) -> Result<Option<Cell>, Refusal> {
     Ok(Some(match (name, args) {
-        ("version", []) => Constant::Text(version_string()),
-        ("current_schema", []) => Constant::Text("public".into()),
-        ("current_database", []) => Constant::Text(s.database()),
-        ("current_user" | "session_user" | "user" | "current_role", []) => Constant::Text(s.user()),
-        ("current_setting", [Constant::Text(n), ..]) => s
+        ("version", []) => Cell::Text(version_string()),
+        ("current_schema", []) => Cell::Text("public".into()),
+        ("current_database", []) => Cell::Text(s.database()),
+        ("current_user" | "session_user" | "user" | "current_role", []) => Cell::Text(s.user()),
+        ("current_setting", [Cell::Text(n), ..]) => s
             .setting(&n.to_ascii_lowercase())
-            .map(Constant::Text)
-            .unwrap_or(Constant::Null),
-        ("set_config", [Constant::Text(n), Constant::Text(v), _]) => {
+            .map(Cell::Text)
+            .unwrap_or(Cell::Null),
+        ("set_config", [Cell::Text(n), Cell::Text(v), _]) => {
             s.set_setting(&n.to_ascii_lowercase(), v)?;
-            Constant::Text(v.clone())
+            Cell::Text(v.clone())
         }
-        ("pg_backend_pid", []) => Constant::Int(i64::from(std::process::id() as i32)),
+        ("pg_backend_pid", []) => Cell::Int(i64::from(std::process::id() as i32)),
         // Connection-pool resets (asyncpg): dpgate holds no advisory locks.
-        ("pg_advisory_unlock_all", []) => Constant::Null,
+        ("pg_advisory_unlock_all", []) => Cell::Null,
         _ => return Ok(None),
     }))
 }

@@ -9,7 +9,7 @@
 
 use dpgate_config::{quote_ident, BackendStore, Table};
 
-use crate::expr::{quote_literal, SqlType};
+use crate::types::{quote_literal, SqlType};
 
 /// The SQL dialect backend queries are written in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

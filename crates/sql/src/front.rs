@@ -14,9 +14,10 @@ use crate::catalog::{is_catalog_query, reads_declared_table, split_statements};
 use crate::classify::{classify, Command};
 use crate::constant::{evaluate_constant, SessionInfo};
 use crate::error::{sqlstate, Refusal};
-use crate::params::{bind_parameters, parameter_types_in, ParamValue};
+use crate::params::{bind_parameters, parameter_types_in};
 use crate::plan::{plan_prepared, Plan};
-use crate::source::{push_ctes, resolve_from, Ctes, Source};
+use crate::source::{top_source, Source};
+use crate::types::Cell;
 
 /// One statement of a string, with who answers it.
 #[derive(Clone, Debug)]
@@ -78,12 +79,7 @@ impl Prepared {
 
     /// The plan at `epsilon` for these parameter values, under the same
     /// config the statement was prepared with.
-    pub fn bind(
-        &self,
-        values: &[ParamValue],
-        epsilon: f64,
-        config: &Config,
-    ) -> Result<Plan, Refusal> {
+    pub fn bind(&self, values: &[Cell], epsilon: f64, config: &Config) -> Result<Plan, Refusal> {
         if self.parameter_types.is_empty() && values.is_empty() {
             return plan_prepared(&self.query, config, epsilon, self.source.clone());
         }
@@ -96,7 +92,7 @@ impl Prepared {
     /// parameter bound to NULL.
     pub fn describe(&self, epsilon: f64, config: &Config) -> Result<Plan, Refusal> {
         self.bind(
-            &vec![ParamValue::Null; self.parameter_types.len()],
+            &vec![Cell::Null; self.parameter_types.len()],
             epsilon,
             config,
         )
@@ -194,18 +190,6 @@ impl SessionInfo for NoSession {
     }
 }
 
-/// The top-level SELECT's FROM, resolved, if it resolves.
-pub(crate) fn top_source(query: &Query, config: &Config) -> Option<Source> {
-    let SetExpr::Select(select) = query.body.as_ref() else {
-        return None;
-    };
-    let mut ctes: Ctes<'_> = Vec::new();
-    if let Some(with) = &query.with {
-        push_ctes(&mut ctes, with);
-    }
-    resolve_from(&select.from, config, &ctes).ok()
-}
-
 /// Whether a `$n` appears in the FROM clause or a CTE (then the source
 /// depends on the bound values).
 fn from_has_placeholder(query: &Query) -> bool {
@@ -284,7 +268,7 @@ mod tests {
             panic!()
         };
         assert_eq!(p.parameter_types(), [Some(ColumnType::Int)]);
-        let bound = p.bind(&[ParamValue::Int(40)], 1.0, &config()).unwrap();
+        let bound = p.bind(&[Cell::Int(40)], 1.0, &config()).unwrap();
         let Statement::Private(w) = routed("SELECT COUNT(*) FROM visits WHERE age > 40", false)
         else {
             panic!()

@@ -21,16 +21,17 @@ pub mod post;
 mod resolve;
 mod scope;
 mod source;
+pub mod types;
 
 pub use answer::{Answer, RawGroup};
 pub use classify::{classify, Command};
 pub use collect::{Collected, Collector, GroupSink};
 pub use dialect::Dialect;
 pub use error::{sqlstate, Refusal};
-pub use expr::quote_literal;
 pub use front::{route, Prepared, Routed, Statement};
-pub use plan::{plan, Grouping, OutputColumn, OutputType, Plan};
+pub use plan::{plan, Grouping, OutputColumn, Plan};
 pub use resolve::resolve_table;
+pub use types::{quote_literal, Cell, OutputType, SqlType};
 
 #[cfg(test)]
 mod tests;

@@ -8,8 +8,9 @@
 
 use sqlparser::ast::{BinaryOperator, Expr};
 
-use crate::expr::{compile, Literal, Range, SqlType};
+use crate::expr::compile;
 use crate::scope::Scope;
+use crate::types::{Literal, Range, SqlType};
 
 /// Narrows the columns of `scope` by the conjuncts of `predicate`.
 pub fn narrow(scope: &mut Scope, predicate: &Expr) {

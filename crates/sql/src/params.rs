@@ -11,23 +11,9 @@ use sqlparser::ast::{
 };
 
 use crate::error::{sqlstate, Refusal};
-use crate::expr::{compile, SqlType};
+use crate::expr::compile;
 use crate::scope::Scope;
-
-/// A bound parameter value, decoded by the server.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ParamValue {
-    /// SQL NULL.
-    Null,
-    /// An integer.
-    Int(i64),
-    /// A real number.
-    Float(f64),
-    /// Text (also dates and timestamps, as PostgreSQL text literals).
-    Text(String),
-    /// A boolean.
-    Bool(bool),
-}
+use crate::types::{Cell, SqlType};
 
 fn placeholder_index(expr: &Expr) -> Option<usize> {
     match expr {
@@ -65,7 +51,7 @@ pub fn parameter_count<V: Visit>(node: &V) -> usize {
 /// compared with (resolved against the query's FROM, aliases and joins
 /// included); `None` where nothing says (clients then send text).
 pub fn parameter_types(query: &Query, config: &Config) -> Vec<Option<ColumnType>> {
-    let source = crate::front::top_source(query, config);
+    let source = crate::source::top_source(query, config);
     parameter_types_in(query, source.as_ref().map(|s| &s.scope))
 }
 
@@ -116,7 +102,7 @@ pub(crate) fn parameter_types_in(query: &Query, scope: Option<&Scope>) -> Vec<Op
 }
 
 /// Replaces every `$n` with the literal of `values[n-1]`.
-pub fn bind_parameters(query: &mut Query, values: &[ParamValue]) -> Result<(), Refusal> {
+pub fn bind_parameters(query: &mut Query, values: &[Cell]) -> Result<(), Refusal> {
     let mut missing = None;
     let _ = visit_expressions_mut(query, |e| {
         if let Some(i) = placeholder_index(e) {
@@ -137,20 +123,20 @@ pub fn bind_parameters(query: &mut Query, values: &[ParamValue]) -> Result<(), R
     }
 }
 
-fn literal(v: &ParamValue) -> Expr {
+fn literal(v: &Cell) -> Expr {
     let value = match v {
-        ParamValue::Null => Value::Null,
-        ParamValue::Int(i) => Value::Number(i.to_string(), false),
-        ParamValue::Float(f) if f.is_finite() => Value::Number(format!("{f:e}"), false),
-        ParamValue::Float(f) => Value::SingleQuotedString(f.to_string()),
-        ParamValue::Text(s) => Value::SingleQuotedString(s.clone()),
-        ParamValue::Bool(b) => Value::Boolean(*b),
+        Cell::Null => Value::Null,
+        Cell::Int(i) => Value::Number(i.to_string(), false),
+        Cell::Float(f) if f.is_finite() => Value::Number(format!("{f:e}"), false),
+        Cell::Float(f) => Value::SingleQuotedString(f.to_string()),
+        Cell::Text(s) => Value::SingleQuotedString(s.clone()),
+        Cell::Bool(b) => Value::Boolean(*b),
     };
     let lit = Expr::value(value);
     // Negative numbers render as "-5"; keep them one token in any context.
     match v {
-        ParamValue::Int(i) if *i < 0 => Expr::Nested(Box::new(lit)),
-        ParamValue::Float(f) if *f < 0.0 => Expr::Nested(Box::new(lit)),
+        Cell::Int(i) if *i < 0 => Expr::Nested(Box::new(lit)),
+        Cell::Float(f) if *f < 0.0 => Expr::Nested(Box::new(lit)),
         _ => lit,
     }
 }

@@ -8,21 +8,8 @@ use std::cmp::Ordering;
 use sqlparser::ast::{BinaryOperator, Expr, Function, UnaryOperator, Value};
 
 use crate::classify::object_name;
-use crate::constant::Constant;
 use crate::error::{sqlstate, Refusal};
-
-/// Types of released values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputType {
-    /// bigint
-    Int,
-    /// double precision
-    Float,
-    /// text (also dates and timestamps of group keys)
-    Text,
-    /// boolean
-    Bool,
-}
+use crate::types::{Cell, OutputType};
 
 /// An expression over one released group.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,7 +19,7 @@ pub enum PostExpr {
     /// The i-th group key.
     Key(usize),
     /// A constant.
-    Const(Constant),
+    Const(Cell),
     /// `-x`.
     Neg(Box<PostExpr>),
     /// `NOT x`.
@@ -77,10 +64,7 @@ pub fn compile_post(
     match e {
         Expr::Function(f) => {
             let name = object_name(&f.name).to_ascii_lowercase();
-            if crate::aggregate::is_aggregate(&name)
-                || !f.within_group.is_empty()
-                || f.over.is_some()
-            {
+            if crate::types::is_aggregate(&name) || !f.within_group.is_empty() || f.over.is_some() {
                 let (i, ty) = scope.aggregate(f)?;
                 return Ok((PostExpr::Agg(i), ty));
             }
@@ -112,18 +96,18 @@ pub fn compile_post(
         },
         Expr::CompoundIdentifier(_) => Err(not_grouped(&e.to_string())),
         Expr::Value(v) => Ok(match &v.value {
-            Value::Null => (PostExpr::Const(Constant::Null), Text),
-            Value::Boolean(b) => (PostExpr::Const(Constant::Bool(*b)), Bool),
+            Value::Null => (PostExpr::Const(Cell::Null), Text),
+            Value::Boolean(b) => (PostExpr::Const(Cell::Bool(*b)), Bool),
             Value::Number(n, _) => match n.parse::<i64>() {
-                Ok(i) => (PostExpr::Const(Constant::Int(i)), Int),
+                Ok(i) => (PostExpr::Const(Cell::Int(i)), Int),
                 Err(_) => (
-                    PostExpr::Const(Constant::Float(n.parse().map_err(|_| {
+                    PostExpr::Const(Cell::Float(n.parse().map_err(|_| {
                         Refusal::unsupported(format!("the number {n}"), "write a plain number")
                     })?)),
                     Float,
                 ),
             },
-            Value::SingleQuotedString(s) => (PostExpr::Const(Constant::Text(s.clone())), Text),
+            Value::SingleQuotedString(s) => (PostExpr::Const(Cell::Text(s.clone())), Text),
             other => {
                 return Err(Refusal::unsupported(
                     format!("the literal {other}"),
@@ -192,7 +176,7 @@ pub fn compile_post(
             negated,
         } => {
             let (x, _) = compile_post(expr, scope)?;
-            let mut any = PostExpr::Const(Constant::Bool(false));
+            let mut any = PostExpr::Const(Cell::Bool(false));
             for item in list {
                 let (v, _) = compile_post(item, scope)?;
                 let eq = PostExpr::Binary(BinaryOperator::Eq, bx(x.clone()), bx(v));
@@ -237,7 +221,7 @@ pub fn compile_post(
                     types.push(t);
                     x
                 }
-                None => PostExpr::Const(Constant::Null),
+                None => PostExpr::Const(Cell::Null),
             };
             Ok((
                 PostExpr::Case(whens, bx(otherwise)),
@@ -316,29 +300,29 @@ fn unsupported_post(what: &str) -> Refusal {
     )
 }
 
-fn num(c: &Constant) -> Option<f64> {
+fn num(c: &Cell) -> Option<f64> {
     match c {
-        Constant::Int(i) => Some(*i as f64),
-        Constant::Float(f) => Some(*f),
-        Constant::Text(t) => t.trim().parse().ok(),
-        Constant::Bool(_) | Constant::Null => None,
+        Cell::Int(i) => Some(*i as f64),
+        Cell::Float(f) => Some(*f),
+        Cell::Text(t) => t.trim().parse().ok(),
+        Cell::Bool(_) | Cell::Null => None,
     }
 }
 
-fn truth(c: &Constant) -> Option<bool> {
+fn truth(c: &Cell) -> Option<bool> {
     match c {
-        Constant::Bool(b) => Some(*b),
-        Constant::Null => None,
+        Cell::Bool(b) => Some(*b),
+        Cell::Null => None,
         other => num(other).map(|x| x != 0.0),
     }
 }
 
 /// Compares two values as PostgreSQL would (numbers numerically).
-pub fn compare(a: &Constant, b: &Constant) -> Option<Ordering> {
+pub fn compare(a: &Cell, b: &Cell) -> Option<Ordering> {
     match (a, b) {
-        (Constant::Null, _) | (_, Constant::Null) => None,
-        (Constant::Text(x), Constant::Text(y)) => Some(x.cmp(y)),
-        (Constant::Bool(x), Constant::Bool(y)) => Some(x.cmp(y)),
+        (Cell::Null, _) | (_, Cell::Null) => None,
+        (Cell::Text(x), Cell::Text(y)) => Some(x.cmp(y)),
+        (Cell::Bool(x), Cell::Bool(y)) => Some(x.cmp(y)),
         _ => num(a)?.partial_cmp(&num(b)?),
     }
 }
@@ -347,8 +331,8 @@ impl PostExpr {
     /// Evaluates over one group's noisy aggregates and keys. Arithmetic
     /// that PostgreSQL would reject (division by zero, overflow) gives NULL:
     /// the inputs are already private, and an error would waste the charge.
-    pub fn eval(&self, aggs: &[Constant], keys: &[Constant]) -> Constant {
-        use Constant as C;
+    pub fn eval(&self, aggs: &[Cell], keys: &[Cell]) -> Cell {
+        use Cell as C;
         match self {
             PostExpr::Agg(i) => aggs[*i].clone(),
             PostExpr::Key(i) => keys[*i].clone(),
@@ -367,16 +351,16 @@ impl PostExpr {
                 .map_or_else(|| otherwise.eval(aggs, keys), |(_, r)| r.eval(aggs, keys)),
             PostExpr::Cast(x, ty) => cast(x.eval(aggs, keys), *ty),
             PostExpr::Call(name, args) => {
-                let v: Vec<Constant> = args.iter().map(|a| a.eval(aggs, keys)).collect();
+                let v: Vec<Cell> = args.iter().map(|a| a.eval(aggs, keys)).collect();
                 call(name, &v)
             }
         }
     }
 }
 
-fn binary(op: &BinaryOperator, a: Constant, b: Constant) -> Constant {
+fn binary(op: &BinaryOperator, a: Cell, b: Cell) -> Cell {
     use BinaryOperator as B;
-    use Constant as C;
+    use Cell as C;
     match op {
         B::And => match (truth(&a), truth(&b)) {
             (Some(false), _) | (_, Some(false)) => C::Bool(false),
@@ -435,32 +419,32 @@ fn binary(op: &BinaryOperator, a: Constant, b: Constant) -> Constant {
     }
 }
 
-fn text(c: &Constant) -> String {
+fn text(c: &Cell) -> String {
     match c {
-        Constant::Null => String::new(),
-        Constant::Int(i) => i.to_string(),
-        Constant::Float(f) => f.to_string(),
-        Constant::Text(t) => t.clone(),
-        Constant::Bool(b) => if *b { "true" } else { "false" }.into(),
+        Cell::Null => String::new(),
+        Cell::Int(i) => i.to_string(),
+        Cell::Float(f) => f.to_string(),
+        Cell::Text(t) => t.clone(),
+        Cell::Bool(b) => if *b { "true" } else { "false" }.into(),
     }
 }
 
-fn cast(v: Constant, ty: OutputType) -> Constant {
+fn cast(v: Cell, ty: OutputType) -> Cell {
     match (v, ty) {
-        (Constant::Null, _) => Constant::Null,
-        (v, OutputType::Text) => Constant::Text(text(&v)),
-        (Constant::Int(i), OutputType::Int) => Constant::Int(i),
+        (Cell::Null, _) => Cell::Null,
+        (v, OutputType::Text) => Cell::Text(text(&v)),
+        (Cell::Int(i), OutputType::Int) => Cell::Int(i),
         (v, OutputType::Int) => num(&v)
             .map(f64::round)
             .filter(|f| f.abs() < 9.2e18)
-            .map_or(Constant::Null, |f| Constant::Int(f as i64)),
-        (v, OutputType::Float) => num(&v).map_or(Constant::Null, Constant::Float),
-        (v, OutputType::Bool) => truth(&v).map_or(Constant::Null, Constant::Bool),
+            .map_or(Cell::Null, |f| Cell::Int(f as i64)),
+        (v, OutputType::Float) => num(&v).map_or(Cell::Null, Cell::Float),
+        (v, OutputType::Bool) => truth(&v).map_or(Cell::Null, Cell::Bool),
     }
 }
 
-fn call(name: &str, v: &[Constant]) -> Constant {
-    use Constant as C;
+fn call(name: &str, v: &[Cell]) -> Cell {
+    use Cell as C;
     let x = v.first().and_then(num);
     let float = |f: Option<f64>| f.filter(|f| f.is_finite()).map_or(C::Null, C::Float);
     let same = |f: fn(f64) -> f64| match v.first() {

@@ -7,7 +7,7 @@ use sqlparser::ast::Expr;
 
 use crate::dialect::Dialect;
 use crate::error::{sqlstate, Refusal};
-use crate::expr::{Range, SqlType, Typed};
+use crate::types::{Range, SqlType, Typed};
 
 /// One visible column.
 #[derive(Clone, Debug)]

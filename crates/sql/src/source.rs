@@ -382,7 +382,7 @@ fn derived(
             let t = compile(p, &inner.scope)?;
             if !matches!(
                 t.ty,
-                crate::expr::SqlType::Bool | crate::expr::SqlType::Unknown
+                crate::types::SqlType::Bool | crate::types::SqlType::Unknown
             ) {
                 return Err(Refusal::new(
                     sqlstate::DATATYPE_MISMATCH,
@@ -399,7 +399,7 @@ fn derived(
     let qa = quote_ident(alias);
     let mut items = vec![format!("{unit} AS \"__dp_unit\"")];
     let mut columns = Vec::new();
-    let mut add = |name: String, mut typed: crate::expr::Typed| {
+    let mut add = |name: String, mut typed: crate::types::Typed| {
         if typed.is_unit {
             typed.sql = format!("{qa}.\"__dp_unit\"");
         } else {
@@ -565,7 +565,7 @@ fn unit_equality(on: &Expr, scope: &Scope, left: &Source, right: &Source) -> boo
             let (Ok(a), Ok(b)) = (compile(a, scope), compile(b, scope)) else {
                 return false;
             };
-            let is = |t: &crate::expr::Typed, s: &Source| {
+            let is = |t: &crate::types::Typed, s: &Source| {
                 s.unit.as_deref() == Some(t.sql.as_str())
                     || (t.is_unit && s.scope.columns.iter().any(|c| c.typed.sql == t.sql))
             };
@@ -622,4 +622,16 @@ fn finish_join(
         max_rows,
         one_row_per_unit: false,
     })
+}
+
+/// The top-level SELECT's FROM, resolved, if it resolves.
+pub(crate) fn top_source(query: &Query, config: &Config) -> Option<Source> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let mut ctes: Ctes<'_> = Vec::new();
+    if let Some(with) = &query.with {
+        push_ctes(&mut ctes, with);
+    }
+    resolve_from(&select.from, config, &ctes).ok()
 }

@@ -17,12 +17,20 @@ use sqlparser::ast::{
 
 use crate::aggregate::{contains_aggregate, plan_aggregate, AggType, Bound, Measures};
 use crate::error::{sqlstate, Refusal};
-use crate::expr::{compile, SqlType, Typed};
+use crate::expr::compile;
 use crate::narrow::narrow;
-pub use crate::post::OutputType;
 use crate::post::{compile_post, PostExpr, PostScope};
 use crate::scope::Scope;
 use crate::source::{push_ctes, resolve_from, Ctes, Source};
+use crate::types::{canonical_key, OutputType, SqlType, Typed};
+
+mod clauses;
+mod group;
+mod render;
+
+use clauses::*;
+use group::*;
+use render::*;
 
 /// A planned private query.
 #[derive(Clone, Debug)]
@@ -304,7 +312,7 @@ pub(crate) fn plan_prepared(
         outputs,
         ..
     } = ctx;
-    let key_types: Vec<OutputType> = keys.iter().map(|k| output_type(k.typed.ty)).collect();
+    let key_types: Vec<OutputType> = keys.iter().map(|k| k.typed.ty.output()).collect();
     let domain = domain_groups(&keys);
     let delta = config.privacy.delta;
     let selection_count = match (&domain, keys.is_empty()) {
@@ -419,12 +427,6 @@ pub(crate) fn plan_prepared(
     })
 }
 
-/// A GROUP BY key.
-struct Key {
-    expr: Expr,
-    typed: Typed,
-}
-
 /// Resolves aggregates and keys while the select list, HAVING and ORDER
 /// BY are compiled.
 struct Planner<'a> {
@@ -453,7 +455,7 @@ impl PostScope for Planner<'_> {
         self.keys
             .iter()
             .position(|k| k.typed.sql == wanted.sql || k.expr == *e)
-            .map(|i| (i, output_type(self.keys[i].typed.ty)))
+            .map(|i| (i, self.keys[i].typed.ty.output()))
     }
 
     fn alias(&self, name: &str) -> Option<(PostExpr, OutputType)> {
@@ -471,275 +473,5 @@ fn beyond_limits(e: dpgate_dp::MechanismError) -> Refusal {
         sqlstate::PROGRAM_LIMIT_EXCEEDED,
         format!("this query's noise would be beyond dpgate's limits: {e}"),
         "raise dp.epsilon, narrow the aggregated expression's bounds (e.g. SUM(age) * 1e6 instead of SUM(age * 1e6)), or ask for fewer aggregates",
-    )
-}
-
-fn raw_rows() -> Refusal {
-    Refusal::new(
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        "dpgate does not release individual rows or column values",
-        "ask for aggregates instead, e.g. SELECT COUNT(*), AVG(age) FROM visits, or group them: SELECT ward, COUNT(*) FROM visits GROUP BY ward",
-    )
-}
-
-fn select_items(projection: &[SelectItem]) -> Result<Vec<(Expr, Option<String>)>, Refusal> {
-    projection
-        .iter()
-        .map(|item| match item {
-            SelectItem::UnnamedExpr(e) => Ok((e.clone(), None)),
-            SelectItem::ExprWithAlias { expr, alias } => {
-                Ok((expr.clone(), Some(alias.value.clone())))
-            }
-            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => Err(raw_rows()),
-            other => Err(Refusal::unsupported(
-                format!("{other} is not supported"),
-                "name each output column with one alias",
-            )),
-        })
-        .collect()
-}
-
-/// `GROUP BY 1` and `GROUP BY alias` refer to select items, as in PostgreSQL.
-fn resolve_group_expr(
-    g: &Expr,
-    items: &[(Expr, Option<String>)],
-    scope: &Scope,
-) -> Result<Expr, Refusal> {
-    if let Some(i) = position(g) {
-        return items
-            .get(i.wrapping_sub(1))
-            .map(|(e, _)| e.clone())
-            .ok_or_else(|| {
-                Refusal::new(
-                    sqlstate::INVALID_COLUMN_REFERENCE,
-                    format!("GROUP BY position {i} is not in select list"),
-                    format!("group by a position from 1 to {}", items.len()),
-                )
-            });
-    }
-    if let Expr::Identifier(id) = g {
-        if scope.lookup(g).is_err() {
-            if let Some((e, _)) = items.iter().find(|(_, a)| {
-                a.as_ref()
-                    .is_some_and(|a| a.eq_ignore_ascii_case(&id.value))
-            }) {
-                return Ok(e.clone());
-            }
-        }
-    }
-    if contains_aggregate(g) {
-        return Err(Refusal::new(
-            sqlstate::GROUPING_ERROR,
-            "aggregate functions are not allowed in GROUP BY",
-            "group by columns or row-level expressions",
-        ));
-    }
-    Ok(g.clone())
-}
-
-fn position(e: &Expr) -> Option<usize> {
-    match e {
-        Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => n.parse().ok(),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn limit_offset(clause: Option<&LimitClause>) -> Result<(Option<u64>, u64), Refusal> {
-    let constant = |e: &Expr, what: &str| -> Result<Option<u64>, Refusal> {
-        match e {
-            Expr::Value(v) => match &v.value {
-                Value::Null => Ok(None),
-                Value::Number(n, _) => n.parse::<u64>().map(Some).map_err(|_| bad(what)),
-                _ => Err(bad(what)),
-            },
-            _ => Err(bad(what)),
-        }
-    };
-    fn bad(what: &str) -> Refusal {
-        Refusal::new(
-            sqlstate::INVALID_PARAMETER_VALUE,
-            format!("{what} must be a non-negative integer constant"),
-            format!("write e.g. {what} 10"),
-        )
-    }
-    Ok(match clause {
-        None => (None, 0),
-        Some(LimitClause::LimitOffset {
-            limit,
-            offset,
-            limit_by,
-        }) if limit_by.is_empty() => (
-            limit
-                .as_ref()
-                .map(|l| constant(l, "LIMIT"))
-                .transpose()?
-                .flatten(),
-            offset
-                .as_ref()
-                .map(|o| constant(&o.value, "OFFSET"))
-                .transpose()?
-                .flatten()
-                .unwrap_or(0),
-        ),
-        Some(LimitClause::OffsetCommaLimit { offset, limit }) => (
-            constant(limit, "LIMIT")?,
-            constant(offset, "OFFSET")?.unwrap_or(0),
-        ),
-        Some(_) => return Err(bad("LIMIT")),
-    })
-}
-
-/// PostgreSQL's default output name for a select item.
-fn default_name(e: &Expr) -> String {
-    match e {
-        Expr::Identifier(i) => i.value.clone(),
-        Expr::CompoundIdentifier(p) => p.last().map(|i| i.value.clone()).unwrap_or_default(),
-        Expr::Function(f) => crate::classify::object_name(&f.name)
-            .rsplit('.')
-            .next()
-            .unwrap_or("?column?")
-            .to_ascii_lowercase(),
-        Expr::Cast { expr, .. } | Expr::Nested(expr) => default_name(expr),
-        Expr::Case { .. } => "case".into(),
-        Expr::Extract { .. } => "extract".into(),
-        Expr::Ceil { .. } => "ceil".into(),
-        Expr::Floor { .. } => "floor".into(),
-        _ => "?column?".into(),
-    }
-}
-
-/// The released type of a row-level SQL type.
-pub(crate) fn output_type(t: SqlType) -> OutputType {
-    match t {
-        SqlType::Int => OutputType::Int,
-        SqlType::Float => OutputType::Float,
-        SqlType::Bool => OutputType::Bool,
-        _ => OutputType::Text,
-    }
-}
-
-/// Every key tuple when every key has a declared domain small enough.
-/// Each key's values are deduplicated by their canonical spelling first
-/// (NULL included), so no backend group is released twice, however a CASE,
-/// NULLIF or literal spells it.
-fn domain_groups(keys: &[Key]) -> Option<Vec<Vec<Option<String>>>> {
-    if keys.is_empty() {
-        return None;
-    }
-    let mut groups: Vec<Vec<Option<String>>> = vec![vec![]];
-    for k in keys {
-        let ty = output_type(k.typed.ty);
-        let mut seen = std::collections::HashSet::new();
-        let values: Vec<Option<String>> = k
-            .typed
-            .domain
-            .as_ref()?
-            .iter()
-            .filter(|v| seen.insert(crate::answer::canonical_key(v.as_deref(), ty)))
-            .cloned()
-            .collect();
-        if groups.len().saturating_mul(values.len()) > MAX_DOMAIN_GROUPS {
-            return None;
-        }
-        groups = groups
-            .iter()
-            .flat_map(|g| {
-                values.iter().map(move |v| {
-                    let mut g = g.clone();
-                    g.push(v.clone());
-                    g
-                })
-            })
-            .collect();
-    }
-    Some(groups)
-}
-
-/// The backend query: compute keys and aggregate arguments per row, keep
-/// at most `max_rows` rows per unit chosen at random, then aggregate per
-/// group. Every value leaves as text so that no cast can fail.
-fn render(
-    source: &Source,
-    predicate: Option<&str>,
-    keys: &[Key],
-    measures: &Measures,
-    bound: Bound,
-    ordered: bool,
-) -> String {
-    let mut inner: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| format!("{} AS __dp_k{i}", k.typed.sql))
-        .collect();
-    inner.extend(
-        measures
-            .args
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{a} AS __dp_a{i}")),
-    );
-    let bounding = !source.one_row_per_unit;
-    if bounding {
-        let unit = source.unit.as_deref().expect("a private source has a unit");
-        inner.push(format!(
-            "ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY random()) AS __dp_rn"
-        ));
-    }
-    if inner.is_empty() {
-        inner.push("1 AS __dp_one".into());
-    }
-    let d = source.scope.dialect;
-    let mut outer: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| format!("{} AS k{i}", d.key_text(&format!("__dp_k{i}"), k.typed.ty)))
-        .collect();
-    outer.extend(
-        measures
-            .specs
-            .iter()
-            .flat_map(|s| &s.sqls)
-            .enumerate()
-            // Text, not bigint: a cast that overflows would be a data-dependent
-            // error; the backend crate parses and saturates instead.
-            .map(|(i, sql)| format!("{} AS m{i}", d.measurement_text(sql))),
-    );
-    let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
-    let keep = if bounding {
-        format!(" WHERE __dp_rn <= {}", bound.max_rows)
-    } else {
-        String::new()
-    };
-    let group_by = if keys.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " GROUP BY {}",
-            (0..keys.len())
-                .map(|i| format!("__dp_k{i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    let order_by = if ordered {
-        format!(
-            " ORDER BY {}",
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| d.order_key(&d.key_text(&format!("__dp_k{i}"), k.typed.ty)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "SELECT {} FROM (SELECT {} FROM {}{filter}) AS __dp_bounded{keep}{group_by}{order_by}",
-        outer.join(", "),
-        inner.join(", "),
-        source.from_sql
     )
 }

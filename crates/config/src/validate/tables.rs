@@ -1,0 +1,181 @@
+//! `[[tables]]`: names, privacy units, contribution bounds, columns and
+//! their types, bounds and domains.
+
+use super::*;
+
+pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Table> {
+    let mut seen = HashSet::new();
+    let mut tables = Vec::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let path = format!("tables[{i}]");
+        let (schema, name) = match t.name.split_once('.') {
+            Some((s, n)) => (s.to_string(), n.to_string()),
+            None => ("public".to_string(), t.name.clone()),
+        };
+        if name.is_empty() || schema.is_empty() || name.contains('.') {
+            c.err(
+                format!("{path}.name"),
+                format!("{:?} is not a table name", t.name),
+                "write schema.table or table",
+            );
+        }
+        if !seen.insert((schema.to_lowercase(), name.to_lowercase())) {
+            c.err(
+                format!("{path}.name"),
+                format!("table {:?} is declared twice", t.name),
+                "keep one declaration per table",
+            );
+        }
+        let privacy = if t.public {
+            if t.privacy_unit.is_some() || t.max_rows_per_unit.is_some() {
+                c.err(
+                    format!("{path}.public"),
+                    "a public table has no privacy unit",
+                    "remove privacy_unit and max_rows_per_unit, or public = true",
+                );
+            }
+            TablePrivacy::Public
+        } else {
+            let k = t.max_rows_per_unit.unwrap_or(1);
+            if k == 0 {
+                c.err(
+                    format!("{path}.max_rows_per_unit"),
+                    "0 rows per unit would drop all data",
+                    "write 1 or more",
+                );
+            } else if k > crate::MAX_ROWS_PER_UNIT {
+                c.err(
+                    format!("{path}.max_rows_per_unit"),
+                    format!(
+                        "{k} rows per unit is above dpgate's limit of {}: the noise would drown every answer",
+                        crate::MAX_ROWS_PER_UNIT
+                    ),
+                    format!("write at most {}", crate::MAX_ROWS_PER_UNIT),
+                );
+            }
+            if t.privacy_unit.as_deref() == Some("") {
+                c.err(
+                    format!("{path}.privacy_unit"),
+                    "the privacy unit column is empty",
+                    "name the column that identifies a person, or omit it for row-level privacy",
+                );
+            }
+            TablePrivacy::Private {
+                privacy_unit: t.privacy_unit.clone(),
+                max_rows_per_unit: k.max(1),
+            }
+        };
+        let mut columns = Vec::new();
+        for (col_name, col) in t.columns {
+            let cpath = format!("{path}.columns.{col_name}");
+            let Some(ty) = ColumnType::parse(&col.ty) else {
+                c.err(
+                    format!("{cpath}.type"),
+                    format!("unknown type {:?}", col.ty),
+                    "write int, float, text, bool, date or timestamp",
+                );
+                continue;
+            };
+            let bounds = match (col.lower, col.upper) {
+                (Some(l), Some(u)) => {
+                    if !ty.is_numeric() {
+                        c.err(
+                            &cpath,
+                            format!("bounds are given for a {} column", col.ty),
+                            "remove lower/upper; bounds apply to int and float columns",
+                        );
+                    } else if !(l.is_finite() && u.is_finite()) {
+                        c.err(
+                            &cpath,
+                            "bounds must be finite numbers",
+                            "write finite lower and upper values",
+                        );
+                    } else if l > u {
+                        c.err(
+                            &cpath,
+                            format!("lower {l} is above upper {u}"),
+                            "swap them or correct one of them",
+                        );
+                    }
+                    Some((l, u))
+                }
+                (None, None) => None,
+                _ => {
+                    c.err(
+                        &cpath,
+                        "only one of lower and upper is given",
+                        "give both lower and upper",
+                    );
+                    None
+                }
+            };
+            if let Some(values) = &col.values {
+                if values.is_empty() {
+                    c.err(
+                        format!("{cpath}.values"),
+                        "the domain is empty",
+                        "list the possible values, or remove values",
+                    );
+                }
+                // Each group is released once per query: two spellings of
+                // one value would release the same group twice.
+                let mut seen: Vec<(String, usize)> = Vec::new();
+                for (i, v) in values.iter().enumerate() {
+                    let Some(canon) = ty.canonical_value(v) else {
+                        c.err(
+                            format!("{cpath}.values[{i}]"),
+                            format!("{v:?} is not a {} value", col.ty),
+                            format!("write values of the column's type ({})", col.ty),
+                        );
+                        continue;
+                    };
+                    match seen.iter().find(|(s, _)| *s == canon) {
+                        Some((_, first)) => c.err(
+                            format!("{cpath}.values[{i}]"),
+                            format!(
+                                "{v:?} is the same value as values[{first}] ({:?})",
+                                values[*first]
+                            ),
+                            "list each value once",
+                        ),
+                        None => seen.push((canon, i)),
+                    }
+                }
+            }
+            let is_unit = t
+                .privacy_unit
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(&col_name));
+            if is_unit && (bounds.is_some() || col.values.is_some()) {
+                // Bounds or a value list on the column that names people
+                // would be public facts about who is in the data.
+                c.err(
+                    &cpath,
+                    format!("\"{col_name}\" is the privacy unit; it may declare a type, but not bounds or values"),
+                    "keep only `type` on the privacy unit column (or remove it from columns)",
+                );
+            }
+            columns.push(Column {
+                name: col_name,
+                ty,
+                bounds,
+                values: col.values,
+            });
+        }
+        if t.csv.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            c.err(
+                format!("{path}.csv"),
+                "the CSV file name is empty",
+                "write the path of a CSV file with a header row, or remove csv",
+            );
+        }
+        tables.push(Table {
+            schema,
+            name,
+            privacy,
+            columns,
+            csv: t.csv.map(PathBuf::from),
+        });
+    }
+    tables
+}

@@ -1,0 +1,109 @@
+//! `[[users]]`: names, passwords or stored SCRAM verifiers, budgets.
+
+use super::*;
+
+pub(super) fn validate_users(
+    c: &mut Collector,
+    raw: Vec<RawUser>,
+    env: &dyn Fn(&str) -> Option<String>,
+    privacy: &Privacy,
+    defaults: &Budget,
+) -> Vec<User> {
+    if raw.is_empty() {
+        c.err(
+            "users",
+            "no users are declared, so nobody can connect",
+            "add a [[users]] entry with name, password and epsilon_budget",
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut users = Vec::new();
+    for (i, u) in raw.into_iter().enumerate() {
+        let path = format!("users[{i}]");
+        if u.name.is_empty() {
+            c.err(
+                format!("{path}.name"),
+                "the name is empty",
+                "write the login name",
+            );
+        } else if !seen.insert(u.name.clone()) {
+            c.err(
+                format!("{path}.name"),
+                format!("user {:?} is declared twice", u.name),
+                "remove or rename one of them",
+            );
+        }
+        let secret = match u.password.as_deref() {
+            None => {
+                c.err(
+                    format!("{path}.password"),
+                    "no password",
+                    "write password = \"env:VARIABLE\" or a SCRAM-SHA-256 verifier",
+                );
+                Secret::Password(String::new())
+            }
+            Some(p) if p.starts_with("env:") => match env(&p[4..]) {
+                Some(v) if !v.is_empty() => Secret::Password(v),
+                _ => {
+                    c.err(
+                        format!("{path}.password"),
+                        format!("environment variable {} is not set", &p[4..]),
+                        format!("export {}=... before starting dpgate", &p[4..]),
+                    );
+                    Secret::Password(String::new())
+                }
+            },
+            Some(p) if p.starts_with("SCRAM-SHA-256$") => {
+                if !looks_like_verifier(p) {
+                    c.err(format!("{path}.password"), "the SCRAM verifier is malformed", "copy it from pg_authid.rolpassword: SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>");
+                }
+                Secret::ScramVerifier(p.to_string())
+            }
+            Some(_) => {
+                c.err(format!("{path}.password"), "cleartext passwords are not accepted in proxy.toml", "write password = \"env:VARIABLE\" and export the password in that variable, or paste a SCRAM-SHA-256 verifier");
+                Secret::Password(String::new())
+            }
+        };
+        let epsilon_budget = c.positive(
+            &format!("{path}.epsilon_budget"),
+            u.epsilon_budget,
+            f64::NAN,
+        );
+        let max_epsilon_per_query = c.positive(
+            &format!("{path}.max_epsilon_per_query"),
+            u.max_epsilon_per_query,
+            privacy.max_epsilon_per_query,
+        );
+        let budget = Budget {
+            epsilon: epsilon_budget,
+            delta: c.delta_budget(
+                &format!("{path}.delta_budget"),
+                u.delta_budget,
+                defaults.delta,
+            ),
+            refresh: match u.refresh.as_deref() {
+                Some("never") => None,
+                Some(r) => c.duration(&format!("{path}.refresh"), Some(r)),
+                None => defaults.refresh,
+            },
+        };
+        users.push(User {
+            name: u.name,
+            secret,
+            budget,
+            max_epsilon_per_query,
+        });
+    }
+    users
+}
+
+pub(super) fn looks_like_verifier(v: &str) -> bool {
+    let rest = &v["SCRAM-SHA-256$".len()..];
+    let Some((iter_salt, keys)) = rest.split_once('$') else {
+        return false;
+    };
+    let Some((iters, salt)) = iter_salt.split_once(':') else {
+        return false;
+    };
+    iters.parse::<u32>().is_ok() && !salt.is_empty() && keys.split(':').count() == 2
+}

@@ -1,0 +1,318 @@
+//! Planner and rewrite tests over a fixed catalog.
+
+use dpgate_config::Config;
+
+use crate::params::{bind_parameters, parameter_types};
+use crate::types::Cell;
+use crate::{classify, plan, Command, Plan, Refusal};
+
+/// The catalog these tests plan against.
+const CONFIG: &str = r#"
+[backend]
+url = "postgres://x@127.0.0.1/db"
+[[users]]
+name = "a"
+password = "env:P"
+epsilon_budget = 1
+[[tables]]
+name = "visits"
+privacy_unit = "patient_id"
+max_rows_per_unit = 5
+columns.age = { type = "int", lower = 0, upper = 110 }
+columns.cost = { type = "float", lower = 0, upper = 5000 }
+columns.ward = { type = "text", values = ["A", "B"] }
+[[tables]]
+name = "events"
+columns.score = { type = "int", lower = -10, upper = 3 }
+[[tables]]
+name = "wards"
+public = true
+columns.ward = { type = "text" }
+"#;
+
+pub(crate) fn config() -> Config {
+    Config::parse(CONFIG, &|_| Some("x".into())).unwrap()
+}
+
+fn try_plan(sql: &str) -> Result<Plan, Refusal> {
+    match classify(sql)?.remove(0) {
+        Command::Private(q) => plan(&q, &config(), 1.0),
+        other => panic!("not private: {other:?}"),
+    }
+}
+
+/// The declared sensitivity of each measurement of `p`.
+fn sensitivities(p: &Plan) -> Vec<u64> {
+    p.release
+        .measurements
+        .iter()
+        .map(|m| m.noise.sensitivity())
+        .collect()
+}
+
+fn refused(sql: &str) -> Refusal {
+    try_plan(sql).expect_err(sql)
+}
+
+#[test]
+fn count_and_avg_bound_each_unit() {
+    let p = try_plan("SELECT COUNT(*), AVG(age) FROM visits").unwrap();
+    assert_eq!(
+        p.backend_sql,
+        "SELECT CAST(COALESCE(COUNT(*), 0) AS text) AS m0, \
+         CAST(COALESCE(SUM(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END), 0) AS text) AS m1, \
+         CAST(COALESCE(COUNT(__dp_a0), 0) AS text) AS m2 \
+         FROM (SELECT CASE WHEN \"visits\".\"age\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"visits\".\"age\", 0), 110) AS bigint) END AS __dp_a0, \
+         ROW_NUMBER() OVER (PARTITION BY \"visits\".\"patient_id\" ORDER BY random()) AS __dp_rn \
+         FROM \"public\".\"visits\" AS \"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
+    );
+    let sens = sensitivities(&p);
+    assert_eq!(sens, [5, 5 * 110, 5]);
+    // Three measurements share ε = 1 exactly.
+    assert_eq!(
+        p.release.pure_epsilon().unwrap(),
+        dpgate_dp::Rational::integer(1)
+    );
+    assert_eq!(
+        p.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["count", "avg"]
+    );
+}
+
+#[test]
+fn shared_measurements_are_paid_once() {
+    let p = try_plan("SELECT SUM(age) AS s, AVG(age) AS a, COUNT(age) FROM visits").unwrap();
+    assert_eq!(p.release.measurements.len(), 2);
+    assert_eq!(p.columns[0].name, "s");
+}
+
+#[test]
+fn real_sums_use_a_power_of_two_grid() {
+    let p = try_plan("SELECT SUM(cost) FROM visits WHERE ward = 'A'").unwrap();
+    assert!(
+        p.backend_sql
+            .contains("SUM(ROUND(CASE WHEN __dp_a0 IS NULL THEN NULL WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 ELSE CAST(LEAST(GREATEST(__dp_a0, 0e0), 5e3) AS float8) END * 1.28e2))"),
+        "{}",
+        p.backend_sql
+    );
+    assert!(
+        p.backend_sql.contains("WHERE \"visits\".\"ward\" = 'A'"),
+        "{}",
+        p.backend_sql
+    );
+    let m = &p.release.measurements[0];
+    assert_eq!(m.grid.unit(), 1.0 / 128.0);
+    assert_eq!(m.noise.sensitivity(), 5 * 5000 * 128);
+}
+
+#[test]
+fn row_level_tables_need_no_window() {
+    let p = try_plan("SELECT SUM(score) FROM events WHERE score > -3").unwrap();
+    assert_eq!(
+        p.backend_sql,
+        "SELECT CAST(COALESCE(SUM(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, -2), 3) AS bigint) END), 0) AS text) AS m0 \
+         FROM (SELECT CASE WHEN \"events\".\"score\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"events\".\"score\", -2), 3) AS bigint) END AS __dp_a0 \
+         FROM \"public\".\"events\" AS \"events\" WHERE \"events\".\"score\" > -3) AS __dp_bounded"
+    );
+    // WHERE score > -3 narrows [-10, 3] to [-2, 3].
+    assert_eq!(p.release.measurements[0].noise.sensitivity(), 3);
+}
+
+#[test]
+fn where_columns_are_normalised_and_checked() {
+    let p = try_plan("SELECT COUNT(*) FROM visits v WHERE AGE BETWEEN 18 AND 65 AND (ward IN ('A','B') OR cost IS NULL)").unwrap();
+    assert!(
+        p.backend_sql.contains(
+            "WHERE \"v\".\"age\" BETWEEN 18 AND 65 AND (\"v\".\"ward\" IN ('A', 'B') OR \"v\".\"cost\" IS NULL)"
+        ),
+        "{}",
+        p.backend_sql
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits WHERE secret = 1").code,
+        "42703"
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits WHERE age / 'x' = 1").code,
+        "42804"
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits WHERE age IN (SELECT 1)").code,
+        "0A000"
+    );
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM visits WHERE CAST(ward AS int) = 1").code,
+        "0A000"
+    );
+}
+
+#[test]
+fn refusals_have_codes_and_hints() {
+    for (sql, code) in [
+        ("SELECT * FROM visits", "42501"),
+        ("SELECT age FROM visits", "42501"),
+        ("SELECT MAX(age) FROM visits", "0A000"),
+        ("SELECT MIN(age) FROM visits", "0A000"),
+        ("SELECT COUNT(*) FROM secrets", "42P01"),
+        ("SELECT SUM(ward) FROM visits", "42804"),
+        ("SELECT SUM(patient_id) FROM visits", "42804"),
+        ("SELECT COUNT(*) FROM visits JOIN events ON true", "0A000"),
+        ("SELECT COUNT(*) FROM wards", "0A000"),
+        (
+            "SELECT COUNT(*) FROM visits UNION SELECT COUNT(*) FROM visits",
+            "0A000",
+        ),
+        (
+            "SELECT COUNT(*) FROM (SELECT COUNT(*) FROM visits) t",
+            "0A000",
+        ),
+        ("SELECT COUNT(*) FROM visits ORDER BY 2", "42P10"),
+        ("SELECT SUM(cost / age) FROM visits", "0A000"),
+        ("SELECT SUM(DISTINCT age) FROM visits", "0A000"),
+        ("SELECT random() FROM visits", "42501"),
+        ("SELECT COUNT(*), random() FROM visits", "0A000"),
+        ("SELECT age, COUNT(*) FROM visits", "42803"),
+        (
+            "SELECT patient_id, COUNT(*) FROM visits GROUP BY patient_id",
+            "42501",
+        ),
+    ] {
+        let r = refused(sql);
+        assert_eq!(r.code, code, "{sql}: {r}");
+        assert!(!r.hint.is_empty() && !r.message.is_empty(), "{sql}");
+    }
+}
+
+#[test]
+fn parameters_are_typed_and_bound() {
+    let Command::Private(mut q) =
+        classify("SELECT COUNT(*) FROM visits WHERE age > $1 AND ward = $2 AND cost < $3")
+            .unwrap()
+            .remove(0)
+    else {
+        panic!()
+    };
+    let cfg = config();
+    use dpgate_config::ColumnType::*;
+    assert_eq!(
+        parameter_types(&q, &cfg),
+        [Some(Int), Some(Text), Some(Float)]
+    );
+    bind_parameters(
+        &mut q,
+        &[
+            Cell::Int(-3),
+            Cell::Text("A'; DROP".into()),
+            Cell::Float(2.5),
+        ],
+    )
+    .unwrap();
+    let p = plan(&q, &cfg, 0.5).unwrap();
+    assert!(
+        p.backend_sql
+            .contains("\"visits\".\"age\" > (-3) AND \"visits\".\"ward\" = 'A''; DROP' AND \"visits\".\"cost\" < 2.5e0"),
+        "{}",
+        p.backend_sql
+    );
+    assert!(
+        bind_parameters(&mut q.clone(), &[]).is_ok(),
+        "already bound"
+    );
+}
+
+/// No query is free: an ε below the configured minimum (or below one
+/// ledger unit) is refused before anything is planned or charged.
+#[test]
+fn tiny_epsilons_are_refused() {
+    let Command::Private(q) = classify("SELECT COUNT(*) FROM visits").unwrap().remove(0) else {
+        panic!()
+    };
+    for eps in [1e-300, 1e-10, 0.0009, 0.0, -1.0, f64::NAN] {
+        let e = plan(&q, &config(), eps).unwrap_err();
+        assert_eq!(e.code, "22023", "{eps}: {e}");
+    }
+    assert!(plan(&q, &config(), 0.001).is_ok());
+}
+
+#[test]
+fn cost_is_the_session_epsilon_whatever_the_shape() {
+    for sql in [
+        "SELECT COUNT(*) FROM visits",
+        "SELECT AVG(cost), SUM(age), COUNT(ward) FROM visits",
+    ] {
+        let Command::Private(q) = classify(sql).unwrap().remove(0) else {
+            panic!()
+        };
+        let p = plan(&q, &config(), 0.3).unwrap();
+        assert_eq!(p.cost().epsilon_f64(), 0.3);
+        assert_eq!(
+            p.release.pure_epsilon().unwrap(),
+            // Exactly the 3·10⁸ nano-ε the ledger charges.
+            dpgate_dp::Rational::integer(3)
+                .div(&dpgate_dp::Rational::integer(10))
+                .unwrap()
+        );
+    }
+}
+
+#[test]
+fn variances_use_centred_sums_on_grids() {
+    let p = try_plan("SELECT VARIANCE(age), STDDEV_POP(age) AS sd FROM visits").unwrap();
+    // Shared measurements: one count, one centred sum, one sum of squares.
+    assert_eq!(p.release.measurements.len(), 3);
+    let sens = sensitivities(&p);
+    // age in [0, 110]: centre 55, radius 55 on 2^-14, radius² 3025 on 2^-8.
+    assert_eq!(sens, [5, 5 * 55 * 16384, 5 * 3025 * 256]);
+    assert!(
+        p.backend_sql
+            .contains("(CASE WHEN __dp_a0 IS NULL THEN NULL WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 ELSE CAST(LEAST(GREATEST(__dp_a0, 0e0), 1.1e2) AS float8) END - 5.5e1)"),
+        "{}",
+        p.backend_sql
+    );
+    assert_eq!(p.columns[0].name, "variance");
+    assert_eq!(p.columns[1].name, "sd");
+}
+
+#[test]
+fn percentiles_use_a_noisy_histogram() {
+    let p = try_plan(
+        "SELECT PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY cost DESC), MEDIAN(age) FROM visits",
+    )
+    .unwrap();
+    assert_eq!(p.release.measurements.len(), 2);
+    assert_eq!(p.release.raw_len(), 128);
+    // A unit's 5 rows move at most 5 bin counts by one each.
+    assert_eq!(p.release.measurements[0].noise.sensitivity(), 5);
+    for bin in [
+        "COUNT(CASE WHEN __dp_a0 < 7.8125e1 THEN 1 END)",
+        "COUNT(CASE WHEN __dp_a0 >= 7.8125e1 AND __dp_a0 < 1.5625e2 THEN 1 END)",
+        "COUNT(CASE WHEN __dp_a0 >= 4.921875e3 THEN 1 END)",
+    ] {
+        assert!(p.backend_sql.contains(bin), "{bin}: {}", p.backend_sql);
+    }
+    match p.release.outputs[0] {
+        dpgate_dp::release::Output::Quantile { p, .. } => {
+            assert!((p - 0.1).abs() < 1e-12, "DESC flips p")
+        }
+        ref other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        refused("SELECT PERCENTILE_CONT(1.5) WITHIN GROUP (ORDER BY age) FROM visits").code,
+        "22023"
+    );
+    assert_eq!(
+        refused("SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY ward) FROM visits").code,
+        "42804"
+    );
+    assert_eq!(
+        refused("SELECT RANK(1) WITHIN GROUP (ORDER BY age) FROM visits").code,
+        "0A000"
+    );
+    assert_eq!(refused("SELECT VARIANCE(ward) FROM visits").code, "42804");
+}
+
+mod attacks;
+mod shapes;
