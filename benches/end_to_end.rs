@@ -9,6 +9,11 @@
 //! (the same rows, loaded from CSV) through dpgate against its rewritten
 //! query run directly on the SQLite file.
 //!
+//! With `DPGATE_BASELINE_BIN` set to another build of dpgate (e.g. the
+//! previous commit's `target/release/dpgate`), the same query also goes
+//! through that build, on the same data in the same run, and the bench
+//! prints this build / the baseline. `benches/baseline.sh REV` does it.
+//!
 //! Run: `cargo bench --bench end_to_end` (BENCH_ROWS and BENCH_ITERS to change size).
 
 #[path = "../tests/common/mod.rs"]
@@ -83,6 +88,21 @@ fn main() {
         let cache_gate = Dpgate::start(cache_dir.path(), &cache_text, cache_port);
         let (cache_proxy, _cache_notices) = cache_gate.connect().await;
         let direct = connect_direct(&cluster().url(&db)).await;
+        // The previous build, if given: the same config in a directory of its own.
+        let baseline_bin = std::env::var_os("DPGATE_BASELINE_BIN").map(std::path::PathBuf::from);
+        let (base_dir, base_port) = (tempdir(), free_port());
+        let baseline = baseline_bin.as_ref().map(|bin| {
+            let text = proxy_toml(&db, base_port, &base_dir.path().join("l.sqlite"), 1e9, 0.1)
+                + "[cache]\nenabled = false\n";
+            let path = base_dir.path().join("proxy.toml");
+            std::fs::write(&path, text).unwrap();
+            let path = path.display().to_string();
+            Dpgate::run_binary(bin, base_dir.path(), &["serve", "--config", &path], base_port)
+        });
+        let base_proxy = match &baseline {
+            Some(gate) => Some(gate.connect().await.0),
+            None => None,
+        };
 
         let config =
             dpgate_config::Config::parse(&config_text, &|_| Some(PASSWORD.into())).unwrap();
@@ -95,6 +115,12 @@ fn main() {
             proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
         })
         .await;
+        let through_baseline = match &base_proxy {
+            Some(p) => Some(
+                time(iters, || async { p.simple_query(QUERY).await.map(|_| ()).unwrap() }).await,
+            ),
+            None => None,
+        };
         let through_pg_ledger = time(iters, || async {
             pg_proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
         })
@@ -188,6 +214,17 @@ fn main() {
             "  ratio dpgate / rewritten direct:       {:>10.3}",
             through.as_secs_f64() / bounded.as_secs_f64()
         );
+        if let (Some(base), Some(bin)) = (through_baseline, &baseline_bin) {
+            println!("  through the baseline build:            {base:>10.2?}  ({})", bin.display());
+            println!(
+                "  ratio baseline / rewritten direct:     {:>10.3}",
+                base.as_secs_f64() / bounded.as_secs_f64()
+            );
+            println!(
+                "  ratio this build / baseline:           {:>10.3}",
+                through.as_secs_f64() / base.as_secs_f64()
+            );
+        }
         println!(
             "  ratio rewritten / plain (bounding):    {:>10.3}",
             bounded.as_secs_f64() / plain.as_secs_f64()

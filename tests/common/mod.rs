@@ -274,7 +274,12 @@ impl Dpgate {
 
     /// Starts `dpgate <args>` and waits until it listens on `port`.
     pub fn run(dir: &Path, args: &[&str], port: u16) -> Dpgate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+        Dpgate::run_binary(Path::new(env!("CARGO_BIN_EXE_dpgate")), dir, args, port)
+    }
+
+    /// [`Dpgate::run`] with another build of dpgate (a baseline in a bench).
+    pub fn run_binary(binary: &Path, dir: &Path, args: &[&str], port: u16) -> Dpgate {
+        let mut child = Command::new(binary)
             .args(args)
             .env("DPGATE_TEST_PASSWORD", PASSWORD)
             .env("DPGATE_LOG", "warn")
