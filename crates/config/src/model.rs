@@ -140,7 +140,7 @@ pub struct Config {
 }
 
 /// How dpgate treats client connections.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Server {
     /// Connections served at once; more are refused with SQLSTATE 53300.
     pub max_connections: usize,
@@ -153,7 +153,7 @@ pub struct Server {
 }
 
 /// Paths of the TLS certificate chain and key (PEM).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Tls {
     /// Certificate chain, leaf first.
     pub cert: std::path::PathBuf,

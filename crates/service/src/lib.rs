@@ -98,7 +98,7 @@ impl Service {
         if old.catalog != config.catalog {
             restart.push("catalog.*");
         }
-        if format!("{:?}", old.server) != format!("{:?}", config.server) {
+        if old.server != config.server {
             restart.push("server");
         }
         if let Some(catalog) = &self.catalog {
