@@ -2,7 +2,7 @@
 //! whole front end run on one statement text.
 
 use dpgate_config::Config;
-use dpgate_sql::{classify, plan, Command};
+use dpgate_sql::Statement;
 
 /// A config with private, row-level and public tables of every type.
 pub fn config() -> Config {
@@ -46,21 +46,49 @@ columns.ward = { type = "text" }
     .expect("the fuzz config is valid")
 }
 
-/// Classifies `sql` and plans every private statement, at a few ε; then
-/// post-processes an empty and a one-group backend answer. Any refusal is
-/// fine; a panic, an overflow or a hang is the bug.
+/// What a catalog query and a constant may read about the session.
+struct Session;
+
+impl dpgate_sql::constant::SessionInfo for Session {
+    fn user(&self) -> String {
+        "analyst".into()
+    }
+    fn database(&self) -> String {
+        "db".into()
+    }
+    fn setting(&self, name: &str) -> Option<String> {
+        (name == "search_path").then(|| "*/ ; SELECT 1; /*".into())
+    }
+}
+
+/// Routes `sql` through the front door as the server does (with a shadow
+/// catalog), rewrites catalog statements, evaluates constants, and plans
+/// every private statement at a few ε, with its parameters bound to NULL;
+/// then post-processes an empty and a one-group backend answer. Any
+/// refusal is fine; a panic, an overflow or a hang is the bug.
 pub fn front_end(sql: &str, config: &Config) {
-    let Ok(commands) = classify(sql) else {
+    let _ = dpgate_sql::catalog::split_statements(sql);
+    let Ok(routed) = dpgate_sql::route(sql, config, true) else {
         return;
     };
-    for command in commands {
-        let (Command::Private(q) | Command::Explain(q)) = command else {
-            continue;
+    for r in routed {
+        let prepared = match r.statement {
+            Statement::Catalog => {
+                let _ = dpgate_sql::catalog::prepare_catalog_sql(&r.text, &Session);
+                continue;
+            }
+            Statement::Constant(items) => {
+                let _ = dpgate_sql::constant::evaluate_constant(&items, &Session);
+                continue;
+            }
+            Statement::Private(p) | Statement::Explain(p) => p,
+            Statement::Session(_) | Statement::Refused(_) => continue,
         };
         for epsilon in [1e-3, 0.1, 1.0] {
-            let Ok(p) = plan(&q, config, epsilon) else {
+            let Ok(p) = prepared.describe(epsilon, config) else {
                 continue;
             };
+            let _ = p.explain_lines(0.95);
             let raw = vec![dpgate_sql::RawGroup {
                 keys: vec![Some("1".into()); p.grouping.key_count()],
                 values: vec![3; p.release.raw_len()],

@@ -12,7 +12,10 @@ use tokio::net::TcpStream;
 
 use crate::common::*;
 
-async fn message(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<backend::Message> {
+pub(crate) async fn message(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Option<backend::Message> {
     loop {
         if let Ok(Some(m)) = backend::Message::parse(buf) {
             return Some(m);
@@ -30,7 +33,7 @@ async fn message(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<backend::
 }
 
 /// Logs in with SCRAM over a raw socket; the socket is then ready for query.
-async fn raw_login(port: u16) -> TcpStream {
+pub(crate) async fn raw_login(port: u16) -> TcpStream {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut out = BytesMut::new();
     frontend::startup_message([("user", "analyst"), ("database", "x")], &mut out).unwrap();

@@ -182,26 +182,69 @@ async fn binary_rows(
     Ok((cells, tag))
 }
 
+/// Name of the server-side prepared statement of [`text_rows`].
+const TEXT_STATEMENT: &str = "dpgate_catalog_text";
+
+/// Rows in text format, through the simple protocol. With parameters, the
+/// analyst's text is handed to PostgreSQL's own `PREPARE` unchanged and
+/// the values to `EXECUTE` as typed literals, so PostgreSQL's lexer, not
+/// another, decides where each `$n` is: values are never written into the
+/// analyst's text, where a tokenizer that disagreed with PostgreSQL's
+/// (about a comment, say) could let a value end the statement and start
+/// another. The text is one statement: the extended-protocol Parse that
+/// described it (which refuses more) accepted it.
 async fn text_rows(
     client: &Client,
     sql: &str,
     types: &[Type],
     params: &[Param],
 ) -> Result<Rows, CatalogError> {
+    if params.is_empty() {
+        return collect_text(client.simple_query(sql).await?);
+    }
     let literals = params
         .iter()
         .zip(types)
         .map(|(p, t)| literal(p, t))
         .collect::<Result<Vec<_>, _>>()?;
-    let sql = if literals.is_empty() {
-        sql.to_string()
-    } else {
-        dpgate_sql::catalog::inline_parameters(sql, &literals)
-            .map_err(|e| CatalogError::Parameter(e.message))?
-    };
+    let type_names: Vec<String> = types.iter().map(type_name).collect();
+    client
+        .batch_execute(&format!(
+            "PREPARE {TEXT_STATEMENT} ({}) AS {sql}",
+            type_names.join(", ")
+        ))
+        .await?;
+    let result = client
+        .simple_query(&format!(
+            "EXECUTE {TEXT_STATEMENT} ({})",
+            literals.join(", ")
+        ))
+        .await;
+    if result.is_err() {
+        // An aborted transaction refuses DEALLOCATE; end it first.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    // Prepared statements outlive transactions; the pooled session must
+    // not keep this one for the next analyst.
+    client
+        .batch_execute(&format!("DEALLOCATE {TEXT_STATEMENT}"))
+        .await?;
+    collect_text(result?)
+}
+
+/// `"schema"."type"`, as PREPARE's parameter list and casts spell it.
+pub(crate) fn type_name(ty: &Type) -> String {
+    format!(
+        "{}.{}",
+        dpgate_config::quote_ident(ty.schema()),
+        dpgate_config::quote_ident(ty.name())
+    )
+}
+
+fn collect_text(messages: Vec<SimpleQueryMessage>) -> Result<Rows, CatalogError> {
     let mut rows = Vec::new();
     let mut tag = String::from("SELECT 0");
-    for message in client.simple_query(&sql).await? {
+    for message in messages {
         match message {
             SimpleQueryMessage::Row(row) => rows.push(
                 (0..row.len())

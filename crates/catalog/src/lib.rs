@@ -105,7 +105,11 @@ impl Catalog {
         // reach other sessions, are not the reader's: advisory locks (held
         // by a pooled session, they could block the next analyst and the
         // sync), large objects, notifications, signals and statistics
-        // resets. A privilege holds however the call is spelled.
+        // resets. Nor are the XML functions that run SQL given as a string
+        // (query_to_xml, table_to_xml, cursor_to_xml, schema_to_xml,
+        // database_to_xml and their schema variants): dpgate cannot see the
+        // tables such a string names. A privilege holds however the call
+        // is spelled.
         connect(&cluster.config(cluster::ADMIN_ROLE, cluster::DATABASE))
             .await?
             .batch_execute(
@@ -115,13 +119,16 @@ impl Catalog {
                      WHERE n.nspname = 'pg_catalog' AND (
                        p.proname LIKE 'pg\_advisory%' OR p.proname LIKE 'pg\_try\_advisory%'
                        OR p.proname LIKE 'lo\_%' OR p.proname LIKE 'pg\_stat\_reset%'
+                       OR p.proname LIKE '%\_to\_xml%'
                        OR p.proname IN ('pg_notify', 'pg_cancel_backend', 'pg_terminate_backend',
                                         'pg_log_backend_memory_contexts', 'pg_create_restore_point'))
                    LOOP EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
                    END LOOP; END $$",
             )
             .await?;
-        let setup = "SET application_name = 'dpgate catalog'";
+        // Quoting in `forward` relies on standard_conforming_strings; set
+        // per session as well as on the role, so no role setting decides it.
+        let setup = "SET application_name = 'dpgate catalog'; SET standard_conforming_strings = on";
         let catalog = Catalog {
             pool: Pool::connect(
                 cluster.config(cluster::READER_ROLE, cluster::DATABASE),

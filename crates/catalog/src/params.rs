@@ -1,6 +1,6 @@
 //! Parameters of catalog queries, passed on as the client sent them
-//! (binary path) or written into the SQL as typed literals (text path,
-//! where results come back through the simple protocol as text).
+//! (binary path) or as typed literals to `EXECUTE` (text path, where
+//! results come back through the simple protocol as text).
 
 use bytes::BytesMut;
 use tokio_postgres::types::{to_sql_checked, Format, FromSql, IsNull, ToSql, Type};
@@ -70,10 +70,9 @@ pub(crate) fn literal(p: &Param, ty: &Type) -> Result<String, CatalogError> {
             .map_err(|_| CatalogError::Parameter("a text parameter is not UTF-8".into()))?
     };
     Ok(format!(
-        "{}::{}.{}",
+        "{}::{}",
         dpgate_sql::quote_literal(&text),
-        dpgate_config::quote_ident(ty.schema()),
-        dpgate_config::quote_ident(ty.name())
+        crate::forward::type_name(ty)
     ))
 }
 

@@ -157,19 +157,37 @@ impl QueryHandler {
         bound: Bound<'_>,
     ) -> Vec<Outcome> {
         let first = self.client_session(client);
-        let statements = match parsed.under(&first.ctx, self.service()) {
+        let mut statements = match parsed.under(&first.ctx, self.service()) {
             Ok(s) => s,
             Err(e) => return vec![Outcome::Error(e)],
         };
         if bound.portal.is_some() && statements.len() > 1 {
             return vec![Outcome::Error(several_prepared())];
         }
+        let mut routed_under = first.ctx.config.clone();
         let mut out = Vec::with_capacity(statements.len());
         let mut info = Some(first);
-        for routed in &statements {
+        for i in 0..statements.len() {
             // Each statement takes its own snapshot (a SET before it counts).
             let info = info.take().unwrap_or_else(|| self.client_session(client));
-            let outcome = self.run(&info, routed, bound).await;
+            // A reload between two statements of one string: the rest are
+            // routed again under the config they run under, so no
+            // statement mixes two configs.
+            if !Arc::ptr_eq(&routed_under, &info.ctx.config) {
+                match parsed.under(&info.ctx, self.service()) {
+                    Ok(again) if again.len() == statements.len() => statements = again,
+                    Ok(_) => {
+                        out.push(Outcome::Error(changed_by_reload()));
+                        break;
+                    }
+                    Err(e) => {
+                        out.push(Outcome::Error(e));
+                        break;
+                    }
+                }
+                routed_under = info.ctx.config.clone();
+            }
+            let outcome = self.run(&info, &statements[i], bound).await;
             let failed = matches!(outcome, Outcome::Error(_));
             out.push(outcome);
             if failed {
@@ -194,6 +212,14 @@ impl QueryHandler {
         self.describe_one(&info, &statements.remove(0), declared)
             .await
     }
+}
+
+fn changed_by_reload() -> Refusal {
+    Refusal::new(
+        dpgate_sql::sqlstate::INVALID_PARAMETER_VALUE,
+        "proxy.toml was reloaded while these statements ran, and they no longer split the same way",
+        "send the remaining statements again",
+    )
 }
 
 fn several_prepared() -> Refusal {

@@ -14,7 +14,7 @@ use dpgate_sql::{Plan, Prepared, Refusal};
 
 use crate::kept::Kept;
 use crate::refusals::{
-    check_epsilon, exhausted, failed_after_charge, ledger_failure, unknown_user,
+    check_epsilon, exhausted, failed_after_charge, ledger_failure, uncharged_rho, unknown_user,
 };
 use crate::{Context, Service};
 
@@ -122,8 +122,13 @@ impl Service {
                 return self.repeat(entry, user.budget, kept, confidence).await;
             }
         }
-        // The ledger charges exactly what the release reports.
+        // The ledger charges exactly what the release reports. It keeps ε
+        // and δ; a zCDP part (ρ) must be converted before it can be
+        // charged, so a plan with one is refused rather than half-charged.
         let cost = plan.cost();
+        if !cost.rho.is_zero() {
+            return Err(self.refused(entry, uncharged_rho()).await);
+        }
         entry.cost = Amount {
             epsilon: cost.epsilon_f64(),
             delta: cost.delta,

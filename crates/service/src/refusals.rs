@@ -77,3 +77,13 @@ pub fn ledger_failure(detail: &str) -> Refusal {
         "retry later; the data owner should check the ledger (dpgate's log has the cause)",
     )
 }
+
+/// A release with a zCDP (ρ) part reached a ledger that records only ε
+/// and δ: refused before anything is read, never answered uncharged.
+pub(crate) fn uncharged_rho() -> Refusal {
+    Refusal::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "this plan uses Gaussian noise, whose cost this ledger cannot record",
+        "SET dp.mechanism = 'laplace' and run the query again",
+    )
+}

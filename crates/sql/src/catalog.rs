@@ -224,6 +224,29 @@ pub fn unparsed_catalog_candidate(sql: &str, config: &Config) -> bool {
     first_ok && !semicolons && !names_declared
 }
 
+/// True when `sql` spells an identifier with Unicode escapes
+/// (`U&"vi\0073its"`). PostgreSQL reads that as one name; sqlparser reads
+/// `U & "vi\0073its"`, so a declared table could be named past every check
+/// here. Such statements never go to the catalog.
+pub fn has_unicode_identifier(sql: &str) -> bool {
+    let Ok(tokens) = tokens(sql) else {
+        return false;
+    };
+    tokens.windows(3).any(|w| {
+        matches!(&w[0].token, Token::Word(u) if u.quote_style.is_none() && u.value.eq_ignore_ascii_case("u"))
+            && w[1].token == Token::Ampersand
+            && matches!(&w[2].token, Token::Word(q) if q.quote_style == Some('"'))
+    })
+}
+
+/// The refusal for [`has_unicode_identifier`].
+pub fn unicode_identifier_refused() -> Refusal {
+    Refusal::unsupported(
+        "identifiers with Unicode escapes (U&\"...\") are not supported",
+        "write the name itself, in double quotes if it needs them",
+    )
+}
+
 /// Checks `sql` for hidden names and replaces session functions
 /// (`current_user`, `session_user`, `current_setting('…')`) by the
 /// analyst's values, returning the SQL to send to the shadow catalog.
@@ -278,36 +301,6 @@ pub fn split_statements(sql: &str) -> Vec<String> {
 /// True when `sql` holds more than whitespace and comments.
 fn tokens_nonblank(sql: &str) -> bool {
     tokens(sql).is_ok_and(|t| t.iter().any(|t| !matches!(t.token, Token::Whitespace(_))))
-}
-
-/// Replaces each `$n` placeholder in `sql` by `(literals[n-1])`.
-pub fn inline_parameters(sql: &str, literals: &[String]) -> Result<String, Refusal> {
-    let tokens = tokens(sql)?;
-    let offsets = byte_offsets(sql, &tokens);
-    let mut out = String::with_capacity(sql.len());
-    for (i, t) in tokens.iter().enumerate() {
-        let text = &sql[offsets[i]..offsets[i + 1]];
-        match &t.token {
-            Token::Placeholder(p) if p.starts_with('$') => {
-                let lit = p[1..]
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|n| literals.get(n.checked_sub(1)?))
-                    .ok_or_else(|| {
-                        Refusal::new(
-                            sqlstate::UNDEFINED_PARAMETER,
-                            format!("there is no parameter {p}"),
-                            "bind one value per $n placeholder",
-                        )
-                    })?;
-                out.push('(');
-                out.push_str(lit);
-                out.push(')');
-            }
-            _ => out.push_str(text),
-        }
-    }
-    Ok(out)
 }
 
 fn tokens(sql: &str) -> Result<Vec<TokenWithSpan>, Refusal> {
@@ -404,7 +397,13 @@ fn strip_catalog_qualifier(out: &mut String) {
     if let Some(rest) = trimmed.strip_suffix('.') {
         let rest = rest.trim_end();
         for q in ["pg_catalog", "\"pg_catalog\""] {
-            if rest.len() >= q.len() && rest[rest.len() - q.len()..].eq_ignore_ascii_case(q) {
+            // `get`, not slicing: the text before may end in a multi-byte
+            // character, and no analyst input may panic the proxy.
+            let tail = rest
+                .len()
+                .checked_sub(q.len())
+                .and_then(|at| rest.get(at..));
+            if tail.is_some_and(|t| t.eq_ignore_ascii_case(q)) {
                 out.truncate(rest.len() - q.len());
                 return;
             }
@@ -482,14 +481,18 @@ mod tests {
             "SELECT current_schema(), 'ana', 'public', u.usename FROM pg_user u WHERE u.usename = 'ana'"
         );
         assert_eq!(
-            inline_parameters("SELECT $1 || '$2' -- $3\n, $2", &["'a'".into(), "2".into()])
-                .unwrap(),
-            "SELECT ('a') || '$2' -- $3\n, (2)"
-        );
-        assert_eq!(
             split_statements("SELECT ';'; -- x;\nSELECT 2;;"),
             ["SELECT ';'", " -- x;\nSELECT 2"]
         );
+        // A multi-byte character right before `.current_user` (the
+        // qualifier check once sliced inside it and panicked).
+        for sql in [
+            "SELECT ☃☃☃☃.current_user FROM pg_class",
+            "SELECT é.current_user",
+            "SELECT \"☃pg_catalog\".current_user",
+        ] {
+            let _ = prepare_catalog_sql(sql, &Info);
+        }
         // Unknown settings are left to the catalog database.
         let sql = "SELECT current_setting('max_index_keys')";
         assert_eq!(prepare_catalog_sql(sql, &Info).unwrap(), sql);

@@ -10,7 +10,10 @@ use dpgate_config::{ColumnType, Config};
 use sqlparser::ast::{Query, SelectItem, SetExpr};
 
 use crate::catalog::unparsed_catalog_candidate;
-use crate::catalog::{is_catalog_query, reads_declared_table, split_statements};
+use crate::catalog::{
+    has_unicode_identifier, is_catalog_query, reads_declared_table, split_statements,
+    unicode_identifier_refused,
+};
 use crate::classify::{classify, Command};
 use crate::constant::{evaluate_constant, SessionInfo};
 use crate::error::{sqlstate, Refusal};
@@ -103,8 +106,10 @@ impl Prepared {
 /// catalog runs (statements sqlparser cannot read, and constants dpgate
 /// cannot evaluate, go there only then).
 pub fn route(sql: &str, config: &Config, catalog: bool) -> Result<Vec<Routed>, Refusal> {
+    let escaped = has_unicode_identifier(sql);
     let commands = match classify(sql) {
         Ok(c) => c,
+        Err(_) if escaped && catalog => return Err(unicode_identifier_refused()),
         Err(e)
             if e.code != sqlstate::STATEMENT_TOO_COMPLEX
                 && catalog
@@ -132,7 +137,10 @@ pub fn route(sql: &str, config: &Config, catalog: bool) -> Result<Vec<Routed>, R
             } else {
                 sql.to_string()
             },
-            statement: statement(command, config, catalog),
+            statement: match statement(command, config, catalog) {
+                Statement::Catalog if escaped => Statement::Refused(unicode_identifier_refused()),
+                s => s,
+            },
         })
         .collect())
 }
@@ -256,6 +264,36 @@ mod tests {
         assert!(matches!(
             routed("SELECT pg_catalog.format_type(23, NULL)", false),
             Statement::Refused(_)
+        ));
+    }
+
+    /// PostgreSQL reads `U&"vi\0073its"` as `visits`; sqlparser reads it
+    /// as `U & "vi\0073its"` (or not at all), so no check here could see
+    /// the table. Such statements never reach the catalog, parsed or not.
+    #[test]
+    fn unicode_escaped_names_never_reach_the_catalog() {
+        for sql in [
+            r#"SELECT count(*) FROM U&"vi\0073its""#,
+            r#"SELECT count(*) FROM u&"vi\0073its" LIMIT 0"#,
+            r#"SELECT U&"rel\006eame" FROM pg_class"#,
+        ] {
+            let refused = match route(sql, &config(), true) {
+                Err(e) => e,
+                Ok(r) => match r.into_iter().next().unwrap().statement {
+                    Statement::Refused(e) => e,
+                    other => panic!("{sql}: {other:?}"),
+                },
+            };
+            assert_eq!(refused.code, sqlstate::FEATURE_NOT_SUPPORTED, "{sql}");
+            assert!(refused.message.contains("Unicode escapes"), "{sql}");
+        }
+        // A bitwise AND with a quoted column is not an escape.
+        assert!(!crate::catalog::has_unicode_identifier(
+            r#"SELECT relpages & "relnatts" FROM pg_class"#
+        ));
+        assert!(matches!(
+            routed(r#"SELECT relpages & "relnatts" FROM pg_class"#, true),
+            Statement::Catalog
         ));
     }
 
