@@ -43,7 +43,11 @@ async fn charges_are_compositions(config_text: &str, ledger_path: &std::path::Pa
             panic!("charged but not private: {statement}")
         };
         let plan = prepared
-            .bind(&[], config.privacy.default_epsilon, &config)
+            .bind(
+                &[],
+                &dpgate_sql::Ask::at(config.privacy.default_epsilon),
+                &config,
+            )
             .unwrap();
         let losses: Vec<PrivacyLoss> = plan
             .release

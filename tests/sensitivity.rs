@@ -252,6 +252,12 @@ async fn grouped_shapes_on(n: &Neighbours) {
         "SELECT CASE WHEN age < 18 THEN 'child' ELSE 'adult' END AS band, SUM(cost) FROM visits GROUP BY band",
         "SELECT SUM(age * 2 + 1), AVG(cost / 100), SUM(CASE WHEN age >= 65 THEN cost ELSE 0 END) FROM visits",
         "SELECT SUM(age) FROM visits WHERE age < 40",
+        // Shared and centred measurements: AVG's count is COUNT(*)'s when
+        // the WHERE proves its values present, AVG reads SUM's sum, and
+        // AVG and VARIANCE share a sum of values less the range's middle.
+        "SELECT COUNT(*), AVG(age), SUM(age) FROM visits WHERE age >= 18",
+        "SELECT COUNT(*) FILTER (WHERE ward = 'A'), AVG(cost) FILTER (WHERE ward = 'A'), VARIANCE(cost) FROM visits WHERE cost IS NOT NULL",
+        "SELECT ward, COUNT(*), AVG(age), STDDEV(age) FROM visits WHERE age BETWEEN 10 AND 90 GROUP BY ward",
         "SELECT COUNT(*) FILTER (WHERE age > 40), SUM(cost) FILTER (WHERE ward = 'A') FROM visits",
         "SELECT p.sex, COUNT(*), AVG(p.birth_year) FROM visits v JOIN patients p ON v.patient_id = p.patient_id GROUP BY p.sex",
         "SELECT AVG(2025 - birth_year), COUNT(*) FROM patients",

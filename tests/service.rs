@@ -72,7 +72,7 @@ async fn a_reload_between_charge_and_release_changes_nothing_the_statement_uses(
     let service = Service::new(before, ledger.clone(), backend, None);
 
     let text = "SELECT COUNT(*) AS n, SUM(age) AS s FROM visits";
-    let ctx = service.context("analyst", "test", 0.5);
+    let ctx = service.context("analyst", "test", dpgate_sql::Ask::at(0.5));
     let routed = route(text, &ctx.config, false).unwrap();
     let Statement::Private(prepared) = &routed[0].statement else {
         panic!("{routed:?}")
@@ -110,7 +110,7 @@ async fn a_reload_between_charge_and_release_changes_nothing_the_statement_uses(
     assert_eq!(charged[0].entry.cost.delta, cost.delta);
 
     // The next statement takes the new config: the analyst is gone.
-    let next = service.context("analyst", "test", 0.05);
+    let next = service.context("analyst", "test", dpgate_sql::Ask::at(0.05));
     assert_eq!(next.config.privacy.confidence, 0.5);
     let routed = route(text, &next.config, false).unwrap();
     let Statement::Private(prepared) = &routed[0].statement else {

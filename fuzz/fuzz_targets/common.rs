@@ -84,8 +84,13 @@ pub fn front_end(sql: &str, config: &Config) {
             Statement::Private(p) | Statement::Explain(p) => p,
             Statement::Session(_) | Statement::Refused(_) => continue,
         };
-        for epsilon in [1e-3, 0.1, 1.0] {
-            let Ok(p) = prepared.describe(epsilon, config) else {
+        for (epsilon, split) in [
+            (1e-3, dpgate_sql::Split::Optimal),
+            (0.1, dpgate_sql::Split::Equal),
+            (1.0, dpgate_sql::Split::Optimal),
+        ] {
+            let ask = dpgate_sql::Ask { epsilon, split };
+            let Ok(p) = prepared.describe(&ask, config) else {
                 continue;
             };
             let _ = p.explain_lines(0.95);

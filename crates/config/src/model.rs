@@ -114,6 +114,8 @@ pub(crate) struct RawColumn {
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     pub values: Option<Vec<String>>,
+    #[serde(default)]
+    pub not_null: bool,
 }
 
 /// The validated configuration.
@@ -363,6 +365,11 @@ pub struct Column {
     pub bounds: Option<(f64, f64)>,
     /// A declared public domain of values.
     pub values: Option<Vec<String>>,
+    /// Declared never NULL (`not_null = true`): the count of its values is
+    /// the count of rows, so AVG and VARIANCE share COUNT(*)'s measurement.
+    /// A wrong declaration costs accuracy (a mean pulled toward the middle
+    /// of the range), never privacy.
+    pub not_null: bool,
 }
 
 /// A boolean as PostgreSQL reads one from text (`t`, `true`, `y`, `yes`,

@@ -8,11 +8,13 @@ pub mod gaussian;
 pub mod grid;
 pub mod laplace;
 pub mod noise;
+pub mod output;
 pub mod partition;
 pub mod rational;
 pub mod release;
 pub mod samplers;
 pub mod sensitivity;
+pub mod split;
 
 pub use gaussian::DiscreteGaussian;
 pub use grid::Grid;

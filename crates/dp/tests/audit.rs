@@ -153,6 +153,8 @@ fn sum_plan(epsilon: f64, k: u64) -> (ReleasePlan, i64) {
         outputs: vec![Output::Sum {
             measurement: 0,
             integer: false,
+            lower: 0.0,
+            upper: 5000.0,
         }],
     };
     (plan, units.l1 as i64)
@@ -180,14 +182,24 @@ fn laplace_real_sum_audit() {
 }
 
 /// Mean = (sum, count): neighbours differ in both by a unit's k rows at the
-/// upper bound; joint events catch the composed loss ε_sum + ε_count.
+/// upper bound; joint events catch the composed loss ε_sum + ε_count. Run
+/// for the plain sum (values in [0, 100], sensitivity k·100) and for the
+/// centred sum AVG measures (values less 50, sensitivity k·50): the same
+/// events, each calibrated to its own sensitivity.
 #[test]
 fn mean_audit() {
+    for center in [0.0, 50.0] {
+        mean_audit_at(center);
+    }
+}
+
+fn mean_audit_at(center: f64) {
     let claim = 1.0;
     let k = 3u64;
+    let reach = (100.0 - center) as u64;
     for (epsilon, should_pass) in [(claim, true), (claim / 0.8, false)] {
         let c = Contribution::ungrouped(k);
-        let (sum_s, cnt_s) = (c.sum(100).l1, c.count().l1);
+        let (sum_s, cnt_s) = (c.sum(reach).l1, c.count().l1);
         let half = eps(epsilon / 2.0);
         let plan = ReleasePlan {
             selection: None,
@@ -203,6 +215,7 @@ fn mean_audit() {
                 count: 1,
                 lower: 0.0,
                 upper: 100.0,
+                center,
             }],
         };
         let (bs, bc) = (sum_s as f64 * 2.0 / epsilon, cnt_s as f64 * 2.0 / epsilon);
@@ -233,11 +246,12 @@ fn mean_audit() {
             let (p1, p2) = (plan.clone(), plan.clone());
             let (mut r1, mut r2) = (secure_rng(), secure_rng());
             let mean = |v: &f64| *v;
+            let m0 = center + s0 as f64 / c0 as f64;
             let events: Vec<Event<f64>> = vec![
-                ge(mean, 41.0),
-                le(mean, 39.0),
-                ge(mean, 40.5),
-                le(mean, 39.5),
+                ge(mean, m0 + 1.0),
+                le(mean, m0 - 1.0),
+                ge(mean, m0 + 0.5),
+                le(mean, m0 - 0.5),
             ];
             let lb = epsilon_lower_bound(
                 move || p1.release(&[s0, c0], 0.95, &mut r1)[0].value.as_f64(),
@@ -488,7 +502,15 @@ fn partition_selection_holds_at_extreme_scales() {
 /// input, and every residue class of the noisy integer appears for both.
 #[test]
 fn no_floating_point_support_gaps() {
-    let (plan, delta_units) = sum_plan(1.0, 1);
+    let (mut plan, delta_units) = sum_plan(1.0, 1);
+    // Values of both signs, so no sign is imposed after noise (a sum of
+    // non-negative values is released ≥ 0: 0 is then in both supports).
+    plan.outputs = vec![Output::Sum {
+        measurement: 0,
+        integer: false,
+        lower: -5000.0,
+        upper: 5000.0,
+    }];
     let unit = plan.measurements[0].grid.unit();
     let mut rng = secure_rng();
     for raw in [0i64, delta_units, delta_units / 3 + 1] {

@@ -50,6 +50,8 @@ fn counts_and_sums() {
         outputs: vec![Output::Sum {
             measurement: 0,
             integer: false,
+            lower: 0.0,
+            upper: 5000.0,
         }],
     };
     let truth_units = 123_456_789i64;
@@ -87,9 +89,31 @@ fn means_variances_and_deviations() {
             count: 1,
             lower: 0.0,
             upper: 100.0,
+            center: 0.0,
         }],
     };
     assert_covers("mean", &plan, &[n / 2 * 20 + n / 2 * 60, n], 40.0);
+    // The same mean from values centred at 50 (sensitivity halved).
+    let centred = ReleasePlan {
+        measurements: vec![
+            Measurement::scalar(laplace(c.sum(50).l1, 0.5), Grid::INTEGER),
+            Measurement::scalar(laplace(c.count().l1, 0.5), Grid::INTEGER),
+        ],
+        outputs: vec![Output::Mean {
+            sum: 0,
+            count: 1,
+            lower: 0.0,
+            upper: 100.0,
+            center: 50.0,
+        }],
+        ..plan.clone()
+    };
+    assert_covers(
+        "centred mean",
+        &centred,
+        &[n / 2 * -30 + n / 2 * 10, n],
+        40.0,
+    );
 
     // Centred at 50 with radius 50: values -30 and +10.
     let (cnt, sum, sq) = (n, n / 2 * -30 + n / 2 * 10, n / 2 * 900 + n / 2 * 100);

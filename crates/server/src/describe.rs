@@ -23,7 +23,7 @@ impl QueryHandler {
             Statement::Catalog => self.describe_catalog(info, &routed.text, declared).await,
             Statement::Private(prepared) => {
                 let types = wire_types(prepared.parameter_types(), declared);
-                let plan = prepared.describe(info.ctx.epsilon, &info.ctx.config)?;
+                let plan = prepared.describe(&info.ctx.ask, &info.ctx.config)?;
                 let mut fields: Fields = plan
                     .columns
                     .iter()

@@ -136,12 +136,10 @@ impl QueryHandler {
     pub(crate) fn client_session<C: ClientInfo>(&self, client: &C) -> ClientSession {
         let meta = |key| client.metadata().get(key).cloned().unwrap_or_default();
         let session = self.session(client);
-        let epsilon = session.lock().unwrap().epsilon();
-        let ctx = self.service().context(
-            &meta(METADATA_USER),
-            &client.socket_addr().to_string(),
-            epsilon,
-        );
+        let ask = session.lock().unwrap().ask();
+        let ctx =
+            self.service()
+                .context(&meta(METADATA_USER), &client.socket_addr().to_string(), ask);
         ClientSession {
             database: meta(METADATA_DATABASE),
             session,

@@ -6,7 +6,7 @@ use dpgate_config::Config;
 
 use crate::report::Accuracy;
 use dpgate_sql::constant::SERVER_VERSION;
-use dpgate_sql::{sqlstate, Refusal};
+use dpgate_sql::{sqlstate, Ask, Refusal, Split};
 
 /// Settings every session starts with; clients read several of them on connect.
 const DEFAULTS: &[(&str, &str)] = &[
@@ -38,6 +38,7 @@ pub struct Session {
     settings: BTreeMap<String, String>,
     default_epsilon: f64,
     epsilon: f64,
+    split: Split,
     accuracy: Accuracy,
 }
 
@@ -53,13 +54,18 @@ impl Session {
             settings,
             default_epsilon: config.privacy.default_epsilon,
             epsilon: config.privacy.default_epsilon,
+            split: Split::default(),
             accuracy: Accuracy::Notice,
         }
     }
 
-    /// ε the next private query spends.
-    pub fn epsilon(&self) -> f64 {
-        self.epsilon
+    /// What the next private query spends (`dp.epsilon`) and how it is
+    /// split among its measurements (`dp.split`).
+    pub fn ask(&self) -> Ask {
+        Ask {
+            epsilon: self.epsilon,
+            split: self.split,
+        }
     }
 
     /// How answers report their accuracy (`dp.accuracy`).
@@ -99,6 +105,19 @@ impl Session {
                 self.epsilon = eps;
                 Ok(())
             }
+            "dp.split" => {
+                self.split = match value {
+                    None => Split::default(),
+                    Some(v) => Split::parse(v).ok_or_else(|| {
+                        Refusal::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("dp.split must be 'optimal' or 'equal', got '{}'", v.trim()),
+                            "SET dp.split = 'optimal' divides ε to minimise the errors of the aggregates asked for; 'equal' gives every measurement the same share",
+                        )
+                    })?,
+                };
+                Ok(())
+            }
             "dp.accuracy" => {
                 self.accuracy = match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
                     None | Some("notice") => Accuracy::Notice,
@@ -129,6 +148,7 @@ impl Session {
         match name {
             None => *self = Session::new(config),
             Some("dp.epsilon") => self.epsilon = self.default_epsilon,
+            Some("dp.split") => self.split = Split::default(),
             Some("dp.accuracy") => self.accuracy = Accuracy::Notice,
             Some(n) => {
                 let fresh = Session::new(config);
@@ -144,6 +164,7 @@ impl Session {
     pub fn show(&self, name: &str) -> Result<String, Refusal> {
         match name {
             "dp.epsilon" => return Ok(self.epsilon.to_string()),
+            "dp.split" => return Ok(self.split.name().into()),
             "dp.accuracy" => return Ok(self.accuracy_text().into()),
             _ => {}
         }
@@ -157,6 +178,7 @@ impl Session {
     pub fn all(&self) -> Vec<(String, String)> {
         let mut all: Vec<(String, String)> = self.settings.clone().into_iter().collect();
         all.push(("dp.epsilon".into(), self.epsilon.to_string()));
+        all.push(("dp.split".into(), self.split.name().into()));
         all.push(("dp.accuracy".into(), self.accuracy_text().into()));
         all
     }
@@ -181,6 +203,6 @@ fn unknown(name: &str) -> Refusal {
     Refusal::new(
         sqlstate::UNDEFINED_OBJECT,
         format!("unrecognized configuration parameter \"{name}\""),
-        "dpgate's own settings are dp.epsilon and dp.accuracy (SET/SHOW) and dp.budget (SHOW)",
+        "dpgate's own settings are dp.epsilon, dp.split and dp.accuracy (SET/SHOW) and dp.budget (SHOW)",
     )
 }

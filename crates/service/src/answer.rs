@@ -60,8 +60,8 @@ impl Service {
         prepared: &Prepared,
         values: &[Cell],
     ) -> Result<Plan, Refusal> {
-        check_epsilon(ctx.epsilon, ctx.epsilon_range())?;
-        prepared.bind(values, ctx.epsilon, &ctx.config)
+        check_epsilon(ctx.ask.epsilon, ctx.epsilon_range())?;
+        prepared.bind(values, &ctx.ask, &ctx.config)
     }
 
     /// `user`'s standing now (spent, limit with grants, refresh window).

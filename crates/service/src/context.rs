@@ -1,11 +1,13 @@
 //! One statement's context, taken once when it starts and passed down:
-//! the config snapshot, who sent it, and the ε the session spends. A
+//! the config snapshot, who sent it, and what the session asks each query
+//! to spend (ε, and how to split it). A
 //! reload while the statement runs changes nothing it uses.
 
 use std::sync::Arc;
 
 use dpgate_config::{Config, User};
 use dpgate_ledger::{now_ms, Amount, AuditEntry, Outcome};
+use dpgate_sql::Ask;
 
 /// A statement's snapshot of everything it reads besides the data.
 #[derive(Clone, Debug)]
@@ -16,18 +18,18 @@ pub struct Context {
     pub user: String,
     /// Where the statement came from (`ip:port`, or a front end's label).
     pub client: String,
-    /// ε one private query of this statement spends.
-    pub epsilon: f64,
+    /// What one private query of this statement spends, and how.
+    pub ask: Ask,
 }
 
 impl Context {
     /// A context over `config`.
-    pub fn new(config: Arc<Config>, user: &str, client: &str, epsilon: f64) -> Context {
+    pub fn new(config: Arc<Config>, user: &str, client: &str, ask: Ask) -> Context {
         Context {
             config,
             user: user.to_string(),
             client: client.to_string(),
-            epsilon,
+            ask,
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use dpgate_backend::Backend;
 use dpgate_config::Config;
 use dpgate_ledger::{AuditEntry, Ledger};
+use dpgate_sql::Ask;
 
 pub use answer::{Charged, PrivateAnswer};
 pub use context::Context;
@@ -59,9 +60,9 @@ impl Service {
     }
 
     /// A statement's context: the config in force now, `user` at `client`,
-    /// spending `epsilon` per query.
-    pub fn context(&self, user: &str, client: &str, epsilon: f64) -> Context {
-        Context::new(self.config(), user, client, epsilon)
+    /// asking each query for `ask`.
+    pub fn context(&self, user: &str, client: &str, ask: Ask) -> Context {
+        Context::new(self.config(), user, client, ask)
     }
 
     /// Records the audit entry of a statement that spent nothing (batched).

@@ -49,6 +49,25 @@ pub struct MeasureSpec {
     pub sensitivity: u64,
     /// Grid of the raw values.
     pub grid: Grid,
+    /// What it sums, where one measurement could serve another's output.
+    pub kind: SumKind,
+}
+
+/// Which values a measurement sums (for sharing one sum between outputs).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SumKind {
+    /// The clamped values of the bounded-row column `arg`.
+    Plain {
+        /// The `__dp_a<i>` column.
+        arg: String,
+    },
+    /// The same values less the middle of their range.
+    Centred {
+        /// The `__dp_a<i>` column.
+        arg: String,
+    },
+    /// Not a sum of values (a count, a histogram, a sum of squares).
+    Other,
 }
 
 /// The measurements of a query and the row-level arguments they read.
@@ -73,6 +92,17 @@ impl Measures {
     /// Adds a measurement, or returns the identical one already planned
     /// (a shared measurement is paid once).
     pub fn register(&mut self, sqls: Vec<String>, sensitivity: u64, grid: Grid) -> usize {
+        self.register_sum(sqls, sensitivity, grid, SumKind::Other)
+    }
+
+    /// [`Measures::register`] for a sum of values, marked with its kind.
+    fn register_sum(
+        &mut self,
+        sqls: Vec<String>,
+        sensitivity: u64,
+        grid: Grid,
+        kind: SumKind,
+    ) -> usize {
         if let Some(i) = self.specs.iter().position(|s| s.sqls == sqls) {
             return i;
         }
@@ -80,8 +110,94 @@ impl Measures {
             sqls,
             sensitivity,
             grid,
+            kind,
         });
         self.specs.len() - 1
+    }
+
+    /// After every aggregate is planned: a mean whose values are also
+    /// summed by a SUM reads that sum (its count is all it adds), and
+    /// measurements no output reads any more are dropped, the outputs'
+    /// indices renumbered.
+    pub fn share_sums(&mut self, outputs: &mut [Output]) {
+        for o in outputs.iter_mut() {
+            let Output::Mean { sum, center, .. } = o else {
+                continue;
+            };
+            let SumKind::Centred { arg } = &self.specs[*sum].kind else {
+                continue;
+            };
+            let plain = SumKind::Plain { arg: arg.clone() };
+            if let Some(j) = self.specs.iter().position(|s| s.kind == plain) {
+                *sum = j;
+                *center = 0.0;
+            }
+        }
+        let mut read = vec![false; self.specs.len()];
+        for o in outputs.iter_mut() {
+            for i in o.measurements_mut() {
+                read[*i] = true;
+            }
+        }
+        if read.iter().all(|r| *r) {
+            return;
+        }
+        let mut renumbered = vec![usize::MAX; self.specs.len()];
+        let mut next = 0;
+        for (i, r) in read.iter().enumerate() {
+            if *r {
+                renumbered[i] = next;
+                next += 1;
+            }
+        }
+        let mut i = 0;
+        self.specs.retain(|_| {
+            i += 1;
+            read[i - 1]
+        });
+        for o in outputs.iter_mut() {
+            for m in o.measurements_mut() {
+                *m = renumbered[*m];
+            }
+        }
+    }
+
+    /// The count of `arg`'s values: the row count (shared with COUNT(*),
+    /// under the same FILTER) when `arg` is never NULL.
+    fn value_count(&mut self, arg: &Typed, a: &str, filter: Option<&str>, max_rows: u64) -> usize {
+        let sql = match (arg.not_null, filter) {
+            (true, None) => return self.count_rows(max_rows),
+            (true, Some(c)) => {
+                let one = self.arg(format!("CASE WHEN {c} THEN 1 END"));
+                format!("COUNT({one})")
+            }
+            (false, _) => format!("COUNT({a})"),
+        };
+        self.register(
+            vec![sql],
+            Contribution::ungrouped(max_rows).count().l1,
+            Grid::INTEGER,
+        )
+    }
+
+    /// The sum of `a`'s values less the middle of `range` (radius r), on a
+    /// grid for r: one unit changes it by at most k·r.
+    fn centred_sum(&mut self, d: Dialect, a: &str, range: Range, max_rows: u64) -> (usize, f64) {
+        let (center, radius) = ((range.lo + range.hi) / 2.0, (range.hi - range.lo) / 2.0);
+        let centred = format!(
+            "({} - {center:e})",
+            d.clamp(a, SqlType::Float, range.lo, range.hi)
+        );
+        let grid = Grid::for_magnitude(radius);
+        let sum = self.register_sum(
+            vec![on_grid(d, &centred, grid)],
+            Contribution::ungrouped(max_rows)
+                .sum(grid.max_units(-radius, radius))
+                .l1,
+            grid,
+            SumKind::Centred { arg: a.to_string() },
+        );
+        (sum, center)
     }
 
     /// `COUNT(*)` over the bounded rows (also the partition selection count).
@@ -199,33 +315,43 @@ pub fn plan_aggregate(
             measures,
             arg.operand(d).unwrap_or_else(|_| arg.sql.clone()),
         )),
-        "sum" | "avg" | "mean" => {
-            let range = arg.finite_range(&name.to_uppercase())?;
+        "sum" => {
+            let range = arg.finite_range("SUM")?;
             let a = measures.arg(filtered(arg.operand(d)?));
             let (sql, grid) = clamped_sum(d, &a, arg.ty, range);
-            let sum = measures.register(
+            let sum = measures.register_sum(
                 vec![sql],
                 contribution.sum(grid.max_units(range.lo, range.hi)).l1,
                 grid,
+                SumKind::Plain { arg: a },
             );
             let integer = arg.ty == SqlType::Int;
-            if name == "sum" {
-                let ty = if integer { AggType::Int } else { AggType::Float };
-                return Ok((
-                    Output::Sum {
-                        measurement: sum,
-                        integer,
-                    },
-                    ty,
-                ));
-            }
-            let count = count_of(measures, arg.operand(d)?);
+            let ty = if integer { AggType::Int } else { AggType::Float };
+            Ok((
+                Output::Sum {
+                    measurement: sum,
+                    integer,
+                    lower: range.lo,
+                    upper: range.hi,
+                },
+                ty,
+            ))
+        }
+        // Centred on the middle of the range (sensitivity k·r, not
+        // k·max|x|); a SUM of the same values, if asked for too, serves
+        // instead (see `Measures::share_sums`).
+        "avg" | "mean" => {
+            let range = arg.finite_range(&name.to_uppercase())?;
+            let a = measures.arg(filtered(arg.operand(d)?));
+            let (sum, center) = measures.centred_sum(d, &a, range, bound.max_rows);
+            let count = measures.value_count(&arg, &a, filter.as_deref(), bound.max_rows);
             Ok((
                 Output::Mean {
                     sum,
                     count,
                     lower: range.lo,
                     upper: range.hi,
+                    center,
                 },
                 AggType::Float,
             ))
@@ -238,18 +364,9 @@ pub fn plan_aggregate(
                 "({} - {center:e})",
                 d.clamp(&a, SqlType::Float, range.lo, range.hi)
             );
-            let g1 = Grid::for_magnitude(radius);
             let g2 = Grid::for_magnitude(radius * radius);
-            let count = measures.register(
-                vec![format!("COUNT({a})")],
-                contribution.count().l1,
-                Grid::INTEGER,
-            );
-            let sum = measures.register(
-                vec![on_grid(d, &centred, g1)],
-                contribution.sum(g1.max_units(-radius, radius)).l1,
-                g1,
-            );
+            let count = measures.value_count(&arg, &a, filter.as_deref(), bound.max_rows);
+            let (sum, _) = measures.centred_sum(d, &a, range, bound.max_rows);
             let sum_squares = measures.register(
                 vec![on_grid(d, &format!("({centred} * {centred})"), g2)],
                 contribution.sum(g2.max_units(0.0, radius * radius)).l1,

@@ -214,11 +214,23 @@ fn measurement_role(release: &ReleasePlan, i: usize) -> String {
         .flat_map(|o| match *o {
             Output::Count { measurement } if measurement == i => vec!["row count"],
             Output::Sum { measurement, .. } if measurement == i => vec!["clamped sum"],
-            Output::Mean { sum, count, .. } => [(sum, "clamped sum"), (count, "value count")]
-                .into_iter()
-                .filter(|(m, _)| *m == i)
-                .map(|(_, r)| r)
-                .collect(),
+            Output::Mean {
+                sum, count, center, ..
+            } => [
+                (
+                    sum,
+                    if center != 0.0 {
+                        "centred sum"
+                    } else {
+                        "clamped sum"
+                    },
+                ),
+                (count, "value count"),
+            ]
+            .into_iter()
+            .filter(|(m, _)| *m == i)
+            .map(|(_, r)| r)
+            .collect(),
             Output::Variance {
                 count,
                 sum,
@@ -254,6 +266,16 @@ fn output_text(o: &Output) -> String {
             count,
             lower,
             upper,
+            center,
+        } if center != 0.0 => {
+            format!("{center} + m{sum} / m{count}, clamped to [{lower}, {upper}]")
+        }
+        Output::Mean {
+            sum,
+            count,
+            lower,
+            upper,
+            ..
         } => format!("m{sum} / m{count}, clamped to [{lower}, {upper}]"),
         Output::Variance {
             count,

@@ -18,7 +18,7 @@ use crate::classify::{classify, Command};
 use crate::constant::{evaluate_constant, SessionInfo};
 use crate::error::{sqlstate, Refusal};
 use crate::params::{bind_parameters, parameter_types_in};
-use crate::plan::{plan_prepared, Plan};
+use crate::plan::{plan_prepared, Ask, Plan};
 use crate::source::{top_source, Source};
 use crate::types::Cell;
 
@@ -82,23 +82,19 @@ impl Prepared {
 
     /// The plan at `epsilon` for these parameter values, under the same
     /// config the statement was prepared with.
-    pub fn bind(&self, values: &[Cell], epsilon: f64, config: &Config) -> Result<Plan, Refusal> {
+    pub fn bind(&self, values: &[Cell], ask: &Ask, config: &Config) -> Result<Plan, Refusal> {
         if self.parameter_types.is_empty() && values.is_empty() {
-            return plan_prepared(&self.query, config, epsilon, self.source.clone());
+            return plan_prepared(&self.query, config, ask, self.source.clone());
         }
         let mut query = self.query.clone();
         bind_parameters(&mut query, values)?;
-        plan_prepared(&query, config, epsilon, self.source.clone())
+        plan_prepared(&query, config, ask, self.source.clone())
     }
 
     /// The plan's shape (columns and types) without values: every
     /// parameter bound to NULL.
-    pub fn describe(&self, epsilon: f64, config: &Config) -> Result<Plan, Refusal> {
-        self.bind(
-            &vec![Cell::Null; self.parameter_types.len()],
-            epsilon,
-            config,
-        )
+    pub fn describe(&self, ask: &Ask, config: &Config) -> Result<Plan, Refusal> {
+        self.bind(&vec![Cell::Null; self.parameter_types.len()], ask, config)
     }
 }
 
@@ -306,12 +302,12 @@ mod tests {
             panic!()
         };
         assert_eq!(p.parameter_types(), [Some(ColumnType::Int)]);
-        let bound = p.bind(&[Cell::Int(40)], 1.0, &config()).unwrap();
+        let bound = p.bind(&[Cell::Int(40)], &Ask::at(1.0), &config()).unwrap();
         let Statement::Private(w) = routed("SELECT COUNT(*) FROM visits WHERE age > 40", false)
         else {
             panic!()
         };
-        let written = w.bind(&[], 1.0, &config()).unwrap();
+        let written = w.bind(&[], &Ask::at(1.0), &config()).unwrap();
         assert_eq!(bound.backend_sql, written.backend_sql);
         assert_eq!(bound.fingerprint(0.95), written.fingerprint(0.95));
         assert_ne!(bound.fingerprint(0.95), written.fingerprint(0.9));

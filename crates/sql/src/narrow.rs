@@ -3,8 +3,12 @@
 //! domain for the rows that reach the aggregates, so `SUM(age)` under
 //! `WHERE age < 40` is clamped to 39 instead of the declared 110.
 //!
+//! A conjunct that compares a column with a value (or `col IS NOT NULL`)
+//! also proves the column holds a value on every row that passes.
+//!
 //! Privacy never depends on this: the backend still clamps every value to
-//! whatever range is used, so a wrong narrowing could only hurt accuracy.
+//! whatever range is used, and a count of rows is as private as a count of
+//! values, so a wrong narrowing could only hurt accuracy.
 
 use sqlparser::ast::{BinaryOperator, Expr};
 
@@ -69,6 +73,13 @@ pub fn narrow(scope: &mut Scope, predicate: &Expr) {
                 bound(scope, &col, &BinaryOperator::LtEq, hi);
             }
         }
+        Expr::IsNotNull(inner) => {
+            if let Ok(c) = compile(inner, scope) {
+                if let Some(col) = scope.by_sql_mut(&c.sql).filter(|_| c.column) {
+                    col.typed.not_null = true;
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -115,6 +126,8 @@ fn bound(scope: &mut Scope, col: &str, op: &BinaryOperator, x: f64) {
         BinaryOperator::GtEq => Range::new(r.lo.max(x.ceil()), r.hi),
         _ => return,
     };
+    // Only a value compares true with a number: the rows that pass hold one.
+    c.typed.not_null = true;
     // An empty range means rows outside the declared bounds: keep the
     // declared range rather than clamp to nothing.
     if narrowed.lo <= narrowed.hi && !(int && narrowed.lo.fract() != 0.0) {

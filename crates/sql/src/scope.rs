@@ -60,6 +60,7 @@ impl ScopeColumn {
                 is_unit: false,
                 column: true,
                 literal: None,
+                not_null: column.not_null,
             },
         }
     }
@@ -77,6 +78,7 @@ impl ScopeColumn {
                 is_unit: true,
                 column: true,
                 literal: None,
+                not_null: false,
             },
         }
     }

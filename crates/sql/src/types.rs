@@ -147,6 +147,11 @@ pub struct Typed {
     pub column: bool,
     /// It is a literal.
     pub literal: Option<Literal>,
+    /// It is never NULL on any row (a column declared `not_null`, a
+    /// non-NULL literal, arithmetic on such, or a column the WHERE clause
+    /// only lets through when it has a value). Used for accuracy only: the
+    /// count of its values is then the count of rows.
+    pub not_null: bool,
 }
 
 impl Typed {
@@ -159,6 +164,7 @@ impl Typed {
             is_unit: false,
             column: false,
             literal: None,
+            not_null: false,
         }
     }
 

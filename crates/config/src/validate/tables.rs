@@ -160,6 +160,7 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
                 ty,
                 bounds,
                 values: col.values,
+                not_null: col.not_null,
             });
         }
         if t.csv.as_deref().is_some_and(|p| p.trim().is_empty()) {

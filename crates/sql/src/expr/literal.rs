@@ -56,6 +56,7 @@ pub(super) fn literal(value: &Value) -> Result<Typed, Refusal> {
         Literal::Number(_) => Some(vec![Some(sql.clone())]),
     };
     let mut t = Typed::new(sql, ty, range).with_domain(domain);
+    t.not_null = lit != Literal::Null;
     t.literal = Some(lit);
     Ok(t)
 }

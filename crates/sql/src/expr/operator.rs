@@ -37,7 +37,9 @@ pub(super) fn unary(d: Dialect, op: UnaryOperator, t: Typed) -> Result<Typed, Re
                 return literal(&Value::Number(format!("{}", -x), false));
             }
             let r = Range::new(-t.range.hi, -t.range.lo);
-            checked(format!("(- {})", t.operand(d)?), t.ty, r)
+            let mut negated = checked(format!("(- {})", t.operand(d)?), t.ty, r)?;
+            negated.not_null = t.not_null;
+            Ok(negated)
         }
         other => Err(unsupported(format!("the operator {other}"))),
     }
@@ -160,7 +162,9 @@ pub(super) fn binary(
             let ty = numeric_type(&a, &b);
             let (x, y) = (a.operand(d)?, b.operand(d)?);
             let (ra, rb) = (a.range, b.range);
-            match op {
+            // +, - and * of values are values; / and % may give NULL.
+            let not_null = a.not_null && b.not_null && matches!(op, Plus | Minus | Multiply);
+            let result = match op {
                 Plus => checked(
                     format!("({x} + {y})"),
                     ty,
@@ -206,7 +210,11 @@ pub(super) fn binary(
                     );
                     checked(format!("({x} % NULLIF({y}, 0))"), ty, r)
                 }
-            }
+            };
+            result.map(|mut t| {
+                t.not_null = not_null;
+                t
+            })
         }
         other => Err(unsupported(format!("the operator {other}"))),
     }

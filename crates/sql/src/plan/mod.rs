@@ -5,7 +5,7 @@
 //! query text, the config and ε only — never on data (invariant 2).
 
 use dpgate_config::Config;
-use dpgate_dp::accounting::{epsilon_on_ledger_grid, split_epsilon};
+use dpgate_dp::accounting::epsilon_on_ledger_grid;
 use dpgate_dp::partition::PartitionSelection;
 use dpgate_dp::release::{Cost, KeySelection, Measurement, Output, ReleasePlan};
 use dpgate_dp::sensitivity::Sensitivity;
@@ -27,10 +27,12 @@ use crate::types::{canonical_key, OutputType, SqlType, Typed};
 mod clauses;
 mod group;
 mod render;
+mod split;
 
 use clauses::*;
 use group::*;
 use render::*;
+pub use split::{Ask, Split};
 
 /// A planned private query.
 #[derive(Clone, Debug)]
@@ -129,9 +131,9 @@ pub const MAX_BACKEND_COLUMNS: usize = 1_600;
 pub const MAX_DOMAIN_GROUPS: usize = 10_000;
 
 /// Plans `query` at privacy cost `epsilon` (and the config's δ when keys
-/// need partition selection).
+/// need partition selection), split to minimise the error.
 pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusal> {
-    plan_prepared(query, config, epsilon, None)
+    plan_prepared(query, config, &Ask::at(epsilon), None)
 }
 
 /// [`plan`] with the top-level FROM already resolved under `config`
@@ -139,9 +141,10 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
 pub(crate) fn plan_prepared(
     query: &Query,
     config: &Config,
-    epsilon: f64,
+    ask: &Ask,
     source: Option<Source>,
 ) -> Result<Plan, Refusal> {
+    let epsilon = ask.epsilon;
     let min = config.privacy.min_epsilon_per_query;
     // The noise is calibrated for ε on the ledger's grid, which the ledger
     // then charges exactly (see `epsilon_on_ledger_grid`).
@@ -309,9 +312,10 @@ pub(crate) fn plan_prepared(
 
     let Planner {
         mut measures,
-        outputs,
+        mut outputs,
         ..
     } = ctx;
+    measures.share_sums(&mut outputs);
     let key_types: Vec<OutputType> = keys.iter().map(|k| k.typed.ty.output()).collect();
     let domain = domain_groups(&keys);
     let delta = config.privacy.delta;
@@ -366,11 +370,12 @@ pub(crate) fn plan_prepared(
             "ask for fewer aggregates or percentiles, or group by fewer keys",
         ));
     }
-    let share = split_epsilon(&eps, measures.specs.len());
+    let shares = split::shares(&eps, &measures.specs, &outputs, selection_count, ask.split);
     let mut measurements: Vec<Measurement> = measures
         .specs
         .iter()
-        .map(|s| {
+        .zip(&shares)
+        .map(|(s, share)| {
             Ok(Measurement {
                 noise: DiscreteLaplace::new(s.sensitivity, share.clone())
                     .map_err(beyond_limits)?
@@ -389,7 +394,7 @@ pub(crate) fn plan_prepared(
                 l1: k,
                 l2_squared: k.saturating_mul(k),
             };
-            let selection = PartitionSelection::laplace_for(sens, k, share.clone(), delta)
+            let selection = PartitionSelection::laplace_for(sens, k, shares[count].clone(), delta)
                 .map_err(beyond_limits)?;
             // The deciding count is noised by the selection's own mechanism.
             measurements[count].noise = selection.noise().clone();

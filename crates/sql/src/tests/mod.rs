@@ -21,6 +21,7 @@ max_rows_per_unit = 5
 columns.age = { type = "int", lower = 0, upper = 110 }
 columns.cost = { type = "float", lower = 0, upper = 5000 }
 columns.ward = { type = "text", values = ["A", "B"] }
+columns.stay = { type = "int", lower = 0, upper = 30, not_null = true }
 [[tables]]
 name = "events"
 columns.score = { type = "int", lower = -10, upper = 3 }
@@ -57,17 +58,24 @@ fn refused(sql: &str) -> Refusal {
 #[test]
 fn count_and_avg_bound_each_unit() {
     let p = try_plan("SELECT COUNT(*), AVG(age) FROM visits").unwrap();
+    // AVG measures the sum of ages less 55 (the middle of [0, 110]) on a
+    // 2⁻¹⁴ grid, and the count of ages (age may be NULL here).
     assert_eq!(
         p.backend_sql,
         "SELECT CAST(COALESCE(COUNT(*), 0) AS text) AS m0, \
-         CAST(COALESCE(SUM(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END), 0) AS text) AS m1, \
+         CAST(COALESCE(SUM(ROUND((CASE WHEN __dp_a0 IS NULL THEN NULL WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 ELSE CAST(LEAST(GREATEST(__dp_a0, 0e0), 1.1e2) AS float8) END - 5.5e1) * 1.6384e4)), 0) AS text) AS m1, \
          CAST(COALESCE(COUNT(__dp_a0), 0) AS text) AS m2 \
          FROM (SELECT CASE WHEN \"visits\".\"age\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"visits\".\"age\", 0), 110) AS bigint) END AS __dp_a0, \
          ROW_NUMBER() OVER (PARTITION BY \"visits\".\"patient_id\" ORDER BY random()) AS __dp_rn \
          FROM \"public\".\"visits\" AS \"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
     );
     let sens = sensitivities(&p);
-    assert_eq!(sens, [5, 5 * 110, 5]);
+    assert_eq!(sens, [5, 5 * 55 * 16_384, 5]);
+    // In the ages' own units: 5 rows × radius 55, half of 5 × 110.
+    assert_eq!(
+        sens[1] as f64 * p.release.measurements[1].grid.unit(),
+        275.0
+    );
     // Three measurements share ε = 1 exactly.
     assert_eq!(
         p.release.pure_epsilon().unwrap(),
@@ -315,4 +323,5 @@ fn percentiles_use_a_noisy_histogram() {
 }
 
 mod attacks;
+mod least_noise;
 mod shapes;

@@ -234,13 +234,11 @@ fn the_deepest_accepted_expressions_plan() {
 /// never added with saturation.
 #[test]
 fn huge_sensitivities_are_refused() {
-    for sql in [
-        "SELECT SUM(age * 10000000000000000) FROM visits",
-        "SELECT AVG(age * 100000000000000) FROM visits",
-    ] {
-        let e = refused(sql);
-        assert_eq!(e.code, "54000", "{sql}: {e}");
-    }
+    let e = refused("SELECT SUM(age * 10000000000000000) FROM visits");
+    assert_eq!(e.code, "54000", "{e}");
+    // AVG sums values centred on their range on a grid relative to it, so
+    // a wide integer range is measured, not refused.
+    assert!(try_plan("SELECT AVG(age * 100000000000000) FROM visits").is_ok());
     // Real-valued sums are measured on a grid relative to their bound, so
     // their sensitivity in grid units stays small; unbounded ones are
     // refused by the expression checker.
