@@ -10,11 +10,10 @@ work="$(mktemp -d)"
 trap 'git -C "$root" worktree remove --force "$work/src" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 git -C "$root" worktree add --detach "$work/src" "$rev" >/dev/null
 echo "building the baseline ($(git -C "$root" rev-parse --short "$rev"))..." >&2
-# The shared target directory keeps the dependencies' builds; only the
-# workspace crates are rebuilt for the baseline.
-(cd "$work/src" && CARGO_TARGET_DIR="$root/target" cargo build --release --bin dpgate -q)
-cp "$root/target/release/dpgate" "$work/dpgate-baseline"
+# A target directory of its own (kept between runs, so only the first
+# builds the dependencies): a shared one would mix the two builds' crates,
+# which have the same names.
+(cd "$work/src" && CARGO_TARGET_DIR="$root/target/baseline" cargo build --release --bin dpgate -q)
+cp "$root/target/baseline/release/dpgate" "$work/dpgate-baseline"
 cd "$root"
-# That build replaced target/release/dpgate; make cargo link this one again.
-touch src/main.rs
 DPGATE_BASELINE_BIN="$work/dpgate-baseline" cargo bench --bench end_to_end
