@@ -103,6 +103,42 @@ pub fn zcdp_to_epsilon(rho: f64, delta: f64) -> f64 {
     f((lo + hi) / 2.0).min(classic)
 }
 
+/// The ρ a zCDP (Gaussian) release may spend when it is charged as
+/// (ε, δ)-DP: ρ-zCDP implies (ρ + 2√(ρ·ln(1/δ)), δ)-DP (Bun and Steinke
+/// 2016, Proposition 1.3), and ρ = ε² / (√(L + ε) + √L)² makes that
+/// exactly ε for L = ln(1/δ). Every rounding goes against the analyst: L
+/// is bounded above, each square root above, ρ rounded down to a multiple
+/// of 2⁻⁶⁰, and the bound checked again in exact arithmetic,
+/// 4ρ·L_up ≤ (ε − ρ)², before ρ is returned. `None` when δ is not in
+/// (0, 1) or ε is zero.
+pub fn zcdp_for(epsilon: &Rational, delta: f64) -> Option<Rational> {
+    if !(delta > 0.0 && delta < 1.0) || epsilon.is_zero() {
+        return None;
+    }
+    let l_up = Rational::from_f64(crate::partition::ln_upper(1.0 / delta))?;
+    let s = sqrt_upper(&l_up.add(epsilon))?.add(&sqrt_upper(&l_up)?);
+    let exact = epsilon.mul(epsilon).div(&s.mul(&s))?;
+    let grid = Rational::integer(1 << 60);
+    let rho = Rational::new(exact.mul(&grid).floor(), grid.numer().clone());
+    let gap = epsilon.sub_or_zero(&rho);
+    let four_rho_l = Rational::integer(4).mul(&rho).mul(&l_up);
+    (rho <= *epsilon && four_rho_l <= gap.mul(&gap) && !rho.is_zero()).then_some(rho)
+}
+
+/// A rational `q` with `q² ≥ x` and `q` within about 10⁻⁹ of √x.
+fn sqrt_upper(x: &Rational) -> Option<Rational> {
+    let f = x.to_f64().sqrt();
+    let mut q = Rational::from_f64(f * (1.0 + 1e-12) + f64::MIN_POSITIVE)?;
+    let step = Rational::from_f64(1.0 + 1e-9)?;
+    for _ in 0..64 {
+        if q.mul(&q) >= *x {
+            return Some(q);
+        }
+        q = q.mul(&step);
+    }
+    None
+}
+
 /// ε-DP implies (ε²/2)-zCDP (Bun and Steinke 2016, Proposition 1.4).
 pub fn pure_to_zcdp(epsilon: f64) -> f64 {
     epsilon * epsilon / 2.0
@@ -157,6 +193,27 @@ pub fn sum_epsilons(epsilons: &[Rational]) -> Rational {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ρ a Gaussian release spends keeps its (ε, δ) promise: the
+    /// classic conversion and the tighter one both stay within ε, and ρ is
+    /// within 10⁻⁶ (relative) of the largest ρ the classic bound allows.
+    #[test]
+    fn zcdp_charged_as_epsilon_delta_stays_within_it() {
+        for (eps, delta) in [(0.1, 1e-6), (1.0, 1e-9), (0.001, 1e-5), (10.0, 1e-6)] {
+            let e = Rational::from_f64(eps).unwrap();
+            let rho = zcdp_for(&e, delta).unwrap().to_f64();
+            let classic = rho + 2.0 * (rho * (1.0 / delta).ln()).sqrt();
+            assert!(classic <= eps, "{eps} {delta}: {classic}");
+            assert!(zcdp_to_epsilon(rho, delta) <= eps);
+            let l = (1.0 / delta).ln();
+            let best = ((l + eps).sqrt() - l.sqrt()).powi(2);
+            assert!((best - rho) / best < 1e-6, "{rho} vs {best}");
+            // A mis-scaled ρ (10 % more) breaks the promise.
+            let more = rho * 1.1;
+            assert!(more + 2.0 * (more * l).sqrt() > eps);
+        }
+        assert!(zcdp_for(&Rational::from_f64(0.1).unwrap(), 0.0).is_none());
+    }
 
     #[test]
     fn epsilons_snap_down_to_whole_ledger_units() {

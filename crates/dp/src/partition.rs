@@ -33,7 +33,7 @@ pub struct PartitionSelection {
 const SLACK: f64 = 1e-9;
 
 /// An upper bound on ln(x) for x ≥ 1.
-fn ln_upper(x: f64) -> f64 {
+pub(crate) fn ln_upper(x: f64) -> f64 {
     x.ln() * (1.0 + SLACK) + SLACK
 }
 

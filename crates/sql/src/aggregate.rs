@@ -35,6 +35,13 @@ pub fn contains_aggregate(e: &Expr) -> bool {
     found
 }
 
+/// Widest integer range whose centred sum is summed as integers (so a
+/// sum over any realistic number of rows stays far inside bigint and
+/// within SQLite's exact TOTAL).
+const INT_CENTRED_WIDTH: f64 = (1u64 << 31) as f64;
+/// Largest integer magnitude summed that way (2x stays inside bigint).
+const INT_CENTRED_MAGNITUDE: f64 = (1u64 << 60) as f64;
+
 /// Bins of the noisy histogram behind percentiles: 64 keeps the noise on
 /// cumulative counts small while resolving 1/64 of the declared range.
 pub const HISTOGRAM_BINS: usize = 64;
@@ -180,17 +187,50 @@ impl Measures {
         )
     }
 
-    /// The sum of `a`'s values less the middle of `range` (radius r), on a
-    /// grid for r: one unit changes it by at most k·r.
-    fn centred_sum(&mut self, d: Dialect, a: &str, range: Range, max_rows: u64) -> (usize, f64) {
+    /// The sum of `a`'s values less the middle of `range` (radius r): one
+    /// unit changes it by at most k·r. Integers with an integral range of
+    /// moderate width stay integers — `x − c` when the middle c is whole,
+    /// `2x − (lower + upper)` in half units when it is not — so the
+    /// backend does integer arithmetic; anything else is measured as a
+    /// float on a grid for r.
+    fn centred_sum(
+        &mut self,
+        d: Dialect,
+        a: &str,
+        ty: SqlType,
+        range: Range,
+        max_rows: u64,
+    ) -> (usize, f64) {
         let (center, radius) = ((range.lo + range.hi) / 2.0, (range.hi - range.lo) / 2.0);
-        let centred = format!(
-            "({} - {center:e})",
-            d.clamp(a, SqlType::Float, range.lo, range.hi)
-        );
-        let grid = Grid::for_magnitude(radius);
+        let integral = ty == SqlType::Int
+            && range.lo.fract() == 0.0
+            && range.hi.fract() == 0.0
+            && range.hi - range.lo <= INT_CENTRED_WIDTH
+            && range.max_abs() <= INT_CENTRED_MAGNITUDE;
+        let (sql, grid) = if integral {
+            let clamped = d.clamp(a, SqlType::Int, range.lo, range.hi);
+            let twice = (range.lo + range.hi) as i64;
+            if twice % 2 == 0 {
+                (
+                    d.sum(&format!("({clamped} - {})", twice / 2)),
+                    Grid::INTEGER,
+                )
+            } else {
+                (
+                    d.sum(&format!("(2 * {clamped} - {twice})")),
+                    Grid { exponent: -1 },
+                )
+            }
+        } else {
+            let centred = format!(
+                "({} - {center:e})",
+                d.clamp(a, SqlType::Float, range.lo, range.hi)
+            );
+            let grid = Grid::for_magnitude(radius);
+            (on_grid(d, &centred, grid), grid)
+        };
         let sum = self.register_sum(
-            vec![on_grid(d, &centred, grid)],
+            vec![sql],
             Contribution::ungrouped(max_rows)
                 .sum(grid.max_units(-radius, radius))
                 .l1,
@@ -343,7 +383,7 @@ pub fn plan_aggregate(
         "avg" | "mean" => {
             let range = arg.finite_range(&name.to_uppercase())?;
             let a = measures.arg(filtered(arg.operand(d)?));
-            let (sum, center) = measures.centred_sum(d, &a, range, bound.max_rows);
+            let (sum, center) = measures.centred_sum(d, &a, arg.ty, range, bound.max_rows);
             let count = measures.value_count(&arg, &a, filter.as_deref(), bound.max_rows);
             Ok((
                 Output::Mean {
@@ -366,7 +406,7 @@ pub fn plan_aggregate(
             );
             let g2 = Grid::for_magnitude(radius * radius);
             let count = measures.value_count(&arg, &a, filter.as_deref(), bound.max_rows);
-            let (sum, _) = measures.centred_sum(d, &a, range, bound.max_rows);
+            let (sum, _) = measures.centred_sum(d, &a, arg.ty, range, bound.max_rows);
             let sum_squares = measures.register(
                 vec![on_grid(d, &format!("({centred} * {centred})"), g2)],
                 contribution.sum(g2.max_units(0.0, radius * radius)).l1,

@@ -58,24 +58,30 @@ fn refused(sql: &str) -> Refusal {
 #[test]
 fn count_and_avg_bound_each_unit() {
     let p = try_plan("SELECT COUNT(*), AVG(age) FROM visits").unwrap();
-    // AVG measures the sum of ages less 55 (the middle of [0, 110]) on a
-    // 2⁻¹⁴ grid, and the count of ages (age may be NULL here).
+    // AVG measures the sum of ages less 55 (the middle of [0, 110]), as
+    // integers, and the count of ages (age may be NULL here).
     assert_eq!(
         p.backend_sql,
         "SELECT CAST(COALESCE(COUNT(*), 0) AS text) AS m0, \
-         CAST(COALESCE(SUM(ROUND((CASE WHEN __dp_a0 IS NULL THEN NULL WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 ELSE CAST(LEAST(GREATEST(__dp_a0, 0e0), 1.1e2) AS float8) END - 5.5e1) * 1.6384e4)), 0) AS text) AS m1, \
+         CAST(COALESCE(SUM((CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END - 55)), 0) AS text) AS m1, \
          CAST(COALESCE(COUNT(__dp_a0), 0) AS text) AS m2 \
          FROM (SELECT CASE WHEN \"visits\".\"age\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"visits\".\"age\", 0), 110) AS bigint) END AS __dp_a0, \
          ROW_NUMBER() OVER (PARTITION BY \"visits\".\"patient_id\" ORDER BY random()) AS __dp_rn \
          FROM \"public\".\"visits\" AS \"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
     );
     let sens = sensitivities(&p);
-    assert_eq!(sens, [5, 5 * 55 * 16_384, 5]);
-    // In the ages' own units: 5 rows × radius 55, half of 5 × 110.
-    assert_eq!(
-        sens[1] as f64 * p.release.measurements[1].grid.unit(),
-        275.0
+    // 5 rows × radius 55: half of 5 × 110.
+    assert_eq!(sens, [5, 5 * 55, 5]);
+    // An odd width is summed in half units: 2·x − (lower + upper).
+    let odd = try_plan("SELECT AVG(score) FROM events").unwrap();
+    assert!(
+        odd.backend_sql.contains("(2 * CASE WHEN"),
+        "{}",
+        odd.backend_sql
     );
+    assert!(odd.backend_sql.contains(" - -7))"), "{}", odd.backend_sql);
+    let m = &odd.release.measurements[0];
+    assert_eq!((m.noise.sensitivity(), m.grid.unit()), (13, 0.5));
     // Three measurements share ε = 1 exactly.
     assert_eq!(
         p.release.pure_epsilon().unwrap(),
@@ -272,8 +278,9 @@ fn variances_use_centred_sums_on_grids() {
     // Shared measurements: one count, one centred sum, one sum of squares.
     assert_eq!(p.release.measurements.len(), 3);
     let sens = sensitivities(&p);
-    // age in [0, 110]: centre 55, radius 55 on 2^-14, radius² 3025 on 2^-8.
-    assert_eq!(sens, [5, 5 * 55 * 16384, 5 * 3025 * 256]);
+    // age in [0, 110]: centre 55, radius 55 summed as integers (age − 55),
+    // radius² 3025 on 2^-8.
+    assert_eq!(sens, [5, 5 * 55, 5 * 3025 * 256]);
     assert!(
         p.backend_sql
             .contains("(CASE WHEN __dp_a0 IS NULL THEN NULL WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 ELSE CAST(LEAST(GREATEST(__dp_a0, 0e0), 1.1e2) AS float8) END - 5.5e1)"),
