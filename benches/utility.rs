@@ -189,12 +189,12 @@ fn numbers(rows: &Rows, grouped: bool) -> Vec<(Option<String>, Vec<f64>)> {
     out
 }
 
-/// Mean |error| of each output column (over repeats and groups).
-fn mean_abs_errors(answers: &[Rows], truth: &Rows, grouped: bool) -> Vec<f64> {
+/// Mean |error| of each output column (over repeats and groups), with
+/// the standard error of that mean.
+fn mean_abs_errors(answers: &[Rows], truth: &Rows, grouped: bool) -> Vec<(f64, f64)> {
     let truth = numbers(truth, grouped);
     let width = truth.first().map_or(0, |(_, v)| v.len());
-    let mut sums = vec![0.0; width];
-    let mut n = vec![0usize; width];
+    let mut errors: Vec<Vec<f64>> = vec![Vec::new(); width];
     for answer in answers {
         let got = numbers(answer, grouped);
         for (key, want) in &truth {
@@ -203,15 +203,19 @@ fn mean_abs_errors(answers: &[Rows], truth: &Rows, grouped: bool) -> Vec<f64> {
             for j in 0..width {
                 let g = row.as_ref().map_or(0.0, |r| r[j]);
                 if g.is_finite() {
-                    sums[j] += (g - want[j]).abs();
-                    n[j] += 1;
+                    errors[j].push((g - want[j]).abs());
                 }
             }
         }
     }
-    sums.iter()
-        .zip(&n)
-        .map(|(s, n)| s / (*n).max(1) as f64)
+    errors
+        .iter()
+        .map(|e| {
+            let n = e.len().max(1) as f64;
+            let mean = e.iter().sum::<f64>() / n;
+            let var = e.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+            (mean, (var / n).sqrt())
+        })
         .collect()
 }
 
@@ -257,8 +261,8 @@ fn main() {
              SmartNoise at ε = {EPSILON} per mechanism, dpgate at the ε SmartNoise recorded:"
         );
         println!(
-            "  {:<13} {:>7} {:>9}  {:<28} {:>12} {:>12} {:>7}",
-            "query", "ε", "δ (SN)", "column", "dpgate", "SmartNoise", "ratio"
+            "  {:<13} {:>5} {:>8}  {:<12} {:>22} {:>22} {:>7}",
+            "query", "ε", "δ (SN)", "column", "dpgate mean|err| ± se", "SmartNoise", "ratio"
         );
         for ((name, sql), (eps, delta, sn_answers)) in QUERIES.iter().zip(&sn) {
             let grouped = sql.contains("GROUP BY");
@@ -284,20 +288,38 @@ fn main() {
                 .filter(|c| !grouped || *c != "ward")
                 .map(str::to_string)
                 .collect();
-            for (j, (x, y)) in a.iter().zip(&b).enumerate() {
+            let mut log_ratio = 0.0;
+            for (j, ((x, sx), (y, sy))) in a.iter().zip(&b).enumerate() {
+                log_ratio += (x / y).ln();
                 println!(
-                    "  {:<13} {:>7} {:>9.1e}  {:<28} {:>12.3} {:>12.3} {:>7.3}",
+                    "  {:<13} {:>5} {:>8}  {:<12} {:>22} {:>22} {:>7.3}",
                     if j == 0 { *name } else { "" },
                     if j == 0 {
                         format!("{eps}")
                     } else {
                         String::new()
                     },
-                    if j == 0 { *delta } else { f64::NAN },
+                    if j == 0 {
+                        format!("{delta:.0e}")
+                    } else {
+                        String::new()
+                    },
                     columns.get(j).map_or("?", String::as_str),
-                    x,
-                    y,
+                    format!("{x:.3} ± {sx:.3}"),
+                    format!("{y:.3} ± {sy:.3}"),
                     x / y
+                );
+            }
+            if a.len() > 1 {
+                println!(
+                    "  {:<13} {:>5} {:>8}  {:<12} {:>22} {:>22} {:>7.3}",
+                    "",
+                    "",
+                    "",
+                    "(geo. mean)",
+                    "",
+                    "",
+                    (log_ratio / a.len() as f64).exp()
                 );
             }
         }

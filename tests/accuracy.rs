@@ -190,4 +190,49 @@ async fn the_budget_buys_the_least_noise() {
     let equal = notices.recv().await.unwrap();
     assert!(half_width(&equal, "count") > count, "{equal} vs {notice}");
     println!("optimal: {notice}\nequal:   {equal}");
+
+    // Gaussian noise on request: charged as (ε, δ), its ρ in the NOTICE,
+    // EXPLAIN and the audit log; auto picks Laplace for so few aggregates.
+    let mechanism = |rows: &[Vec<Option<String>>]| {
+        rows.iter()
+            .filter_map(|r| r[0].clone())
+            .find(|l| l.contains("Mechanism:"))
+            .unwrap()
+    };
+    client.batch_execute("RESET dp.split").await.unwrap();
+    let auto = text_rows(&client, &format!("EXPLAIN {sql}")).await;
+    assert!(mechanism(&auto).contains("discrete Laplace"), "{auto:?}");
+    assert!(mechanism(&auto).contains("× the variance"), "{auto:?}");
+    client
+        .batch_execute("SET dp.mechanism = 'gaussian'")
+        .await
+        .unwrap();
+    let forced = text_rows(&client, &format!("EXPLAIN {sql}")).await;
+    assert!(
+        mechanism(&forced).contains("discrete Gaussian"),
+        "{forced:?}"
+    );
+    text_rows(&client, sql).await;
+    let gaussian = notices.recv().await.unwrap();
+    assert!(
+        gaussian.contains("cost ε = 0.1, δ = 1e-6 (ρ = "),
+        "{gaussian}"
+    );
+    let log: Vec<serde_json::Value> =
+        serde_json::from_str(&gate.cli(&["audit", "--format", "json"])).unwrap();
+    let charged: Vec<f64> = log
+        .iter()
+        .filter(|e| e["outcome"] == "answered" && e["epsilon"].as_f64() > Some(0.0))
+        .map(|e| e["rho"].as_f64().unwrap())
+        .collect();
+    assert_eq!(charged.len(), 3, "{log:?}");
+    assert!(
+        charged.iter().filter(|r| **r > 0.0).count() == 1,
+        "{charged:?}"
+    );
+    let err = client
+        .batch_execute("SET dp.mechanism = 'normal'")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22023");
 }

@@ -35,6 +35,7 @@ fn request(user: &str, at_ms: i64, epsilon: f64, delta: f64, b: Budget) -> Charg
             statement: format!("SELECT COUNT(*) FROM visits -- {user} at {at_ms}"),
             backend_sql: Some("SELECT 1".into()),
             cost: Amount { epsilon, delta },
+            rho: 0.0,
             outcome: Outcome::Charged,
             code: None,
             detail: None,
@@ -95,6 +96,7 @@ async fn scenario(ledger: &Ledger) {
         statement: "budget".into(),
         backend_sql: None,
         cost: Amount::default(),
+        rho: 0.0,
         outcome,
         code: None,
         detail: None,
@@ -161,11 +163,12 @@ async fn scenario(ledger: &Ledger) {
     assert_eq!(s.spent.epsilon, 0.5);
 
     // A finished charge keeps its release for the same user only.
-    let eve = budget(1.0, 0.0, None);
-    let c = ledger
-        .charge(request("eve", T0, 0.1, 0.0, eve))
-        .await
-        .unwrap();
+    // eve's release used Gaussian noise: its ρ is recorded beside the
+    // (ε, δ) that covers it.
+    let eve = budget(1.0, 1e-5, None);
+    let mut gaussian = request("eve", T0, 0.1, 1e-6, eve);
+    gaussian.entry.rho = 0.000_178_3;
+    let c = ledger.charge(gaussian).await.unwrap();
     ledger
         .finish(Finish {
             audit_id: c.audit_id,
@@ -217,6 +220,8 @@ async fn scenario(ledger: &Ledger) {
     assert_eq!(eve_log[0].entry.outcome, Outcome::Answered);
     assert_eq!(eve_log[0].entry.rows, Some(3));
     assert_eq!(eve_log[0].entry.cost.epsilon, 0.1);
+    assert_eq!(eve_log[0].entry.cost.delta, 1e-6);
+    assert_eq!(eve_log[0].entry.rho, 0.000_178_3);
     let recent = ledger
         .audit(AuditFilter {
             user: None,

@@ -84,12 +84,17 @@ pub fn front_end(sql: &str, config: &Config) {
             Statement::Private(p) | Statement::Explain(p) => p,
             Statement::Session(_) | Statement::Refused(_) => continue,
         };
-        for (epsilon, split) in [
-            (1e-3, dpgate_sql::Split::Optimal),
-            (0.1, dpgate_sql::Split::Equal),
-            (1.0, dpgate_sql::Split::Optimal),
+        use dpgate_sql::{Mechanism, Split};
+        for (epsilon, split, mechanism) in [
+            (1e-3, Split::Optimal, Mechanism::Auto),
+            (0.1, Split::Equal, Mechanism::Gaussian),
+            (1.0, Split::Optimal, Mechanism::Laplace),
         ] {
-            let ask = dpgate_sql::Ask { epsilon, split };
+            let ask = dpgate_sql::Ask {
+                epsilon,
+                split,
+                mechanism,
+            };
             let Ok(p) = prepared.describe(&ask, config) else {
                 continue;
             };

@@ -43,6 +43,7 @@ fn main() {
             selection: None,
             measurements: vec![Measurement::scalar(m.clone(), Grid::INTEGER)],
             outputs: vec![Output::Count { measurement: 0 }],
+            zcdp: None,
         };
         let mut sampler = Vec::with_capacity(DRAWS);
         let mut request = Vec::with_capacity(DRAWS);

@@ -54,7 +54,9 @@ impl Measurement {
 /// count (one of the measurements, noised by the selection's own
 /// mechanism) clears τ; a key only one unit holds passes with
 /// probability at most δ, so keys and values together are (Σε, δ)-DP
-/// (see [`PartitionSelection`]). Everything the outputs do with the noisy
+/// (see [`PartitionSelection`]). When the measurements are Gaussian, their
+/// Σρ-zCDP is charged as the (ε, δ)-DP it implies ([`ZcdpCharge`]), and the
+/// selection's δ adds to that δ. Everything the outputs do with the noisy
 /// values is post-processing.
 #[derive(Clone, Debug, Default)]
 pub struct ReleasePlan {
@@ -64,6 +66,22 @@ pub struct ReleasePlan {
     pub outputs: Vec<Output>,
     /// Key selection, when group keys are found in the data.
     pub selection: Option<KeySelection>,
+    /// How the Gaussian measurements' ρ is charged, when there are any.
+    pub zcdp: Option<ZcdpCharge>,
+}
+
+/// The (ε, δ) charge that covers a release's zCDP part: its Gaussian
+/// measurements together spend at most `rho`, and ρ-zCDP implies
+/// (`epsilon`, `delta`)-DP ([`crate::accounting::zcdp_for`] computed `rho`
+/// from the other two with every rounding against the analyst).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZcdpCharge {
+    /// The most ρ the Gaussian measurements may spend together.
+    pub rho: Rational,
+    /// ε charged for them.
+    pub epsilon: Rational,
+    /// δ charged for them.
+    pub delta: f64,
 }
 
 /// Keys found in the data are released only when the noisy count of
@@ -80,12 +98,18 @@ pub struct KeySelection {
 /// What a release costs: the composition of its parts, exactly.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cost {
-    /// Σ ε of the pure (Laplace) measurements, exact.
+    /// ε to charge: Σ ε of the pure (Laplace) measurements, plus the ε
+    /// that covers the Gaussian ones, exact.
     pub epsilon: Rational,
-    /// Σ ρ of the zCDP (Gaussian) measurements, exact.
+    /// Σ ρ of the zCDP (Gaussian) measurements, exact (recorded; charged
+    /// through `epsilon` and `delta`).
     pub rho: Rational,
-    /// δ of partition selection (0 without it).
+    /// δ to charge: partition selection's plus the Gaussian part's.
     pub delta: f64,
+    /// False when Gaussian measurements spend more ρ than the release's
+    /// [`ZcdpCharge`] covers (or it has none): such a release must not be
+    /// charged or answered.
+    pub covered: bool,
 }
 
 impl Cost {
@@ -144,9 +168,10 @@ impl ReleasePlan {
     }
 
     /// The release's cost by sequential composition of its measurements
-    /// (ε exactly for Laplace, ρ exactly for Gaussian) plus the δ of key
-    /// selection. The deciding count of a selection is one of the
-    /// measurements, so its ε is counted once.
+    /// (ε exactly for Laplace, ρ exactly for Gaussian, charged as the
+    /// (ε, δ) of its [`ZcdpCharge`]) plus the δ of key selection. The
+    /// deciding count of a selection is one of the measurements, so its
+    /// cost is counted once.
     pub fn cost(&self) -> Cost {
         let (mut epsilon, mut rho) = (Rational::integer(0), Rational::integer(0));
         for m in &self.measurements {
@@ -155,10 +180,21 @@ impl ReleasePlan {
                 Noise::Gaussian(g) => rho = rho.add(g.rho()),
             }
         }
+        let mut delta = self.selection.as_ref().map_or(0.0, |s| s.selection.delta());
+        let covered = match &self.zcdp {
+            None => rho.is_zero(),
+            Some(z) if rho <= z.rho => {
+                epsilon = epsilon.add(&z.epsilon);
+                delta += z.delta;
+                true
+            }
+            Some(_) => false,
+        };
         Cost {
             epsilon,
             rho,
-            delta: self.selection.as_ref().map_or(0.0, |s| s.selection.delta()),
+            delta,
+            covered,
         }
     }
 
@@ -344,6 +380,7 @@ mod tests {
                 p: 0.5,
             }],
             selection: None,
+            zcdp: None,
         };
         assert_eq!(plan.loss(1e-6), PrivacyLoss::Pure { epsilon: 0.5 });
         assert_eq!(plan.raw_len(), 8);
@@ -357,6 +394,7 @@ mod tests {
             measurements: vec![Measurement::scalar(laplace(1, 0.01), Grid::INTEGER)],
             outputs: vec![Output::Count { measurement: 0 }],
             selection: None,
+            zcdp: None,
         };
         let mut rng = crate::secure_rng();
         for _ in 0..200 {
@@ -382,6 +420,7 @@ mod tests {
                     upper,
                 }],
                 selection: None,
+                zcdp: None,
             };
             let mut rng = crate::secure_rng();
             for _ in 0..200 {

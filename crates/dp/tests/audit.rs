@@ -156,6 +156,7 @@ fn sum_plan(epsilon: f64, k: u64) -> (ReleasePlan, i64) {
             lower: 0.0,
             upper: 5000.0,
         }],
+        zcdp: None,
     };
     (plan, units.l1 as i64)
 }
@@ -217,6 +218,7 @@ fn mean_audit_at(center: f64) {
                 upper: 100.0,
                 center,
             }],
+            zcdp: None,
         };
         let (bs, bc) = (sum_s as f64 * 2.0 / epsilon, cnt_s as f64 * 2.0 / epsilon);
         let (s0, c0) = (4000i64, 100i64);
@@ -297,6 +299,7 @@ fn variance_audit() {
                 sample: false,
                 stddev: false,
             }],
+            zcdp: None,
         };
         let x = vec![50i64, 0, 1000];
         let xp: Vec<i64> = x.iter().zip(sens).map(|(v, s)| v + s as i64).collect();
@@ -337,6 +340,7 @@ fn histogram_audit() {
                 upper: 4.0,
                 p: 0.5,
             }],
+            zcdp: None,
         };
         let x = vec![10i64, 10, 10, 10];
         let mut xp = x.clone();
@@ -419,6 +423,7 @@ fn selecting(sel: &PartitionSelection) -> ReleasePlan {
             count: 0,
             selection: sel.clone(),
         }),
+        zcdp: None,
     }
 }
 

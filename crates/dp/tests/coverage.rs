@@ -39,6 +39,7 @@ fn counts_and_sums() {
         selection: None,
         measurements: vec![Measurement::scalar(laplace(5, 0.1), Grid::INTEGER)],
         outputs: vec![Output::Count { measurement: 0 }],
+        zcdp: None,
     };
     assert_covers("count", &plan, &[10_000], 10_000.0);
 
@@ -53,6 +54,7 @@ fn counts_and_sums() {
             lower: 0.0,
             upper: 5000.0,
         }],
+        zcdp: None,
     };
     let truth_units = 123_456_789i64;
     assert_covers(
@@ -69,6 +71,7 @@ fn counts_and_sums() {
         selection: None,
         measurements: vec![Measurement::scalar(g, Grid::INTEGER)],
         outputs: vec![Output::Count { measurement: 0 }],
+        zcdp: None,
     };
     assert_covers("gaussian count", &plan, &[5_000], 5_000.0);
 }
@@ -91,6 +94,7 @@ fn means_variances_and_deviations() {
             upper: 100.0,
             center: 0.0,
         }],
+        zcdp: None,
     };
     assert_covers("mean", &plan, &[n / 2 * 20 + n / 2 * 60, n], 40.0);
     // The same mean from values centred at 50 (sensitivity halved).
@@ -138,6 +142,7 @@ fn means_variances_and_deviations() {
                 sample,
                 stddev,
             }],
+            zcdp: None,
         };
         assert_covers(name, &plan, &[cnt, sum, sq], truth);
     }
@@ -163,6 +168,7 @@ fn quantiles() {
                 upper: 100.0,
                 p,
             }],
+            zcdp: None,
         };
         let truth = histogram_quantile(&as_f64, 0.0, 100.0, p);
         assert_covers(&format!("quantile {p}"), &plan, &counts, truth);

@@ -78,6 +78,9 @@ pub struct AuditEntry {
     pub backend_sql: Option<String>,
     /// Privacy loss charged (zero unless charged).
     pub cost: Amount,
+    /// zCDP ρ of the Gaussian noise in this release (0 for Laplace): a
+    /// record of what `cost` covers, not a budget of its own.
+    pub rho: f64,
     /// How it ended.
     pub outcome: Outcome,
     /// SQLSTATE of a refusal or failure.

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS dpgate_ledger.audit (
     detail text,
     "rows" bigint
 );
+ALTER TABLE dpgate_ledger.audit ADD COLUMN IF NOT EXISTS rho_nano bigint NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS dpgate_ledger.releases (
     "user" text NOT NULL,
     key text NOT NULL,
@@ -283,6 +284,7 @@ async fn insert_audit(client: &impl GenericClient, e: &AuditEntry) -> Result<i64
                 &e.code,
                 &e.detail,
                 &e.rows,
+                &crate::units::rho_units(e.rho),
             ],
         )
         .await?;

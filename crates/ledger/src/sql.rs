@@ -15,7 +15,7 @@ pub const USER_WINDOW: &str = r#"SELECT CAST(COALESCE(SUM(epsilon_nano), 0) AS B
 pub const DATASET_WINDOW: &str = r#"SELECT CAST(COALESCE(SUM(epsilon_nano), 0) AS BIGINT), CAST(COALESCE(SUM(delta_atto), 0) AS BIGINT) FROM charges WHERE at_ms > $1"#;
 
 /// Appends an audit entry and returns its id.
-pub const INSERT_AUDIT: &str = r#"INSERT INTO audit (at_ms, "user", client, statement, backend_sql, epsilon_nano, delta_atto, outcome, code, detail, "rows") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id"#;
+pub const INSERT_AUDIT: &str = r#"INSERT INTO audit (at_ms, "user", client, statement, backend_sql, epsilon_nano, delta_atto, outcome, code, detail, "rows", rho_nano) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id"#;
 
 /// Records a charge.
 pub const INSERT_CHARGE: &str = r#"INSERT INTO charges ("user", at_ms, epsilon_nano, delta_atto, statement, audit_id) VALUES ($1, $2, $3, $4, $5, $6)"#;
@@ -42,7 +42,7 @@ pub const GRANT: &str = r#"UPDATE accounts SET granted_nano = granted_nano + $2,
 pub const RESET: &str = r#"UPDATE accounts SET spent_nano = 0, spent_delta_atto = 0, reset_at_ms = $2 WHERE "user" = $1"#;
 
 /// The most recent audit entries of a user (NULL: everyone) since an instant.
-pub const LIST_AUDIT: &str = r#"SELECT id, at_ms, "user", client, statement, backend_sql, epsilon_nano, delta_atto, outcome, code, detail, "rows" FROM audit WHERE "user" = COALESCE($1, "user") AND at_ms >= $2 ORDER BY id DESC LIMIT $3"#;
+pub const LIST_AUDIT: &str = r#"SELECT id, at_ms, "user", client, statement, backend_sql, epsilon_nano, delta_atto, outcome, code, detail, "rows", rho_nano FROM audit WHERE "user" = COALESCE($1, "user") AND at_ms >= $2 ORDER BY id DESC LIMIT $3"#;
 
 /// An [`Row`](crate::standing::Row) from the columns of [`READ_ACCOUNT`];
 /// `$r.$get(i)` reads column `i` as a `Result` (rusqlite's `get`,
@@ -81,6 +81,7 @@ macro_rules! audit_record {
                     delta: $r.$get(7)?,
                 }
                 .amount(),
+                rho: crate::units::rho_from_units($r.$get(12)?),
                 outcome: crate::Outcome::parse(&outcome).unwrap_or(crate::Outcome::Ok),
                 code: $r.$get(9)?,
                 detail: $r.$get(10)?,

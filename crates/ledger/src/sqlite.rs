@@ -65,6 +65,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
         "INTEGER NOT NULL DEFAULT 0",
     ),
     ("accounts", "reset_at_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("audit", "rho_nano", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 const INDEXES: &str = r#"
@@ -297,7 +298,8 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<i64, LedgerError> {
             e.outcome.as_str(),
             e.code,
             e.detail,
-            e.rows
+            e.rows,
+            crate::units::rho_units(e.rho)
         ],
         |r| r.get(0),
     )?)

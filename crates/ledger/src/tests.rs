@@ -36,6 +36,7 @@ async fn a_first_release_ledger_file_keeps_its_spending() {
             epsilon: 1.0,
             delta: 0.0,
         },
+        rho: 0.0,
         outcome: Outcome::Charged,
         code: None,
         detail: None,
@@ -54,4 +55,41 @@ async fn a_first_release_ledger_file_keeps_its_spending() {
     cheaper.entry.cost.epsilon = 0.5;
     let charge = ledger.charge(cheaper).await.unwrap();
     assert_eq!(charge.remaining.epsilon, 0.0);
+}
+
+/// A ledger file from before Gaussian noise: its audit log gains the ρ
+/// column in place, old entries read as ρ = 0, new ones keep theirs.
+#[tokio::test]
+async fn an_audit_log_without_rho_gains_it_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pre_rho.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            r#"CREATE TABLE audit (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, "user" TEXT NOT NULL, client TEXT NOT NULL, statement TEXT NOT NULL, backend_sql TEXT, epsilon_nano INTEGER NOT NULL, delta_atto INTEGER NOT NULL, outcome TEXT NOT NULL, code TEXT, detail TEXT, "rows" INTEGER);
+               INSERT INTO audit (at_ms, "user", client, statement, epsilon_nano, delta_atto, outcome) VALUES (1, 'ann', 'c', 'SELECT 1', 100000000, 0, 'answered');"#,
+        )
+        .unwrap();
+    }
+    let ledger = Ledger::open(&LedgerStore::Sqlite(path)).await.unwrap();
+    let mut entry = AuditEntry {
+        at_ms: 2,
+        user: "ann".into(),
+        client: "c".into(),
+        statement: "SELECT 2".into(),
+        backend_sql: None,
+        cost: Amount::default(),
+        rho: 0.5,
+        outcome: Outcome::Ok,
+        code: None,
+        detail: None,
+        rows: None,
+    };
+    ledger.record(entry.clone()).await;
+    ledger.flush().await;
+    let log = ledger.audit(AuditFilter::default()).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!((log[0].entry.rho, log[0].entry.cost.epsilon), (0.0, 0.1));
+    entry.rho = 0.5;
+    assert_eq!(log[1].entry, entry);
 }

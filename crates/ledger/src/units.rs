@@ -16,6 +16,17 @@ pub struct Amount {
     pub delta: f64,
 }
 
+/// ρ (zCDP, recorded where Gaussian noise was used) in ledger units,
+/// nano-ρ, rounded up.
+pub(crate) fn rho_units(rho: f64) -> i64 {
+    to_units(rho, EPSILON_SCALE, true)
+}
+
+/// nano-ρ as ρ.
+pub(crate) fn rho_from_units(units: i64) -> f64 {
+    units as f64 / EPSILON_SCALE
+}
+
 /// An amount in ledger units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Units {

@@ -6,7 +6,7 @@ use dpgate_config::Config;
 
 use crate::report::Accuracy;
 use dpgate_sql::constant::SERVER_VERSION;
-use dpgate_sql::{sqlstate, Ask, Refusal, Split};
+use dpgate_sql::{sqlstate, Ask, Mechanism, Refusal, Split};
 
 /// Settings every session starts with; clients read several of them on connect.
 const DEFAULTS: &[(&str, &str)] = &[
@@ -39,6 +39,7 @@ pub struct Session {
     default_epsilon: f64,
     epsilon: f64,
     split: Split,
+    mechanism: Mechanism,
     accuracy: Accuracy,
 }
 
@@ -55,6 +56,7 @@ impl Session {
             default_epsilon: config.privacy.default_epsilon,
             epsilon: config.privacy.default_epsilon,
             split: Split::default(),
+            mechanism: Mechanism::default(),
             accuracy: Accuracy::Notice,
         }
     }
@@ -65,6 +67,7 @@ impl Session {
         Ask {
             epsilon: self.epsilon,
             split: self.split,
+            mechanism: self.mechanism,
         }
     }
 
@@ -118,6 +121,22 @@ impl Session {
                 };
                 Ok(())
             }
+            "dp.mechanism" => {
+                self.mechanism = match value {
+                    None => Mechanism::default(),
+                    Some(v) => Mechanism::parse(v).ok_or_else(|| {
+                        Refusal::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!(
+                                "dp.mechanism must be 'auto', 'laplace' or 'gaussian', got '{}'",
+                                v.trim()
+                            ),
+                            "SET dp.mechanism = 'auto' uses whichever noise gives the smaller error at the same charge; 'laplace' is pure ε; 'gaussian' is zCDP charged as (ε, δ)",
+                        )
+                    })?,
+                };
+                Ok(())
+            }
             "dp.accuracy" => {
                 self.accuracy = match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
                     None | Some("notice") => Accuracy::Notice,
@@ -149,6 +168,7 @@ impl Session {
             None => *self = Session::new(config),
             Some("dp.epsilon") => self.epsilon = self.default_epsilon,
             Some("dp.split") => self.split = Split::default(),
+            Some("dp.mechanism") => self.mechanism = Mechanism::default(),
             Some("dp.accuracy") => self.accuracy = Accuracy::Notice,
             Some(n) => {
                 let fresh = Session::new(config);
@@ -165,6 +185,7 @@ impl Session {
         match name {
             "dp.epsilon" => return Ok(self.epsilon.to_string()),
             "dp.split" => return Ok(self.split.name().into()),
+            "dp.mechanism" => return Ok(self.mechanism.name().into()),
             "dp.accuracy" => return Ok(self.accuracy_text().into()),
             _ => {}
         }
@@ -179,6 +200,7 @@ impl Session {
         let mut all: Vec<(String, String)> = self.settings.clone().into_iter().collect();
         all.push(("dp.epsilon".into(), self.epsilon.to_string()));
         all.push(("dp.split".into(), self.split.name().into()));
+        all.push(("dp.mechanism".into(), self.mechanism.name().into()));
         all.push(("dp.accuracy".into(), self.accuracy_text().into()));
         all
     }
@@ -203,6 +225,6 @@ fn unknown(name: &str) -> Refusal {
     Refusal::new(
         sqlstate::UNDEFINED_OBJECT,
         format!("unrecognized configuration parameter \"{name}\""),
-        "dpgate's own settings are dp.epsilon, dp.split and dp.accuracy (SET/SHOW) and dp.budget (SHOW)",
+        "dpgate's own settings are dp.epsilon, dp.split, dp.mechanism and dp.accuracy (SET/SHOW) and dp.budget (SHOW)",
     )
 }

@@ -122,13 +122,14 @@ impl Service {
                 return self.repeat(entry, user.budget, kept, confidence).await;
             }
         }
-        // The ledger charges exactly what the release reports. It keeps ε
-        // and δ; a zCDP part (ρ) must be converted before it can be
-        // charged, so a plan with one is refused rather than half-charged.
+        // The ledger charges exactly what the release reports: ε and δ,
+        // a Gaussian part as the (ε, δ) that covers its ρ. A plan whose ρ
+        // is not covered is refused rather than half-charged.
         let cost = plan.cost();
-        if !cost.rho.is_zero() {
+        if !cost.covered {
             return Err(self.refused(entry, uncharged_rho()).await);
         }
+        entry.rho = cost.rho.to_f64();
         entry.cost = Amount {
             epsilon: cost.epsilon_f64(),
             delta: cost.delta,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use dpgate_config::{Config, User};
 use dpgate_ledger::{now_ms, Amount, AuditEntry, Outcome};
-use dpgate_sql::Ask;
+use dpgate_sql::{Ask, Mechanism};
 
 /// A statement's snapshot of everything it reads besides the data.
 #[derive(Clone, Debug)]
@@ -23,8 +23,18 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context over `config`.
-    pub fn new(config: Arc<Config>, user: &str, client: &str, ask: Ask) -> Context {
+    /// A context over `config`. `auto` noise never picks Gaussian noise
+    /// (which spends δ) for a user, or a dataset, with no δ to spend.
+    pub fn new(config: Arc<Config>, user: &str, client: &str, mut ask: Ask) -> Context {
+        let no_delta = config.user(user).is_some_and(|u| u.budget.delta <= 0.0)
+            || config
+                .privacy
+                .dataset_budget
+                .as_ref()
+                .is_some_and(|b| b.delta <= 0.0);
+        if ask.mechanism == Mechanism::Auto && no_delta {
+            ask.mechanism = Mechanism::Laplace;
+        }
         Context {
             config,
             user: user.to_string(),
@@ -54,6 +64,7 @@ impl Context {
             statement: statement.to_string(),
             backend_sql: None,
             cost: Amount::default(),
+            rho: 0.0,
             outcome: Outcome::Ok,
             code: None,
             detail: None,

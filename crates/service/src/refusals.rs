@@ -78,12 +78,13 @@ pub fn ledger_failure(detail: &str) -> Refusal {
     )
 }
 
-/// A release with a zCDP (ρ) part reached a ledger that records only ε
-/// and δ: refused before anything is read, never answered uncharged.
+/// A release whose Gaussian measurements spend more ρ than its (ε, δ)
+/// charge covers (a planner bug): refused before anything is read, never
+/// answered under-charged.
 pub(crate) fn uncharged_rho() -> Refusal {
     Refusal::new(
-        sqlstate::FEATURE_NOT_SUPPORTED,
-        "this plan uses Gaussian noise, whose cost this ledger cannot record",
-        "SET dp.mechanism = 'laplace' and run the query again",
+        sqlstate::INTERNAL_ERROR,
+        "this plan's Gaussian noise is not covered by its charge; nothing was charged",
+        "SET dp.mechanism = 'laplace' and run the query again, and report this to the data owner",
     )
 }

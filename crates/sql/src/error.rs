@@ -38,6 +38,8 @@ pub mod sqlstate {
     pub const UNDEFINED_OBJECT: &str = "42704";
     /// A `$n` with no bound value.
     pub const UNDEFINED_PARAMETER: &str = "42P02";
+    /// internal_error: a bug in dpgate; nothing was charged.
+    pub const INTERNAL_ERROR: &str = "XX000";
     /// A statement beyond dpgate's size, depth or fan-out limits.
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     /// A plan beyond a stated limit (noise scale, sensitivity, backend columns).

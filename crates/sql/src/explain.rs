@@ -68,6 +68,19 @@ impl Plan {
                 ),
             );
         }
+        if let Some(z) = &self.release.zcdp {
+            part(
+                "zcdp",
+                &format!(
+                    "{}/{} {}/{} {:x}",
+                    z.rho.numer(),
+                    z.rho.denom(),
+                    z.epsilon.numer(),
+                    z.epsilon.denom(),
+                    z.delta.to_bits()
+                ),
+            );
+        }
         part("grouping", &format!("{:?}", self.grouping));
         part("post", &format!("{:?}", self.post));
         part("confidence", &format!("{:x}", confidence.to_bits()));
@@ -75,12 +88,45 @@ impl Plan {
     }
 }
 
-/// `ε = 0.1` or `ε = 0.1, δ = 1e-6`: what a release costs, as text.
+/// `ε = 0.1`, `ε = 0.1, δ = 1e-6`, or with Gaussian noise
+/// `ε = 0.1, δ = 1e-6 (ρ = 0.00018 zCDP)`: what a release costs, as text.
 pub fn cost_text(cost: &Cost) -> String {
+    let mut text = format!("ε = {}", fmt_eps(cost.epsilon_f64()));
     if cost.delta > 0.0 {
-        format!("ε = {}, δ = {:e}", fmt_eps(cost.epsilon_f64()), cost.delta)
+        text.push_str(&format!(", δ = {:e}", cost.delta));
+    }
+    if !cost.rho.is_zero() {
+        text.push_str(&format!(" (ρ = {} zCDP)", fmt_rho(cost.rho.to_f64())));
+    }
+    text
+}
+
+/// A ρ for people: four significant digits.
+fn fmt_rho(x: f64) -> String {
+    format!("{x:.4e}")
+}
+
+/// The EXPLAIN line that says which noise the plan uses and why.
+fn mechanism_text(plan: &Plan) -> String {
+    let note = plan.mechanism;
+    let why = match (note.chosen_by, note.gaussian_variance_ratio) {
+        (crate::plan::Mechanism::Auto, Some(r)) if note.gaussian => format!(
+            "its outputs' variance is {:.2}× that of discrete Laplace at the same charge",
+            r
+        ),
+        (crate::plan::Mechanism::Auto, Some(r)) => format!(
+            "discrete Gaussian at the same charge would give {:.2}× the variance",
+            r
+        ),
+        (crate::plan::Mechanism::Auto, None) => {
+            "discrete Gaussian needs δ > 0 (privacy.delta)".to_string()
+        }
+        (chosen, _) => format!("SET dp.mechanism = '{}'", chosen.name()),
+    };
+    if note.gaussian {
+        format!("  Mechanism: discrete Gaussian, zCDP charged as (ε, δ) ({why})")
     } else {
-        format!("ε = {}", fmt_eps(cost.epsilon_f64()))
+        format!("  Mechanism: discrete Laplace, pure ε ({why})")
     }
 }
 
@@ -110,6 +156,7 @@ fn explain_lines(plan: &Plan, confidence: f64) -> Vec<String> {
     let mut lines = vec![
         "dpgate private query plan (not run, not charged)".to_string(),
         format!("  Cost: {}", cost_text(&plan.cost())),
+        mechanism_text(plan),
         format!(
             "  Groups: {}",
             grouping_text(
@@ -127,6 +174,7 @@ fn explain_lines(plan: &Plan, confidence: f64) -> Vec<String> {
             PrivacyLoss::Pure { epsilon } => {
                 format!("ε = {}", fmt_eps(epsilon))
             }
+            PrivacyLoss::Zcdp { rho } => format!("ρ = {}", fmt_rho(rho)),
             other => format!("{other:?}"),
         };
         let width = m.noise.half_width(1.0 - confidence) * m.grid.unit();

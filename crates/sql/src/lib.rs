@@ -29,7 +29,7 @@ pub use collect::{Collected, Collector, GroupSink};
 pub use dialect::Dialect;
 pub use error::{sqlstate, Refusal};
 pub use front::{route, Prepared, Routed, Statement};
-pub use plan::{plan, Ask, Grouping, OutputColumn, Plan, Split};
+pub use plan::{plan, Ask, Grouping, Mechanism, MechanismNote, OutputColumn, Plan, Split};
 pub use resolve::resolve_table;
 pub use types::{quote_literal, Cell, OutputType, SqlType};
 

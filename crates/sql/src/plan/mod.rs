@@ -6,10 +6,7 @@
 
 use dpgate_config::Config;
 use dpgate_dp::accounting::epsilon_on_ledger_grid;
-use dpgate_dp::partition::PartitionSelection;
-use dpgate_dp::release::{Cost, KeySelection, Measurement, Output, ReleasePlan};
-use dpgate_dp::sensitivity::Sensitivity;
-use dpgate_dp::DiscreteLaplace;
+use dpgate_dp::release::{Cost, Output, ReleasePlan};
 use sqlparser::ast::{
     Distinct, Expr, Function, GroupByExpr, LimitClause, OrderByKind, Query, SelectItem, SetExpr,
     Value,
@@ -26,13 +23,14 @@ use crate::types::{canonical_key, OutputType, SqlType, Typed};
 
 mod clauses;
 mod group;
+mod noise;
 mod render;
 mod split;
 
 use clauses::*;
 use group::*;
 use render::*;
-pub use split::{Ask, Split};
+pub use split::{Ask, Mechanism, Split};
 
 /// A planned private query.
 #[derive(Clone, Debug)]
@@ -49,6 +47,20 @@ pub struct Plan {
     pub grouping: Grouping,
     /// What runs after noise.
     pub post: Post,
+    /// Which noise the plan uses, and why.
+    pub mechanism: MechanismNote,
+}
+
+/// Which noise a plan uses and why, for EXPLAIN.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MechanismNote {
+    /// Discrete Gaussian (zCDP charged as (ε, δ)), else discrete Laplace.
+    pub gaussian: bool,
+    /// The outputs' variance under Gaussian noise relative to Laplace at
+    /// the same charge (`None` when Gaussian noise was not possible).
+    pub gaussian_variance_ratio: Option<f64>,
+    /// What the session asked for.
+    pub chosen_by: Mechanism,
 }
 
 /// An output column's name and type.
@@ -370,37 +382,17 @@ pub(crate) fn plan_prepared(
             "ask for fewer aggregates or percentiles, or group by fewer keys",
         ));
     }
-    let shares = split::shares(&eps, &measures.specs, &outputs, selection_count, ask.split);
-    let mut measurements: Vec<Measurement> = measures
-        .specs
-        .iter()
-        .zip(&shares)
-        .map(|(s, share)| {
-            Ok(Measurement {
-                noise: DiscreteLaplace::new(s.sensitivity, share.clone())
-                    .map_err(beyond_limits)?
-                    .into(),
-                grid: s.grid,
-                len: s.sqls.len(),
-            })
-        })
-        .collect::<Result<_, Refusal>>()?;
-    let mut key_selection = None;
+    let input = noise::NoiseInput {
+        specs: &measures.specs,
+        outputs: &outputs,
+        selection_count,
+        max_rows: bound.max_rows,
+        delta,
+        split: ask.split,
+    };
+    let (noised, mechanism) = noise::noise(&input, &eps, ask.mechanism)?;
     let grouping = match (selection_count, domain) {
-        (Some(count), _) => {
-            let k = bound.max_rows;
-            let sens = Sensitivity {
-                l_inf: k,
-                l1: k,
-                l2_squared: k.saturating_mul(k),
-            };
-            let selection = PartitionSelection::laplace_for(sens, k, shares[count].clone(), delta)
-                .map_err(beyond_limits)?;
-            // The deciding count is noised by the selection's own mechanism.
-            measurements[count].noise = selection.noise().clone();
-            key_selection = Some(KeySelection { count, selection });
-            Grouping::Selection { keys: key_types }
-        }
+        (Some(_), _) => Grouping::Selection { keys: key_types },
         (None, Some(groups)) => Grouping::Domain {
             keys: key_types,
             groups,
@@ -423,12 +415,14 @@ pub(crate) fn plan_prepared(
         backend_sql,
         columns,
         release: ReleasePlan {
-            measurements,
+            measurements: noised.measurements,
             outputs,
-            selection: key_selection,
+            selection: noised.selection,
+            zcdp: noised.zcdp,
         },
         grouping,
         post,
+        mechanism,
     })
 }
 

@@ -37,6 +37,39 @@ impl Split {
     }
 }
 
+/// Which noise a query gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mechanism {
+    /// The one whose outputs have less variance at the same charge.
+    #[default]
+    Auto,
+    /// Discrete Laplace, pure ε.
+    Laplace,
+    /// Discrete Gaussian, zCDP charged as (ε, δ).
+    Gaussian,
+}
+
+impl Mechanism {
+    /// `'auto'`, `'laplace'` or `'gaussian'`, any case.
+    pub fn parse(text: &str) -> Option<Mechanism> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Mechanism::Auto),
+            "laplace" => Some(Mechanism::Laplace),
+            "gaussian" => Some(Mechanism::Gaussian),
+            _ => None,
+        }
+    }
+
+    /// The setting's value as SHOW prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Auto => "auto",
+            Mechanism::Laplace => "laplace",
+            Mechanism::Gaussian => "gaussian",
+        }
+    }
+}
+
 /// What one statement may spend and how: the session's settings, taken
 /// once when the statement starts.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,37 +78,42 @@ pub struct Ask {
     pub epsilon: f64,
     /// How that ε is divided among the query's measurements.
     pub split: Split,
+    /// Which noise.
+    pub mechanism: Mechanism,
 }
 
 impl Ask {
-    /// `epsilon`, split to minimise the error.
+    /// `epsilon`, split to minimise the error, with the better noise.
     pub fn at(epsilon: f64) -> Ask {
         Ask {
             epsilon,
             split: Split::default(),
+            mechanism: Mechanism::default(),
         }
     }
 }
 
-/// Each measurement's exact share of `epsilon` (the shares sum to it
-/// exactly). `selection` is the count that decides partition selection,
-/// which matters though no output may read it.
+/// Each measurement's exact share of `total`, ε (`power` 1/3) or ρ
+/// (`power` 1/2); the shares sum to it exactly. `selection` is the count
+/// that decides partition selection, which matters though no output may
+/// read it.
 pub(super) fn shares(
-    epsilon: &Rational,
+    total: &Rational,
     specs: &[MeasureSpec],
     outputs: &[Output],
     selection: Option<usize>,
     split: Split,
+    power: f64,
 ) -> Vec<Rational> {
     match split {
-        Split::Equal => vec![split_epsilon(epsilon, specs.len()); specs.len()],
+        Split::Equal => vec![split_epsilon(total, specs.len()); specs.len()],
         Split::Optimal => {
             let scales: Vec<f64> = specs
                 .iter()
                 .map(|s| s.sensitivity.max(1) as f64 * s.grid.unit())
                 .collect();
             let c = weights(outputs, &scales, selection.as_slice());
-            proportional(epsilon, &c, 1.0 / 3.0)
+            proportional(total, &c, power)
         }
     }
 }

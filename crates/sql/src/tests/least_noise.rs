@@ -5,17 +5,29 @@ use dpgate_dp::release::Output;
 use dpgate_dp::Rational;
 
 use super::*;
-use crate::plan::{plan_prepared, Ask, Split};
+use crate::plan::{plan_prepared, Ask, Mechanism, Split};
 
 fn measurements(sql: &str) -> usize {
     try_plan(sql).unwrap().release.measurements.len()
 }
 
 fn plan_with(sql: &str, epsilon: f64, split: Split) -> Plan {
+    plan_asking(
+        sql,
+        Ask {
+            epsilon,
+            split,
+            mechanism: Mechanism::Laplace,
+        },
+    )
+    .unwrap()
+}
+
+fn plan_asking(sql: &str, ask: Ask) -> Result<Plan, Refusal> {
     let Command::Private(q) = classify(sql).unwrap().remove(0) else {
         panic!("{sql}")
     };
-    plan_prepared(&q, &config(), &Ask { epsilon, split }, None).unwrap()
+    plan_prepared(&q, &config(), &ask, None)
 }
 
 fn shares(p: &Plan) -> Vec<f64> {
@@ -126,4 +138,78 @@ fn the_split_minimises_the_error() {
     // A single aggregate keeps all of ε under either rule.
     let one = plan_with("SELECT COUNT(*) FROM visits", 0.1, Split::Optimal);
     assert_eq!(shares(&one), [0.1]);
+}
+
+/// Twenty sums: Laplace must split ε twenty ways (variance ∝ m²), zCDP
+/// composes in ρ (variance ∝ m), so Gaussian noise charged as the same
+/// (ε, δ) wins and `auto` picks it; three aggregates stay Laplace. The
+/// charge is exactly the session's ε and the config's δ, and the
+/// Gaussian measurements spend no more ρ than that charge covers.
+#[test]
+fn gaussian_noise_where_it_wins() {
+    let many = format!(
+        "SELECT {} FROM visits",
+        (0..20)
+            .map(|i| format!("SUM(stay + {i})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for epsilon in [0.1, 1.0] {
+        let p = plan_asking(&many, Ask::at(epsilon)).unwrap();
+        assert!(p.mechanism.gaussian, "{epsilon}: {:?}", p.mechanism);
+        let ratio = p.mechanism.gaussian_variance_ratio.unwrap();
+        assert!(ratio < 1.0, "{ratio}");
+        let cost = p.cost();
+        assert!(cost.covered);
+        let eps = dpgate_dp::accounting::epsilon_on_ledger_grid(epsilon)
+            .unwrap()
+            .1;
+        assert_eq!(cost.epsilon, eps);
+        assert_eq!(cost.delta, config().privacy.delta);
+        let zcdp = p.release.zcdp.as_ref().unwrap();
+        assert!(cost.rho <= zcdp.rho && !cost.rho.is_zero());
+        // Forced Laplace: the same charge, more variance.
+        let laplace = plan_asking(
+            &many,
+            Ask {
+                mechanism: Mechanism::Laplace,
+                ..Ask::at(epsilon)
+            },
+        )
+        .unwrap();
+        assert!(!laplace.mechanism.gaussian);
+        assert_eq!(laplace.cost().epsilon, eps);
+        assert_eq!(laplace.cost().delta, 0.0);
+    }
+    let few = plan_asking(
+        "SELECT COUNT(*), AVG(stay), SUM(age) FROM visits",
+        Ask::at(0.1),
+    )
+    .unwrap();
+    assert!(!few.mechanism.gaussian);
+    assert!(few.mechanism.gaussian_variance_ratio.unwrap() > 1.0);
+    // Forced Gaussian where it loses: honoured, and charged the same way.
+    let forced = plan_asking(
+        "SELECT COUNT(*) FROM visits",
+        Ask {
+            mechanism: Mechanism::Gaussian,
+            ..Ask::at(0.1)
+        },
+    )
+    .unwrap();
+    assert!(forced.mechanism.gaussian && forced.cost().covered);
+    // Grouped without a domain: δ is shared by the keys and the conversion.
+    let grouped = plan_asking(
+        "SELECT age, COUNT(*), SUM(stay) FROM visits GROUP BY age",
+        Ask {
+            mechanism: Mechanism::Gaussian,
+            ..Ask::at(1.0)
+        },
+    )
+    .unwrap();
+    let selection = grouped.release.selection.as_ref().unwrap();
+    let zcdp = grouped.release.zcdp.as_ref().unwrap();
+    assert_eq!(selection.selection.delta(), config().privacy.delta / 2.0);
+    assert_eq!(zcdp.delta, config().privacy.delta / 2.0);
+    assert_eq!(grouped.cost().delta, config().privacy.delta);
 }
