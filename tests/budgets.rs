@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// Each racer's queries differ, so none is a free repeat of another.
 fn distinct_query(i: usize) -> String {
@@ -530,4 +530,78 @@ async fn delta_is_budgeted_apart_from_epsilon() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `SET dp.target_error`: the answer is charged the least ε that makes its
+/// interval that narrow, and says so; a target the budget cannot buy is
+/// refused before anything is charged, saying what it would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accuracy_first_queries_spend_the_least_epsilon() {
+    let (_db, _dir, gate) = gate_over_visits("target", 300, 1.0, 0.1).await;
+    let (client, mut notices) = gate.connect().await;
+    client
+        .batch_execute("SET dp.target_error = 50")
+        .await
+        .unwrap();
+    let shown = client.simple_query("SHOW dp.target_error").await.unwrap();
+    let SimpleQueryMessage::Row(row) = &shown[1] else {
+        panic!("{shown:?}")
+    };
+    assert_eq!(row.get(0), Some("50"));
+    let explain = client
+        .simple_query("EXPLAIN SELECT COUNT(*) FROM visits")
+        .await
+        .unwrap();
+    let lines: Vec<String> = explain
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Target: ε = ") && l.contains("'50'")),
+        "{lines:?}"
+    );
+    client
+        .simple_query("SELECT COUNT(*) FROM visits")
+        .await
+        .unwrap();
+    let notice = notices.recv().await.unwrap();
+    assert!(
+        notice.contains("is the least that meets dp.target_error = '50'"),
+        "{notice}"
+    );
+    let width: f64 = notice
+        .split("count ±")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !(c.is_ascii_digit() || c == '.')).next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{notice}"));
+    assert!(width <= 50.0, "{notice}");
+    // ε ≈ 5 · ln 20 / 50 ≈ 0.3 of the budget of 1 is spent; a target
+    // ten times tighter needs about 3, more than is left.
+    client
+        .batch_execute("SET dp.target_error = 5")
+        .await
+        .unwrap();
+    let err = client
+        .simple_query("SELECT COUNT(*) FROM visits")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "22023");
+    assert!(
+        db.message().contains("needs about ε =") && db.message().contains("left in your budget"),
+        "{}",
+        db.message()
+    );
+    client.batch_execute("RESET dp.target_error").await.unwrap();
+    let err = client
+        .batch_execute("SET dp.target_error = 'count:'")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22023");
 }

@@ -77,7 +77,7 @@ async fn a_reload_between_charge_and_release_changes_nothing_the_statement_uses(
     let Statement::Private(prepared) = &routed[0].statement else {
         panic!("{routed:?}")
     };
-    let plan = service.plan(&ctx, prepared, &[]).unwrap();
+    let plan = service.plan(&ctx, prepared, &[]).await.unwrap();
     let cost = plan.cost();
     let expected_widths = plan.release.half_widths(0.95);
     let charged = match service.charge(&ctx, plan, text).await.unwrap() {
@@ -116,7 +116,7 @@ async fn a_reload_between_charge_and_release_changes_nothing_the_statement_uses(
     let Statement::Private(prepared) = &routed[0].statement else {
         panic!()
     };
-    let refused = match service.plan(&next, prepared, &[]) {
+    let refused = match service.plan(&next, prepared, &[]).await {
         Ok(plan) => service.answer(&next, plan, text).await.unwrap_err(),
         Err(e) => e,
     };

@@ -91,9 +91,9 @@ pub fn front_end(sql: &str, config: &Config) {
             (1.0, Split::Optimal, Mechanism::Laplace),
         ] {
             let ask = dpgate_sql::Ask {
-                epsilon,
                 split,
                 mechanism,
+                ..dpgate_sql::Ask::at(epsilon)
             };
             let Ok(p) = prepared.describe(&ask, config) else {
                 continue;

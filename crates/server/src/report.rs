@@ -3,7 +3,7 @@
 
 use dpgate_ledger::Amount;
 use dpgate_service::PrivateAnswer;
-use dpgate_sql::explain::{cost_text, fmt_eps, fmt_width};
+use dpgate_sql::explain::{cost_text, fmt_eps, fmt_width, target_met_text};
 use dpgate_sql::Cell;
 use dpgate_sql::OutputColumn;
 use pgwire::api::Type;
@@ -35,8 +35,13 @@ pub(crate) fn private_outcome(
                 .standing
                 .map(|(remaining, limit)| left_text(remaining, limit, cost.delta > 0.0))
                 .unwrap_or_default();
+            let target = answer
+                .target
+                .as_ref()
+                .map(|t| format!(" ({})", target_met_text(t)))
+                .unwrap_or_default();
             format!(
-                "dpgate: this answer cost {}; {left}.{widths}",
+                "dpgate: this answer cost {}{target}; {left}.{widths}",
                 cost_text(cost)
             )
         }

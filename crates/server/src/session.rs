@@ -6,7 +6,8 @@ use dpgate_config::Config;
 
 use crate::report::Accuracy;
 use dpgate_sql::constant::SERVER_VERSION;
-use dpgate_sql::{sqlstate, Ask, Mechanism, Refusal, Split};
+use dpgate_sql::explain::target_text;
+use dpgate_sql::{sqlstate, Ask, Mechanism, Refusal, Split, Target};
 
 /// Settings every session starts with; clients read several of them on connect.
 const DEFAULTS: &[(&str, &str)] = &[
@@ -40,6 +41,7 @@ pub struct Session {
     epsilon: f64,
     split: Split,
     mechanism: Mechanism,
+    target: Option<Target>,
     accuracy: Accuracy,
 }
 
@@ -57,6 +59,7 @@ impl Session {
             epsilon: config.privacy.default_epsilon,
             split: Split::default(),
             mechanism: Mechanism::default(),
+            target: None,
             accuracy: Accuracy::Notice,
         }
     }
@@ -68,6 +71,7 @@ impl Session {
             epsilon: self.epsilon,
             split: self.split,
             mechanism: self.mechanism,
+            target: self.target.clone(),
         }
     }
 
@@ -121,6 +125,14 @@ impl Session {
                 };
                 Ok(())
             }
+            "dp.target_error" => {
+                self.target = match value.map(str::trim) {
+                    None | Some("") => None,
+                    Some(v) if v.eq_ignore_ascii_case("off") => None,
+                    Some(v) => Some(Target::parse(v)?),
+                };
+                Ok(())
+            }
             "dp.mechanism" => {
                 self.mechanism = match value {
                     None => Mechanism::default(),
@@ -169,6 +181,7 @@ impl Session {
             Some("dp.epsilon") => self.epsilon = self.default_epsilon,
             Some("dp.split") => self.split = Split::default(),
             Some("dp.mechanism") => self.mechanism = Mechanism::default(),
+            Some("dp.target_error") => self.target = None,
             Some("dp.accuracy") => self.accuracy = Accuracy::Notice,
             Some(n) => {
                 let fresh = Session::new(config);
@@ -186,6 +199,7 @@ impl Session {
             "dp.epsilon" => return Ok(self.epsilon.to_string()),
             "dp.split" => return Ok(self.split.name().into()),
             "dp.mechanism" => return Ok(self.mechanism.name().into()),
+            "dp.target_error" => return Ok(self.target_setting()),
             "dp.accuracy" => return Ok(self.accuracy_text().into()),
             _ => {}
         }
@@ -201,8 +215,13 @@ impl Session {
         all.push(("dp.epsilon".into(), self.epsilon.to_string()));
         all.push(("dp.split".into(), self.split.name().into()));
         all.push(("dp.mechanism".into(), self.mechanism.name().into()));
+        all.push(("dp.target_error".into(), self.target_setting()));
         all.push(("dp.accuracy".into(), self.accuracy_text().into()));
         all
+    }
+
+    fn target_setting(&self) -> String {
+        self.target.as_ref().map_or("off".into(), target_text)
     }
 
     fn accuracy_text(&self) -> &'static str {
@@ -225,6 +244,6 @@ fn unknown(name: &str) -> Refusal {
     Refusal::new(
         sqlstate::UNDEFINED_OBJECT,
         format!("unrecognized configuration parameter \"{name}\""),
-        "dpgate's own settings are dp.epsilon, dp.split, dp.mechanism and dp.accuracy (SET/SHOW) and dp.budget (SHOW)",
+        "dpgate's own settings are dp.epsilon, dp.target_error, dp.split, dp.mechanism and dp.accuracy (SET/SHOW) and dp.budget (SHOW)",
     )
 }

@@ -61,7 +61,7 @@ impl QueryHandler {
         let text = routed.text.as_str();
         if let Statement::Private(prepared) = &routed.statement {
             // The private path records its own entries, inside the charge.
-            return match self.bind(info, prepared, bound) {
+            return match self.bind(info, prepared, bound).await {
                 Ok(plan) => self.private(info, plan, text).await,
                 Err(e) => {
                     let refusal = self.service().refused(info.ctx.entry(text), e).await;
@@ -75,6 +75,7 @@ impl QueryHandler {
             Statement::Catalog => self.browse(info, text, bound).await,
             Statement::Explain(prepared) => self
                 .bind(info, prepared, bound)
+                .await
                 .map(|plan| explain(&plan, &info.ctx))
                 .unwrap_or_else(Outcome::Error),
             Statement::Refused(e) => Outcome::Error(e.clone()),
@@ -87,7 +88,7 @@ impl QueryHandler {
     }
 
     /// The plan of a prepared statement bound to this execution's values.
-    fn bind(
+    async fn bind(
         &self,
         info: &ClientSession,
         prepared: &Prepared,
@@ -103,7 +104,7 @@ impl QueryHandler {
             }
             None => Vec::new(),
         };
-        self.service().plan(&info.ctx, prepared, &values)
+        self.service().plan(&info.ctx, prepared, &values).await
     }
 
     /// Repeat, or charge → backend → release, framed with its report.

@@ -10,7 +10,7 @@ use dpgate_ledger::{
     Standing,
 };
 use dpgate_sql::Cell;
-use dpgate_sql::{Plan, Prepared, Refusal};
+use dpgate_sql::{Plan, Prepared, Refusal, TargetMet};
 
 use crate::kept::Kept;
 use crate::refusals::{
@@ -32,6 +32,8 @@ pub struct PrivateAnswer {
     pub standing: Option<(Amount, Amount)>,
     /// Confidence level of the half-widths (from the statement's config).
     pub confidence: f64,
+    /// The accuracy target the charged ε was chosen to meet, if any.
+    pub target: Option<TargetMet>,
 }
 
 /// A query whose cost is durably charged, ready to be released.
@@ -47,21 +49,41 @@ pub struct Charged {
 
 /// Either an answer already (a free repeat) or a charge to release.
 enum Admitted {
-    Repeat(PrivateAnswer),
+    Repeat(Box<PrivateAnswer>),
     Charged(Box<Charged>),
 }
 
 impl Service {
     /// The plan of `prepared` bound to `values` at the context's ε, which
-    /// must lie in the user's range in the context's config.
-    pub fn plan(
+    /// must lie in the user's range in the context's config; or, with an
+    /// accuracy target, at the least ε that meets it, which must lie in
+    /// that range and within the user's remaining budget.
+    pub async fn plan(
         &self,
         ctx: &Context,
         prepared: &Prepared,
         values: &[Cell],
     ) -> Result<Plan, Refusal> {
-        check_epsilon(ctx.ask.epsilon, ctx.epsilon_range())?;
-        prepared.bind(values, &ctx.ask, &ctx.config)
+        let Some(target) = &ctx.ask.target else {
+            check_epsilon(ctx.ask.epsilon, ctx.epsilon_range())?;
+            return prepared.bind(values, &ctx.ask, &ctx.config);
+        };
+        let (min, per_query) = ctx.epsilon_range();
+        let remaining = self.standing(ctx).await?.remaining().epsilon;
+        let (max, why) = if remaining < per_query {
+            (remaining, "left in your budget")
+        } else {
+            (per_query, "one query may spend")
+        };
+        prepared.bind_to_target(
+            values,
+            &ctx.ask,
+            &ctx.config,
+            target,
+            (min, max),
+            why,
+            ctx.config.privacy.confidence,
+        )
     }
 
     /// `user`'s standing now (spent, limit with grants, refresh window).
@@ -83,7 +105,7 @@ impl Service {
         text: &str,
     ) -> Result<PrivateAnswer, Refusal> {
         match self.admit(ctx, plan, text).await? {
-            Admitted::Repeat(answer) => Ok(answer),
+            Admitted::Repeat(answer) => Ok(*answer),
             Admitted::Charged(charged) => self.release(ctx, *charged).await,
         }
     }
@@ -99,7 +121,7 @@ impl Service {
     ) -> Result<Result<Charged, PrivateAnswer>, Refusal> {
         Ok(match self.admit(ctx, plan, text).await? {
             Admitted::Charged(c) => Ok(*c),
-            Admitted::Repeat(a) => Err(a),
+            Admitted::Repeat(a) => Err(*a),
         })
     }
 
@@ -230,6 +252,7 @@ impl Service {
             cost: Some(plan.cost()),
             standing: Some((remaining, limit)),
             confidence,
+            target: plan.target.clone(),
         })
     }
 
@@ -264,13 +287,14 @@ impl Service {
         if let Err(e) = self.ledger.append(entry).await {
             return Err(ledger_failure(&e.to_string()));
         }
-        Ok(Admitted::Repeat(PrivateAnswer {
+        Ok(Admitted::Repeat(Box::new(PrivateAnswer {
             rows: kept.rows,
             half_widths: kept.half_widths,
             cost: None,
             standing,
             confidence,
-        }))
+            target: None,
+        })))
     }
 
     /// Records a refusal and returns it.

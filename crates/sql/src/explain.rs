@@ -10,7 +10,7 @@ use dpgate_dp::release::{Cost, Output, ReleasePlan};
 use dpgate_dp::Noise;
 use sha2::{Digest, Sha256};
 
-use crate::plan::{Grouping, Plan};
+use crate::plan::{Grouping, Plan, Target, TargetMet};
 use crate::post::PostExpr;
 
 impl Plan {
@@ -101,6 +101,27 @@ pub fn cost_text(cost: &Cost) -> String {
     text
 }
 
+/// `dp.target_error` as SHOW prints it: `50` or `count:50, total:2000`.
+pub fn target_text(target: &Target) -> String {
+    match target {
+        Target::First(w) => fmt_width(*w),
+        Target::Columns(c) => c
+            .iter()
+            .map(|(n, w)| format!("{n}:{}", fmt_width(*w)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// `ε = 0.03 is the least that meets dp.target_error = '50'`.
+pub fn target_met_text(met: &TargetMet) -> String {
+    format!(
+        "ε = {} is the least that meets dp.target_error = '{}'",
+        fmt_eps(met.epsilon),
+        target_text(&met.target)
+    )
+}
+
 /// A ρ for people: four significant digits.
 fn fmt_rho(x: f64) -> String {
     format!("{x:.4e}")
@@ -157,14 +178,17 @@ fn explain_lines(plan: &Plan, confidence: f64) -> Vec<String> {
         "dpgate private query plan (not run, not charged)".to_string(),
         format!("  Cost: {}", cost_text(&plan.cost())),
         mechanism_text(plan),
-        format!(
-            "  Groups: {}",
-            grouping_text(
-                &plan.grouping,
-                release.selection.as_ref().map(|s| s.selection.threshold())
-            )
-        ),
     ];
+    if let Some(met) = &plan.target {
+        lines.push(format!("  Target: {}", target_met_text(met)));
+    }
+    lines.push(format!(
+        "  Groups: {}",
+        grouping_text(
+            &plan.grouping,
+            release.selection.as_ref().map(|s| s.selection.threshold())
+        )
+    ));
     for (i, m) in release.measurements.iter().enumerate() {
         let (mechanism, sensitivity) = match &m.noise {
             Noise::Laplace(_) => ("discrete Laplace", "L1 sensitivity"),

@@ -21,6 +21,7 @@ pub mod post;
 mod resolve;
 mod scope;
 mod source;
+pub mod target;
 pub mod types;
 
 pub use answer::{Answer, RawGroup};
@@ -29,7 +30,9 @@ pub use collect::{Collected, Collector, GroupSink};
 pub use dialect::Dialect;
 pub use error::{sqlstate, Refusal};
 pub use front::{route, Prepared, Routed, Statement};
-pub use plan::{plan, Ask, Grouping, Mechanism, MechanismNote, OutputColumn, Plan, Split};
+pub use plan::{
+    plan, Ask, Grouping, Mechanism, MechanismNote, OutputColumn, Plan, Split, Target, TargetMet,
+};
 pub use resolve::resolve_table;
 pub use types::{quote_literal, Cell, OutputType, SqlType};
 

@@ -30,7 +30,7 @@ mod split;
 use clauses::*;
 use group::*;
 use render::*;
-pub use split::{Ask, Mechanism, Split};
+pub use split::{Ask, Mechanism, Split, Target, TargetMet};
 
 /// A planned private query.
 #[derive(Clone, Debug)]
@@ -49,6 +49,8 @@ pub struct Plan {
     pub post: Post,
     /// Which noise the plan uses, and why.
     pub mechanism: MechanismNote,
+    /// The accuracy target its ε was chosen to meet, if one was set.
+    pub target: Option<TargetMet>,
 }
 
 /// Which noise a plan uses and why, for EXPLAIN.
@@ -423,6 +425,7 @@ pub(crate) fn plan_prepared(
         grouping,
         post,
         mechanism,
+        target: None,
     })
 }
 

@@ -7,6 +7,7 @@ use dpgate_dp::split::{proportional, weights};
 use dpgate_dp::Rational;
 
 use crate::aggregate::MeasureSpec;
+use crate::error::{sqlstate, Refusal};
 
 /// How a query's ε is divided among its measurements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,6 +81,8 @@ pub struct Ask {
     pub split: Split,
     /// Which noise.
     pub mechanism: Mechanism,
+    /// The accuracy asked for instead of `epsilon` (`dp.target_error`).
+    pub target: Option<Target>,
 }
 
 impl Ask {
@@ -89,6 +92,7 @@ impl Ask {
             epsilon,
             split: Split::default(),
             mechanism: Mechanism::default(),
+            target: None,
         }
     }
 }
@@ -116,4 +120,59 @@ pub(super) fn shares(
             proportional(total, &c, power)
         }
     }
+}
+
+/// What accuracy the analyst asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// A half-width for the first aggregate column.
+    First(f64),
+    /// A half-width per named output column.
+    Columns(Vec<(String, f64)>),
+}
+
+impl Target {
+    /// `50`, or `count:50, avg_cost:2` (names are output column names,
+    /// any case). Each half-width must be a positive number.
+    pub fn parse(text: &str) -> Result<Target, Refusal> {
+        let bad = |why: String| {
+            Refusal::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("dp.target_error {why}"),
+                "SET dp.target_error = 50 (the first aggregate's half-width), or = 'count:50, total:2000' per column; RESET dp.target_error to spend dp.epsilon instead",
+            )
+        };
+        let width = |t: &str| -> Result<f64, Refusal> {
+            t.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|w| w.is_finite() && *w > 0.0)
+                .ok_or_else(|| bad(format!("needs positive half-widths, got '{}'", t.trim())))
+        };
+        let text = text.trim();
+        if !text.contains(':') {
+            return Ok(Target::First(width(text)?));
+        }
+        let mut columns = Vec::new();
+        for part in text.split(',') {
+            let Some((name, w)) = part.split_once(':') else {
+                return Err(bad(format!("'{}' is not column:half-width", part.trim())));
+            };
+            let name = name.trim().trim_matches('"').to_string();
+            if name.is_empty() {
+                return Err(bad("names no column".into()));
+            }
+            columns.push((name, width(w)?));
+        }
+        Ok(Target::Columns(columns))
+    }
+}
+
+/// The ε a plan met its target with, for EXPLAIN and the NOTICE.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetMet {
+    /// The target, as set.
+    pub target: Target,
+    /// The least ε (on the ledger's grid) that meets it.
+    pub epsilon: f64,
 }

@@ -15,9 +15,9 @@ fn plan_with(sql: &str, epsilon: f64, split: Split) -> Plan {
     plan_asking(
         sql,
         Ask {
-            epsilon,
             split,
             mechanism: Mechanism::Laplace,
+            ..Ask::at(epsilon)
         },
     )
     .unwrap()
@@ -212,4 +212,63 @@ fn gaussian_noise_where_it_wins() {
     assert_eq!(selection.selection.delta(), config().privacy.delta / 2.0);
     assert_eq!(zcdp.delta, config().privacy.delta / 2.0);
     assert_eq!(grouped.cost().delta, config().privacy.delta);
+}
+
+/// `dp.target_error`: the least ε on the ledger's grid whose reported
+/// interval meets the target — the next grid step down does not — found
+/// from the plan alone; per-column targets; targets that cannot be met or
+/// aimed (an average's interval depends on its row count) are refused.
+#[test]
+fn the_least_epsilon_that_meets_a_target() {
+    use crate::front::{route, Statement};
+    use crate::plan::Target;
+    use crate::sqlstate;
+    let prepared = |sql: &str| match route(sql, &config(), false).unwrap().remove(0).statement {
+        Statement::Private(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let aim = |sql: &str, target: &str, max: f64| {
+        let target = Target::parse(target).unwrap();
+        prepared(sql).bind_to_target(
+            &[],
+            &Ask::at(0.1),
+            &config(),
+            &target,
+            (0.001, max),
+            "one query may spend",
+            0.95,
+        )
+    };
+    let sql = "SELECT COUNT(*) AS n, SUM(stay) AS total FROM visits";
+    let p = aim(sql, "50", 10.0).unwrap();
+    let met = p.target.clone().unwrap();
+    let width = |p: &Plan, i: usize| p.release.half_widths(0.95)[i].unwrap();
+    assert!(width(&p, 0) <= 50.0, "{}", width(&p, 0));
+    // One nano-ε less misses it.
+    let less = prepared(sql)
+        .bind(&[], &Ask::at(met.epsilon - 1e-9), &config())
+        .unwrap();
+    assert!(
+        width(&less, 0) > 50.0,
+        "{} at {}",
+        width(&less, 0),
+        met.epsilon
+    );
+    assert_eq!(p.cost().epsilon_f64(), met.epsilon);
+    // Both columns, each to its own half-width.
+    let p = aim(sql, "n:40, TOTAL:2000", 10.0).unwrap();
+    assert!(width(&p, 0) <= 40.0 && width(&p, 1) <= 2000.0);
+    // More than one query may spend: refused, saying what it would take.
+    let e = aim(sql, "1", 1.0).unwrap_err();
+    assert_eq!(e.code, sqlstate::INVALID_PARAMETER_VALUE);
+    assert!(e.message.contains("needs about ε ="), "{e}");
+    // An average's interval is only known after the data.
+    let e = aim("SELECT AVG(stay) FROM visits", "1", 10.0).unwrap_err();
+    assert_eq!(e.code, sqlstate::FEATURE_NOT_SUPPORTED, "{e}");
+    // A column the query does not have.
+    let e = aim(sql, "avg:3", 10.0).unwrap_err();
+    assert!(e.hint.contains("n, total"), "{e:?}");
+    for bad in ["-1", "0", "count:", "x", "n:1, :2"] {
+        assert!(Target::parse(bad).is_err(), "{bad}");
+    }
 }
