@@ -233,11 +233,20 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
         if let Some(ready) = on_ready {
             ready(addr);
         }
-        let ledger = Arc::new(ledger);
-        let shared = Arc::new(Shared::new(config, ledger.clone(), backend, catalog).map_err(|e| {
-            eprintln!("{e}");
+        // SCRAM salts of password users and of unknown names derive from
+        // one secret kept in the ledger: stable across reloads, restarts
+        // and replicas, so a salt never tells a real name from a made-up one.
+        let salt_key = ledger.secret("scram-salt").await.map_err(|e| {
+            eprintln!("cannot read the server secret from the ledger: {e}");
             ExitCode::FAILURE
-        })?);
+        })?;
+        let ledger = Arc::new(ledger);
+        let shared = Arc::new(
+            Shared::new(config, ledger.clone(), backend, catalog, salt_key).map_err(|e| {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            })?,
+        );
         tokio::spawn(reload_on_sighup(shared.clone(), path.to_path_buf()));
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -58,10 +58,9 @@ async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_is_offered_with_the_configured_certificate() {
-    let dir = tempdir();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+/// A self-signed certificate for localhost and its key, in `dir`.
+fn test_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let ok = Command::new("openssl")
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -77,38 +76,43 @@ async fn tls_is_offered_with_the_configured_certificate() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    (cert, key)
+}
+
+/// psql against `port` with `conninfo` added, running `\conninfo` and the
+/// query: (succeeded, stdout, stderr).
+fn psql(port: u16, conninfo: &str) -> (bool, String, String) {
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=analyst dbname=warehouse {conninfo}"
+        ))
+        .args(["-X", "-c", "\\conninfo", "-c", QUERY])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_offered_with_the_configured_certificate() {
+    let dir = tempdir();
+    let (cert, key) = test_certificate(dir.path());
     let (_db, _d, gate) = gate_with(
         "conn_tls",
         &format!("tls_cert = {:?}\ntls_key = {:?}", cert, key),
     )
     .await;
-    let psql = |sslmode: &str| {
-        Command::new("psql")
-            .arg(format!(
-                "host=127.0.0.1 port={} user=analyst dbname=warehouse sslmode={sslmode}",
-                gate.port
-            ))
-            .args(["-X", "-c", "\\conninfo", "-c", QUERY])
-            .env("PGPASSWORD", PASSWORD)
-            .output()
-            .unwrap()
-    };
-    let out = psql("require");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stdout, stderr) = psql(gate.port, "sslmode=require");
+    assert!(ok, "{stderr}");
     assert!(stdout.contains("SSL connection (protocol: TLS"), "{stdout}");
-    // TLS stays optional for clients on loopback that do not ask for it.
-    let out = psql("disable");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("SSL connection"));
+    // Without require_tls, TLS stays optional for clients that do not ask.
+    let (ok, stdout, stderr) = psql(gate.port, "sslmode=disable");
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("SSL connection"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,4 +226,77 @@ async fn sigterm_lets_running_queries_finish_and_closes_idle_connections() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+}
+
+/// `require_tls`: a login without TLS is refused before any password proof
+/// is exchanged, directly or through a relay that passes bytes on in the
+/// clear; with TLS the SCRAM proof is bound to dpgate's certificate
+/// (SCRAM-SHA-256-PLUS), so `channel_binding=require` logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_can_be_required_and_logins_are_bound_to_it() {
+    let dir = tempdir();
+    let (cert, key) = test_certificate(dir.path());
+    let (_db, _d, gate) = gate_with(
+        "conn_tls_required",
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\nrequire_tls = true",
+            cert, key
+        ),
+    )
+    .await;
+    let (ok, stdout, stderr) = psql(gate.port, "sslmode=require channel_binding=require");
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("SSL connection (protocol: TLS"), "{stdout}");
+    let (ok, _, stderr) = psql(gate.port, "sslmode=disable");
+    assert!(!ok);
+    assert!(stderr.contains("accepts only TLS connections"), "{stderr}");
+
+    // A relay that passes the bytes on in the clear gets the same answer.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
+    let target = gate.port;
+    let forward = tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut client, _)) = relay.accept().await else {
+                return;
+            };
+            let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    let (ok, _, stderr) = tokio::task::spawn_blocking(move || psql(relay_port, "sslmode=disable"))
+        .await
+        .unwrap();
+    assert!(!ok);
+    assert!(stderr.contains("accepts only TLS connections"), "{stderr}");
+    forward.abort();
+
+    // The config is checked: require_tls without a certificate is an error.
+    let bad = gate_config_error("require_tls = true");
+    assert!(bad.contains("server.require_tls"), "{bad}");
+}
+
+/// `dpgate check` on a config whose `[server]` section has `extra`: its
+/// error output.
+fn gate_config_error(extra: &str) -> String {
+    let dir = tempdir();
+    let text = proxy_toml("db", free_port(), &dir.path().join("l.sqlite"), 1.0, 0.1).replacen(
+        "[server]\n",
+        &format!("[server]\n{extra}\n"),
+        1,
+    );
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("DPGATE_TEST_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
 }

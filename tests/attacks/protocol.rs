@@ -200,3 +200,108 @@ async fn clients_that_never_log_in_take_no_connection_slot() {
         "an idle unauthenticated connection outlived the login timeout"
     );
 }
+
+/// The process id of BackendKeyData a raw login gets.
+async fn backend_pid(port: u16) -> i32 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", "analyst"), ("database", "x")], &mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut scram = ScramSha256::new(PASSWORD.as_bytes(), ChannelBinding::unsupported());
+    loop {
+        out.clear();
+        match message(&mut stream, &mut buf).await.expect("login") {
+            backend::Message::AuthenticationSasl(_) => {
+                frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).unwrap()
+            }
+            backend::Message::AuthenticationSaslContinue(b) => {
+                scram.update(b.data()).unwrap();
+                frontend::sasl_response(scram.message(), &mut out).unwrap();
+            }
+            backend::Message::AuthenticationSaslFinal(b) => scram.finish(b.data()).unwrap(),
+            backend::Message::BackendKeyData(k) => return k.process_id(),
+            backend::Message::ErrorResponse(_) => panic!("login refused"),
+            _ => {}
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await.unwrap();
+        }
+    }
+}
+
+/// The SCRAM salt dpgate answers `user`'s client-first message with.
+async fn salt_of(port: u16, user: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", user), ("database", "x")], &mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let scram = ScramSha256::new(b"any", ChannelBinding::unsupported());
+    loop {
+        out.clear();
+        match message(&mut stream, &mut buf).await.expect("exchange") {
+            backend::Message::AuthenticationSasl(_) => {
+                frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).unwrap()
+            }
+            backend::Message::AuthenticationSaslContinue(b) => {
+                let text = String::from_utf8_lossy(b.data()).into_owned();
+                return text
+                    .split(',')
+                    .find_map(|f| f.strip_prefix("s="))
+                    .unwrap_or_else(|| panic!("{text}"))
+                    .to_string();
+            }
+            other => panic!("unexpected message {:?}", std::mem::discriminant(&other)),
+        }
+        stream.write_all(&out).await.unwrap();
+    }
+}
+
+/// Connection ids are random: sequential ones would tell an analyst how
+/// many logins everyone made between two of theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_ids_are_random() {
+    let (_db, _dir, gate) = gate_over_visits("randomids", 20, 1.0, 0.1).await;
+    let mut pids = Vec::new();
+    for _ in 0..6 {
+        pids.push(backend_pid(gate.port).await);
+    }
+    assert!(pids.iter().all(|p| *p > 0), "{pids:?}");
+    let steps: Vec<i64> = pids.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect();
+    assert!(
+        steps.iter().any(|s| s.abs() > 1_000),
+        "sequential ids: {pids:?}"
+    );
+}
+
+/// A real user's SCRAM salt and an unknown name's stay the same on every
+/// attempt, across a reload and across a restart on the same ledger, so
+/// no salt tells a real name from a made-up one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salts_do_not_tell_real_names_from_made_up_ones() {
+    let (_db, _dir, mut gate) = gate_over_visits("salts", 20, 1.0, 0.1).await;
+    let before = (
+        salt_of(gate.port, "analyst").await,
+        salt_of(gate.port, "nobody").await,
+    );
+    assert_ne!(before.0, before.1);
+    assert_eq!(salt_of(gate.port, "nobody").await, before.1);
+    gate.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reloaded = (
+        salt_of(gate.port, "analyst").await,
+        salt_of(gate.port, "nobody").await,
+    );
+    assert_eq!(reloaded, before, "a reload changed a salt");
+    // A restart on the same ledger keeps them too.
+    let (dir, port, config) = (gate.dir.clone(), gate.port, gate.config_path());
+    gate.kill9();
+    drop(gate);
+    let restarted = Dpgate::run(&dir, &["serve", "--config", config.to_str().unwrap()], port);
+    let after = (
+        salt_of(restarted.port, "analyst").await,
+        salt_of(restarted.port, "nobody").await,
+    );
+    assert_eq!(after, before, "a restart changed a salt");
+}

@@ -33,6 +33,7 @@ pub(crate) struct RawServer {
     pub shutdown_grace_s: Option<u64>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    pub require_tls: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -152,6 +153,8 @@ pub struct Server {
     pub shutdown_grace: std::time::Duration,
     /// PEM certificate chain and private key for TLS, if TLS is on.
     pub tls: Option<Tls>,
+    /// Logins without TLS are refused (28000).
+    pub require_tls: bool,
 }
 
 /// Paths of the TLS certificate chain and key (PEM).

@@ -306,6 +306,28 @@ impl Ledger {
         dispatch!(&self.store, cached(&user, &key, not_before_ms))
     }
 
+    /// The server secret `name`: 32 random bytes made by the first dpgate
+    /// that asked and kept in the ledger, so every restart and every
+    /// replica sharing the ledger derives the same values from it.
+    pub async fn secret(&self, name: &str) -> Result<[u8; 32], LedgerError> {
+        let fresh: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let key = name.to_string();
+        let hex: String = dispatch!(&self.store, secret(&key, &fresh))?;
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = hex
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    LedgerError::Storage(format!("the secret {name} is not 32 hex bytes"))
+                })?;
+        }
+        Ok(out)
+    }
+
     /// `account`'s standing under `budget` at `now_ms` (an account that
     /// never spent has spent nothing).
     pub async fn standing(

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS dpgate_ledger.audit (
     "rows" bigint
 );
 ALTER TABLE dpgate_ledger.audit ADD COLUMN IF NOT EXISTS rho_nano bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS dpgate_ledger.secrets (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dpgate_ledger.releases (
     "user" text NOT NULL,
     key text NOT NULL,
@@ -175,6 +179,15 @@ impl PgStore {
             .query_opt(sql::GET_RELEASE, &[&user, &key, &not_before])
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub async fn secret(&self, name: &str, fresh: &str) -> Result<String, LedgerError> {
+        let client = self.pool.get().await?;
+        client.execute(sql::INSERT_SECRET, &[&name, &fresh]).await?;
+        Ok(client
+            .query_one(sql::GET_SECRET, &[&name])
+            .await?
+            .try_get(0)?)
     }
 
     pub async fn standing(

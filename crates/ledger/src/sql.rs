@@ -14,6 +14,14 @@ pub const USER_WINDOW: &str = r#"SELECT CAST(COALESCE(SUM(epsilon_nano), 0) AS B
 /// Everyone's charges after an instant (the dataset's window).
 pub const DATASET_WINDOW: &str = r#"SELECT CAST(COALESCE(SUM(epsilon_nano), 0) AS BIGINT), CAST(COALESCE(SUM(delta_atto), 0) AS BIGINT) FROM charges WHERE at_ms > $1"#;
 
+/// Stores a server secret unless one of that name exists (hex text, so
+/// both stores keep it the same way).
+pub const INSERT_SECRET: &str =
+    "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+
+/// Reads a server secret.
+pub const GET_SECRET: &str = "SELECT value FROM secrets WHERE name = $1";
+
 /// Appends an audit entry and returns its id.
 pub const INSERT_AUDIT: &str = r#"INSERT INTO audit (at_ms, "user", client, statement, backend_sql, epsilon_nano, delta_atto, outcome, code, detail, "rows", rho_nano) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id"#;
 

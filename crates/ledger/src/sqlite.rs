@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT,
     "rows" INTEGER
 );
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS releases (
     "user" TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -201,6 +205,13 @@ impl SqliteStore {
                 r.get(0)
             })
             .optional()?)
+    }
+
+    pub fn secret(&self, name: &str, fresh: &str) -> Result<String, LedgerError> {
+        self.write(|tx| {
+            tx.execute(&q(sql::INSERT_SECRET), params![name, fresh])?;
+            Ok(tx.query_row(&q(sql::GET_SECRET), params![name], |r| r.get(0))?)
+        })
     }
 
     pub fn standing(

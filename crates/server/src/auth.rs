@@ -1,6 +1,9 @@
-//! SCRAM-SHA-256 against the users of proxy.toml. Unknown users go through
-//! the same exchange with a made-up verifier, so they get the same answer
-//! as a wrong password and user names cannot be probed.
+//! SCRAM-SHA-256 (and -PLUS with TLS) against the users of proxy.toml.
+//! Unknown users go through the same exchange with a made-up verifier, so
+//! they get the same answer as a wrong password. The salt a password user
+//! and an unknown name get is the same keyed function of the name and the
+//! ledger's secret: stable across attempts, reloads and restarts for both,
+//! so no salt tells a real name from a made-up one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +20,14 @@ use pgwire::error::{PgWireError, PgWireResult};
 #[derive(Debug)]
 pub struct UserStore {
     verifiers: HashMap<String, Verifier>,
-    decoy_key: [u8; 32],
+    salt_key: [u8; 32],
+}
+
+/// The salt `user` gets: a PRF (one round of PBKDF2-HMAC-SHA-256) of the
+/// name keyed by the ledger's secret.
+fn salt_for(salt_key: &[u8; 32], user: &str) -> Vec<u8> {
+    let seed = format!("{}{user}", STANDARD.encode(salt_key));
+    gen_salted_password(&seed, b"dpgate-salt", 1)[..16].to_vec()
 }
 
 #[derive(Debug, Clone)]
@@ -38,10 +48,9 @@ impl Verifier {
         }
     }
 
-    fn from_password(password: &str) -> Verifier {
-        let salt: [u8; 16] = rand::random();
+    fn from_password(password: &str, salt: Vec<u8>) -> Verifier {
         let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
-        match ScramSecret::verifier_from_salted_password(salt.to_vec(), salted, SCRAM_ITERATIONS) {
+        match ScramSecret::verifier_from_salted_password(salt, salted, SCRAM_ITERATIONS) {
             ScramSecret::Verifier {
                 salt,
                 iterations,
@@ -75,12 +84,12 @@ impl Verifier {
 }
 
 impl UserStore {
-    /// Derives verifiers for every user in `config`.
-    pub fn new(config: &Config) -> Result<UserStore, String> {
+    /// Derives verifiers for every user in `config`, salts from `salt_key`.
+    pub fn new(config: &Config, salt_key: [u8; 32]) -> Result<UserStore, String> {
         let mut verifiers = HashMap::new();
         for u in &config.users {
             let v = match &u.secret {
-                Secret::Password(p) => Verifier::from_password(p),
+                Secret::Password(p) => Verifier::from_password(p, salt_for(&salt_key, &u.name)),
                 Secret::ScramVerifier(text) => Verifier::parse(text).ok_or_else(|| {
                     format!("users: the SCRAM verifier of {} does not decode", u.name)
                 })?,
@@ -89,21 +98,42 @@ impl UserStore {
         }
         Ok(UserStore {
             verifiers,
-            decoy_key: rand::random(),
+            salt_key,
         })
     }
 
-    /// A stable fake verifier for an unknown name: same salt on every
-    /// attempt (as a real user would have), keys nobody can match.
+    /// A fake verifier for an unknown name: the salt a password user of
+    /// that name would have, keys nobody can match.
     fn decoy(&self, user: &str) -> Verifier {
-        let seed = format!("{}{user}", STANDARD.encode(self.decoy_key));
-        let salted = gen_salted_password(&seed, b"dpgate-decoy", 1);
         Verifier {
-            salt: salted[..16].to_vec(),
+            salt: salt_for(&self.salt_key, user),
             iterations: SCRAM_ITERATIONS,
             stored_key: rand::random::<[u8; 32]>().to_vec(),
             server_key: rand::random::<[u8; 32]>().to_vec(),
         }
+    }
+}
+
+/// Connection ids (the process id of BackendKeyData) drawn at random, not
+/// counted: a counter would tell every analyst how many logins there have
+/// been. The cancel secret is random as before.
+#[derive(Debug)]
+pub struct RandomIds;
+
+impl pgwire::api::PidSecretKeyGenerator for RandomIds {
+    fn generate(
+        &self,
+        client: &dyn pgwire::api::ClientInfo,
+    ) -> (i32, pgwire::messages::startup::SecretKey) {
+        use pgwire::messages::startup::SecretKey;
+        use pgwire::messages::ProtocolVersion;
+        // Positive, as PostgreSQL's process ids are.
+        let pid = (rand::random::<u32>() >> 1) as i32;
+        let key = match client.protocol_version() {
+            ProtocolVersion::PROTOCOL3_0 => SecretKey::I32(rand::random()),
+            _ => SecretKey::Bytes(rand::random::<[u8; 32]>().to_vec().into()),
+        };
+        (pid.max(1), key)
     }
 }
 

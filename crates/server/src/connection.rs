@@ -50,6 +50,8 @@ pub(crate) enum Admission {
 pub(crate) struct Limits {
     pub idle_timeout: Option<Duration>,
     pub tls: Option<TlsAcceptor>,
+    /// Refuse logins that did not negotiate TLS (`server.require_tls`).
+    pub require_tls: bool,
     /// The `server.max_connections` slots, taken once a client has logged in.
     pub slots: Arc<tokio::sync::Semaphore>,
 }
@@ -166,6 +168,22 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         };
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             break;
+        }
+        // A login without TLS where TLS is required: refused before any
+        // authentication exchange, so no password proof ever crosses in
+        // the clear. Cancel requests (which older libpq sends without TLS)
+        // carry only a random key and are still served.
+        if limits.require_tls
+            && !socket.is_secure()
+            && matches!(message, PgWireFrontendMessage::Startup(_))
+        {
+            return fatal(
+                &mut socket,
+                "28000",
+                "dpgate accepts only TLS connections here (server.require_tls), and this one did not negotiate TLS",
+                "connect with sslmode=verify-full (or sslmode=require) and channel_binding=require",
+            )
+            .await;
         }
         let message = bounded_execute(message);
         let is_extended = match socket.state() {

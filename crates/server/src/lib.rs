@@ -11,6 +11,7 @@ mod handler;
 mod params;
 mod report;
 mod session;
+mod startup;
 mod statement;
 mod wire;
 
@@ -22,7 +23,6 @@ use dpgate_ledger::Ledger;
 use dpgate_service::Service;
 use dpgate_sql::constant::SERVER_VERSION;
 use pgwire::api::auth::sasl::scram::ScramAuth;
-use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -41,6 +41,8 @@ pub struct Shared {
     pub service: Arc<Service>,
     /// Verifiers of the configured users; replaced with the config.
     users: RwLock<Arc<UserStore>>,
+    /// The ledger's secret that SCRAM salts derive from.
+    salt_key: [u8; 32],
 }
 
 impl Shared {
@@ -50,11 +52,13 @@ impl Shared {
         ledger: Arc<Ledger>,
         backend: Arc<dyn Backend>,
         catalog: Option<dpgate_catalog::Catalog>,
+        salt_key: [u8; 32],
     ) -> Result<Shared, String> {
-        let users = UserStore::new(&config)?;
+        let users = UserStore::new(&config, salt_key)?;
         Ok(Shared {
             service: Arc::new(Service::new(config, ledger, backend, catalog)),
             users: RwLock::new(Arc::new(users)),
+            salt_key,
         })
     }
 
@@ -72,7 +76,7 @@ impl Shared {
     /// Connections stay open and spent budget stays in the ledger; the
     /// returned list names settings that need a restart.
     pub async fn reload(&self, config: Config) -> Result<Vec<&'static str>, String> {
-        let users = UserStore::new(&config)?;
+        let users = UserStore::new(&config, self.salt_key)?;
         // Config first: a user removed by this reload is refused at once,
         // and a user added by it can log in a moment later.
         let restart = self.service.reload(config).await?;
@@ -83,7 +87,7 @@ impl Shared {
 
 struct Handlers {
     query: Arc<handler::QueryHandler>,
-    startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    startup: Arc<startup::ScramStartup>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
@@ -119,9 +123,28 @@ pub async fn serve(
     parameters.is_superuser = false;
     parameters.default_transaction_read_only = true;
     let connections = Arc::new(ConnectionManager::new());
-    let startup = SASLAuthStartupHandler::new(Arc::new(parameters))
-        .with_scram(ScramAuth::new(Arc::new(auth::ScramSource(shared.clone()))))
-        .with_connection_manager(connections.clone());
+    let plain = ScramAuth::new(Arc::new(auth::ScramSource(shared.clone())));
+    let bound = match &server.tls {
+        // SCRAM-SHA-256-PLUS (tls-server-end-point): the proof is bound to
+        // this certificate, so a relay that terminates TLS with another
+        // certificate cannot pass a login on.
+        Some(tls) => {
+            let pem = std::fs::read(&tls.cert)?;
+            let mut bound = plain.clone();
+            bound
+                .configure_certificate(&pem)
+                .map_err(|e| std::io::Error::other(format!("channel binding: {e}")))?;
+            Some(bound)
+        }
+        None => None,
+    };
+    let startup = startup::ScramStartup::new(
+        Arc::new(parameters),
+        plain,
+        bound,
+        Arc::new(auth::RandomIds),
+        connections.clone(),
+    );
     let handlers = Arc::new(Handlers {
         query: Arc::new(handler::QueryHandler::new(shared)),
         startup: Arc::new(startup),
@@ -134,6 +157,7 @@ pub async fn serve(
             .as_ref()
             .map(connection::tls_acceptor)
             .transpose()?,
+        require_tls: server.require_tls,
         slots: Arc::new(Semaphore::new(server.max_connections)),
     });
     let max_pending = connection::max_pending_logins(server.max_connections);

@@ -394,7 +394,16 @@ fn validate_server(c: &mut Collector, raw: &RawServer) -> Server {
             None
         }
     };
+    let require_tls = raw.require_tls.unwrap_or(false);
+    if require_tls && tls.is_none() {
+        c.err(
+            "server.require_tls",
+            "TLS is required but not configured",
+            "set server.tls_cert and server.tls_key (PEM files), or remove require_tls",
+        );
+    }
     Server {
+        require_tls,
         max_connections,
         idle_timeout: raw
             .idle_timeout_s
