@@ -605,3 +605,39 @@ async fn accuracy_first_queries_spend_the_least_epsilon() {
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22023");
 }
+
+/// The SQLite ledger (budgets, every statement) and the embedded SQLite
+/// copy of the CSV data (the private rows) are readable by dpgate's user
+/// only, WAL files included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_and_data_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let (db, _) = visits_database("owneronly", 50).await;
+    let dir = tempdir();
+    let port = free_port();
+    let ledger = dir.path().join("l.sqlite");
+    let text = sqlite_toml(
+        &proxy_toml(&db, port, &ledger, 5.0, 0.1),
+        &db,
+        &["visits"],
+        dir.path(),
+    )
+    .await;
+    let gate = Dpgate::start(dir.path(), &text, port);
+    let (client, _notices) = gate.connect().await;
+    client
+        .simple_query("SELECT COUNT(*) FROM visits")
+        .await
+        .unwrap();
+    for file in ["l.sqlite", "l.sqlite-wal", "data.db"] {
+        let path = dir.path().join(file);
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}

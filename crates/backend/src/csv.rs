@@ -25,6 +25,12 @@ const PROGRESS_ROWS: u64 = 50_000;
 
 /// Loads every table of `tables` (all with a `csv` source) into `path`.
 pub fn load_sources(path: &Path, tables: &[Table]) -> Result<(), BackendError> {
+    // The private rows themselves: owner-only (0600).
+    match dpgate_config::files::owner_only(path) {
+        Ok(Some(warning)) => tracing::warn!("the data file {warning}"),
+        Ok(None) => {}
+        Err(e) => return Err(BackendError::Connect(format!("{}: {e}", path.display()))),
+    }
     let mut conn = Connection::open(path)
         .map_err(|e| BackendError::Connect(format!("{}: {e}", path.display())))?;
     let setup = format!(

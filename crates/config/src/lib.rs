@@ -3,6 +3,7 @@
 //! safe to plan against (bounds are ordered and finite, users have
 //! secrets, names are unique).
 
+pub mod files;
 mod model;
 mod validate;
 
@@ -70,6 +71,13 @@ impl Config {
 
     /// Parses and validates config text; `env` looks up `env:NAME` secrets.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        Self::parse_unscrubbed(text, env).map_err(|errors| errors.scrubbed(&secrets_in(text)))
+    }
+
+    fn parse_unscrubbed(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
         let raw: model::RawConfig = toml::from_str(text).map_err(|e| {
             ConfigErrors::single(
                 "proxy.toml".into(),
@@ -109,3 +117,53 @@ fn line_col(text: &str, offset: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Every secret written into a proxy.toml text, wherever it sits and
+/// whether or not the text parses: passwords in URLs (`user:secret@`,
+/// `password=secret` parameters) and `password = "..."` values other than
+/// `env:` references. Error messages are scrubbed of them, so no message
+/// about a config ever shows one.
+pub fn secrets_in(text: &str) -> Vec<String> {
+    let mut secrets = Vec::new();
+    for line in text.lines() {
+        // user:secret@ in any URL on the line.
+        let mut rest = line;
+        while let Some(at) = rest.find("://") {
+            let after = &rest[at + 3..];
+            let end = after
+                .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+                .unwrap_or(after.len());
+            let authority = &after[..end];
+            if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                if let Some((_, password)) = userinfo.split_once(':') {
+                    secrets.push(password.to_string());
+                }
+            }
+            rest = &after[end..];
+        }
+        // password=secret in a URL's parameters or a key=value string.
+        for (i, _) in line.match_indices("password=") {
+            let value: String = line[i + "password=".len()..]
+                .chars()
+                .take_while(|c| !matches!(c, '&' | '"' | '\'' | ' '))
+                .collect();
+            secrets.push(value);
+        }
+        // password = "secret" (a user's password), not env: references.
+        let trimmed = line.trim_start();
+        if let Some(value) = trimmed
+            .strip_prefix("password")
+            .map(str::trim_start)
+            .and_then(|r| r.strip_prefix('='))
+        {
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            if !value.starts_with("env:") {
+                secrets.push(value.to_string());
+            }
+        }
+    }
+    secrets.retain(|s| s.len() >= 2);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}

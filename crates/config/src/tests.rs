@@ -237,3 +237,58 @@ fn duplicate_domain_values_are_refused_with_their_place() {
     assert!(e.contains("columns.flag.values[1]"), "{e}");
     assert!(e.contains("columns.n.values[0]"), "{e}");
 }
+
+/// No message about a bad config shows a secret it holds: a password in a
+/// URL (userinfo or parameter), or a user's password, whether the text
+/// fails as TOML, as a type, or in validation.
+#[test]
+fn errors_never_show_secrets() {
+    let pw = "Tr0ub4dor&3";
+    let cases = [
+        // A TOML syntax error on the line with the URL.
+        GOOD.replace(
+            "url = \"postgres://dpgate@127.0.0.1:5432/warehouse\"",
+            &format!("url = \"postgres://dpgate:{pw}@127.0.0.1:5432/warehouse\" garbage"),
+        ),
+        // Not a PostgreSQL URL.
+        GOOD.replace(
+            "url = \"postgres://dpgate@127.0.0.1:5432/warehouse\"",
+            &format!("url = \"mysql://dpgate:{pw}@db/warehouse\""),
+        ),
+        // A password parameter, and an unknown key beside it.
+        GOOD.replace(
+            "url = \"postgres://dpgate@127.0.0.1:5432/warehouse\"",
+            &format!("url = \"mysql://db/warehouse?sslmode=require&password={pw}\"\nuri = 1"),
+        ),
+        // A PostgreSQL ledger URL with a password, and a catalog URL.
+        GOOD.replace(
+            "path = \"ledger.sqlite\"",
+            &format!("url = \"postgres://l:{pw}@h/db\"\npath = \"x\""),
+        ) + &format!("[catalog]\nurl = \"postgres://c:{pw}@h/db\"\n"),
+        // A cleartext user password, with a type error in the same table.
+        GOOD.replace(
+            "password = \"env:ANALYST_PASSWORD\"",
+            &format!("password = \"{pw}\""),
+        )
+        .replace("epsilon_budget = 3.0", "epsilon_budget = \"lots\""),
+        GOOD.replace(
+            "password = \"env:ANALYST_PASSWORD\"",
+            &format!("password = \"{pw}\""),
+        ),
+        // A URL pasted into a field of another type: serde echoes it.
+        GOOD.replace(
+            "default_epsilon = 0.1",
+            &format!("default_epsilon = \"postgres://u:{pw}@h/db\""),
+        ),
+        GOOD.replace(
+            "listen = \"127.0.0.1:6432\"",
+            &format!("listen = \"postgres://u:{pw}@h/db\""),
+        ),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let shown = errors(text).join("\n");
+        assert!(!shown.is_empty(), "case {i} should fail");
+        assert!(!shown.contains(pw), "case {i} shows the password: {shown}");
+        assert!(!shown.contains("Tr0ub4"), "case {i}: {shown}");
+    }
+}

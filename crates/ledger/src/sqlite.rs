@@ -87,6 +87,12 @@ pub(crate) struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, LedgerError> {
+        // Budgets and every analyst's statements: owner-only (0600).
+        match dpgate_config::files::owner_only(path) {
+            Ok(Some(warning)) => tracing::warn!("the ledger {warning}"),
+            Ok(None) => {}
+            Err(e) => return Err(LedgerError::Storage(format!("{}: {e}", path.display()))),
+        }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

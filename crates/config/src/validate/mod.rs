@@ -29,6 +29,25 @@ pub struct ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
+    /// The same errors with every one of `secrets` replaced by `***`.
+    pub fn scrubbed(self, secrets: &[String]) -> ConfigErrors {
+        let scrub = |text: String| {
+            secrets
+                .iter()
+                .fold(text, |t, s| t.replace(s.as_str(), "***"))
+        };
+        ConfigErrors(
+            self.0
+                .into_iter()
+                .map(|e| ConfigError {
+                    path: scrub(e.path),
+                    message: scrub(e.message),
+                    fix: scrub(e.fix),
+                })
+                .collect(),
+        )
+    }
+
     pub(crate) fn single(path: String, message: String, fix: &str) -> Self {
         ConfigErrors(vec![ConfigError {
             path,
