@@ -265,8 +265,8 @@ pub fn audit(
                         "{:>6} {:<24} {:<12} {:<21} {:<9} {:>8} {:>5}  {}",
                         r.id,
                         time_text(e.at_ms),
-                        display_account(&e.user),
-                        e.client,
+                        one_line(display_account(&e.user), 24),
+                        one_line(&e.client, 40),
                         e.outcome.as_str(),
                         num(e.cost.epsilon),
                         e.rows.map(|n| n.to_string()).unwrap_or_default(),
@@ -314,12 +314,28 @@ fn num(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// `text` on one line of at most `max` characters, with every control
+/// character and text-direction override escaped (`\u{1b}`): analysts
+/// write the statements, and raw escape codes would let one clear the
+/// data owner's screen or overwrite lines to hide a query.
 fn one_line(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(max) {
+    let shown = match flat.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &flat[..i]),
         None => flat,
-    }
+    };
+    shown
+        .chars()
+        .flat_map(|c| {
+            let hidden = c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if hidden {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn fail(e: dpgate_ledger::LedgerError) -> ExitCode {

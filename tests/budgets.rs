@@ -641,3 +641,58 @@ async fn ledger_and_data_files_are_owner_only() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
     }
 }
+
+/// The audit log cannot be flooded or forged on screen: a statement far
+/// over the size limit is refused (54001, nothing charged) and recorded by
+/// its first 16 KiB and its length, and `dpgate audit` prints control
+/// characters escaped, so a query cannot clear the data owner's terminal
+/// or overwrite the lines above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_bounded_and_printed_safely() {
+    let (_db, _dir, gate) = gate_over_visits("auditsafe", 30, 5.0, 0.1).await;
+    let (client, _notices) = gate.connect().await;
+    let huge = format!("SELECT COUNT(*) FROM visits -- {}", "x".repeat(3 << 20));
+    let err = client.simple_query(&huge).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "54001");
+    client
+        .simple_query("SELECT COUNT(*) FROM visits /* \u{1b}[2J\u{1b}[1A\u{202e} hidden */")
+        .await
+        .unwrap();
+    // Refusals are written in batches: wait until both entries are in.
+    let mut log = Vec::new();
+    for _ in 0..50 {
+        log = json(&gate.cli(&["audit", "--format", "json"]));
+        if log.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = log
+        .iter()
+        .find(|e| e["sqlstate"] == "54001")
+        .unwrap_or_else(|| {
+            panic!(
+                "the refusal is recorded: {:?}",
+                log.iter()
+                    .map(|e| (&e["sqlstate"], &e["outcome"]))
+                    .collect::<Vec<_>>()
+            )
+        });
+    let text = refused["statement"].as_str().unwrap();
+    assert!(text.len() < 17 * 1024, "{} bytes kept", text.len());
+    assert!(
+        text.contains(&format!("{} bytes in all", huge.len())),
+        "{}",
+        &text[text.len() - 80..]
+    );
+    // JSON stays exact; the table escapes.
+    assert!(log
+        .iter()
+        .any(|e| e["statement"].as_str().unwrap().contains('\u{1b}')));
+    let table = gate.cli(&["audit"]);
+    assert!(
+        !table.contains('\u{1b}') && !table.contains('\u{202e}'),
+        "{table:?}"
+    );
+    assert!(table.contains("\\u{1b}[2J"), "{table}");
+}

@@ -157,7 +157,12 @@ impl QueryHandler {
         let first = self.client_session(client);
         let mut statements = match parsed.under(&first.ctx, self.service()) {
             Ok(s) => s,
-            Err(e) => return vec![Outcome::Error(e)],
+            Err(e) => {
+                // Unreadable text is refused and recorded like any other
+                // refusal (the entry keeps at most the text's start).
+                let entry = first.ctx.entry(&parsed.text);
+                return vec![Outcome::Error(self.service().refused(entry, e).await)];
+            }
         };
         if bound.portal.is_some() && statements.len() > 1 {
             return vec![Outcome::Error(several_prepared())];

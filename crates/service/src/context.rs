@@ -9,6 +9,27 @@ use dpgate_config::{Config, User};
 use dpgate_ledger::{now_ms, Amount, AuditEntry, Outcome};
 use dpgate_sql::{Ask, Mechanism};
 
+/// The most of a statement's text an audit entry keeps. Longer texts
+/// (dpgate refuses statements over 1 MiB, but records the refusal) keep
+/// their start and say how long they were, so no statement, refused or
+/// not, can grow the log by more than this.
+pub const MAX_AUDIT_STATEMENT_BYTES: usize = 16 * 1024;
+
+fn kept_text(statement: &str) -> String {
+    if statement.len() <= MAX_AUDIT_STATEMENT_BYTES {
+        return statement.to_string();
+    }
+    let mut end = MAX_AUDIT_STATEMENT_BYTES;
+    while !statement.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… [{} bytes in all; the audit log keeps the first {MAX_AUDIT_STATEMENT_BYTES}]",
+        &statement[..end],
+        statement.len()
+    )
+}
+
 /// A statement's snapshot of everything it reads besides the data.
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -61,7 +82,7 @@ impl Context {
             at_ms: now_ms(),
             user: self.user.clone(),
             client: self.client.clone(),
-            statement: statement.to_string(),
+            statement: kept_text(statement),
             backend_sql: None,
             cost: Amount::default(),
             rho: 0.0,
