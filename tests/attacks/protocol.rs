@@ -305,3 +305,81 @@ async fn salts_do_not_tell_real_names_from_made_up_ones() {
     );
     assert_eq!(after, before, "a restart changed a salt");
 }
+
+/// dpgate's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Sends `count` Parse messages named `prefix<i>` and a Sync; returns
+/// (ParseComplete count, SQLSTATEs of errors).
+async fn parse_many(stream: &mut TcpStream, prefix: &str, count: usize) -> (usize, Vec<String>) {
+    let mut out = BytesMut::new();
+    for i in 0..count {
+        frontend::parse(&format!("{prefix}{i}"), "SELECT 1", [], &mut out).unwrap();
+    }
+    frontend::sync(&mut out);
+    stream.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let (mut parsed, mut errors) = (0, Vec::new());
+    while let Some(m) = message(stream, &mut buf).await {
+        match m {
+            backend::Message::ParseComplete => parsed += 1,
+            backend::Message::ErrorResponse(body) => {
+                let mut fields = body.fields();
+                while let Ok(Some(f)) = fallible_iterator::FallibleIterator::next(&mut fields) {
+                    if f.type_() == b'C' {
+                        errors.push(String::from_utf8_lossy(f.value_bytes()).into_owned());
+                    }
+                }
+            }
+            backend::Message::ReadyForQuery(_) => break,
+            _ => {}
+        }
+    }
+    (parsed, errors)
+}
+
+/// One connection cannot hold unbounded prepared statements: beyond
+/// `server.max_prepared_per_connection` (1 000) a Parse is refused with
+/// 53400, closing one makes room, and 20 000 attempts leave dpgate's
+/// memory about where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_per_connection_are_capped() {
+    let (_db, _dir, gate) = gate_over_visits("prepcap", 20, 1.0, 0.1).await;
+    let pid = gate.child.id();
+    let mut stream = raw_login(gate.port).await;
+    let (parsed, errors) = parse_many(&mut stream, "s", 1_500).await;
+    assert_eq!(parsed, 1_000);
+    assert_eq!(errors, ["53400"]);
+    // Closing one makes room for one more.
+    let mut out = BytesMut::new();
+    frontend::close(b'S', "s0", &mut out).unwrap();
+    frontend::sync(&mut out);
+    stream.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    while let Some(m) = message(&mut stream, &mut buf).await {
+        if matches!(m, backend::Message::ReadyForQuery(_)) {
+            break;
+        }
+    }
+    assert_eq!(
+        parse_many(&mut stream, "t", 2).await,
+        (1, vec!["53400".to_string()])
+    );
+    let before = rss_kib(pid);
+    for round in 0..20 {
+        let (_, errors) = parse_many(&mut stream, &format!("r{round}_"), 1_000).await;
+        assert_eq!(errors, ["53400"]);
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(
+        grown < 20 * 1024,
+        "20 000 refused statements grew dpgate by {grown} KiB"
+    );
+}

@@ -34,6 +34,7 @@ pub(crate) struct RawServer {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub require_tls: Option<bool>,
+    pub max_prepared_per_connection: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -155,6 +156,9 @@ pub struct Server {
     pub tls: Option<Tls>,
     /// Logins without TLS are refused (28000).
     pub require_tls: bool,
+    /// Named prepared statements, and named portals, one connection may
+    /// hold at once (53400 beyond).
+    pub max_prepared_per_connection: usize,
 }
 
 /// Paths of the TLS certificate chain and key (PEM).

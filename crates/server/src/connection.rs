@@ -52,6 +52,8 @@ pub(crate) struct Limits {
     pub tls: Option<TlsAcceptor>,
     /// Refuse logins that did not negotiate TLS (`server.require_tls`).
     pub require_tls: bool,
+    /// Named prepared statements (and portals) one connection may hold.
+    pub max_prepared: usize,
     /// The `server.max_connections` slots, taken once a client has logged in.
     pub slots: Arc<tokio::sync::Semaphore>,
 }
@@ -86,6 +88,7 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
         }
     };
     let mut slot = None;
+    let mut named = crate::named::NamedObjects::new(limits.max_prepared);
 
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
@@ -190,6 +193,20 @@ pub(crate) async fn serve_connection<H: PgWireServerHandlers>(
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
         };
+        // After an error the extended protocol skips to Sync: pgwire does
+        // that for the messages it is given, so only look at the others.
+        let skipping = matches!(socket.state(), PgWireConnectionState::AwaitingSync);
+        let admitted = if skipping {
+            Ok(())
+        } else {
+            named.admit(&message)
+        };
+        if let Err(info) = admitted {
+            let mut e = pgwire::error::PgWireError::UserError(info);
+            errors.on_error(&socket, &mut e);
+            process_error(&mut socket, e, is_extended).await?;
+            continue;
+        }
         let is_cancel = matches!(message, PgWireFrontendMessage::CancelRequest(_));
         if let Err(mut e) = process_message(
             message,

@@ -8,6 +8,7 @@ mod browse;
 mod connection;
 mod describe;
 mod handler;
+mod named;
 mod params;
 mod report;
 mod session;
@@ -158,6 +159,7 @@ pub async fn serve(
             .map(connection::tls_acceptor)
             .transpose()?,
         require_tls: server.require_tls,
+        max_prepared: server.max_prepared_per_connection,
         slots: Arc::new(Semaphore::new(server.max_connections)),
     });
     let max_pending = connection::max_pending_logins(server.max_connections);

@@ -421,8 +421,17 @@ fn validate_server(c: &mut Collector, raw: &RawServer) -> Server {
             "set server.tls_cert and server.tls_key (PEM files), or remove require_tls",
         );
     }
+    let max_prepared_per_connection = raw.max_prepared_per_connection.unwrap_or(1_000);
+    if !(1..=1_000_000).contains(&max_prepared_per_connection) {
+        c.err(
+            "server.max_prepared_per_connection",
+            format!("{max_prepared_per_connection} is outside 1 to 1 000 000"),
+            "write how many named prepared statements one connection may hold, e.g. 1000",
+        );
+    }
     Server {
         require_tls,
+        max_prepared_per_connection,
         max_connections,
         idle_timeout: raw
             .idle_timeout_s
