@@ -199,6 +199,52 @@ fn adjust(
     })
 }
 
+/// Runs `dpgate audit prune --before`.
+pub fn prune(path: &Path, before: &str) -> Result<(), ExitCode> {
+    let config = load(path)?;
+    let before_ms = parse_since(before).map_err(|e| {
+        eprintln!("--before: {e}");
+        ExitCode::from(2)
+    })?;
+    runtime()?.block_on(async {
+        let ledger = open_ledger(&config).await?;
+        let pruned = prune_before(&ledger, before_ms, "dpgate audit prune").await?;
+        println!(
+            "pruned {pruned} audit entries before {}; charges are kept",
+            time_text(before_ms)
+        );
+        Ok(())
+    })
+}
+
+/// Deletes audit entries before `before_ms` and records that it did, in
+/// the log itself: who pruned, up to when, how many.
+pub async fn prune_before(
+    ledger: &dpgate_ledger::Ledger,
+    before_ms: i64,
+    by: &str,
+) -> Result<u64, ExitCode> {
+    let pruned = ledger.prune_audit(before_ms).await.map_err(fail)?;
+    let entry = AuditEntry {
+        at_ms: now_ms(),
+        user: "(dpgate)".into(),
+        client: format!(
+            "{by} ({})",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+        statement: format!("prune audit entries before {}", time_text(before_ms)),
+        backend_sql: None,
+        cost: Amount::default(),
+        rho: 0.0,
+        outcome: Outcome::Ok,
+        code: None,
+        detail: Some(format!("{pruned} entries deleted; charges kept")),
+        rows: Some(pruned as i64),
+    };
+    ledger.append(entry).await.map_err(fail)?;
+    Ok(pruned)
+}
+
 /// Runs `dpgate audit`.
 pub fn audit(
     path: &Path,

@@ -49,7 +49,10 @@ enum Cmd {
         action: BudgetCmd,
     },
     /// List the audit log: every statement, who sent it, what it cost, how it ended.
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        action: Option<AuditCmd>,
         #[command(flatten)]
         config: ConfigArg,
         /// Only this user.
@@ -65,6 +68,19 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Delete audit entries older than a time (charges, the budget
+    /// records, are kept). The prune itself is recorded.
+    Prune {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// RFC 3339 (2026-01-01T00:00:00Z) or a duration ago (90d).
+        #[arg(long)]
+        before: String,
     },
 }
 
@@ -154,6 +170,11 @@ fn main() -> ExitCode {
         }),
         Cmd::Budget { action } => admin::budget(action),
         Cmd::Audit {
+            action: Some(AuditCmd::Prune { config, before }),
+            ..
+        } => admin::prune(&config.config, &before),
+        Cmd::Audit {
+            action: None,
             config,
             user,
             since,
@@ -164,6 +185,22 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,
+    }
+}
+
+/// `[audit] retention`: at start and every hour, audit entries older than
+/// the retention in force are deleted (charges stay) and the prune is
+/// recorded.
+async fn prune_audit_log(shared: Arc<Shared>, ledger: Arc<dpgate_ledger::Ledger>) {
+    loop {
+        if let Some(retention) = shared.config().audit_retention {
+            let before = dpgate_ledger::now_ms().saturating_sub(retention.as_millis() as i64);
+            match admin::prune_before(&ledger, before, "audit.retention").await {
+                Ok(n) => tracing::info!(pruned = n, "audit entries past audit.retention deleted"),
+                Err(_) => tracing::warn!("the audit log could not be pruned"),
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
     }
 }
 
@@ -248,6 +285,7 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
             })?,
         );
         tokio::spawn(reload_on_sighup(shared.clone(), path.to_path_buf()));
+        tokio::spawn(prune_audit_log(shared.clone(), ledger.clone()));
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("SIGTERM handler");

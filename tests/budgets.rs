@@ -696,3 +696,69 @@ async fn the_audit_log_is_bounded_and_printed_safely() {
     );
     assert!(table.contains("\\u{1b}[2J"), "{table}");
 }
+
+/// The audit log can be pruned (`dpgate audit prune --before`, or
+/// `[audit] retention` at start and hourly); charges — what was spent —
+/// are never pruned, and each prune is itself recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_pruned_but_spending_is_not() {
+    let (db, _) = visits_database("prune", 30).await;
+    let dir = tempdir();
+    let port = free_port();
+    let text = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1)
+        + "[cache]\nenabled = false\n";
+    let gate = Dpgate::start(dir.path(), &text, port);
+    let (client, _notices) = gate.connect().await;
+    for _ in 0..3 {
+        client
+            .simple_query("SELECT COUNT(*) FROM visits")
+            .await
+            .unwrap();
+    }
+    let out = gate.cli(&["audit", "prune", "--before", "0s"]);
+    assert!(out.contains("pruned 3 audit entries"), "{out}");
+    let log = json(&gate.cli(&["audit", "--format", "json"]));
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["user"], "(dpgate)");
+    let spent = json(&gate.cli(&["budget", "show", "--format", "json"]));
+    let analyst = spent.iter().find(|a| a["account"] == "analyst").unwrap();
+    assert!(
+        (analyst["epsilon_spent"].as_f64().unwrap() - 0.3).abs() < 1e-9,
+        "{analyst}"
+    );
+
+    // A retention of one second prunes at the next start.
+    drop(client);
+    let mut gate = gate;
+    gate.kill9();
+    let config =
+        std::fs::read_to_string(gate.config_path()).unwrap() + "[audit]\nretention = \"1s\"\n";
+    std::fs::write(gate.config_path(), config).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let path = gate.config_path();
+    let restarted = Dpgate::run(
+        &gate.dir,
+        &["serve", "--config", path.to_str().unwrap()],
+        port,
+    );
+    let mut log = Vec::new();
+    for _ in 0..50 {
+        log = json(&restarted.cli(&["audit", "--format", "json"]));
+        if log.iter().any(|e| {
+            e["client"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("audit.retention")
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        log.iter().all(|e| e["user"] == "(dpgate)"),
+        "only prune records remain: {log:?}"
+    );
+    let spent = json(&restarted.cli(&["budget", "show", "--format", "json"]));
+    let analyst = spent.iter().find(|a| a["account"] == "analyst").unwrap();
+    assert!((analyst["epsilon_spent"].as_f64().unwrap() - 0.3).abs() < 1e-9);
+}

@@ -19,9 +19,17 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub cache: RawCache,
     #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
     pub users: Vec<RawUser>,
     #[serde(default)]
     pub tables: Vec<RawTable>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub retention: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -137,6 +145,9 @@ pub struct Config {
     pub privacy: Privacy,
     /// Free repeats of earlier releases.
     pub cache: Cache,
+    /// How long audit entries are kept (`None`: for good). Charges, the
+    /// budget records, are never pruned.
+    pub audit_retention: Option<std::time::Duration>,
     /// Analysts allowed to connect.
     pub users: Vec<User>,
     /// Declared tables: the only ones dpgate knows.

@@ -306,6 +306,14 @@ impl Ledger {
         dispatch!(&self.store, cached(&user, &key, not_before_ms))
     }
 
+    /// Deletes the audit entries older than `before_ms` and returns how
+    /// many. Charges (the budget records) are never touched: what was
+    /// spent stays spent.
+    pub async fn prune_audit(&self, before_ms: i64) -> Result<u64, LedgerError> {
+        self.flush().await;
+        dispatch!(&self.store, prune_audit(before_ms))
+    }
+
     /// The server secret `name`: 32 random bytes made by the first dpgate
     /// that asked and kept in the ledger, so every restart and every
     /// replica sharing the ledger derives the same values from it.

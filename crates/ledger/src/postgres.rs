@@ -181,6 +181,11 @@ impl PgStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    pub async fn prune_audit(&self, before_ms: i64) -> Result<u64, LedgerError> {
+        let client = self.pool.get().await?;
+        Ok(client.execute(sql::PRUNE_AUDIT, &[&before_ms]).await?)
+    }
+
     pub async fn secret(&self, name: &str, fresh: &str) -> Result<String, LedgerError> {
         let client = self.pool.get().await?;
         client.execute(sql::INSERT_SECRET, &[&name, &fresh]).await?;

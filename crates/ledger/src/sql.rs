@@ -22,6 +22,9 @@ pub const INSERT_SECRET: &str =
 /// Reads a server secret.
 pub const GET_SECRET: &str = "SELECT value FROM secrets WHERE name = $1";
 
+/// Deletes audit entries older than an instant (charges stay).
+pub const PRUNE_AUDIT: &str = "DELETE FROM audit WHERE at_ms < $1";
+
 /// Appends an audit entry and returns its id.
 pub const INSERT_AUDIT: &str = r#"INSERT INTO audit (at_ms, "user", client, statement, backend_sql, epsilon_nano, delta_atto, outcome, code, detail, "rows", rho_nano) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id"#;
 

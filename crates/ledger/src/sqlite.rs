@@ -213,6 +213,10 @@ impl SqliteStore {
             .optional()?)
     }
 
+    pub fn prune_audit(&self, before_ms: i64) -> Result<u64, LedgerError> {
+        self.write(|tx| Ok(tx.execute(&q(sql::PRUNE_AUDIT), params![before_ms])? as u64))
+    }
+
     pub fn secret(&self, name: &str, fresh: &str) -> Result<String, LedgerError> {
         self.write(|tx| {
             tx.execute(&q(sql::INSERT_SECRET), params![name, fresh])?;

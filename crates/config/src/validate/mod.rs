@@ -312,6 +312,7 @@ pub(crate) fn validate(
         max_age: c.duration("cache.max_age", raw.cache.max_age.as_deref()),
     };
     let ledger = validate_ledger(&mut c, raw.ledger);
+    let audit_retention = c.duration("audit.retention", raw.audit.retention.as_deref());
 
     let users = validate_users(&mut c, raw.users, env, &privacy, &defaults);
     let tables = validate_tables(&mut c, raw.tables);
@@ -326,6 +327,7 @@ pub(crate) fn validate(
             ledger,
             privacy,
             cache,
+            audit_retention,
             users,
             tables,
         })
