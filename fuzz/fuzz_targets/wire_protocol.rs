@@ -86,9 +86,16 @@ columns.ward = {{ type = "text", values = ["A", "B"] }}
             let backend = dpgate_backend::connect(&config).await.unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
+            let salt_key = ledger.secret("scram-salt").await.unwrap();
             let shared = std::sync::Arc::new(
-                dpgate_server::Shared::new(config, std::sync::Arc::new(ledger), backend, None)
-                    .unwrap(),
+                dpgate_server::Shared::new(
+                    config,
+                    std::sync::Arc::new(ledger),
+                    backend,
+                    None,
+                    salt_key,
+                )
+                .unwrap(),
             );
             tokio::spawn(dpgate_server::serve(
                 shared,
