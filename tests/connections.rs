@@ -300,3 +300,77 @@ fn gate_config_error(extra: &str) -> String {
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
 }
+
+/// Every hop encrypted and verified: the backend and the PostgreSQL
+/// ledger connections use `sslmode=verify-full` against the test cluster's
+/// CA (pg_stat_ssl shows them encrypted), and psql reaches dpgate with
+/// `sslmode=verify-full channel_binding=require`. A CA that did not sign
+/// the server's certificate stops dpgate at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_and_ledger_connections_are_tls_verified() {
+    let c = cluster();
+    let ca = c.ca.display().to_string();
+    let verified = |url: String| format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let (db, _) = visits_database("tls_hops", 100).await;
+    let ledger_db = empty_database("tls_hops_ledger").await;
+    let dir = tempdir();
+    let port = free_port();
+    let text = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1)
+        .replace(&c.reader_url(&db), &verified(c.reader_url(&db)))
+        .replace(
+            &format!("path = \"{}\"", dir.path().join("l.sqlite").display()),
+            &format!("url = \"{}\"", verified(c.url(&ledger_db))),
+        )
+        .replacen(
+            "[server]\n",
+            &format!(
+                "[server]\ntls_cert = {:?}\ntls_key = {:?}\nrequire_tls = true\n",
+                c.dir.join("server.pem"),
+                c.dir.join("server.key")
+            ),
+            1,
+        );
+    assert!(text.contains("sslmode=verify-full") && text.contains("require_tls"));
+    let gate = Dpgate::start(dir.path(), &text, port);
+    let (ok, stdout, stderr) = psql(
+        gate.port,
+        &format!("sslmode=verify-full sslrootcert={ca} channel_binding=require"),
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("SSL connection"), "{stdout}");
+    // The backend and ledger sessions dpgate holds are encrypted.
+    let direct = connect_direct(&c.url("postgres")).await;
+    let rows = direct
+        .query(
+            "SELECT a.application_name, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name IN ('dpgate', 'dpgate-ledger') AND a.datname IN ($1, $2)",
+            &[&db, &ledger_db],
+        )
+        .await
+        .unwrap();
+    let apps: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        apps.contains("dpgate") && apps.contains("dpgate-ledger"),
+        "{apps:?}"
+    );
+    assert!(rows.iter().all(|r| r.get::<_, bool>(1)), "a plaintext hop");
+    drop(gate);
+
+    // A CA that did not sign the cluster's certificate: dpgate refuses to start.
+    let other = tempdir();
+    let (wrong_ca, _) = test_certificate(other.path());
+    let wrong = text.replace(&ca, &wrong_ca.display().to_string());
+    std::fs::write(dir.path().join("proxy.toml"), wrong).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("proxy.toml"))
+        .env("DPGATE_TEST_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("tls"),
+        "{err}"
+    );
+}

@@ -35,13 +35,30 @@ async fn noisy_answers_match_the_truth_and_the_budget_holds() {
         "{notice}"
     );
 
-    // Three measurements (COUNT(*), SUM(age), COUNT(age)) at ε/3 each,
-    // count sensitivity 5: scale 5 / (0.1 / 3) = 150.
+    // The variance the plan states for COUNT(*): its measurement's
+    // discrete Laplace noise at the share the split gave it (about 0.054
+    // of the 0.1: the count is read by COUNT and by AVG's ratio).
     let n = counts.len() as f64;
     let mean = counts.iter().sum::<f64>() / n;
     let var = counts.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    let p = (-1.0f64 / 150.0).exp();
-    let expected_var = 2.0 * p / (1.0 - p).powi(2);
+    let parsed = dpgate_config::Config::parse(&config, &|_| Some(PASSWORD.into())).unwrap();
+    let dpgate_sql::Command::Private(query) = dpgate_sql::classify(QUERY).unwrap().remove(0) else {
+        unreachable!()
+    };
+    let plan = dpgate_sql::plan(&query, &parsed, 0.1).unwrap();
+    let dpgate_dp::release::Output::Count { measurement } = plan.release.outputs[0] else {
+        panic!("{:?}", plan.release.outputs[0])
+    };
+    let expected_var = plan.release.measurements[measurement].noise.variance();
+    // Bigger than a third of ε would give (scale 150), smaller than all of it.
+    let third = {
+        let p = (-1.0f64 / 150.0).exp();
+        2.0 * p / (1.0 - p).powi(2)
+    };
+    assert!(
+        expected_var < third && expected_var > third / 9.0,
+        "{expected_var}"
+    );
     assert!(
         (mean - truth as f64).abs() < 0.01 * truth as f64,
         "mean {mean} vs {truth}"

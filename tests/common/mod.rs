@@ -26,6 +26,85 @@ pub struct Cluster {
     pub port: u16,
     pub dir: PathBuf,
     pub log: PathBuf,
+    /// The CA that signed the cluster's TLS certificate (for 127.0.0.1
+    /// and localhost): the `sslrootcert` of verify-full connections.
+    pub ca: PathBuf,
+}
+
+/// A CA and a server certificate it signed for localhost and 127.0.0.1,
+/// written into `dir` (ca.pem, server.pem, server.key).
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl on PATH");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dpgate test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -99,6 +178,10 @@ pub fn cluster() -> &'static Cluster {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        make_certificates(&dir);
+        if root {
+            Command::new("chown").args(["-R", "postgres"]).arg(&dir).status().unwrap();
+        }
         let port = free_port();
         let log = dir.join("postgres.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -108,6 +191,10 @@ pub fn cluster() -> &'static Cluster {
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "log_statement=all", "-c", "log_line_prefix=%d: "])
             .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
+            // TLS on offer (clients that ask get it; others stay plaintext).
+            .args(["-c", "ssl=on"])
+            .arg("-c").arg(format!("ssl_cert_file={}", dir.join("server.pem").display()))
+            .arg("-c").arg(format!("ssl_key_file={}", dir.join("server.key").display()))
             .stdout(Stdio::null())
             .stderr(log_file.try_clone().unwrap())
             .spawn()
@@ -149,7 +236,8 @@ pub fn cluster() -> &'static Cluster {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        Cluster { port, dir, log }
+        let ca = dir.join("ca.pem");
+        Cluster { port, dir, log, ca }
     })
 }
 

@@ -8,6 +8,7 @@ pub mod csv;
 pub mod pool;
 pub mod postgres;
 pub mod sqlite;
+pub mod tls;
 
 use dpgate_config::{BackendStore, Config};
 use dpgate_sql::{Dialect, GroupSink, Plan, RawGroup};

@@ -5,11 +5,13 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use crate::tls::Outbound;
 
 /// Up to `size` connections to one database.
 pub struct Pool {
-    config: tokio_postgres::Config,
+    outbound: Outbound,
     setup: String,
     idle: Mutex<Vec<Client>>,
     permits: Semaphore,
@@ -27,12 +29,12 @@ impl Pool {
     /// A pool for `config`; every new connection first runs `setup`.
     /// Opens one connection to check that the database answers.
     pub async fn connect(
-        config: tokio_postgres::Config,
+        outbound: Outbound,
         setup: impl Into<String>,
         size: usize,
     ) -> Result<Pool, tokio_postgres::Error> {
         let pool = Pool {
-            config,
+            outbound,
             setup: setup.into(),
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size.max(1)),
@@ -44,16 +46,11 @@ impl Pool {
 
     /// The connection settings (host, port, user, database).
     pub fn config(&self) -> &tokio_postgres::Config {
-        &self.config
+        &self.outbound.config
     }
 
     async fn open(&self) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("database connection closed: {e}");
-            }
-        });
+        let client = self.outbound.connect().await?;
         if !self.setup.is_empty() {
             client.batch_execute(&self.setup).await?;
         }

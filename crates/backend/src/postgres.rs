@@ -19,7 +19,7 @@ impl PgBackend {
         url: &str,
         config: &dpgate_config::Backend,
     ) -> Result<PgBackend, BackendError> {
-        let url: tokio_postgres::Config = url.parse().map_err(connect_error)?;
+        let url = crate::tls::Outbound::parse(url).map_err(BackendError::Connect)?;
         // Every setting the rendered SQL relies on is pinned per session,
         // whatever the role's or database's defaults: quoting
         // (standard_conforming_strings, backslash_quote), the text form of

@@ -131,7 +131,9 @@ impl Catalog {
         let setup = "SET application_name = 'dpgate catalog'; SET standard_conforming_strings = on";
         let catalog = Catalog {
             pool: Pool::connect(
-                cluster.config(cluster::READER_ROLE, cluster::DATABASE),
+                dpgate_backend::tls::Outbound::plain(
+                    cluster.config(cluster::READER_ROLE, cluster::DATABASE),
+                ),
                 setup,
                 4,
             )

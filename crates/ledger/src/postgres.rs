@@ -83,8 +83,8 @@ pub(crate) struct PgStore {
 
 impl PgStore {
     pub async fn open(url: &str) -> Result<PgStore, LedgerError> {
-        let config: tokio_postgres::Config = url.parse()?;
-        let pool = Pool::connect(config, SETUP, POOL_SIZE).await?;
+        let outbound = dpgate_backend::tls::Outbound::parse(url).map_err(LedgerError::Storage)?;
+        let pool = Pool::connect(outbound, SETUP, POOL_SIZE).await?;
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         // Replicas starting together must not race to create the tables.
