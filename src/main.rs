@@ -188,11 +188,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// `[audit] retention`: at start and every hour, audit entries older than
-/// the retention in force are deleted (charges stay) and the prune is
-/// recorded.
+/// At start and every hour: audit entries older than `[audit] retention`
+/// are deleted (charges stay) and the prune is recorded; and a SQLite
+/// ledger's disk is checked, with a warning below `ledger.min_free_mib`
+/// (a full disk would fail every charge).
 async fn prune_audit_log(shared: Arc<Shared>, ledger: Arc<dpgate_ledger::Ledger>) {
     loop {
+        let config = shared.config();
+        if let dpgate_config::LedgerStore::Sqlite(path) = &config.ledger {
+            let want = config.ledger_min_free_mib.saturating_mul(1 << 20);
+            match dpgate_config::files::free_bytes(path) {
+                Ok(free) if free < want => tracing::warn!(
+                    "the ledger's disk has {} MiB free, less than ledger.min_free_mib = {}: when it is full every charge fails; free space or move the ledger",
+                    free >> 20,
+                    config.ledger_min_free_mib
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot measure the ledger's free disk space: {e}"),
+            }
+        }
         if let Some(retention) = shared.config().audit_retention {
             let before = dpgate_ledger::now_ms().saturating_sub(retention.as_millis() as i64);
             match admin::prune_before(&ledger, before, "audit.retention").await {

@@ -762,3 +762,32 @@ async fn the_audit_log_is_pruned_but_spending_is_not() {
     let analyst = spent.iter().find(|a| a["account"] == "analyst").unwrap();
     assert!((analyst["epsilon_spent"].as_f64().unwrap() - 0.3).abs() < 1e-9);
 }
+
+/// A SQLite ledger on a disk with less free space than
+/// `ledger.min_free_mib` draws a warning at start (and hourly): a full
+/// disk would fail every charge. Here the threshold is set above any disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_disk_running_low_is_reported() {
+    let (db, _) = visits_database("lowdisk", 10).await;
+    let dir = tempdir();
+    let port = free_port();
+    let ledger = dir.path().join("l.sqlite");
+    let text = proxy_toml(&db, port, &ledger, 5.0, 0.1).replace(
+        &format!("path = \"{}\"", ledger.display()),
+        &format!(
+            "path = \"{}\"\nmin_free_mib = 1000000000000",
+            ledger.display()
+        ),
+    );
+    assert!(text.contains("min_free_mib"));
+    let gate = Dpgate::start(dir.path(), &text, port);
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = gate.log.lock().unwrap().clone();
+        if seen.contains("less than ledger.min_free_mib") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.contains("less than ledger.min_free_mib"), "{seen}");
+}

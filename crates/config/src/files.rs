@@ -35,6 +35,30 @@ pub fn owner_only(path: &Path) -> std::io::Result<Option<String>> {
     }
 }
 
+/// Bytes available to dpgate's user on the filesystem that holds `path`
+/// (statvfs; a file that does not exist yet is measured at its directory).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let at = if path.exists() {
+        path.to_path_buf()
+    } else {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    };
+    let c_path = std::ffi::CString::new(at.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is a valid NUL-terminated string and stat a valid,
+    // writable statvfs that the call fills in.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +76,9 @@ mod tests {
             warning.contains("mode 644") && warning.contains("chmod 600"),
             "{warning}"
         );
+        let free = free_bytes(&path).unwrap();
+        assert!(free > 0);
+        let later = free_bytes(&dir.path().join("not-yet.sqlite")).unwrap();
+        assert_eq!(later >> 30, free >> 30);
     }
 }

@@ -68,6 +68,7 @@ pub(crate) struct RawBackend {
 pub(crate) struct RawLedger {
     pub path: Option<String>,
     pub url: Option<String>,
+    pub min_free_mib: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -148,6 +149,9 @@ pub struct Config {
     /// How long audit entries are kept (`None`: for good). Charges, the
     /// budget records, are never pruned.
     pub audit_retention: Option<std::time::Duration>,
+    /// Below this much free space (MiB) on a SQLite ledger's disk, dpgate
+    /// warns at start and hourly: a full disk fails every charge.
+    pub ledger_min_free_mib: u64,
     /// Analysts allowed to connect.
     pub users: Vec<User>,
     /// Declared tables: the only ones dpgate knows.

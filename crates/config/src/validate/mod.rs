@@ -311,6 +311,7 @@ pub(crate) fn validate(
         enabled: raw.cache.enabled.unwrap_or(true),
         max_age: c.duration("cache.max_age", raw.cache.max_age.as_deref()),
     };
+    let ledger_min_free_mib = raw.ledger.min_free_mib.unwrap_or(1024);
     let ledger = validate_ledger(&mut c, raw.ledger);
     let audit_retention = c.duration("audit.retention", raw.audit.retention.as_deref());
 
@@ -328,6 +329,7 @@ pub(crate) fn validate(
             privacy,
             cache,
             audit_retention,
+            ledger_min_free_mib,
             users,
             tables,
         })
