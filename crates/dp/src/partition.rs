@@ -14,7 +14,7 @@ use crate::gaussian::DiscreteGaussian;
 use crate::laplace::{DiscreteLaplace, MechanismError};
 use crate::noise::Noise;
 use crate::rational::Rational;
-use crate::sensitivity::Contribution;
+use crate::sensitivity::{Contribution, Sensitivity};
 use num_bigint::BigUint;
 use num_traits::ToPrimitive;
 
@@ -106,9 +106,25 @@ impl PartitionSelection {
         rho: Rational,
         delta: f64,
     ) -> Result<PartitionSelection, MechanismError> {
-        let sens = contribution.count();
+        Self::gaussian_for(
+            contribution.count(),
+            contribution.max_partitions,
+            rho,
+            delta,
+        )
+    }
+
+    /// Gaussian thresholding for a count with sensitivity `sens` when a
+    /// unit touches at most `max_partitions` keys (each new key it alone
+    /// holds may pass with probability δ / `max_partitions`).
+    pub fn gaussian_for(
+        sens: Sensitivity,
+        max_partitions: u64,
+        rho: Rational,
+        delta: f64,
+    ) -> Result<PartitionSelection, MechanismError> {
         let m = DiscreteGaussian::new(sens.l2_squared, rho)?;
-        let per_key = Self::per_key_delta(delta, contribution.max_partitions)?;
+        let per_key = Self::per_key_delta(delta, max_partitions)?;
         let log_term = Rational::from_f64(ln_upper(1.0 / per_key)).expect("finite");
         let square = ceil(&m.sigma2().mul(&Rational::integer(2)).mul(&log_term));
         let mut t = BigUint::from(square).sqrt();
@@ -128,7 +144,12 @@ impl PartitionSelection {
         if !(delta > 0.0 && delta < 1.0) {
             return Err(MechanismError::BadDelta(delta));
         }
-        Ok(delta * (1.0 - SLACK) / max_partitions.max(1) as f64)
+        let per_key = delta * (1.0 - SLACK) / max_partitions.max(1) as f64;
+        // 1/per_key must be finite for the thresholds' logarithms.
+        if !(1.0 / per_key).is_finite() {
+            return Err(MechanismError::BadDelta(delta));
+        }
+        Ok(per_key)
     }
 
     fn threshold_from(l_inf: u64, t: u64) -> Result<i64, MechanismError> {
@@ -226,5 +247,35 @@ mod tests {
             PartitionSelection::laplace(Contribution::ungrouped(1), Rational::integer(1), 0.0)
                 .is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod gaussian_keys {
+    use super::*;
+
+    /// Gaussian thresholding accounts for the keys one unit can reach: a
+    /// unit with k rows may put one in each of k new keys, so each may
+    /// pass with δ/k only — a higher τ than for one key (the review found
+    /// the query path passing one key for k rows). An absurdly small δ is
+    /// refused, not a panic.
+    #[test]
+    fn gaussian_thresholds_split_delta_over_the_keys_a_unit_reaches() {
+        let k = 100u64;
+        let sens = Sensitivity {
+            l_inf: k,
+            l1: k,
+            l2_squared: k * k,
+        };
+        let rho = Rational::from_f64(0.01).unwrap();
+        let one = PartitionSelection::gaussian_for(sens, 1, rho.clone(), 1e-6).unwrap();
+        let many = PartitionSelection::gaussian_for(sens, k, rho.clone(), 1e-6).unwrap();
+        assert!(
+            many.threshold() > one.threshold(),
+            "{} vs {}",
+            many.threshold(),
+            one.threshold()
+        );
+        assert!(PartitionSelection::gaussian_for(sens, k, rho, 1e-310).is_err());
     }
 }

@@ -201,24 +201,30 @@ impl Measures {
         range: Range,
         max_rows: u64,
     ) -> (usize, f64) {
-        let (center, radius) = ((range.lo + range.hi) / 2.0, (range.hi - range.lo) / 2.0);
+        let (center, radius) = centre(range);
         let integral = ty == SqlType::Int
             && range.lo.fract() == 0.0
             && range.hi.fract() == 0.0
             && range.hi - range.lo <= INT_CENTRED_WIDTH
             && range.max_abs() <= INT_CENTRED_MAGNITUDE;
-        let (sql, grid) = if integral {
+        let (sql, grid, radius) = if integral {
             let clamped = d.clamp(a, SqlType::Int, range.lo, range.hi);
-            let twice = (range.lo + range.hi) as i64;
+            // Exact integers (i128), not the f64 sum, which rounds above
+            // 2⁵³ and would move the centre off the middle.
+            let (lo, hi) = (range.lo as i128, range.hi as i128);
+            let (twice, width) = (lo + hi, hi - lo);
+            let half_width = width as f64 / 2.0;
             if twice % 2 == 0 {
                 (
                     d.sum(&format!("({clamped} - {})", twice / 2)),
                     Grid::INTEGER,
+                    half_width,
                 )
             } else {
                 (
                     d.sum(&format!("(2 * {clamped} - {twice})")),
                     Grid { exponent: -1 },
+                    half_width,
                 )
             }
         } else {
@@ -227,7 +233,7 @@ impl Measures {
                 d.clamp(a, SqlType::Float, range.lo, range.hi)
             );
             let grid = Grid::for_magnitude(radius);
-            (on_grid(d, &centred, grid), grid)
+            (on_grid(d, &centred, grid), grid, radius)
         };
         let sum = self.register_sum(
             vec![sql],
@@ -398,7 +404,7 @@ pub fn plan_aggregate(
         }
         "variance" | "var_samp" | "var_pop" | "stddev" | "stddev_samp" | "stddev_pop" => {
             let range = arg.finite_range(&name.to_uppercase())?;
-            let (center, radius) = ((range.lo + range.hi) / 2.0, (range.hi - range.lo) / 2.0);
+            let (center, radius) = centre(range);
             let a = measures.arg(filtered(arg.operand(d)?));
             let centred = format!(
                 "({} - {center:e})",
@@ -568,6 +574,17 @@ fn quantile(
         },
         AggType::Float,
     ))
+}
+
+/// The middle `c` of `range`, and a radius `r` that bounds |x − c| for
+/// every x in it as the backend computes it: c is rounded to a double, so
+/// r is measured from that c (not (upper − lower)/2) and raised two steps
+/// past the rounding of the subtraction. A smaller r would understate the
+/// sensitivity of the centred sums.
+fn centre(range: Range) -> (f64, f64) {
+    let center = range.lo / 2.0 + range.hi / 2.0;
+    let reach = (range.hi - center).max(center - range.lo).max(0.0);
+    (center, reach.next_up().next_up())
 }
 
 /// SQL for the sum of clamped values in grid units, and the grid.

@@ -249,10 +249,11 @@ pub(crate) fn validate(
         );
     }
     let delta = raw.privacy.delta.unwrap_or(1e-6);
-    if !(delta > 0.0 && delta < 1.0) {
+    // Below 1e-100, 1/δ overflows a double and no threshold can be set.
+    if !(1e-100..1.0).contains(&delta) {
         c.err(
             "privacy.delta",
-            format!("{delta} is not between 0 and 1"),
+            format!("{delta} is not between 1e-100 and 1"),
             "write a small number such as 1e-6",
         );
     }

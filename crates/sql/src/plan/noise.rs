@@ -6,7 +6,7 @@
 use dpgate_dp::accounting::zcdp_for;
 use dpgate_dp::partition::PartitionSelection;
 use dpgate_dp::release::{KeySelection, Measurement, Output, ZcdpCharge};
-use dpgate_dp::sensitivity::{Contribution, Sensitivity};
+use dpgate_dp::sensitivity::Sensitivity;
 use dpgate_dp::{DiscreteGaussian, DiscreteLaplace, Rational};
 
 use super::split::{shares as shares_by, Mechanism, Split};
@@ -53,8 +53,8 @@ pub(super) fn noise(
         (Mechanism::Gaussian, Some(_)) => true,
         (Mechanism::Gaussian, None) => return Err(Refusal::new(
             sqlstate::INVALID_PARAMETER_VALUE,
-            "Gaussian noise needs δ > 0, and privacy.delta is 0",
-            "SET dp.mechanism = 'laplace' (or 'auto'), or ask the data owner to set privacy.delta",
+            "Gaussian noise cannot be calibrated for this query: its sensitivity is beyond the Gaussian sampler's range, or privacy.delta leaves no δ for it",
+            "SET dp.mechanism = 'laplace' (or 'auto'), or narrow the aggregated expression's bounds",
         )),
         (Mechanism::Auto, Some(r)) => r < 1.0,
         _ => false,
@@ -132,13 +132,16 @@ fn gaussian(input: &NoiseInput<'_>, epsilon: &Rational) -> Result<Option<Noised>
     let shares = shares(&rho, input, 1.0 / 2.0);
     let mut measurements: Vec<Measurement> = Vec::with_capacity(input.specs.len());
     for (s, share) in input.specs.iter().zip(&shares) {
-        let noise =
-            match DiscreteGaussian::new(s.sensitivity.saturating_mul(s.sensitivity), share.clone())
-            {
-                Ok(g) => g,
-                // Beyond the samplers' range: Laplace will do.
-                Err(_) => return Ok(None),
-            };
+        // L2² = L1² exactly; one that does not fit u64 is beyond the
+        // samplers (never saturated, which would under-calibrate).
+        let Some(l2_squared) = s.sensitivity.checked_mul(s.sensitivity) else {
+            return Ok(None);
+        };
+        let noise = match DiscreteGaussian::new(l2_squared, share.clone()) {
+            Ok(g) => g,
+            // Beyond the samplers' range: Laplace will do.
+            Err(_) => return Ok(None),
+        };
         measurements.push(Measurement {
             noise: noise.into(),
             grid: s.grid,
@@ -147,9 +150,20 @@ fn gaussian(input: &NoiseInput<'_>, epsilon: &Rational) -> Result<Option<Noised>
     }
     let selection = match input.selection_count {
         Some(count) => {
-            let contribution = Contribution::ungrouped(input.max_rows);
+            // As for Laplace: a unit's k rows may reach k keys (L0 = k),
+            // each of which it alone may hold, and its count changes by at
+            // most k in one key (L∞ = L1 = k, L2² = k²).
+            let k = input.max_rows;
+            let Some(k2) = k.checked_mul(k) else {
+                return Ok(None);
+            };
+            let sens = Sensitivity {
+                l_inf: k,
+                l1: k,
+                l2_squared: k2,
+            };
             let Ok(selection) =
-                PartitionSelection::gaussian(contribution, shares[count].clone(), selection_delta)
+                PartitionSelection::gaussian_for(sens, k, shares[count].clone(), selection_delta)
             else {
                 return Ok(None);
             };

@@ -272,3 +272,57 @@ fn the_least_epsilon_that_meets_a_target() {
         assert!(Target::parse(bad).is_err(), "{bad}");
     }
 }
+
+/// Found by the review of this code: a squared L2 sensitivity that does
+/// not fit u64 was saturated (noise calibrated for less than the truth,
+/// and `auto` chose it); a centred sum's radius was (upper − lower)/2 while
+/// the centre had been rounded, so a value at a bound could sit further
+/// from it than the sensitivity said.
+#[test]
+fn gaussian_and_centred_sums_never_understate_their_sensitivity() {
+    // L1 = 5 · 1.1e10 > 2³²: L1² overflows u64.
+    let sql = "SELECT SUM(age * 100000000) FROM visits";
+    let auto = plan_asking(sql, Ask::at(0.1)).unwrap();
+    assert!(!auto.mechanism.gaussian, "{:?}", auto.mechanism);
+    let forced = plan_asking(
+        sql,
+        Ask {
+            mechanism: Mechanism::Gaussian,
+            ..Ask::at(0.1)
+        },
+    );
+    assert!(forced.is_err());
+    // A narrow float range whose middle rounds: every clamped value lies
+    // within the sensitivity of the centre the SQL subtracts.
+    let lo = 4999.999999999999f64;
+    let p = try_plan(&format!(
+        "SELECT AVG(cost) FROM visits WHERE cost >= {lo:?} AND cost <= 5000"
+    ))
+    .unwrap();
+    let Output::Mean {
+        sum,
+        lower,
+        upper,
+        center,
+        ..
+    } = p.release.outputs[0]
+    else {
+        panic!()
+    };
+    let m = &p.release.measurements[sum];
+    let per_row = m.noise.sensitivity() as f64 / 5.0;
+    for x in [lower, upper] {
+        let units = ((x - center) / m.grid.unit()).round().abs();
+        assert!(units <= per_row, "{x}: {units} units > {per_row}");
+    }
+    // Integers near 2⁵⁹: the centre is exact (an f64 sum rounds there).
+    let p = try_plan("SELECT AVG(LEAST(GREATEST(age, 0), 110) + 576460752303423488) FROM visits")
+        .unwrap();
+    // (The interval arithmetic already rounded the upper bound to a double.)
+    assert!(
+        p.backend_sql
+            .contains("576460752303423616) AS bigint) END - 576460752303423552)"),
+        "{}",
+        p.backend_sql
+    );
+}
