@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
-use tokio_postgres::SimpleQueryMessage;
 
 /// SmartNoise's ε per mechanism.
 const EPSILON: f64 = 0.1;
@@ -149,18 +148,9 @@ fn smartnoise(dsn: &str, repeats: usize) -> Vec<(f64, f64, Vec<Rows>)> {
 }
 
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Rows {
-    client
-        .simple_query(sql)
+    simple_rows(client, sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// Rows sorted by their first cell when the query is grouped (so keys line

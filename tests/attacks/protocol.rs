@@ -34,12 +34,18 @@ pub(crate) async fn message(
 
 /// Logs in with SCRAM over a raw socket; the socket is then ready for query.
 pub(crate) async fn raw_login(port: u16) -> TcpStream {
+    raw_login_with_pid(port).await.0
+}
+
+/// [`raw_login`], with the process id BackendKeyData gave the connection.
+async fn raw_login_with_pid(port: u16) -> (TcpStream, i32) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut out = BytesMut::new();
     frontend::startup_message([("user", "analyst"), ("database", "x")], &mut out).unwrap();
     stream.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     let mut scram = ScramSha256::new(PASSWORD.as_bytes(), ChannelBinding::unsupported());
+    let mut pid = 0;
     loop {
         out.clear();
         match message(&mut stream, &mut buf).await.expect("login") {
@@ -51,7 +57,8 @@ pub(crate) async fn raw_login(port: u16) -> TcpStream {
                 frontend::sasl_response(scram.message(), &mut out).unwrap();
             }
             backend::Message::AuthenticationSaslFinal(b) => scram.finish(b.data()).unwrap(),
-            backend::Message::ReadyForQuery(_) => return stream,
+            backend::Message::BackendKeyData(k) => pid = k.process_id(),
+            backend::Message::ReadyForQuery(_) => return (stream, pid),
             backend::Message::ErrorResponse(_) => panic!("login refused"),
             _ => {}
         }
@@ -201,35 +208,6 @@ async fn clients_that_never_log_in_take_no_connection_slot() {
     );
 }
 
-/// The process id of BackendKeyData a raw login gets.
-async fn backend_pid(port: u16) -> i32 {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut out = BytesMut::new();
-    frontend::startup_message([("user", "analyst"), ("database", "x")], &mut out).unwrap();
-    stream.write_all(&out).await.unwrap();
-    let mut buf = BytesMut::new();
-    let mut scram = ScramSha256::new(PASSWORD.as_bytes(), ChannelBinding::unsupported());
-    loop {
-        out.clear();
-        match message(&mut stream, &mut buf).await.expect("login") {
-            backend::Message::AuthenticationSasl(_) => {
-                frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).unwrap()
-            }
-            backend::Message::AuthenticationSaslContinue(b) => {
-                scram.update(b.data()).unwrap();
-                frontend::sasl_response(scram.message(), &mut out).unwrap();
-            }
-            backend::Message::AuthenticationSaslFinal(b) => scram.finish(b.data()).unwrap(),
-            backend::Message::BackendKeyData(k) => return k.process_id(),
-            backend::Message::ErrorResponse(_) => panic!("login refused"),
-            _ => {}
-        }
-        if !out.is_empty() {
-            stream.write_all(&out).await.unwrap();
-        }
-    }
-}
-
 /// The SCRAM salt dpgate answers `user`'s client-first message with.
 async fn salt_of(port: u16, user: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -265,7 +243,7 @@ async fn connection_ids_are_random() {
     let (_db, _dir, gate) = gate_over_visits("randomids", 20, 1.0, 0.1).await;
     let mut pids = Vec::new();
     for _ in 0..6 {
-        pids.push(backend_pid(gate.port).await);
+        pids.push(raw_login_with_pid(gate.port).await.1);
     }
     assert!(pids.iter().all(|p| *p > 0), "{pids:?}");
     let steps: Vec<i64> = pids.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect();
