@@ -27,6 +27,10 @@ impl DiscreteGaussian {
         if rho.is_zero() {
             return Err(MechanismError::BadEpsilon(0.0));
         }
+        // u64::MAX is what a saturated product leaves (see DiscreteLaplace).
+        if l2_squared == u64::MAX {
+            return Err(MechanismError::ScaleTooLarge(f64::INFINITY));
+        }
         let d2 = l2_squared.max(1);
         let sigma2 = Rational::integer(d2)
             .div(&rho.mul(&Rational::integer(2)))

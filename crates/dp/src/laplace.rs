@@ -46,6 +46,11 @@ impl DiscreteLaplace {
         if epsilon.is_zero() {
             return Err(MechanismError::BadEpsilon(0.0));
         }
+        // u64::MAX is what a saturated product leaves: the true
+        // sensitivity is larger and unknown, so nothing can be calibrated.
+        if sensitivity == u64::MAX {
+            return Err(MechanismError::ScaleTooLarge(f64::INFINITY));
+        }
         // Sensitivity 0 would make noise pointless; treat it as 1 so the
         // mechanism is always well defined (noise only grows).
         let sensitivity = sensitivity.max(1);
@@ -182,5 +187,21 @@ mod tests {
         let w = m.half_width(0.05);
         assert!(w > 1e16 && w < 2e16, "{w}");
         assert!(m.variance().is_finite() && m.variance() > 1e31);
+    }
+}
+
+#[cfg(test)]
+mod saturation {
+    use super::*;
+
+    /// A sensitivity that saturated (u64::MAX) is refused at any ε, by
+    /// both mechanisms: the noise would be calibrated for less than the
+    /// truth.
+    #[test]
+    fn saturated_sensitivities_are_refused() {
+        let huge = Rational::integer(1_000_000);
+        assert!(DiscreteLaplace::new(u64::MAX, huge.clone()).is_err());
+        assert!(crate::DiscreteGaussian::new(u64::MAX, huge).is_err());
+        assert!(DiscreteLaplace::new(u64::MAX - 1, Rational::integer(1 << 20)).is_ok());
     }
 }
