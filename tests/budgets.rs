@@ -87,7 +87,7 @@ async fn sixty_four_connections_cannot_overspend_one_budget() {
         (Some(1.0), Some(10))
     );
     // Only the ten charged queries reached the data.
-    assert_eq!(cluster().logged(&db, "__dp_bounded"), 10);
+    assert_eq!(cluster().logged(&db, "__dp_rows"), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +119,7 @@ async fn two_dpgate_processes_share_one_postgres_ledger() {
             (Some(1.0), Some(10))
         );
     }
-    assert_eq!(cluster().logged(&db, "__dp_bounded"), 10);
+    assert_eq!(cluster().logged(&db, "__dp_rows"), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +205,7 @@ async fn a_repeat_is_free_and_a_changed_parameter_or_epsilon_is_charged() {
     let first = simple_rows(&client, sql).await.unwrap();
     assert!(notices.recv().await.unwrap().contains("cost ε = 0.1"));
     assert_eq!(left(&client).await, "4.9");
-    let backend = cluster().logged(&db, "__dp_bounded");
+    let backend = cluster().logged(&db, "__dp_rows");
 
     // The same query, spelled differently: the same rows, no charge, no backend query.
     let respelled =
@@ -219,7 +219,7 @@ async fn a_repeat_is_free_and_a_changed_parameter_or_epsilon_is_charged() {
         );
     }
     assert_eq!(left(&client).await, "4.9");
-    assert_eq!(cluster().logged(&db, "__dp_bounded"), backend);
+    assert_eq!(cluster().logged(&db, "__dp_rows"), backend);
 
     // A bound parameter: the same value repeats, a new value is charged.
     let stmt = "SELECT COUNT(*) FROM visits WHERE age > $1";
@@ -332,7 +332,7 @@ epsilon_budget = 1.0
     assert!(answered["backend_sql"]
         .as_str()
         .unwrap()
-        .contains("__dp_bounded"));
+        .contains("__dp_rows"));
     assert_eq!(answered["epsilon"].as_f64(), Some(0.1));
     assert_eq!(answered["rows"].as_i64(), Some(1));
     assert_eq!(

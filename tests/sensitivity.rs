@@ -78,15 +78,24 @@ async fn neighbours() -> Vec<Neighbours> {
         )
         .await
         .unwrap();
-    d.batch_execute(
+    let members = "CREATE TABLE members (member_id int PRIMARY KEY, fee int);
+         INSERT INTO members SELECT g, (g * 37) % 120 FROM generate_series(1, 300) g;";
+    d.batch_execute(&format!(
         "CREATE TABLE events (score int);
-         INSERT INTO events SELECT (g % 7) - 3 FROM generate_series(1, 500) g;",
-    )
+         INSERT INTO events SELECT (g % 7) - 3 FROM generate_series(1, 500) g;
+         {members}"
+    ))
     .await
     .unwrap();
-    // events in D' has one more row (row-level privacy: one row is one unit).
+    d_prime.batch_execute(members).await.unwrap();
+    // events in D' has one more row (row-level privacy: one row is one
+    // unit), and members one more member (its unit is declared unique, so
+    // a neighbour has one more row there too), all far out of bounds.
     d_prime
-        .batch_execute("INSERT INTO events VALUES (1000000)")
+        .batch_execute(
+            "INSERT INTO events VALUES (1000000);
+             INSERT INTO members VALUES (999999, -1000000);",
+        )
         .await
         .unwrap();
     let toml = |db: &str| {
@@ -95,9 +104,14 @@ async fn neighbours() -> Vec<Neighbours> {
 [[tables]]
 name = "events"
 columns.score = { type = "int", lower = -10, upper = 3 }
+[[tables]]
+name = "members"
+privacy_unit = "member_id"
+privacy_unit_unique = true
+columns.fee = { type = "int", lower = 0, upper = 100 }
 "#
     };
-    on_both_backends(&small, &large, toml, &["visits", "events"]).await
+    on_both_backends(&small, &large, toml, &["visits", "events", "members"]).await
 }
 
 /// The raw groups of `p` on `backend`.
@@ -156,6 +170,11 @@ async fn every_answered_shape_on(n: &Neighbours) {
         ("SELECT VAR_SAMP(score), STDDEV(score) FROM events", &[]),
         ("SELECT MEDIAN(age), PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY cost) FROM visits", &[]),
         ("SELECT PERCENTILE_DISC(0.25) WITHIN GROUP (ORDER BY score DESC) FROM events WHERE score > -2", &[]),
+        // Read without a bounding step: the unit is declared unique.
+        ("SELECT COUNT(*), SUM(fee), AVG(fee), COUNT(DISTINCT member_id) FROM members", &[]),
+        ("SELECT VARIANCE(fee), MEDIAN(fee) FROM members WHERE fee < 50", &[]),
+        // Row sampling (a distinct count of a column other than the unit).
+        ("SELECT COUNT(DISTINCT age), SUM(cost) FROM visits", &[]),
     ];
     for &(sql, params) in shapes {
         let Command::Private(mut query) = classify(sql).unwrap().remove(0) else {
@@ -333,5 +352,64 @@ async fn grouped_shapes_on(n: &Neighbours) {
                 ),
             }
         }
+    }
+}
+
+/// Pre-aggregation with GROUP BY shares a unit's allowance of k rows over
+/// its groups in proportion to its rows there, by largest remainders: the
+/// unit with 40 visits (30 flu, 10 zzz-rare, k = 5) adds ⌊3.75⌋ + 1 = 4 to
+/// flu and ⌊1.25⌋ = 1 to zzz-rare, exactly k in all; spread over 22
+/// months, it still adds exactly k rows to at most k months. Without the
+/// cut it would add 40, so the sensitivity tests above could fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_allowances_add_up_to_the_bound() {
+    for n in hospital_neighbours().await {
+        let run = |sql: &'static str| {
+            let config = n.config.clone();
+            let (d, d_prime) = (n.d.clone(), n.d_prime.clone());
+            async move {
+                let Command::Private(query) = classify(sql).unwrap().remove(0) else {
+                    panic!()
+                };
+                let p = plan(&query, &config, 1.0).unwrap();
+                assert_eq!(p.bounding, dpgate_sql::Bounding::PreAggregated);
+                let (a, b) = (groups(&d, &p).await, groups(&d_prime, &p).await);
+                let mut added: Vec<(Option<String>, i64)> = b
+                    .iter()
+                    .map(|g| {
+                        let before = a
+                            .iter()
+                            .find(|h| h.keys == g.keys)
+                            .map_or(0, |h| h.values[0]);
+                        (g.keys[0].clone(), g.values[0] - before)
+                    })
+                    .filter(|(_, change)| *change != 0)
+                    .collect();
+                added.sort();
+                added
+            }
+        };
+        let by_diagnosis = run("SELECT diagnosis, COUNT(*) FROM visits GROUP BY diagnosis").await;
+        assert_eq!(
+            by_diagnosis,
+            [
+                (Some("flu".to_string()), 4),
+                (Some("zzz-rare".to_string()), 1)
+            ],
+            "{:?}",
+            n.d.dialect()
+        );
+        let by_month =
+            run("SELECT date_trunc('month', visit_date) AS m, COUNT(*) FROM visits GROUP BY m")
+                .await;
+        assert_eq!(
+            by_month.iter().map(|(_, c)| c).sum::<i64>(),
+            5,
+            "{by_month:?}"
+        );
+        assert!(
+            by_month.len() <= 5 && by_month.iter().all(|(_, c)| *c > 0),
+            "{by_month:?}"
+        );
     }
 }

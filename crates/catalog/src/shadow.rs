@@ -149,6 +149,7 @@ fn table_ddl(table: &Table, unit_type: Option<&str>) -> Vec<String> {
         TablePrivacy::Private {
             privacy_unit,
             max_rows_per_unit,
+            ..
         } => (
             match privacy_unit {
                 Some(u) => format!(

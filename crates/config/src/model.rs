@@ -111,6 +111,8 @@ pub(crate) struct RawTable {
     pub privacy_unit: Option<String>,
     pub max_rows_per_unit: Option<u32>,
     #[serde(default)]
+    pub privacy_unit_unique: bool,
+    #[serde(default)]
     pub public: bool,
     pub csv: Option<String>,
     #[serde(default)]
@@ -371,8 +373,13 @@ pub enum TablePrivacy {
     Private {
         /// Column identifying the person; `None` means each row is a unit.
         privacy_unit: Option<String>,
-        /// Rows kept per unit, chosen at random.
+        /// Rows' worth one unit may contribute to an answer.
         max_rows_per_unit: u32,
+        /// The data owner declares the unit column unique (a primary key,
+        /// `privacy_unit_unique = true`): one row per unit, so queries
+        /// read the table without a per-unit bounding step. Trusted as
+        /// bounds are; `dpgate check --verify` confirms it.
+        unique_unit: bool,
     },
 }
 

@@ -44,7 +44,8 @@ fn good_config_loads() {
         t.privacy,
         TablePrivacy::Private {
             privacy_unit: Some("patient_id".into()),
-            max_rows_per_unit: 5
+            max_rows_per_unit: 5,
+            unique_unit: false,
         }
     );
     assert!(c.table(Some("other"), "visits").is_none());
@@ -291,4 +292,29 @@ fn errors_never_show_secrets() {
         assert!(!shown.contains(pw), "case {i} shows the password: {shown}");
         assert!(!shown.contains("Tr0ub4"), "case {i}: {shown}");
     }
+}
+
+#[test]
+fn a_unique_privacy_unit_is_one_row_per_unit() {
+    let unique = GOOD.replace("max_rows_per_unit = 5", "privacy_unit_unique = true");
+    let c = Config::parse(&unique, &env).unwrap();
+    assert_eq!(
+        c.tables[0].privacy,
+        TablePrivacy::Private {
+            privacy_unit: Some("patient_id".into()),
+            max_rows_per_unit: 1,
+            unique_unit: true,
+        }
+    );
+    // More than one row per unit contradicts it.
+    let many = GOOD.replace(
+        "max_rows_per_unit = 5",
+        "max_rows_per_unit = 5\nprivacy_unit_unique = true",
+    );
+    assert!(errors(&many)[0].starts_with("tables[0].max_rows_per_unit"));
+    // It names a column; without one each row is already a unit.
+    let no_unit = GOOD
+        .replace("privacy_unit = \"patient_id\"\n", "")
+        .replace("max_rows_per_unit = 5", "privacy_unit_unique = true");
+    assert!(errors(&no_unit)[0].starts_with("tables[0].privacy_unit_unique"));
 }

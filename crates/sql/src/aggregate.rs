@@ -16,6 +16,7 @@ use crate::classify::object_name;
 use crate::dialect::Dialect;
 use crate::error::{sqlstate, Refusal};
 use crate::expr::compile;
+use crate::partial::Partial;
 use crate::scope::Scope;
 use crate::types::{is_aggregate, Range, SqlType, Typed};
 
@@ -58,6 +59,9 @@ pub struct MeasureSpec {
     pub grid: Grid,
     /// What it sums, where one measurement could serve another's output.
     pub kind: SumKind,
+    /// How one unit's partial value of it is bounded when the backend
+    /// pre-aggregates per unit (see [`Partial`]).
+    pub partial: Partial,
 }
 
 /// Which values a measurement sums (for sharing one sum between outputs).
@@ -98,8 +102,14 @@ impl Measures {
 
     /// Adds a measurement, or returns the identical one already planned
     /// (a shared measurement is paid once).
-    pub fn register(&mut self, sqls: Vec<String>, sensitivity: u64, grid: Grid) -> usize {
-        self.register_sum(sqls, sensitivity, grid, SumKind::Other)
+    pub fn register(
+        &mut self,
+        sqls: Vec<String>,
+        sensitivity: u64,
+        grid: Grid,
+        partial: Partial,
+    ) -> usize {
+        self.register_sum(sqls, sensitivity, grid, SumKind::Other, partial)
     }
 
     /// [`Measures::register`] for a sum of values, marked with its kind.
@@ -109,6 +119,7 @@ impl Measures {
         sensitivity: u64,
         grid: Grid,
         kind: SumKind,
+        partial: Partial,
     ) -> usize {
         if let Some(i) = self.specs.iter().position(|s| s.sqls == sqls) {
             return i;
@@ -118,6 +129,7 @@ impl Measures {
             sensitivity,
             grid,
             kind,
+            partial,
         });
         self.specs.len() - 1
     }
@@ -184,6 +196,7 @@ impl Measures {
             vec![sql],
             Contribution::ungrouped(max_rows).count().l1,
             Grid::INTEGER,
+            Partial::Count,
         )
     }
 
@@ -235,13 +248,13 @@ impl Measures {
             let grid = Grid::for_magnitude(radius);
             (on_grid(d, &centred, grid), grid, radius)
         };
+        let units = grid.max_units(-radius, radius);
         let sum = self.register_sum(
             vec![sql],
-            Contribution::ungrouped(max_rows)
-                .sum(grid.max_units(-radius, radius))
-                .l1,
+            Contribution::ungrouped(max_rows).sum(units).l1,
             grid,
             SumKind::Centred { arg: a.to_string() },
+            Partial::sum(units, -radius, radius),
         );
         (sum, center)
     }
@@ -252,6 +265,7 @@ impl Measures {
             vec!["COUNT(*)".into()],
             Contribution::ungrouped(max_rows).count().l1,
             Grid::INTEGER,
+            Partial::Count,
         )
     }
 }
@@ -321,6 +335,7 @@ pub fn plan_aggregate(
             vec![format!("COUNT({a})")],
             contribution.count().l1,
             Grid::INTEGER,
+            Partial::Count,
         )
     };
     if distinct && name != "count" {
@@ -349,10 +364,19 @@ pub fn plan_aggregate(
             } else {
                 contribution.count().l1
             };
+            // Per unit, the unit itself is one value (a count); any other
+            // column's values may be shared between units, so its distinct
+            // count does not add up over units and needs kept rows.
+            let partial = if arg.is_unit {
+                Partial::Count
+            } else {
+                Partial::Rows
+            };
             let m = measures.register(
                 vec![format!("COUNT(DISTINCT {a})")],
                 sensitivity,
                 Grid::INTEGER,
+                partial,
             );
             count_output(m)
         }
@@ -365,11 +389,13 @@ pub fn plan_aggregate(
             let range = arg.finite_range("SUM")?;
             let a = measures.arg(filtered(arg.operand(d)?));
             let (sql, grid) = clamped_sum(d, &a, arg.ty, range);
+            let units = grid.max_units(range.lo, range.hi);
             let sum = measures.register_sum(
                 vec![sql],
-                contribution.sum(grid.max_units(range.lo, range.hi)).l1,
+                contribution.sum(units).l1,
                 grid,
                 SumKind::Plain { arg: a },
+                Partial::sum(units, range.lo, range.hi),
             );
             let integer = arg.ty == SqlType::Int;
             let ty = if integer { AggType::Int } else { AggType::Float };
@@ -413,10 +439,12 @@ pub fn plan_aggregate(
             let g2 = Grid::for_magnitude(radius * radius);
             let count = measures.value_count(&arg, &a, filter.as_deref(), bound.max_rows);
             let (sum, _) = measures.centred_sum(d, &a, arg.ty, range, bound.max_rows);
+            let units = g2.max_units(0.0, radius * radius);
             let sum_squares = measures.register(
                 vec![on_grid(d, &format!("({centred} * {centred})"), g2)],
-                contribution.sum(g2.max_units(0.0, radius * radius)).l1,
+                contribution.sum(units).l1,
                 g2,
+                Partial::sum(units, 0.0, radius * radius),
             );
             Ok((
                 Output::Variance {
@@ -564,7 +592,12 @@ fn quantile(
             format!("COUNT(CASE WHEN {} THEN 1 END)", test.join(" AND "))
         })
         .collect();
-    let histogram = measures.register(sqls, contribution.histogram().l1, Grid::INTEGER);
+    let histogram = measures.register(
+        sqls,
+        contribution.histogram().l1,
+        Grid::INTEGER,
+        Partial::Histogram,
+    );
     Ok((
         Output::Quantile {
             histogram,

@@ -183,6 +183,10 @@ fn explain_lines(plan: &Plan, confidence: f64) -> Vec<String> {
         lines.push(format!("  Target: {}", target_met_text(met)));
     }
     lines.push(format!(
+        "  Bounding: {}",
+        plan.bounding.describe(plan.max_rows)
+    ));
+    lines.push(format!(
         "  Groups: {}",
         grouping_text(
             &plan.grouping,

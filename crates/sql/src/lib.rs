@@ -16,6 +16,7 @@ mod front;
 pub mod limits;
 mod narrow;
 pub mod params;
+mod partial;
 pub mod plan;
 pub mod post;
 mod resolve;
@@ -31,7 +32,8 @@ pub use dialect::Dialect;
 pub use error::{sqlstate, Refusal};
 pub use front::{route, Prepared, Routed, Statement};
 pub use plan::{
-    plan, Ask, Grouping, Mechanism, MechanismNote, OutputColumn, Plan, Split, Target, TargetMet,
+    plan, Ask, Bounding, Grouping, Mechanism, MechanismNote, OutputColumn, Plan, Split, Target,
+    TargetMet,
 };
 pub use resolve::resolve_table;
 pub use types::{quote_literal, Cell, OutputType, SqlType};

@@ -4,10 +4,7 @@
 //! per-unit row bound are known before any data is read.
 
 use dpgate_config::{quote_ident, Config, TablePrivacy};
-use sqlparser::ast::{
-    Expr, GroupByExpr, Join, JoinConstraint, JoinOperator, Query, SelectItem, SetExpr, TableFactor,
-    TableWithJoins,
-};
+use sqlparser::ast::{Expr, GroupByExpr, Query, SelectItem, SetExpr, TableFactor, TableWithJoins};
 
 use crate::dialect::Dialect;
 use crate::error::{sqlstate, Refusal};
@@ -15,6 +12,9 @@ use crate::expr::compile;
 use crate::narrow::narrow;
 use crate::resolve::resolve_table;
 use crate::scope::{Scope, ScopeColumn};
+use join::join_sources;
+
+mod join;
 
 /// The rows a query aggregates.
 #[derive(Clone, Debug)]
@@ -28,8 +28,13 @@ pub struct Source {
     /// Rows kept per unit.
     pub max_rows: u64,
     /// Each unit is provably one row (a table without a privacy unit
-    /// column, read directly), so no bounding is needed.
+    /// column, or one whose unit is declared unique, read directly or
+    /// joined on the unit with another such table), so no bounding is
+    /// needed.
     pub one_row_per_unit: bool,
+    /// The unit is each row's physical identity (a table without a
+    /// privacy unit column): it cannot be joined on.
+    pub row_level: bool,
 }
 
 /// Named row-level subqueries from WITH, in order. The `usize` is how many
@@ -295,10 +300,11 @@ fn table(
         TablePrivacy::Private {
             privacy_unit: Some(u),
             max_rows_per_unit,
+            unique_unit,
         } => {
             let sql = format!("{}.{}", quote_ident(&q), quote_ident(u));
             columns.push(ScopeColumn::unit(&q, u, sql.clone()));
-            (Some(sql), u64::from(*max_rows_per_unit), false)
+            (Some(sql), u64::from(*max_rows_per_unit), *unique_unit)
         }
         // Each row is a unit: the row's physical identity stands for it
         // when a join could repeat the row.
@@ -311,6 +317,7 @@ fn table(
             TablePrivacy::Private {
                 privacy_unit: Some(u),
                 max_rows_per_unit,
+                unique_unit: false,
             },
             true,
         ) => format!(
@@ -326,6 +333,7 @@ fn table(
         unit,
         max_rows,
         one_row_per_unit: one_row,
+        row_level: one_row && unit_name.is_none(),
     })
 }
 
@@ -500,127 +508,7 @@ fn derived(
         unit: Some(format!("{qa}.\"__dp_unit\"")),
         max_rows: inner.max_rows,
         one_row_per_unit: inner.one_row_per_unit,
-    })
-}
-
-/// Joins two sources: private with private on the shared privacy unit,
-/// or private with public on any row-level condition.
-fn join_sources(left: Source, right: Source, join: &Join) -> Result<Source, Refusal> {
-    let (kind, constraint) = match &join.join_operator {
-        JoinOperator::Join(c) | JoinOperator::Inner(c) => ("JOIN", c),
-        JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => ("LEFT JOIN", c),
-        other => {
-            let what = format!("{other:?}");
-            let what = what.split('(').next().unwrap_or("this join").to_string();
-            return Err(Refusal::unsupported(
-                format!("{what} joins are not supported"),
-                "use JOIN or LEFT JOIN with the private table on the left",
-            ));
-        }
-    };
-    let mut scope = left.scope.clone();
-    scope.columns.extend(right.scope.columns.iter().cloned());
-    let on = match constraint {
-        JoinConstraint::On(e) => e.clone(),
-        JoinConstraint::Using(cols) => {
-            let mut conds = Vec::new();
-            let mut unit_match = false;
-            for c in cols {
-                let id = Expr::Identifier(crate::classify::object_name(c).as_str().into());
-                let (l, r) = (
-                    &left.scope.lookup(&id)?.typed,
-                    &right.scope.lookup(&id)?.typed,
-                );
-                unit_match |= l.is_unit && r.is_unit;
-                conds.push(format!("{} = {}", l.sql, r.sql));
-            }
-            return finish_join(left, right, scope, kind, conds.join(" AND "), unit_match);
-        }
-        _ => {
-            return Err(Refusal::unsupported(
-                "joins need an ON or USING condition",
-                "write JOIN t ON a.patient_id = t.patient_id",
-            ))
-        }
-    };
-    let cond = compile(&on, &scope)?;
-    let unit_match = unit_equality(&on, &scope, &left, &right);
-    finish_join(left, right, scope, kind, cond.sql, unit_match)
-}
-
-/// Whether a top-level conjunct of `on` equates the two sides' units.
-fn unit_equality(on: &Expr, scope: &Scope, left: &Source, right: &Source) -> bool {
-    match on {
-        Expr::BinaryOp {
-            left: a,
-            op: sqlparser::ast::BinaryOperator::And,
-            right: b,
-        } => unit_equality(a, scope, left, right) || unit_equality(b, scope, left, right),
-        Expr::Nested(inner) => unit_equality(inner, scope, left, right),
-        Expr::BinaryOp {
-            left: a,
-            op: sqlparser::ast::BinaryOperator::Eq,
-            right: b,
-        } => {
-            let (Ok(a), Ok(b)) = (compile(a, scope), compile(b, scope)) else {
-                return false;
-            };
-            let is = |t: &crate::types::Typed, s: &Source| {
-                s.unit.as_deref() == Some(t.sql.as_str())
-                    || (t.is_unit && s.scope.columns.iter().any(|c| c.typed.sql == t.sql))
-            };
-            (is(&a, left) && is(&b, right)) || (is(&b, left) && is(&a, right))
-        }
-        _ => false,
-    }
-}
-
-fn finish_join(
-    left: Source,
-    right: Source,
-    scope: Scope,
-    kind: &str,
-    cond: String,
-    unit_match: bool,
-) -> Result<Source, Refusal> {
-    let from_sql = format!("{} {kind} {} ON {cond}", left.from_sql, right.from_sql);
-    let (unit, max_rows) = match (&left.unit, &right.unit) {
-        (Some(_), Some(_)) => {
-            if left.one_row_per_unit || right.one_row_per_unit || !unit_match {
-                return Err(Refusal::unsupported(
-                    "private tables can only be joined on their shared privacy unit",
-                    "join on the privacy unit columns, e.g. ON v.patient_id = p.patient_id",
-                ));
-            }
-            let max_rows = left.max_rows.saturating_mul(right.max_rows);
-            if max_rows > u64::from(dpgate_config::MAX_ROWS_PER_UNIT) {
-                return Err(Refusal::new(
-                    sqlstate::STATEMENT_TOO_COMPLEX,
-                    format!(
-                        "this join can give one person {max_rows} rows (the product of the tables' max_rows_per_unit); dpgate's limit is {}",
-                        dpgate_config::MAX_ROWS_PER_UNIT
-                    ),
-                    "join fewer private tables, or filter in a subquery before joining",
-                ));
-            }
-            (left.unit.clone(), max_rows)
-        }
-        (Some(_), None) => (left.unit.clone(), left.max_rows),
-        (None, Some(_)) if kind == "JOIN" => (right.unit.clone(), right.max_rows),
-        (None, Some(_)) => {
-            return Err(Refusal::unsupported(
-                "a LEFT JOIN from a public table to a private one would release public rows that match no person",
-                "put the private table first: FROM visits v LEFT JOIN wards w ON ...",
-            ))
-        }
-        (None, None) => (None, 0),
-    };
-    Ok(Source {
-        from_sql,
-        scope,
-        unit,
-        max_rows,
-        one_row_per_unit: false,
+        row_level: inner.row_level,
     })
 }
 

@@ -27,11 +27,11 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
             );
         }
         let privacy = if t.public {
-            if t.privacy_unit.is_some() || t.max_rows_per_unit.is_some() {
+            if t.privacy_unit.is_some() || t.max_rows_per_unit.is_some() || t.privacy_unit_unique {
                 c.err(
                     format!("{path}.public"),
                     "a public table has no privacy unit",
-                    "remove privacy_unit and max_rows_per_unit, or public = true",
+                    "remove privacy_unit, max_rows_per_unit and privacy_unit_unique, or public = true",
                 );
             }
             TablePrivacy::Public
@@ -60,9 +60,25 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
                     "name the column that identifies a person, or omit it for row-level privacy",
                 );
             }
+            if t.privacy_unit_unique {
+                if t.privacy_unit.is_none() {
+                    c.err(
+                        format!("{path}.privacy_unit_unique"),
+                        "privacy_unit_unique needs a privacy_unit column",
+                        "name the unique column with privacy_unit, or remove privacy_unit_unique (a table without privacy_unit already has one row per unit)",
+                    );
+                } else if k != 1 {
+                    c.err(
+                        format!("{path}.max_rows_per_unit"),
+                        format!("a unique privacy unit has one row per unit, not {k}"),
+                        "remove max_rows_per_unit (or write 1), or remove privacy_unit_unique",
+                    );
+                }
+            }
             TablePrivacy::Private {
                 privacy_unit: t.privacy_unit.clone(),
                 max_rows_per_unit: k.max(1),
+                unique_unit: t.privacy_unit_unique,
             }
         };
         let mut columns = Vec::new();

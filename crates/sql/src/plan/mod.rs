@@ -21,12 +21,14 @@ use crate::scope::Scope;
 use crate::source::{push_ctes, resolve_from, Ctes, Source};
 use crate::types::{canonical_key, OutputType, SqlType, Typed};
 
+mod bounding;
 mod clauses;
 mod group;
 mod noise;
 mod render;
 mod split;
 
+pub use bounding::Bounding;
 use clauses::*;
 use group::*;
 use render::*;
@@ -51,6 +53,10 @@ pub struct Plan {
     pub mechanism: MechanismNote,
     /// The accuracy target its ε was chosen to meet, if one was set.
     pub target: Option<TargetMet>,
+    /// How the backend query bounds each unit's contribution.
+    pub bounding: Bounding,
+    /// Rows' worth one unit may contribute (the bound sensitivities use).
+    pub max_rows: u64,
 }
 
 /// Which noise a plan uses and why, for EXPLAIN.
@@ -354,6 +360,8 @@ pub(crate) fn plan_prepared(
     // SQLite at 2 000): a plan beyond is refused now, not charged and then
     // failed.
     let outer_columns = keys.len() + measures.specs.iter().map(|s| s.sqls.len()).sum::<usize>();
+    // (Per-unit pairs carry the outer columns and four more: still below
+    // PostgreSQL's 1 664.)
     let inner_columns = keys.len() + measures.args.len() + 1;
     if outer_columns.max(inner_columns) > MAX_BACKEND_COLUMNS {
         return Err(Refusal::new(
@@ -405,12 +413,14 @@ pub(crate) fn plan_prepared(
     // first `privacy.max_groups` selected are a function of the selected
     // set alone (see `collect`).
     let ordered = matches!(grouping, Grouping::Selection { .. });
+    let bounding = Bounding::choose(&source, &measures, bound.max_rows);
     let backend_sql = render(
         &source,
         predicate.as_deref(),
         &keys,
         &measures,
-        bound,
+        bounding,
+        bound.max_rows,
         ordered,
     );
     Ok(Plan {
@@ -426,6 +436,8 @@ pub(crate) fn plan_prepared(
         post,
         mechanism,
         target: None,
+        bounding,
+        max_rows: bound.max_rows,
     })
 }
 

@@ -1,80 +1,104 @@
 //! The backend query of a plan: keys and aggregate arguments computed per
-//! row, at most `max_rows` rows kept per unit, then aggregated per group.
+//! row, each unit's contribution bounded as [`Bounding`] says, then
+//! aggregated per group. Every value leaves as text so that no cast can
+//! fail.
 
 use super::*;
+use crate::partial::Partial;
 
-/// The backend query: compute keys and aggregate arguments per row, keep
-/// at most `max_rows` rows per unit chosen at random, then aggregate per
-/// group. Every value leaves as text so that no cast can fail.
+/// The backend query for `measures` over `source`, bounded as `bounding`
+/// says (`max_rows` rows' worth per unit), one row per group, in key order
+/// when `ordered`.
 pub(super) fn render(
     source: &Source,
     predicate: Option<&str>,
     keys: &[Key],
     measures: &Measures,
-    bound: Bound,
+    bounding: Bounding,
+    max_rows: u64,
     ordered: bool,
 ) -> String {
-    let mut inner: Vec<String> = keys
+    let d = source.scope.dialect;
+    let key_names: Vec<String> = (0..keys.len()).map(|i| format!("__dp_k{i}")).collect();
+    let mut row_columns: Vec<String> = keys
         .iter()
-        .enumerate()
-        .map(|(i, k)| format!("{} AS __dp_k{i}", k.typed.sql))
+        .zip(&key_names)
+        .map(|(k, name)| format!("{} AS {name}", k.typed.sql))
         .collect();
-    inner.extend(
+    row_columns.extend(
         measures
             .args
             .iter()
             .enumerate()
             .map(|(i, a)| format!("{a} AS __dp_a{i}")),
     );
-    let bounding = !source.one_row_per_unit;
-    if bounding {
-        let unit = source.unit.as_deref().expect("a private source has a unit");
-        inner.push(format!(
-            "ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY random()) AS __dp_rn"
-        ));
+    let unit = || source.unit.as_deref().expect("a private source has a unit");
+    match bounding {
+        Bounding::None => {}
+        Bounding::RowSampled => row_columns.push(format!(
+            "ROW_NUMBER() OVER (PARTITION BY {} ORDER BY random()) AS __dp_rn",
+            unit()
+        )),
+        Bounding::PreAggregated => row_columns.push(format!("{} AS __dp_u", unit())),
     }
-    if inner.is_empty() {
-        inner.push("1 AS __dp_one".into());
+    if row_columns.is_empty() {
+        row_columns.push("1 AS __dp_one".into());
     }
-    let d = source.scope.dialect;
+    let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
+    let rows = format!(
+        "(SELECT {} FROM {}{filter})",
+        row_columns.join(", "),
+        source.from_sql
+    );
+    let specs: Vec<(&String, Partial)> = measures
+        .specs
+        .iter()
+        .flat_map(|s| s.sqls.iter().map(move |sql| (sql, s.partial)))
+        .collect();
+    // The aggregated relation, and each measurement's SQL over it.
+    let (from, measured): (String, Vec<String>) = match bounding {
+        Bounding::None => (
+            format!("{rows} AS __dp_rows"),
+            specs.iter().map(|(sql, _)| sql.to_string()).collect(),
+        ),
+        Bounding::RowSampled => (
+            format!("{rows} AS __dp_rows WHERE __dp_rn <= {max_rows}"),
+            specs.iter().map(|(sql, _)| sql.to_string()).collect(),
+        ),
+        Bounding::PreAggregated => (
+            pre_aggregated(&rows, &key_names, &specs, max_rows),
+            specs
+                .iter()
+                .enumerate()
+                .map(|(j, (_, partial))| d.sum(&cut(&format!("__dp_p{j}"), *partial)))
+                .collect(),
+        ),
+    };
     let mut outer: Vec<String> = keys
         .iter()
+        .zip(&key_names)
         .enumerate()
-        .map(|(i, k)| format!("{} AS k{i}", d.key_text(&format!("__dp_k{i}"), k.typed.ty)))
+        .map(|(i, (k, name))| format!("{} AS k{i}", d.key_text(name, k.typed.ty)))
         .collect();
+    // Text, not bigint: a cast that overflows would be a data-dependent
+    // error; the backend crate parses and saturates instead.
     outer.extend(
-        measures
-            .specs
+        measured
             .iter()
-            .flat_map(|s| &s.sqls)
             .enumerate()
-            // Text, not bigint: a cast that overflows would be a data-dependent
-            // error; the backend crate parses and saturates instead.
             .map(|(i, sql)| format!("{} AS m{i}", d.measurement_text(sql))),
     );
-    let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
-    let keep = if bounding {
-        format!(" WHERE __dp_rn <= {}", bound.max_rows)
-    } else {
-        String::new()
-    };
     let group_by = if keys.is_empty() {
         String::new()
     } else {
-        format!(
-            " GROUP BY {}",
-            (0..keys.len())
-                .map(|i| format!("__dp_k{i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        format!(" GROUP BY {}", key_names.join(", "))
     };
     let order_by = if ordered {
         format!(
             " ORDER BY {}",
             keys.iter()
-                .enumerate()
-                .map(|(i, k)| d.order_key(&d.key_text(&format!("__dp_k{i}"), k.typed.ty)))
+                .zip(&key_names)
+                .map(|(k, name)| d.order_key(&d.key_text(name, k.typed.ty)))
                 .collect::<Vec<_>>()
                 .join(", ")
         )
@@ -82,9 +106,77 @@ pub(super) fn render(
         String::new()
     };
     format!(
-        "SELECT {} FROM (SELECT {} FROM {}{filter}) AS __dp_bounded{keep}{group_by}{order_by}",
-        outer.join(", "),
-        inner.join(", "),
-        source.from_sql
+        "SELECT {} FROM {from}{group_by}{order_by}",
+        outer.join(", ")
     )
+}
+
+/// The (unit, group) pairs of `rows`, each with its partial aggregates
+/// `__dp_p<j>`, its row count `__dp_c` and its row allowance `__dp_w`
+/// (see [`Partial`] for why this bounds each unit as `max_rows` kept
+/// rows would).
+///
+/// Without keys there is one pair per unit and `w = min(c, max_rows)`.
+/// With keys, a unit whose `n` rows in all fit (`n ≤ max_rows`) keeps
+/// every row (`w = c`); a larger unit shares `max_rows` over its groups
+/// in proportion to their rows by largest remainders (Hamilton's
+/// method: `⌊c·k/n⌋`, plus one for the groups with the largest
+/// remainders, ties at random, until the shares add up to `k`), so
+/// `w ≤ c`, `Σw = k`, and at most `k` pairs have `w > 0`. Pairs with
+/// `w = 0` are dropped: a unit reaches at most `k` groups, as partition
+/// selection assumes.
+fn pre_aggregated(
+    rows: &str,
+    key_names: &[String],
+    specs: &[(&String, Partial)],
+    max_rows: u64,
+) -> String {
+    let k = max_rows;
+    let partials: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .map(|(j, (sql, _))| format!("{sql} AS __dp_p{j}"))
+        .collect();
+    let units: Vec<String> = std::iter::once("__dp_u".to_string())
+        .chain(key_names.iter().cloned())
+        .collect();
+    if key_names.is_empty() {
+        return format!(
+            "(SELECT {}, COUNT(*) AS __dp_c, CASE WHEN COUNT(*) <= {k} THEN COUNT(*) ELSE {k} END AS __dp_w FROM {rows} AS __dp_rows GROUP BY __dp_u) AS __dp_units",
+            partials.join(", ")
+        );
+    }
+    let pairs = format!(
+        "SELECT {}, {}, COUNT(*) AS __dp_c, CAST(SUM(COUNT(*)) OVER (PARTITION BY __dp_u) AS BIGINT) AS __dp_n FROM {rows} AS __dp_rows GROUP BY {}",
+        units.join(", "),
+        partials.join(", "),
+        units.join(", ")
+    );
+    let shares = format!(
+        "SELECT *, CASE WHEN __dp_n <= {k} THEN __dp_c ELSE (__dp_c * {k}) / __dp_n END AS __dp_f, \
+         CASE WHEN __dp_n <= {k} THEN 0 ELSE (__dp_c * {k}) % __dp_n END AS __dp_r FROM ({pairs}) AS __dp_pairs"
+    );
+    let carried: Vec<String> = key_names
+        .iter()
+        .cloned()
+        .chain((0..specs.len()).map(|j| format!("__dp_p{j}")))
+        .collect();
+    format!(
+        "(SELECT {}, __dp_c, __dp_f + CASE WHEN __dp_n > {k} AND ROW_NUMBER() OVER (PARTITION BY __dp_u ORDER BY __dp_r DESC, random()) <= {k} - SUM(__dp_f) OVER (PARTITION BY __dp_u) THEN 1 ELSE 0 END AS __dp_w \
+         FROM ({shares}) AS __dp_shares) AS __dp_units WHERE __dp_w > 0",
+        carried.join(", ")
+    )
+}
+
+/// A pair's partial `p` cut to what its allowance `__dp_w` of rows could
+/// contribute, in integer arithmetic (see [`Partial`]).
+fn cut(p: &str, partial: Partial) -> String {
+    match partial {
+        Partial::Count => format!("CASE WHEN {p} > __dp_w THEN __dp_w ELSE {p} END"),
+        Partial::Sum { lower, upper } => format!(
+            "CASE WHEN {p} < __dp_w * {lower} THEN __dp_w * {lower} WHEN {p} > __dp_w * {upper} THEN __dp_w * {upper} ELSE {p} END"
+        ),
+        Partial::Histogram => format!("({p} * __dp_w) / __dp_c"),
+        Partial::Rows => unreachable!("a partial that needs rows is never pre-aggregated"),
+    }
 }

@@ -29,6 +29,16 @@ columns.score = { type = "int", lower = -10, upper = 3 }
 name = "wards"
 public = true
 columns.ward = { type = "text" }
+[[tables]]
+name = "patients"
+privacy_unit = "patient_id"
+privacy_unit_unique = true
+columns.birth_year = { type = "int", lower = 1900, upper = 2025 }
+[[tables]]
+name = "insurance"
+privacy_unit = "patient_id"
+privacy_unit_unique = true
+columns.premium = { type = "float", lower = 0, upper = 900 }
 "#;
 
 pub(crate) fn config() -> Config {
@@ -62,13 +72,17 @@ fn count_and_avg_bound_each_unit() {
     // integers, and the count of ages (age may be NULL here).
     assert_eq!(
         p.backend_sql,
-        "SELECT CAST(COALESCE(COUNT(*), 0) AS text) AS m0, \
-         CAST(COALESCE(SUM((CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END - 55)), 0) AS text) AS m1, \
-         CAST(COALESCE(COUNT(__dp_a0), 0) AS text) AS m2 \
+        "SELECT CAST(COALESCE(SUM(CASE WHEN __dp_p0 > __dp_w THEN __dp_w ELSE __dp_p0 END), 0) AS text) AS m0, \
+         CAST(COALESCE(SUM(CASE WHEN __dp_p1 < __dp_w * -55 THEN __dp_w * -55 WHEN __dp_p1 > __dp_w * 55 THEN __dp_w * 55 ELSE __dp_p1 END), 0) AS text) AS m1, \
+         CAST(COALESCE(SUM(CASE WHEN __dp_p2 > __dp_w THEN __dp_w ELSE __dp_p2 END), 0) AS text) AS m2 \
+         FROM (SELECT COUNT(*) AS __dp_p0, \
+         SUM((CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END - 55)) AS __dp_p1, \
+         COUNT(__dp_a0) AS __dp_p2, COUNT(*) AS __dp_c, CASE WHEN COUNT(*) <= 5 THEN COUNT(*) ELSE 5 END AS __dp_w \
          FROM (SELECT CASE WHEN \"visits\".\"age\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"visits\".\"age\", 0), 110) AS bigint) END AS __dp_a0, \
-         ROW_NUMBER() OVER (PARTITION BY \"visits\".\"patient_id\" ORDER BY random()) AS __dp_rn \
-         FROM \"public\".\"visits\" AS \"visits\") AS __dp_bounded WHERE __dp_rn <= 5"
+         \"visits\".\"patient_id\" AS __dp_u \
+         FROM \"public\".\"visits\" AS \"visits\") AS __dp_rows GROUP BY __dp_u) AS __dp_units"
     );
+    assert_eq!(p.bounding, crate::plan::Bounding::PreAggregated);
     let sens = sensitivities(&p);
     // 5 rows × radius 55: half of 5 × 110.
     assert_eq!(sens, [5, 5 * 55, 5]);
@@ -129,7 +143,7 @@ fn row_level_tables_need_no_window() {
         p.backend_sql,
         "SELECT CAST(COALESCE(SUM(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, -2), 3) AS bigint) END), 0) AS text) AS m0 \
          FROM (SELECT CASE WHEN \"events\".\"score\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"events\".\"score\", -2), 3) AS bigint) END AS __dp_a0 \
-         FROM \"public\".\"events\" AS \"events\" WHERE \"events\".\"score\" > -3) AS __dp_bounded"
+         FROM \"public\".\"events\" AS \"events\" WHERE \"events\".\"score\" > -3) AS __dp_rows"
     );
     // WHERE score > -3 narrows [-10, 3] to [-2, 3].
     assert_eq!(p.release.measurements[0].noise.sensitivity(), 3);

@@ -143,7 +143,7 @@ fn post_processing_runs_on_noisy_groups() {
 fn joins_need_the_shared_unit_or_a_public_table() {
     let p = try_plan("SELECT COUNT(*) FROM visits v JOIN wards w ON v.ward = w.ward").unwrap();
     assert_eq!(p.release.measurements[0].noise.sensitivity(), 5);
-    assert!(p.backend_sql.contains("PARTITION BY \"v\".\"patient_id\""));
+    assert!(p.backend_sql.contains("\"v\".\"patient_id\" AS __dp_u"));
     let p = try_plan("SELECT COUNT(*) FROM visits a JOIN visits b ON a.patient_id = b.patient_id")
         .unwrap();
     // Both sides keep 5 rows per unit: the join keeps 25.
@@ -346,5 +346,71 @@ fn constant_failures_are_refused_before_the_charge() {
             .contains("CAST(\"visits\".\"patient_id\" AS text) = 'abc'"),
         "{}",
         p.backend_sql
+    );
+}
+
+/// The one rule (`Bounding::choose`): no bounding where the schema proves
+/// one row per unit, pre-aggregation where every measurement adds up over
+/// units, row sampling where one does not; sensitivities are the same
+/// whichever rewrite runs.
+#[test]
+fn the_bounding_rewrite_follows_one_rule() {
+    use crate::plan::Bounding;
+    let bounding = |sql: &str| try_plan(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    for sql in [
+        "SELECT COUNT(*), AVG(birth_year) FROM patients",
+        "SELECT COUNT(*), SUM(score) FROM events",
+        "SELECT COUNT(*), AVG(p.birth_year), SUM(i.premium) FROM patients p JOIN insurance i ON p.patient_id = i.patient_id",
+        "SELECT COUNT(DISTINCT patient_id) FROM patients",
+    ] {
+        let p = bounding(sql);
+        assert_eq!(p.bounding, Bounding::None, "{sql}");
+        assert!(!p.backend_sql.contains("__dp_u") && !p.backend_sql.contains("ROW_NUMBER"));
+    }
+    // One row per unit: COUNT(*) moves by 1, SUM by the largest |bound|.
+    let p = bounding("SELECT COUNT(*), SUM(birth_year) FROM patients");
+    assert_eq!(sensitivities(&p), [1, 2025]);
+    for sql in [
+        "SELECT COUNT(*), SUM(age), AVG(cost), VARIANCE(stay) FROM visits",
+        "SELECT ward, COUNT(*), MEDIAN(age) FROM visits GROUP BY ward",
+        "SELECT COUNT(DISTINCT patient_id) FROM visits",
+        // A public side may repeat rows; a unique side joined with a
+        // multi-row table has the latter's bound.
+        "SELECT COUNT(*) FROM patients p JOIN wards w ON true",
+        "SELECT COUNT(*) FROM patients p JOIN visits v ON p.patient_id = v.patient_id",
+    ] {
+        let p = bounding(sql);
+        assert_eq!(p.bounding, Bounding::PreAggregated, "{sql}");
+        assert!(
+            p.backend_sql.contains("GROUP BY __dp_u"),
+            "{}",
+            p.backend_sql
+        );
+        assert!(!p
+            .backend_sql
+            .contains("ROW_NUMBER() OVER (PARTITION BY \"v"));
+    }
+    let p =
+        bounding("SELECT COUNT(*) FROM patients p JOIN visits v ON p.patient_id = v.patient_id");
+    assert_eq!(sensitivities(&p), [5]);
+    let p = bounding("SELECT ward, COUNT(*) FROM visits GROUP BY ward");
+    assert!(p.backend_sql.contains("ORDER BY __dp_r DESC, random()"));
+    assert!(p.backend_sql.contains("WHERE __dp_w > 0"));
+    let p = bounding("SELECT COUNT(DISTINCT age), SUM(age) FROM visits");
+    assert_eq!(p.bounding, Bounding::RowSampled);
+    assert!(p.backend_sql.contains("ROW_NUMBER() OVER (PARTITION BY"));
+    assert_eq!(sensitivities(&p), [5, 5 * 110]);
+    // EXPLAIN names the rewrite.
+    let lines = bounding("SELECT COUNT(*) FROM visits").explain_lines(0.95);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("  Bounding: per-unit pre-aggregation")),
+        "{lines:?}"
+    );
+    // A row-level table has no unit to join on.
+    assert_eq!(
+        refused("SELECT COUNT(*) FROM events e JOIN patients p ON true").code,
+        "0A000"
     );
 }

@@ -1,0 +1,70 @@
+//! How the backend query bounds each privacy unit's contribution: the one
+//! rule that picks the rewrite, and the reason EXPLAIN gives for it.
+
+use crate::aggregate::Measures;
+use crate::partial::Partial;
+use crate::source::Source;
+
+/// Largest clip bound (rows × grid units) written into a pre-aggregating
+/// query: far inside bigint, so `w · bound` never overflows on the backend
+/// (an overflow would be an error that depends on the data).
+const MAX_CLIP_UNITS: u128 = 1 << 62;
+
+/// How a plan's backend query bounds what one unit contributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bounding {
+    /// Each unit is provably one row (a row-level table, or a table whose
+    /// privacy unit is declared unique): the plain aggregate, clamped.
+    None,
+    /// One hash aggregation per unit (and group): each unit's partial
+    /// aggregates are cut to what `max_rows` rows could give
+    /// ([`Partial`]), then summed.
+    PreAggregated,
+    /// `max_rows` rows kept per unit at random (ROW_NUMBER over the unit),
+    /// then aggregated: for aggregates that do not add up over units.
+    RowSampled,
+}
+
+impl Bounding {
+    /// The rewrite for `measures` over `source`, the cheapest that gives
+    /// each measurement the sensitivity it declares: none when the schema
+    /// proves one row per unit; otherwise per-unit pre-aggregation, unless
+    /// a measurement does not add up over units (COUNT(DISTINCT) of a
+    /// column other than the unit) or a clip bound would not fit in
+    /// bigint, when rows are sampled.
+    pub fn choose(source: &Source, measures: &Measures, max_rows: u64) -> Bounding {
+        if source.one_row_per_unit {
+            return Bounding::None;
+        }
+        let fits = |p: &Partial| match *p {
+            Partial::Rows => false,
+            Partial::Sum { lower, upper } => {
+                let m = lower.unsigned_abs().max(upper.unsigned_abs());
+                u128::from(m) * u128::from(max_rows) <= MAX_CLIP_UNITS
+            }
+            Partial::Count | Partial::Histogram => true,
+        };
+        if measures.specs.iter().all(|s| fits(&s.partial)) {
+            Bounding::PreAggregated
+        } else {
+            Bounding::RowSampled
+        }
+    }
+
+    /// One line for EXPLAIN.
+    pub fn describe(&self, max_rows: u64) -> String {
+        match self {
+            Bounding::None => {
+                "none: each privacy unit is one row (row-level table or unique privacy unit), so the plain aggregate is clamped".into()
+            }
+            Bounding::PreAggregated => format!(
+                "per-unit pre-aggregation: one GROUP BY over the privacy unit, each unit's partial counts and sums cut to what {max_rows} row{} could contribute",
+                if max_rows == 1 { "" } else { "s" }
+            ),
+            Bounding::RowSampled => format!(
+                "row sampling: {max_rows} row{} per privacy unit kept at random (an aggregate here does not add up over units: COUNT(DISTINCT) of a column other than the unit, or a sum too wide to cut in bigint)",
+                if max_rows == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}

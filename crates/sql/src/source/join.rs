@@ -1,0 +1,135 @@
+//! Joins: private tables on their shared privacy unit, and private with
+//! public lookup tables; the joined source's unit and per-unit row bound.
+
+use sqlparser::ast::{Expr, Join, JoinConstraint, JoinOperator};
+
+use super::Source;
+use crate::error::{sqlstate, Refusal};
+use crate::expr::compile;
+use crate::scope::Scope;
+
+/// Joins two sources: private with private on the shared privacy unit,
+/// or private with public on any row-level condition.
+pub(super) fn join_sources(left: Source, right: Source, join: &Join) -> Result<Source, Refusal> {
+    let (kind, constraint) = match &join.join_operator {
+        JoinOperator::Join(c) | JoinOperator::Inner(c) => ("JOIN", c),
+        JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => ("LEFT JOIN", c),
+        other => {
+            let what = format!("{other:?}");
+            let what = what.split('(').next().unwrap_or("this join").to_string();
+            return Err(Refusal::unsupported(
+                format!("{what} joins are not supported"),
+                "use JOIN or LEFT JOIN with the private table on the left",
+            ));
+        }
+    };
+    let mut scope = left.scope.clone();
+    scope.columns.extend(right.scope.columns.iter().cloned());
+    let on = match constraint {
+        JoinConstraint::On(e) => e.clone(),
+        JoinConstraint::Using(cols) => {
+            let mut conds = Vec::new();
+            let mut unit_match = false;
+            for c in cols {
+                let id = Expr::Identifier(crate::classify::object_name(c).as_str().into());
+                let (l, r) = (
+                    &left.scope.lookup(&id)?.typed,
+                    &right.scope.lookup(&id)?.typed,
+                );
+                unit_match |= l.is_unit && r.is_unit;
+                conds.push(format!("{} = {}", l.sql, r.sql));
+            }
+            return finish_join(left, right, scope, kind, conds.join(" AND "), unit_match);
+        }
+        _ => {
+            return Err(Refusal::unsupported(
+                "joins need an ON or USING condition",
+                "write JOIN t ON a.patient_id = t.patient_id",
+            ))
+        }
+    };
+    let cond = compile(&on, &scope)?;
+    let unit_match = unit_equality(&on, &scope, &left, &right);
+    finish_join(left, right, scope, kind, cond.sql, unit_match)
+}
+
+/// Whether a top-level conjunct of `on` equates the two sides' units.
+fn unit_equality(on: &Expr, scope: &Scope, left: &Source, right: &Source) -> bool {
+    match on {
+        Expr::BinaryOp {
+            left: a,
+            op: sqlparser::ast::BinaryOperator::And,
+            right: b,
+        } => unit_equality(a, scope, left, right) || unit_equality(b, scope, left, right),
+        Expr::Nested(inner) => unit_equality(inner, scope, left, right),
+        Expr::BinaryOp {
+            left: a,
+            op: sqlparser::ast::BinaryOperator::Eq,
+            right: b,
+        } => {
+            let (Ok(a), Ok(b)) = (compile(a, scope), compile(b, scope)) else {
+                return false;
+            };
+            let is = |t: &crate::types::Typed, s: &Source| {
+                s.unit.as_deref() == Some(t.sql.as_str())
+                    || (t.is_unit && s.scope.columns.iter().any(|c| c.typed.sql == t.sql))
+            };
+            (is(&a, left) && is(&b, right)) || (is(&b, left) && is(&a, right))
+        }
+        _ => false,
+    }
+}
+
+fn finish_join(
+    left: Source,
+    right: Source,
+    scope: Scope,
+    kind: &str,
+    cond: String,
+    unit_match: bool,
+) -> Result<Source, Refusal> {
+    let from_sql = format!("{} {kind} {} ON {cond}", left.from_sql, right.from_sql);
+    let (unit, max_rows) = match (&left.unit, &right.unit) {
+        (Some(_), Some(_)) => {
+            if left.row_level || right.row_level || !unit_match {
+                return Err(Refusal::unsupported(
+                    "private tables can only be joined on their shared privacy unit",
+                    "join on the privacy unit columns, e.g. ON v.patient_id = p.patient_id",
+                ));
+            }
+            let max_rows = left.max_rows.saturating_mul(right.max_rows);
+            if max_rows > u64::from(dpgate_config::MAX_ROWS_PER_UNIT) {
+                return Err(Refusal::new(
+                    sqlstate::STATEMENT_TOO_COMPLEX,
+                    format!(
+                        "this join can give one person {max_rows} rows (the product of the tables' max_rows_per_unit); dpgate's limit is {}",
+                        dpgate_config::MAX_ROWS_PER_UNIT
+                    ),
+                    "join fewer private tables, or filter in a subquery before joining",
+                ));
+            }
+            (left.unit.clone(), max_rows)
+        }
+        (Some(_), None) => (left.unit.clone(), left.max_rows),
+        (None, Some(_)) if kind == "JOIN" => (right.unit.clone(), right.max_rows),
+        (None, Some(_)) => {
+            return Err(Refusal::unsupported(
+                "a LEFT JOIN from a public table to a private one would release public rows that match no person",
+                "put the private table first: FROM visits v LEFT JOIN wards w ON ...",
+            ))
+        }
+        (None, None) => (None, 0),
+    };
+    // Two sides of one row per unit, joined on the unit, keep one row
+    // per unit (1 × 1); a public side can repeat rows.
+    let one_row_per_unit =
+        left.one_row_per_unit && right.one_row_per_unit && right.unit.is_some() && unit_match;
+    Ok(Source {
+        from_sql,
+        scope,
+        unit,
+        max_rows,
+        one_row_per_unit,
+        row_level: false,
+    })
+}
