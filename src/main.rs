@@ -12,6 +12,7 @@ use dpgate_server::Shared;
 
 mod admin;
 mod demo;
+mod verify;
 
 /// A differentially private SQL proxy that speaks the PostgreSQL protocol.
 #[derive(Parser)]
@@ -42,6 +43,12 @@ enum Cmd {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also count, on the backend, whether the data holds what the
+        /// tables declare (units per person, unique units, bounds,
+        /// not_null). For the data owner: prints counts, releases nothing
+        /// to analysts, and fails if a unit declared unique is not.
+        #[arg(long)]
+        verify: bool,
     },
     /// Inspect and change privacy budgets in the ledger (also while dpgate runs).
     Budget {
@@ -160,13 +167,23 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Serve { config } => load(&config.config).and_then(|c| serve(&config.config, c, None)),
         Cmd::Demo { dir, listen } => run_demo(dir, listen),
-        Cmd::Check { config } => load(&config.config).map(|c| {
+        Cmd::Check { config, verify } => load(&config.config).and_then(|c| {
             println!(
                 "{}: ok ({} users, {} tables)",
                 config.config.display(),
                 c.users.len(),
                 c.tables.len()
-            )
+            );
+            if !verify {
+                return Ok(());
+            }
+            runtime()?.block_on(async {
+                let backend = dpgate_backend::connect(&c).await.map_err(|e| {
+                    eprintln!("{e} ([backend] in {})", config.config.display());
+                    ExitCode::FAILURE
+                })?;
+                verify::verify(&c, backend.as_ref()).await
+            })
         }),
         Cmd::Budget { action } => admin::budget(action),
         Cmd::Audit {

@@ -82,12 +82,12 @@ async fn noisy_answers_match_the_truth_and_the_budget_holds() {
 
     // The query that would overspend is refused and reaches no backend.
     let cluster = cluster();
-    let before = cluster.logged(&db, "__dp_bounded");
+    let before = cluster.logged(&db, "__dp_rows");
     assert_eq!(before, 200);
     let (code, message, hint) = refusal(&client, QUERY).await;
     assert_eq!(code, "53000", "{message}");
     assert!(message.contains("budget") && !hint.is_empty());
-    assert_eq!(cluster.logged(&db, "__dp_bounded"), before);
+    assert_eq!(cluster.logged(&db, "__dp_rows"), before);
 
     // kill -9 and restart: the spent budget stays spent.
     drop(client);
@@ -452,4 +452,72 @@ async fn grouped_queries_work_over_psql_and_the_extended_protocol() {
         .all(|n| ["flu", "fracture", "asthma", "diabetes", "migraine"].contains(&n.as_str())));
     let notice = notices.recv().await.unwrap();
     assert!(notice.contains("δ = 1e-6"), "{notice}");
+}
+
+/// `dpgate check --verify` counts, as the data owner, whether the data
+/// holds what proxy.toml declares: it fails while a unit declared unique
+/// repeats (answers would not bound it), passes once it is unique, and
+/// reports units beyond max_rows_per_unit and values beyond their bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_verify_confirms_the_declarations_against_the_backend() {
+    let (db, _) = visits_database("e2e_verify", 50).await;
+    let admin = connect_direct(&cluster().url(&db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE members (member_id int, fee int);
+             INSERT INTO members SELECT g, g FROM generate_series(1, 20) g;
+             INSERT INTO members VALUES (7, 500), (7, 3);
+             INSERT INTO visits SELECT 1, 200, 1.0, 'A', 'x' FROM generate_series(1, 9);
+             GRANT SELECT ON members TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    let dir = tempdir();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(
+        &path,
+        proxy_toml(&db, 1, &dir.path().join("l.sqlite"), 1.0, 0.1)
+            + r#"[[tables]]
+name = "members"
+privacy_unit = "member_id"
+privacy_unit_unique = true
+columns.fee = { type = "int", lower = 0, upper = 100 }
+"#,
+    )
+    .unwrap();
+    let verify = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+            .args(["check", "--verify", "--config"])
+            .arg(&path)
+            .env("DPGATE_TEST_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = verify();
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("\"public\".\"members\": privacy_unit_unique is FALSE: 1 of 20 values of member_id have more than one row (up to 3)"),
+        "{text}"
+    );
+    // Patient 1 now has 11 visits (declared 5); 9 ages are above 110.
+    for line in [
+        "at most 11 rows per unit (declared 5); 1 unit has more than 5",
+        "age within [0, 110] (answers clamp values outside): 9 rows do not hold",
+        "fee within [0, 100] (answers clamp values outside): 1 row does not hold",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    admin
+        .batch_execute("DELETE FROM members WHERE member_id = 7 AND fee <> 7")
+        .await
+        .unwrap();
+    let (ok, text) = verify();
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("20 privacy units, each one row: privacy_unit_unique holds"),
+        "{text}"
+    );
 }
