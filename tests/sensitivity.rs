@@ -230,10 +230,12 @@ async fn the_bound_is_reached_so_the_test_can_fail() {
 
 /// Hospital databases D and D′ = D plus one patient with 40 extreme visits
 /// (every ward, a diagnosis nobody else has, ages and costs far outside
-/// the bounds) and 3 rows in `patients` (the bound is 1).
-async fn hospital_neighbours() -> Vec<Neighbours> {
-    let small = hospital_database("sens_h", 300).await;
-    let large = hospital_database("sens_hprime", 300).await;
+/// the bounds) and 3 rows in `patients` (the bound is 1), with visits
+/// bounded to `k` rows per patient (k = 5 samples rows under GROUP BY,
+/// k ≥ 8 pre-aggregates: see `Bounding::choose`).
+async fn hospital_neighbours(k: u32) -> Vec<Neighbours> {
+    let small = hospital_database(&format!("sens_h{k}"), 300).await;
+    let large = hospital_database(&format!("sens_hprime{k}"), 300).await;
     let d_prime: Client = connect_direct(&cluster().url(&large)).await;
     d_prime
         .batch_execute(
@@ -245,14 +247,22 @@ async fn hospital_neighbours() -> Vec<Neighbours> {
         )
         .await
         .unwrap();
-    let toml = |db: &str| hospital_toml(db, 1, std::path::Path::new("/tmp/unused"), 1.0, 0.1);
+    let toml = |db: &str| {
+        hospital_toml(db, 1, std::path::Path::new("/tmp/unused"), 1.0, 0.1).replacen(
+            "max_rows_per_unit = 5",
+            &format!("max_rows_per_unit = {k}"),
+            1,
+        )
+    };
     on_both_backends(&small, &large, toml, &HOSPITAL_TABLES).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grouped_joined_and_derived_shapes_stay_within_their_sensitivity() {
-    for n in hospital_neighbours().await {
-        grouped_shapes_on(&n).await;
+    for k in [5, dpgate_sql::plan::GROUPED_PRE_AGGREGATION_MIN_ROWS as u32] {
+        for n in hospital_neighbours(k).await {
+            grouped_shapes_on(&n).await;
+        }
     }
 }
 
@@ -357,13 +367,13 @@ async fn grouped_shapes_on(n: &Neighbours) {
 
 /// Pre-aggregation with GROUP BY shares a unit's allowance of k rows over
 /// its groups in proportion to its rows there, by largest remainders: the
-/// unit with 40 visits (30 flu, 10 zzz-rare, k = 5) adds ⌊3.75⌋ + 1 = 4 to
-/// flu and ⌊1.25⌋ = 1 to zzz-rare, exactly k in all; spread over 22
+/// unit with 40 visits (30 flu, 10 zzz-rare, k = 9) adds ⌊6.75⌋ + 1 = 7 to
+/// flu and ⌊2.25⌋ = 2 to zzz-rare, exactly k in all; spread over 22
 /// months, it still adds exactly k rows to at most k months. Without the
 /// cut it would add 40, so the sensitivity tests above could fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grouped_allowances_add_up_to_the_bound() {
-    for n in hospital_neighbours().await {
+    for n in hospital_neighbours(9).await {
         let run = |sql: &'static str| {
             let config = n.config.clone();
             let (d, d_prime) = (n.d.clone(), n.d_prime.clone());
@@ -393,8 +403,8 @@ async fn grouped_allowances_add_up_to_the_bound() {
         assert_eq!(
             by_diagnosis,
             [
-                (Some("flu".to_string()), 4),
-                (Some("zzz-rare".to_string()), 1)
+                (Some("flu".to_string()), 7),
+                (Some("zzz-rare".to_string()), 2)
             ],
             "{:?}",
             n.d.dialect()
@@ -404,11 +414,11 @@ async fn grouped_allowances_add_up_to_the_bound() {
                 .await;
         assert_eq!(
             by_month.iter().map(|(_, c)| c).sum::<i64>(),
-            5,
+            9,
             "{by_month:?}"
         );
         assert!(
-            by_month.len() <= 5 && by_month.iter().all(|(_, c)| *c > 0),
+            by_month.len() <= 9 && by_month.iter().all(|(_, c)| *c > 0),
             "{by_month:?}"
         );
     }

@@ -10,6 +10,14 @@ use crate::source::Source;
 /// (an overflow would be an error that depends on the data).
 const MAX_CLIP_UNITS: u128 = 1 << 62;
 
+/// Least `max_rows` for which a grouped query pre-aggregates. With few
+/// rows per unit, (unit, group) pairs are about as many as rows, and
+/// sharing each unit's allowance over its groups (two windows over the
+/// pairs) costs more than sampling rows (one sort): measured on 10 000
+/// visits with k = 5, 31–57 ms against 19 ms. With many rows per unit the
+/// pairs are far fewer than the rows and pre-aggregation wins.
+pub const GROUPED_PRE_AGGREGATION_MIN_ROWS: u64 = 8;
+
 /// How a plan's backend query bounds what one unit contributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bounding {
@@ -28,13 +36,19 @@ pub enum Bounding {
 impl Bounding {
     /// The rewrite for `measures` over `source`, the cheapest that gives
     /// each measurement the sensitivity it declares: none when the schema
-    /// proves one row per unit; otherwise per-unit pre-aggregation, unless
-    /// a measurement does not add up over units (COUNT(DISTINCT) of a
-    /// column other than the unit) or a clip bound would not fit in
-    /// bigint, when rows are sampled.
-    pub fn choose(source: &Source, measures: &Measures, max_rows: u64) -> Bounding {
+    /// proves one row per unit; otherwise per-unit pre-aggregation —
+    /// always without GROUP BY (one hash aggregation by unit instead of a
+    /// sort), with GROUP BY when a unit may have many rows
+    /// ([`GROUPED_PRE_AGGREGATION_MIN_ROWS`]) — unless a measurement does
+    /// not add up over units (COUNT(DISTINCT) of a column other than the
+    /// unit) or a clip bound would not fit in bigint; else rows are
+    /// sampled. Only the query text and the config decide, never data.
+    pub fn choose(source: &Source, measures: &Measures, max_rows: u64, grouped: bool) -> Bounding {
         if source.one_row_per_unit {
             return Bounding::None;
+        }
+        if grouped && max_rows < GROUPED_PRE_AGGREGATION_MIN_ROWS {
+            return Bounding::RowSampled;
         }
         let fits = |p: &Partial| match *p {
             Partial::Rows => false,
@@ -62,7 +76,7 @@ impl Bounding {
                 if max_rows == 1 { "" } else { "s" }
             ),
             Bounding::RowSampled => format!(
-                "row sampling: {max_rows} row{} per privacy unit kept at random (an aggregate here does not add up over units: COUNT(DISTINCT) of a column other than the unit, or a sum too wide to cut in bigint)",
+                "row sampling: {max_rows} row{} per privacy unit kept at random (cheaper than pre-aggregation for GROUP BY with few rows per unit, and needed where an aggregate does not add up over units: COUNT(DISTINCT) of a column other than the unit)",
                 if max_rows == 1 { "" } else { "s" }
             ),
         }

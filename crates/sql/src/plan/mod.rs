@@ -28,7 +28,7 @@ mod noise;
 mod render;
 mod split;
 
-pub use bounding::Bounding;
+pub use bounding::{Bounding, GROUPED_PRE_AGGREGATION_MIN_ROWS};
 use clauses::*;
 use group::*;
 use render::*;
@@ -413,7 +413,7 @@ pub(crate) fn plan_prepared(
     // first `privacy.max_groups` selected are a function of the selected
     // set alone (see `collect`).
     let ordered = matches!(grouping, Grouping::Selection { .. });
-    let bounding = Bounding::choose(&source, &measures, bound.max_rows);
+    let bounding = Bounding::choose(&source, &measures, bound.max_rows, !keys.is_empty());
     let backend_sql = render(
         &source,
         predicate.as_deref(),

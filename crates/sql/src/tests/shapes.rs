@@ -372,7 +372,7 @@ fn the_bounding_rewrite_follows_one_rule() {
     assert_eq!(sensitivities(&p), [1, 2025]);
     for sql in [
         "SELECT COUNT(*), SUM(age), AVG(cost), VARIANCE(stay) FROM visits",
-        "SELECT ward, COUNT(*), MEDIAN(age) FROM visits GROUP BY ward",
+        "SELECT MEDIAN(age), COUNT(*) FILTER (WHERE ward = 'A') FROM visits",
         "SELECT COUNT(DISTINCT patient_id) FROM visits",
         // A public side may repeat rows; a unique side joined with a
         // multi-row table has the latter's bound.
@@ -393,7 +393,20 @@ fn the_bounding_rewrite_follows_one_rule() {
     let p =
         bounding("SELECT COUNT(*) FROM patients p JOIN visits v ON p.patient_id = v.patient_id");
     assert_eq!(sensitivities(&p), [5]);
+    // GROUP BY with few rows per unit (k = 5) samples rows; with many
+    // (k ≥ 8) it shares each unit's allowance over its groups.
     let p = bounding("SELECT ward, COUNT(*) FROM visits GROUP BY ward");
+    assert_eq!(p.bounding, Bounding::RowSampled);
+    let many = CONFIG.replace("max_rows_per_unit = 5", "max_rows_per_unit = 8");
+    let config = dpgate_config::Config::parse(&many, &|_| Some("x".into())).unwrap();
+    let Command::Private(q) = classify("SELECT ward, COUNT(*) FROM visits GROUP BY ward")
+        .unwrap()
+        .remove(0)
+    else {
+        panic!()
+    };
+    let p = plan(&q, &config, 1.0).unwrap();
+    assert_eq!(p.bounding, Bounding::PreAggregated);
     assert!(p.backend_sql.contains("ORDER BY __dp_r DESC, random()"));
     assert!(p.backend_sql.contains("WHERE __dp_w > 0"));
     let p = bounding("SELECT COUNT(DISTINCT age), SUM(age) FROM visits");
