@@ -276,11 +276,13 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
         .init();
     let runtime = runtime()?;
     runtime.block_on(async move {
+        let mut config = config;
         let ledger = open_ledger(&config).await?;
         let backend = dpgate_backend::connect(&config).await.map_err(|e| {
             eprintln!("{e} ([backend] in {})", path.display());
             ExitCode::FAILURE
         })?;
+        dpgate_backend::confirm_unique_units(&mut config, backend.as_ref()).await;
         check_backend_role(&config, backend.as_ref(), path).await?;
         let catalog = match config.catalog.enabled {
             false => None,

@@ -41,6 +41,11 @@ pub async fn verify(config: &Config, backend: &dyn Backend) -> Result<(), ExitCo
         let name = table.qualified_name();
         match (facts.units, privacy_unit) {
             (Some((units, most, over)), Some(unit)) if *unique_unit => {
+                if !backend.unit_is_unique(table, unit).await {
+                    println!(
+                        "{name}: privacy_unit_unique: the backend has no primary key or unique index on {unit} (NOT NULL), so dpgate bounds this table as max_rows_per_unit = 1; add the constraint to skip that step"
+                    );
+                }
                 if most > 1 {
                     broken += 1;
                     println!(

@@ -458,6 +458,8 @@ async fn grouped_queries_work_over_psql_and_the_extended_protocol() {
 /// holds what proxy.toml declares: it fails while a unit declared unique
 /// repeats (answers would not bound it), passes once it is unique, and
 /// reports units beyond max_rows_per_unit and values beyond their bounds.
+/// dpgate itself skips the bounding step for that table only once the
+/// schema proves the unit unique (a primary key), whatever proxy.toml says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_verify_confirms_the_declarations_against_the_backend() {
     let (db, _) = visits_database("e2e_verify", 50).await;
@@ -476,7 +478,7 @@ async fn check_verify_confirms_the_declarations_against_the_backend() {
     let path = dir.path().join("proxy.toml");
     std::fs::write(
         &path,
-        proxy_toml(&db, 1, &dir.path().join("l.sqlite"), 1.0, 0.1)
+        proxy_toml(&db, free_port(), &dir.path().join("l.sqlite"), 1.0, 0.1)
             + r#"[[tables]]
 name = "members"
 privacy_unit = "member_id"
@@ -520,4 +522,32 @@ columns.fee = { type = "int", lower = 0, upper = 100 }
         text.contains("20 privacy units, each one row: privacy_unit_unique holds"),
         "{text}"
     );
+    assert!(
+        text.contains("has no primary key or unique index on member_id"),
+        "{text}"
+    );
+    let bounding = || {
+        let config = std::fs::read_to_string(&path).unwrap();
+        let port: u16 = config
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+            .and_then(|p| p.trim_end_matches('"').parse().ok())
+            .unwrap();
+        let gate = Dpgate::start(dir.path(), &config, port);
+        let (out, err, ok) = gate.psql(&["-c", "EXPLAIN SELECT COUNT(*) FROM members"]);
+        assert!(ok, "{err}");
+        out.lines()
+            .find(|l| l.contains("Bounding:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Unique in the data, but nothing in the schema says so: bounded.
+    assert!(bounding().contains("per-unit pre-aggregation"));
+    admin
+        .batch_execute("ALTER TABLE members ADD PRIMARY KEY (member_id)")
+        .await
+        .unwrap();
+    assert!(bounding().contains("Bounding: none"));
+    let (ok, text) = verify();
+    assert!(ok && !text.contains("has no primary key"), "{text}");
 }

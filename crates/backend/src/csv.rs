@@ -173,10 +173,31 @@ fn load_table(
         }
     }
     let staging = quote_ident(&format!("_dpgate_load_{}", table.name));
+    // A unit declared unique is loaded under the constraint, so that the
+    // loaded table proves it (see `confirm_unique_units`) and a file that
+    // breaks it is refused.
+    let unique_unit = match &table.privacy {
+        dpgate_config::TablePrivacy::Private {
+            privacy_unit: Some(unit),
+            unique_unit: true,
+            ..
+        } => Some(unit.as_str()),
+        _ => None,
+    };
     let columns: Vec<String> = header
         .iter()
         .zip(&types)
-        .map(|(h, ty)| format!("{} {}", quote_ident(h), ty.map_or("", sqlite_type)))
+        .map(|(h, ty)| {
+            let constraint = match unique_unit {
+                Some(u) if u.eq_ignore_ascii_case(h) => " NOT NULL UNIQUE",
+                _ => "",
+            };
+            format!(
+                "{} {}{constraint}",
+                quote_ident(h),
+                ty.map_or("", sqlite_type)
+            )
+        })
         .collect();
     let db = |e: rusqlite::Error| fail(e.to_string());
     tx.execute_batch(&format!(
@@ -211,7 +232,12 @@ fn load_table(
             .collect::<Result<Vec<Value>, _>>()?;
         insert
             .execute(rusqlite::params_from_iter(values))
-            .map_err(db)?;
+            .map_err(|e| match unique_unit {
+                Some(unit) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => fail(format!(
+                    "line {line}: the privacy unit \"{unit}\" is empty or repeats an earlier line, but privacy_unit_unique = true says each value appears once; fix the file, or remove privacy_unit_unique and set max_rows_per_unit"
+                )),
+                _ => db(e),
+            })?;
         rows += 1;
         if rows.is_multiple_of(PROGRESS_ROWS) && reported.elapsed() >= Duration::from_secs(1) {
             reported = Instant::now();

@@ -92,6 +92,13 @@ pub trait Backend: Send + Sync {
         sink: &mut (dyn GroupSink + Send),
     ) -> Result<(), BackendError>;
 
+    /// Whether the schema proves `column` of `table` unique and never NULL
+    /// (a one-column primary key, or a one-column unique index without a
+    /// predicate on a NOT NULL column): catalog metadata only, never data.
+    async fn unit_is_unique(&self, _table: &dpgate_config::Table, _column: &str) -> bool {
+        false
+    }
+
     /// The PostgreSQL backend, next to which the shadow catalog can live.
     fn postgres(&self) -> Option<&PgBackend> {
         None
@@ -116,6 +123,39 @@ pub async fn connect(config: &Config) -> Result<std::sync::Arc<dyn Backend>, Bac
             std::sync::Arc::new(SqliteBackend::open(path, &config.tables, &config.backend).await?)
         }
     })
+}
+
+/// Keeps `privacy_unit_unique` only where the backend's schema proves the
+/// unit unique and NOT NULL: a table read without a bounding step must
+/// really have one row per unit, and a declaration alone (unlike a
+/// declared bound, which the backend query enforces) enforces nothing.
+/// Elsewhere the table is bounded as `max_rows_per_unit = 1` (the same
+/// answers when the declaration holds), with a warning that says why.
+pub async fn confirm_unique_units(config: &mut Config, backend: &dyn Backend) {
+    for table in &mut config.tables {
+        let name = table.qualified_name();
+        let proven = match &table.privacy {
+            dpgate_config::TablePrivacy::Private {
+                privacy_unit: Some(unit),
+                unique_unit: true,
+                ..
+            } => backend.unit_is_unique(table, unit).await,
+            _ => continue,
+        };
+        if let dpgate_config::TablePrivacy::Private {
+            privacy_unit: Some(unit),
+            unique_unit,
+            ..
+        } = &mut table.privacy
+        {
+            if !proven {
+                tracing::warn!(
+                    "{name}: privacy_unit_unique is set, but the backend has no primary key or unique index on {unit} (NOT NULL) to prove it; the table is bounded as max_rows_per_unit = 1 instead. Add the constraint to skip the bounding step"
+                );
+                *unique_unit = false;
+            }
+        }
+    }
 }
 
 /// A row of `keys` key texts then measurement texts (`None` is NULL);

@@ -182,6 +182,19 @@ impl Backend for PgBackend {
         PgBackend::column_type(self, schema, table, column).await
     }
 
+    async fn unit_is_unique(&self, table: &dpgate_config::Table, column: &str) -> bool {
+        let Ok(client) = self.pool.get().await else {
+            return false;
+        };
+        let proven = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i                  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace                  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]                  WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3                  AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL                  AND i.indexprs IS NULL AND a.attnotnull)",
+                &[&table.schema, &table.name, &column],
+            )
+            .await;
+        proven.and_then(|row| row.try_get(0)).unwrap_or(false)
+    }
+
     async fn fetch_into(
         &self,
         query: BackendQuery<'_>,

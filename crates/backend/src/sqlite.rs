@@ -169,6 +169,22 @@ impl Backend for SqliteBackend {
         SqliteBackend::column_type(self, table, column).await
     }
 
+    async fn unit_is_unique(&self, table: &dpgate_config::Table, column: &str) -> bool {
+        let (table, column) = (table.name.clone(), column.to_string());
+        self.with_connection(move |conn| {
+            // A one-column unique index without a predicate on a NOT NULL
+            // column, or an INTEGER PRIMARY KEY (the rowid: never NULL).
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1) AS l                    WHERE l.\"unique\" = 1 AND l.partial = 0                    AND (SELECT COUNT(*) FROM pragma_index_info(l.name)) = 1                    AND (SELECT name FROM pragma_index_info(l.name)) = ?2 COLLATE NOCASE                    AND EXISTS (SELECT 1 FROM pragma_table_info(?1) AS t                      WHERE t.name = ?2 COLLATE NOCASE AND t.\"notnull\" = 1))                  OR (EXISTS (SELECT 1 FROM pragma_table_info(?1) AS t                      WHERE t.name = ?2 COLLATE NOCASE AND t.pk = 1 AND upper(t.type) = 'INTEGER')                    AND (SELECT COUNT(*) FROM pragma_table_info(?1) AS t WHERE t.pk > 0) = 1)",
+                [&table, &column],
+                |row| row.get::<_, bool>(0),
+            )
+            .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     async fn fetch_into(
         &self,
         query: BackendQuery<'_>,

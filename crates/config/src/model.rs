@@ -375,10 +375,12 @@ pub enum TablePrivacy {
         privacy_unit: Option<String>,
         /// Rows' worth one unit may contribute to an answer.
         max_rows_per_unit: u32,
-        /// The data owner declares the unit column unique (a primary key,
-        /// `privacy_unit_unique = true`): one row per unit, so queries
-        /// read the table without a per-unit bounding step. Trusted as
-        /// bounds are; `dpgate check --verify` confirms it.
+        /// The unit column is unique and never NULL, so queries read the
+        /// table without a per-unit bounding step. Set from
+        /// `privacy_unit_unique = true`, and kept only where the backend's
+        /// schema proves it (`dpgate_backend::confirm_unique_units`, at
+        /// start and on every reload): a declaration alone enforces
+        /// nothing, unlike a bound, which the backend query enforces.
         unique_unit: bool,
     },
 }
