@@ -254,7 +254,7 @@ impl Measures {
             Contribution::ungrouped(max_rows).sum(units).l1,
             grid,
             SumKind::Centred { arg: a.to_string() },
-            Partial::sum(units, -radius, radius),
+            Partial::sum(grid.unit(), -radius, radius),
         );
         (sum, center)
     }
@@ -368,7 +368,7 @@ pub fn plan_aggregate(
             // column's values may be shared between units, so its distinct
             // count does not add up over units and needs kept rows.
             let partial = if arg.is_unit {
-                Partial::Count
+                Partial::Presence
             } else {
                 Partial::Rows
             };
@@ -395,7 +395,7 @@ pub fn plan_aggregate(
                 contribution.sum(units).l1,
                 grid,
                 SumKind::Plain { arg: a },
-                Partial::sum(units, range.lo, range.hi),
+                Partial::sum(grid.unit(), range.lo, range.hi),
             );
             let integer = arg.ty == SqlType::Int;
             let ty = if integer { AggType::Int } else { AggType::Float };
@@ -444,7 +444,7 @@ pub fn plan_aggregate(
                 vec![on_grid(d, &format!("({centred} * {centred})"), g2)],
                 contribution.sum(units).l1,
                 g2,
-                Partial::sum(units, 0.0, radius * radius),
+                Partial::sum(g2.unit(), 0.0, radius * radius),
             );
             Ok((
                 Output::Variance {

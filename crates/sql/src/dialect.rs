@@ -362,6 +362,24 @@ impl Dialect {
         }
     }
 
+    /// A uniformly random whole number in `[0, n)` for a positive integer
+    /// expression `n` (randomized rounding of scaled counts).
+    pub fn random_below(self, n: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("floor(random() * {n})"),
+            Dialect::Sqlite => format!("abs(random() % {n})"),
+        }
+    }
+
+    /// `x` rounded toward zero (an integer for SQLite, a whole number of
+    /// the same type for PostgreSQL).
+    pub fn truncate(self, x: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("trunc({x})"),
+            Dialect::Sqlite => format!("CAST({x} AS INTEGER)"),
+        }
+    }
+
     /// A measurement (an aggregate, possibly NULL) as text, 0 for NULL.
     pub fn measurement_text(self, sql: &str) -> String {
         self.to_text(&format!("COALESCE({sql}, 0)"), SqlType::Int)

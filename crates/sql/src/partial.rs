@@ -6,29 +6,36 @@
 /// is bounded when the backend query pre-aggregates per unit
 /// (`crate::plan::Bounding::PreAggregated`).
 ///
-/// Each (unit, group) pair is given an allowance of `w` rows, with
-/// `w ≤` the pair's rows and the unit's allowances summing to at most
-/// `max_rows` over all groups. A partial is then cut to what `w` rows
-/// could contribute, in exact integer arithmetic on the backend:
+/// Each (unit, group) pair of `c` rows is given an allowance of `w ≤ c`
+/// rows, the unit's allowances summing to at most `max_rows` over all
+/// groups. A pair within its allowance (`c = w`) keeps its partials as
+/// they are; otherwise each partial is scaled by `w / c` (what `w` of its
+/// rows give in expectation, as sampling `w` rows would) and then cut to
+/// what `w` rows could contribute, in integer arithmetic on the backend:
 ///
-/// - a count (of rows, values or rows passing a FILTER) has each row
-///   adding 0 or 1, so it is cut to `[0, w]`;
+/// - a count of rows, values or rows passing a FILTER (each row adds 0
+///   or 1) becomes `⌊p·w/c⌋`, plus one with probability equal to the
+///   remainder `(p·w mod c)/c` (randomized rounding: unbiased, and since
+///   `p ≤ c`, never above `w`);
+/// - the unit's own presence (`COUNT(DISTINCT unit)`, 0 or 1 per pair) is
+///   cut to `min(p, w)`;
 /// - a sum whose rows each add a whole number of grid units in
-///   `[lower, upper]` is cut to `[w·lower, w·upper]`;
-/// - a histogram (one row adds 1 to one bin) is scaled by `w / rows` and
-///   rounded down bin by bin, so its bins add up to at most `w`.
+///   `[lower, upper]` (`lower ≤ 0 ≤ upper`) becomes `trunc(p·w/c)`, then
+///   is clipped to `[w·lower, w·upper]` whatever the arithmetic gave.
 ///
-/// So one unit changes a count by at most Σw ≤ `max_rows`, a sum by at
-/// most `max_rows · max(|lower|, |upper|)` units and a histogram by at
-/// most `max_rows` in L1 — exactly what keeping `max_rows` of its rows
-/// gives, which is the sensitivity each measurement already declares
-/// (`Contribution::ungrouped(max_rows)`). A unit's allowances depend on
-/// its own rows only, so adding or removing a unit changes no other
-/// unit's partials.
+/// So one unit changes a count by at most Σw ≤ `max_rows` and a sum by at
+/// most `max_rows · max(|lower|, |upper|)` units — exactly what keeping
+/// `max_rows` of its rows gives, the sensitivity each measurement already
+/// declares (`Contribution::ungrouped(max_rows)`). A unit's allowances
+/// depend on its own rows only, so adding or removing a unit changes no
+/// other unit's partials. Histograms are not pre-aggregated: bins scaled
+/// one by one would lose a unit whose rows spread over many bins.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Partial {
     /// Each row adds 0 or 1.
     Count,
+    /// 1 when the pair has the unit itself, else 0 (`COUNT(DISTINCT unit)`).
+    Presence,
     /// Each row adds a whole number of grid units in `[lower, upper]`.
     Sum {
         /// Least a row adds, in grid units (≤ 0).
@@ -36,7 +43,8 @@ pub enum Partial {
         /// Most a row adds, in grid units (≥ 0).
         upper: i64,
     },
-    /// One row adds 1 to at most one bin of the vector.
+    /// One row adds 1 to at most one bin of the vector: the query keeps
+    /// `max_rows` rows per unit instead.
     Histogram,
     /// Not decomposable per unit (COUNT(DISTINCT) of a column that is not
     /// the unit): the query keeps `max_rows` rows per unit instead.
@@ -44,14 +52,22 @@ pub enum Partial {
 }
 
 impl Partial {
-    /// Clip bounds in grid units for a sum whose rows each lie in
-    /// `[-max_units, max_units]` on one side or both, as `lower`/`upper`
-    /// say (the loose side is 0: clipping never needs the unused sign).
-    pub(crate) fn sum(max_units: u64, lower: f64, upper: f64) -> Partial {
-        let m = i64::try_from(max_units).unwrap_or(i64::MAX);
+    /// Clip bounds in grid units `unit` for a sum whose rows each lie in
+    /// `[lower, upper]` before rounding onto the grid: `[−⌈|min(lower, 0)|/unit⌉,
+    /// ⌈max(upper, 0)/unit⌉]`, which holds every rounded row and is within
+    /// `Grid::max_units` on both sides.
+    pub(crate) fn sum(unit: f64, lower: f64, upper: f64) -> Partial {
+        let units = |x: f64| {
+            let u = (x / unit).ceil();
+            if u >= i64::MAX as f64 {
+                i64::MAX
+            } else {
+                u as i64
+            }
+        };
         Partial::Sum {
-            lower: if lower < 0.0 { -m } else { 0 },
-            upper: if upper > 0.0 { m } else { 0 },
+            lower: -units((-lower).max(0.0)),
+            upper: units(upper.max(0.0)),
         }
     }
 }

@@ -10,6 +10,10 @@ use crate::source::Source;
 /// (an overflow would be an error that depends on the data).
 const MAX_CLIP_UNITS: u128 = 1 << 62;
 
+/// The same for SQLite, whose sums (TOTAL) are doubles: exact integers
+/// only up to 2⁵³.
+const MAX_CLIP_UNITS_SQLITE: u128 = 1 << 53;
+
 /// Least `max_rows` for which a grouped query pre-aggregates. With few
 /// rows per unit, (unit, group) pairs are about as many as rows, and
 /// sharing each unit's allowance over its groups (two windows over the
@@ -41,8 +45,8 @@ impl Bounding {
     /// sort), with GROUP BY when a unit may have many rows
     /// ([`GROUPED_PRE_AGGREGATION_MIN_ROWS`]) — unless a measurement does
     /// not add up over units (COUNT(DISTINCT) of a column other than the
-    /// unit) or a clip bound would not fit in bigint; else rows are
-    /// sampled. Only the query text and the config decide, never data.
+    /// unit, a percentile's histogram) or a clip bound would not be exact
+    /// on the backend; else rows are sampled. Only the query text and the config decide, never data.
     pub fn choose(source: &Source, measures: &Measures, max_rows: u64, grouped: bool) -> Bounding {
         if source.one_row_per_unit {
             return Bounding::None;
@@ -50,13 +54,17 @@ impl Bounding {
         if grouped && max_rows < GROUPED_PRE_AGGREGATION_MIN_ROWS {
             return Bounding::RowSampled;
         }
+        let cap = match source.scope.dialect {
+            crate::dialect::Dialect::Postgres => MAX_CLIP_UNITS,
+            crate::dialect::Dialect::Sqlite => MAX_CLIP_UNITS_SQLITE,
+        };
         let fits = |p: &Partial| match *p {
-            Partial::Rows => false,
+            Partial::Rows | Partial::Histogram => false,
             Partial::Sum { lower, upper } => {
                 let m = lower.unsigned_abs().max(upper.unsigned_abs());
-                u128::from(m) * u128::from(max_rows) <= MAX_CLIP_UNITS
+                u128::from(m) * u128::from(max_rows) <= cap
             }
-            Partial::Count | Partial::Histogram => true,
+            Partial::Count | Partial::Presence => true,
         };
         if measures.specs.iter().all(|s| fits(&s.partial)) {
             Bounding::PreAggregated
@@ -76,7 +84,7 @@ impl Bounding {
                 if max_rows == 1 { "" } else { "s" }
             ),
             Bounding::RowSampled => format!(
-                "row sampling: {max_rows} row{} per privacy unit kept at random (cheaper than pre-aggregation for GROUP BY with few rows per unit, and needed where an aggregate does not add up over units: COUNT(DISTINCT) of a column other than the unit)",
+                "row sampling: {max_rows} row{} per privacy unit kept at random (cheaper than pre-aggregation for GROUP BY with few rows per unit, and needed where an aggregate does not add up over units: a percentile, or COUNT(DISTINCT) of a column other than the unit)",
                 if max_rows == 1 { "" } else { "s" }
             ),
         }

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::partial::Partial;
+use crate::Dialect;
 
 /// The backend query for `measures` over `source`, bounded as `bounding`
 /// says (`max_rows` rows' worth per unit), one row per group, in key order
@@ -70,7 +71,7 @@ pub(super) fn render(
             specs
                 .iter()
                 .enumerate()
-                .map(|(j, (_, partial))| d.sum(&cut(&format!("__dp_p{j}"), *partial)))
+                .map(|(j, (_, partial))| d.sum(&cut(d, &format!("__dp_p{j}"), *partial)))
                 .collect(),
         ),
     };
@@ -168,15 +169,28 @@ fn pre_aggregated(
     )
 }
 
-/// A pair's partial `p` cut to what its allowance `__dp_w` of rows could
-/// contribute, in integer arithmetic (see [`Partial`]).
-fn cut(p: &str, partial: Partial) -> String {
+/// A pair's partial `p` over its `__dp_c` rows scaled to its allowance
+/// `__dp_w` and cut to what that many rows could contribute, in integer
+/// arithmetic (see [`Partial`]).
+fn cut(d: Dialect, p: &str, partial: Partial) -> String {
     match partial {
-        Partial::Count => format!("CASE WHEN {p} > __dp_w THEN __dp_w ELSE {p} END"),
-        Partial::Sum { lower, upper } => format!(
-            "CASE WHEN {p} < __dp_w * {lower} THEN __dp_w * {lower} WHEN {p} > __dp_w * {upper} THEN __dp_w * {upper} ELSE {p} END"
+        // p ≤ c, so ⌊p·w/c⌋ < w whenever p < c: one more stays within w.
+        Partial::Count => format!(
+            "CASE WHEN {p} >= __dp_c THEN __dp_w ELSE ({p} * __dp_w) / __dp_c + CASE WHEN {} < ({p} * __dp_w) % __dp_c THEN 1 ELSE 0 END END",
+            d.random_below("__dp_c")
         ),
-        Partial::Histogram => format!("({p} * __dp_w) / __dp_c"),
-        Partial::Rows => unreachable!("a partial that needs rows is never pre-aggregated"),
+        Partial::Presence => format!("CASE WHEN {p} > __dp_w THEN __dp_w ELSE {p} END"),
+        Partial::Sum { lower, upper } => {
+            let scaled = format!(
+                "CASE WHEN __dp_c <= __dp_w THEN {p} ELSE {} END",
+                d.truncate(&format!("{p} * __dp_w / __dp_c"))
+            );
+            format!(
+                "CASE WHEN {scaled} < __dp_w * {lower} THEN __dp_w * {lower} WHEN {scaled} > __dp_w * {upper} THEN __dp_w * {upper} ELSE {scaled} END"
+            )
+        }
+        Partial::Histogram | Partial::Rows => {
+            unreachable!("a partial that needs rows is never pre-aggregated")
+        }
     }
 }

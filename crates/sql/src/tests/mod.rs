@@ -70,18 +70,19 @@ fn count_and_avg_bound_each_unit() {
     let p = try_plan("SELECT COUNT(*), AVG(age) FROM visits").unwrap();
     // AVG measures the sum of ages less 55 (the middle of [0, 110]), as
     // integers, and the count of ages (age may be NULL here).
-    assert_eq!(
-        p.backend_sql,
-        "SELECT CAST(COALESCE(SUM(CASE WHEN __dp_p0 > __dp_w THEN __dp_w ELSE __dp_p0 END), 0) AS text) AS m0, \
-         CAST(COALESCE(SUM(CASE WHEN __dp_p1 < __dp_w * -55 THEN __dp_w * -55 WHEN __dp_p1 > __dp_w * 55 THEN __dp_w * 55 ELSE __dp_p1 END), 0) AS text) AS m1, \
-         CAST(COALESCE(SUM(CASE WHEN __dp_p2 > __dp_w THEN __dp_w ELSE __dp_p2 END), 0) AS text) AS m2 \
-         FROM (SELECT COUNT(*) AS __dp_p0, \
-         SUM((CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END - 55)) AS __dp_p1, \
-         COUNT(__dp_a0) AS __dp_p2, COUNT(*) AS __dp_c, CASE WHEN COUNT(*) <= 5 THEN COUNT(*) ELSE 5 END AS __dp_w \
-         FROM (SELECT CASE WHEN \"visits\".\"age\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"visits\".\"age\", 0), 110) AS bigint) END AS __dp_a0, \
-         \"visits\".\"patient_id\" AS __dp_u \
-         FROM \"public\".\"visits\" AS \"visits\") AS __dp_rows GROUP BY __dp_u) AS __dp_units"
-    );
+    // One aggregation per patient: its rows counted, each partial scaled
+    // to min(rows, 5) rows' worth and cut there (5 rows × radius 55).
+    for part in [
+        "SUM((CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END - 55)) AS __dp_p1",
+        "CASE WHEN COUNT(*) <= 5 THEN COUNT(*) ELSE 5 END AS __dp_w",
+        "CASE WHEN __dp_c <= __dp_w THEN __dp_p1 ELSE trunc(__dp_p1 * __dp_w / __dp_c) END",
+        "THEN __dp_w * -55 WHEN",
+        "THEN __dp_w * 55 ELSE",
+        "CASE WHEN __dp_p0 >= __dp_c THEN __dp_w ELSE (__dp_p0 * __dp_w) / __dp_c + CASE WHEN floor(random() * __dp_c) < (__dp_p0 * __dp_w) % __dp_c THEN 1 ELSE 0 END END",
+        "\"visits\".\"patient_id\" AS __dp_u FROM \"public\".\"visits\" AS \"visits\") AS __dp_rows GROUP BY __dp_u) AS __dp_units",
+    ] {
+        assert!(p.backend_sql.contains(part), "{part}\n{}", p.backend_sql);
+    }
     assert_eq!(p.bounding, crate::plan::Bounding::PreAggregated);
     let sens = sensitivities(&p);
     // 5 rows × radius 55: half of 5 × 110.
