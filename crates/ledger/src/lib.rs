@@ -27,6 +27,7 @@ macro_rules! dispatch {
 #[macro_use]
 mod sql;
 mod audit;
+mod group;
 mod postgres;
 mod sqlite;
 mod standing;

@@ -83,6 +83,9 @@ CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms);
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Charges, outcomes and audit batches waiting for the connection,
+    /// committed together ([`crate::group`]).
+    queue: Arc<crate::group::Queue>,
 }
 
 impl SqliteStore {
@@ -115,6 +118,7 @@ impl SqliteStore {
         tx.commit()?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            queue: Arc::default(),
         })
     }
 
@@ -133,10 +137,21 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// [`Self::write`] with group commit: for the writes on every
+    /// statement's path (charges, outcomes, audit batches).
+    fn write_grouped<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        self.queue.write(&self.conn, f)
+    }
+
     pub fn charge(&self, request: &ChargeRequest) -> Result<Charge, LedgerError> {
-        let e = &request.entry;
-        let cost = Units::cost(e.cost);
-        self.write(|tx| {
+        let request = request.clone();
+        self.write_grouped(move |tx| {
+            let e = &request.entry;
+            let cost = Units::cost(e.cost);
+            let request = &request;
             let accounts = crate::standing::accounts(request);
             let (mut limit, mut remaining) = (Units::default(), Units::default());
             for (account, budget) in &accounts {
@@ -175,7 +190,8 @@ impl SqliteStore {
     }
 
     pub fn finish(&self, f: &Finish) -> Result<(), LedgerError> {
-        self.write(|tx| {
+        let f = f.clone();
+        self.write_grouped(move |tx| {
             let (code, detail) = f.error.clone().unzip();
             tx.execute(
                 &q(sql::FINISH_AUDIT),
@@ -192,7 +208,8 @@ impl SqliteStore {
     }
 
     pub fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), LedgerError> {
-        self.write(|tx| {
+        let entries = entries.to_vec();
+        self.write_grouped(move |tx| {
             entries
                 .iter()
                 .try_for_each(|e| insert_audit(tx, e).map(drop))
