@@ -1,5 +1,6 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous =
-//! FULL`, so a commit is on disk when it returns. `BEGIN IMMEDIATE` takes
+//! FULL`, so a commit is on disk when it returns — except a statement's
+//! outcome, written without its own sync (see [`crate::group`]). `BEGIN IMMEDIATE` takes
 //! the write lock before the budget is read, which serializes charges
 //! between connections and between processes sharing the file.
 
@@ -131,6 +132,9 @@ impl SqliteStore {
         f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
         let mut conn = self.lock();
+        // Grants, resets, prunes and secrets are synced (a finish group
+        // may have left the connection at NORMAL).
+        self.queue.set_mode(&conn, crate::group::Sync::Disk);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
@@ -141,14 +145,15 @@ impl SqliteStore {
     /// statement's path (charges, outcomes, audit batches).
     fn write_grouped<T: Send + 'static>(
         &self,
+        sync: crate::group::Sync,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        self.queue.write(&self.conn, f)
+        self.queue.write(&self.conn, sync, f)
     }
 
     pub fn charge(&self, request: &ChargeRequest) -> Result<Charge, LedgerError> {
         let request = request.clone();
-        self.write_grouped(move |tx| {
+        self.write_grouped(crate::group::Sync::Disk, move |tx| {
             let e = &request.entry;
             let cost = Units::cost(e.cost);
             let request = &request;
@@ -191,7 +196,7 @@ impl SqliteStore {
 
     pub fn finish(&self, f: &Finish) -> Result<(), LedgerError> {
         let f = f.clone();
-        self.write_grouped(move |tx| {
+        self.write_grouped(crate::group::Sync::Os, move |tx| {
             let (code, detail) = f.error.clone().unzip();
             tx.execute(
                 &q(sql::FINISH_AUDIT),
@@ -209,7 +214,7 @@ impl SqliteStore {
 
     pub fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), LedgerError> {
         let entries = entries.to_vec();
-        self.write_grouped(move |tx| {
+        self.write_grouped(crate::group::Sync::Disk, move |tx| {
             entries
                 .iter()
                 .try_for_each(|e| insert_audit(tx, e).map(drop))
