@@ -423,3 +423,39 @@ async fn grouped_allowances_add_up_to_the_bound() {
         );
     }
 }
+
+/// A unit beyond its bound counts as `k` of its rows on average, not as
+/// its rows clipped: 200 patients with 10 visits each (k = 5), every
+/// visit at age 60 and one in ten at cost 4000. The mean age stays 60
+/// exactly (the scaled sum is 300 for 5 counted rows), and the count of
+/// costly visits is 5/10 per patient in expectation (randomized
+/// rounding: 100 ± a few), where clipping would have said 5 per patient
+/// (1000) and pulled AVG toward the bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_beyond_their_bound_count_as_their_average_rows() {
+    let db = empty_database("sens_heavy").await;
+    connect_direct(&cluster().url(&db))
+        .await
+        .batch_execute(
+            "CREATE TABLE visits (patient_id int, age int, cost float8, ward text, secret text);
+             INSERT INTO visits SELECT p, 60, CASE WHEN v = 1 THEN 4000 ELSE 100 END, 'A', 'x'
+               FROM generate_series(1, 200) AS p, generate_series(1, 10) AS v;",
+        )
+        .await
+        .unwrap();
+    let toml = |db: &str| proxy_toml(db, 1, std::path::Path::new("/tmp/unused"), 1.0, 0.1);
+    for n in on_both_backends(&db, &db, toml, &["visits"]).await {
+        let Command::Private(query) =
+            classify("SELECT COUNT(*), SUM(age), COUNT(*) FILTER (WHERE cost > 1000) FROM visits")
+                .unwrap()
+                .remove(0)
+        else {
+            panic!()
+        };
+        let p = plan(&query, &n.config, 1.0).unwrap();
+        assert_eq!(p.bounding, dpgate_sql::Bounding::PreAggregated);
+        let m = measurements(&n.d, &p).await;
+        assert_eq!((m[0], m[1]), (1000, 60_000), "{:?}", n.d.dialect());
+        assert!((60..=140).contains(&m[2]), "{:?}: {}", n.d.dialect(), m[2]);
+    }
+}
