@@ -202,9 +202,33 @@ impl Typed {
                 "clamp it, e.g. LEAST(GREATEST(expr, 0), 100), or ask the data owner to declare bounds for its columns",
             ));
         }
+        // Summed values are scaled onto a grid fine enough for the range,
+        // and variances square them: beyond these magnitudes a product
+        // could underflow to 0, which PostgreSQL reports as an error for
+        // some rows' values and not others (a data-dependent error).
+        let m = self.range.max_abs();
+        if m > SUMMED_MAGNITUDE_MAX || (m > 0.0 && m < SUMMED_MAGNITUDE_MIN) {
+            return Err(Refusal::new(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "{what} of {} would sum values up to {m:e} in magnitude; dpgate sums magnitudes from {SUMMED_MAGNITUDE_MIN:e} to {SUMMED_MAGNITUDE_MAX:e}",
+                    self.sql
+                ),
+                "rescale outside the aggregate, e.g. SUM(x) * 1e-120 instead of SUM(x * 1e-120), or ask the data owner to narrow the column's bounds",
+            ));
+        }
         Ok(self.range)
     }
 }
+
+/// Largest magnitude of a range that is summed, averaged or squared: its
+/// grid scale stays above 2⁻³¹³, so a value of at least 1e-100 (smaller
+/// ones are flushed to 0) never underflows when scaled.
+const SUMMED_MAGNITUDE_MAX: f64 = 1.0e100;
+/// Smallest non-zero magnitude of such a range: a centred value of a
+/// range at least this wide is 0 or at least ~1e-116, so its square
+/// (≥ 1e-232) never underflows.
+const SUMMED_MAGNITUDE_MIN: f64 = 1.0e-100;
 
 /// Quotes a string literal for SQL.
 pub fn quote_literal(s: &str) -> String {

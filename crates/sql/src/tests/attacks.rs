@@ -155,3 +155,32 @@ fn unit_declared_as_a_column_is_one_column() {
         "{err}"
     );
 }
+
+/// Membership through an underflow error: a squared or grid-scaled value
+/// that rounds to 0 is an error in PostgreSQL for rows that have a value,
+/// and none for rows that do not. Ranges whose products could underflow
+/// are refused before anything runs (both found by the attack review:
+/// `VARIANCE(age * 1e-99 * 1e-99) ... WHERE patient_id = 'p1'` erred
+/// exactly when p1 had an age; bounds of ±1e300 made `SUM(x)` err for
+/// any row with 1e-100 ≤ |x| < 1.5e-30).
+#[test]
+fn ranges_whose_products_could_underflow_are_refused() {
+    for sql in [
+        "SELECT VARIANCE(age * 1e-99 * 1e-99) FROM visits",
+        "SELECT SUM(cost * 1e-60 * 1e-60) FROM visits",
+    ] {
+        let r = refused(sql);
+        assert_eq!(r.code, "54000", "{sql}: {}", r.message);
+    }
+    let wide = super::CONFIG.replace(
+        "columns.cost = { type = \"float\", lower = 0, upper = 5000 }",
+        "columns.cost = { type = \"float\", lower = -1e300, upper = 1e300 }",
+    );
+    let config = dpgate_config::Config::parse(&wide, &|_| Some("x".into())).unwrap();
+    let Command::Private(q) = classify("SELECT SUM(cost) FROM visits").unwrap().remove(0) else {
+        panic!()
+    };
+    assert_eq!(plan(&q, &config, 1.0).unwrap_err().code, "54000");
+    // The declared magnitudes still plan.
+    assert!(try_plan("SELECT VARIANCE(cost), SUM(cost * 1e-90) FROM visits").is_ok());
+}
