@@ -48,6 +48,31 @@ where
     median(samples)
 }
 
+/// Medians of `f` and `g` run alternately, so that both see the same
+/// moments of the machine (a slow stretch slows both, not one).
+async fn time_pair<F, G, FutF, FutG>(iters: usize, mut f: F, mut g: G) -> (Duration, Duration)
+where
+    F: FnMut() -> FutF,
+    G: FnMut() -> FutG,
+    FutF: std::future::Future<Output = ()>,
+    FutG: std::future::Future<Output = ()>,
+{
+    for _ in 0..iters / 10 + 1 {
+        f().await;
+        g().await;
+    }
+    let (mut a, mut b) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    for _ in 0..iters {
+        let start = Instant::now();
+        f().await;
+        a.push(start.elapsed());
+        let start = Instant::now();
+        g().await;
+        b.push(start.elapsed());
+    }
+    (median(a), median(b))
+}
+
 fn main() {
     let patients: i64 = std::env::var("BENCH_ROWS")
         .ok()
@@ -111,15 +136,24 @@ fn main() {
         };
         let rewritten = plan(&query, &config, 0.1).unwrap().backend_sql;
 
-        let through = time(iters, || async {
-            proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
-        })
-        .await;
-        let through_baseline = match &base_proxy {
-            Some(p) => Some(
-                time(iters, || async { p.simple_query(QUERY).await.map(|_| ()).unwrap() }).await,
+        // This build and the baseline alternate query by query.
+        let (through, through_baseline) = match &base_proxy {
+            Some(p) => {
+                let (a, b) = time_pair(
+                    iters,
+                    || async { proxy.simple_query(QUERY).await.map(|_| ()).unwrap() },
+                    || async { p.simple_query(QUERY).await.map(|_| ()).unwrap() },
+                )
+                .await;
+                (a, Some(b))
+            }
+            None => (
+                time(iters, || async {
+                    proxy.simple_query(QUERY).await.map(|_| ()).unwrap()
+                })
+                .await,
+                None,
             ),
-            None => None,
         };
         let through_pg_ledger = time(iters, || async {
             pg_proxy.simple_query(QUERY).await.map(|_| ()).unwrap()

@@ -9,7 +9,10 @@
 //! query is repeated `UTILITY_REPEATS` times (200) by each system; the
 //! bench prints each output column's mean |error| against PostgreSQL's
 //! exact answer, and the ratio dpgate / SmartNoise (below 1: dpgate is
-//! closer at the same cost).
+//! closer at the same cost). Then latency: each query's p50 straight at
+//! PostgreSQL (the plain query), through dpgate (cache off) and through
+//! SmartNoise SQL (psycopg2 to the same server), from the same repeats,
+//! and the ratios SmartNoise / dpgate and dpgate / plain.
 //!
 //! Run: `cargo bench --bench utility` (needs python3 and PyPI once).
 
@@ -19,6 +22,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -87,8 +91,9 @@ fn venv() -> PathBuf {
     python
 }
 
-/// SmartNoise's answers: for each query, (recorded ε, recorded δ, answers).
-fn smartnoise(dsn: &str, repeats: usize) -> Vec<(f64, f64, Vec<Rows>)> {
+/// SmartNoise's answers: for each query, (recorded ε, recorded δ, answers,
+/// p50 latency).
+fn smartnoise(dsn: &str, repeats: usize) -> Vec<(f64, f64, Vec<Rows>, Duration)> {
     let dir = tempdir();
     let meta = dir.path().join("visits.yaml");
     std::fs::write(&meta, METADATA).unwrap();
@@ -138,13 +143,25 @@ fn smartnoise(dsn: &str, repeats: usize) -> Vec<(f64, f64, Vec<Rows>)> {
                         .collect()
                 })
                 .collect();
+            let seconds = q["seconds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| Duration::from_secs_f64(s.as_f64().unwrap()))
+                .collect();
             (
                 q["epsilon"].as_f64().unwrap(),
                 q["delta"].as_f64().unwrap(),
                 answers,
+                median(seconds),
             )
         })
         .collect()
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
 }
 
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Rows {
@@ -254,7 +271,8 @@ fn main() {
             "  {:<13} {:>5} {:>8}  {:<12} {:>22} {:>22} {:>7}",
             "query", "ε", "δ (SN)", "column", "dpgate mean|err| ± se", "SmartNoise", "ratio"
         );
-        for ((name, sql), (eps, delta, sn_answers)) in QUERIES.iter().zip(&sn) {
+        let mut latencies = Vec::new();
+        for ((name, sql), (eps, delta, sn_answers, sn_p50)) in QUERIES.iter().zip(&sn) {
             let grouped = sql.contains("GROUP BY");
             let truth = rows(&direct, sql).await;
             proxy
@@ -262,9 +280,17 @@ fn main() {
                 .await
                 .unwrap();
             let mut ours = Vec::with_capacity(repeats);
+            let mut ours_took = Vec::with_capacity(repeats);
+            let mut plain_took = Vec::with_capacity(repeats);
             for _ in 0..repeats {
+                let t = Instant::now();
                 ours.push(rows(&proxy, sql).await);
+                ours_took.push(t.elapsed());
+                let t = Instant::now();
+                rows(&direct, sql).await;
+                plain_took.push(t.elapsed());
             }
+            latencies.push((*name, median(plain_took), median(ours_took), *sn_p50));
             let (a, b) = (
                 mean_abs_errors(&ours, &truth, grouped),
                 mean_abs_errors(sn_answers, &truth, grouped),
@@ -312,6 +338,18 @@ fn main() {
                     (log_ratio / a.len() as f64).exp()
                 );
             }
+        }
+        println!("latency, p50 of {repeats} (dpgate cache off; SmartNoise through psycopg2):");
+        println!(
+            "  {:<13} {:>11} {:>11} {:>11} {:>14} {:>14}",
+            "query", "plain PG", "dpgate", "SmartNoise", "SN / dpgate", "dpgate / PG"
+        );
+        for (name, plain, ours, sn) in latencies {
+            println!(
+                "  {name:<13} {plain:>11.2?} {ours:>11.2?} {sn:>11.2?} {:>14.1} {:>14.2}",
+                sn.as_secs_f64() / ours.as_secs_f64(),
+                ours.as_secs_f64() / plain.as_secs_f64()
+            );
         }
     });
 }

@@ -4,12 +4,13 @@ Reads one JSON object on stdin:
   {"dsn": "...", "epsilon": 0.1, "delta": 1e-6, "repeats": 200,
    "metadata": "<path to the YAML>", "queries": ["SELECT ...", ...]}
 and prints one JSON object: for each query, the privacy cost SmartNoise
-records for it and the answers of every repeat (each a list of rows, each
-row a list of cells; NULL is null).
+records for it, the answers of every repeat (each a list of rows, each
+row a list of cells; NULL is null) and each repeat's latency in seconds.
 """
 
 import json
 import sys
+import time
 import warnings
 
 import psycopg2
@@ -39,12 +40,21 @@ def main():
     for query in job["queries"]:
         eps, delta = reader.get_privacy_cost(query)
         answers = []
+        seconds = []
         for _ in range(job["repeats"]):
+            start = time.perf_counter()
             rows = reader.execute(query)
+            seconds.append(time.perf_counter() - start)
             # The first row is the header.
             answers.append([[cell(v) for v in row] for row in rows[1:]])
         out["queries"].append(
-            {"sql": query, "epsilon": eps, "delta": delta, "answers": answers}
+            {
+                "sql": query,
+                "epsilon": eps,
+                "delta": delta,
+                "answers": answers,
+                "seconds": seconds,
+            }
         )
     json.dump(out, sys.stdout)
 
