@@ -74,20 +74,9 @@ where
 }
 
 fn main() {
-    let patients: i64 = std::env::var("BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000)
-        / 3;
-    let iters: usize = std::env::var("BENCH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let patients: i64 = env_number("BENCH_ROWS", 100_000) / 3;
+    let iters: usize = env_number("BENCH_ITERS", 100);
+    let rt = bench_runtime();
     rt.block_on(async move {
         let (db, rows) = visits_database("bench", patients).await;
         let dir = tempdir();

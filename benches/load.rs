@@ -32,13 +32,6 @@ const QUERIES: [&str; 3] = [
 /// Most queries one client sends (a bound besides the time).
 const MAX_PER_CLIENT: usize = 100_000;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Queries per second and sorted latencies of `clients` running `queries`
 /// in turn for `seconds`.
 async fn drive(
@@ -99,14 +92,10 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let patients = env("LOAD_ROWS", 10_000) as i64 / 3;
-    let clients = env("LOAD_CLIENTS", 32);
-    let seconds = env("LOAD_SECONDS", 10) as u64;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let patients = env_number::<i64>("LOAD_ROWS", 10_000) / 3;
+    let clients: usize = env_number("LOAD_CLIENTS", 32);
+    let seconds: u64 = env_number("LOAD_SECONDS", 10);
+    let rt = bench_runtime();
     rt.block_on(async move {
         let db = hospital_database("load", patients).await;
         let rows: i64 = connect_direct(&cluster().url(&db))

@@ -83,15 +83,8 @@ fn main() {
                 .expect("SCALE_ROWS: comma-separated row counts")
         })
         .collect();
-    let iters: usize = std::env::var("SCALE_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let iters: usize = env_number("SCALE_ITERS", 5);
+    let rt = bench_runtime();
     rt.block_on(async move {
         for rows in sizes {
             let db = empty_database(&format!("scale_{rows}")).await;

@@ -227,15 +227,8 @@ fn mean_abs_errors(answers: &[Rows], truth: &Rows, grouped: bool) -> Vec<(f64, f
 }
 
 fn main() {
-    let repeats: usize = std::env::var("UTILITY_REPEATS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let repeats: usize = env_number("UTILITY_REPEATS", 200);
+    let rt = bench_runtime();
     rt.block_on(async move {
         let (db, n_rows) = visits_database("utility", 3334).await;
         let url = cluster().url(&db);

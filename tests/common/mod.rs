@@ -694,3 +694,20 @@ pub async fn sqlite_toml(toml: &str, db: &str, tables: &[&str], dir: &Path) -> S
     );
     toml
 }
+
+/// The runtime a bench's `main` runs in: two workers, like the machine.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A number a bench reads from the environment, or `default`.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

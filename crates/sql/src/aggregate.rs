@@ -596,7 +596,7 @@ fn quantile(
         sqls,
         contribution.histogram().l1,
         Grid::INTEGER,
-        Partial::Histogram,
+        Partial::Rows,
     );
     Ok((
         Output::Quantile {

@@ -43,11 +43,10 @@ pub enum Partial {
         /// Most a row adds, in grid units (≥ 0).
         upper: i64,
     },
-    /// One row adds 1 to at most one bin of the vector: the query keeps
-    /// `max_rows` rows per unit instead.
-    Histogram,
-    /// Not decomposable per unit (COUNT(DISTINCT) of a column that is not
-    /// the unit): the query keeps `max_rows` rows per unit instead.
+    /// Not cut per unit — COUNT(DISTINCT) of a column other than the unit
+    /// (values shared between units do not add up), or a percentile's
+    /// histogram (bins scaled one by one would lose a unit whose rows
+    /// spread over many): the query keeps `max_rows` rows per unit.
     Rows,
 }
 

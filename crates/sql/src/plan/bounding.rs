@@ -59,7 +59,7 @@ impl Bounding {
             crate::dialect::Dialect::Sqlite => MAX_CLIP_UNITS_SQLITE,
         };
         let fits = |p: &Partial| match *p {
-            Partial::Rows | Partial::Histogram => false,
+            Partial::Rows => false,
             Partial::Sum { lower, upper } => {
                 let m = lower.unsigned_abs().max(upper.unsigned_abs());
                 u128::from(m) * u128::from(max_rows) <= cap

@@ -189,7 +189,7 @@ fn cut(d: Dialect, p: &str, partial: Partial) -> String {
                 "CASE WHEN {scaled} < __dp_w * {lower} THEN __dp_w * {lower} WHEN {scaled} > __dp_w * {upper} THEN __dp_w * {upper} ELSE {scaled} END"
             )
         }
-        Partial::Histogram | Partial::Rows => {
+        Partial::Rows => {
             unreachable!("a partial that needs rows is never pre-aggregated")
         }
     }
