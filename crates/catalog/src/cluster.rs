@@ -87,7 +87,7 @@ pg=$!
 while [ -d "/proc/$4" ] && kill -0 "$pg" 2>/dev/null; do sleep 1; done
 kill -INT "$pg" 2>/dev/null
 wait "$pg"
-rm -rf "$2/.."
+rm -rf "$5"
 "#;
         owner
             .command(Path::new("/bin/sh"))
@@ -98,6 +98,9 @@ rm -rf "$2/.."
             .arg(&data)
             .arg(&socket_dir)
             .arg(std::process::id().to_string())
+            // The whole directory, by its own name: `rm` refuses a path
+            // that ends in `..`, so `$2/..` left every directory behind.
+            .arg(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -115,6 +118,11 @@ rm -rf "$2/.."
             "catalog cluster started"
         );
         Ok(cluster)
+    }
+
+    /// The directory that holds the cluster's data, socket and log.
+    pub fn directory(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Connection settings for `role` on the catalog database.
