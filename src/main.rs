@@ -299,6 +299,19 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
             ExitCode::FAILURE
         })?;
         let addr = listener.local_addr().unwrap_or(config.listen);
+        let http_listener = match &config.http {
+            Some(http) => Some(tokio::net::TcpListener::bind(http.listen).await.map_err(|e| {
+                eprintln!("cannot listen for HTTP on {}: {e}", http.listen);
+                ExitCode::FAILURE
+            })?),
+            None => None,
+        };
+        if let Some(l) = &http_listener {
+            let scheme = if config.server.tls.is_some() { "https" } else { "http" };
+            if let Ok(a) = l.local_addr() {
+                tracing::info!(listen = %a, "HTTP API and console at {scheme}://{a}/");
+            }
+        }
         tracing::info!(listen = %addr, backend = %config.backend.store, ledger = %config.ledger, "dpgate is ready");
         if let Some(ready) = on_ready {
             ready(addr);
@@ -319,7 +332,9 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
         );
         tokio::spawn(reload_on_sighup(shared.clone(), path.to_path_buf()));
         tokio::spawn(prune_audit_log(shared.clone(), ledger.clone()));
-        let shutdown = async {
+        // One signal stops both front ends.
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("SIGTERM handler");
             tokio::select! {
@@ -327,8 +342,22 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
                 _ = term.recv() => {}
             }
             tracing::info!("shutting down");
+            let _ = stop.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
         };
-        let served = dpgate_server::serve(shared, listener, shutdown).await;
+        let http = http_listener.map(|l| {
+            tokio::spawn(dpgate_http::serve(shared.clone(), l, stopped(stopping.clone())))
+        });
+        let served = dpgate_server::serve(shared, listener, stopped(stopping)).await;
+        if let Some(http) = http {
+            match http.await {
+                Ok(Err(e)) => tracing::error!("HTTP server error: {e}"),
+                Err(e) => tracing::error!("HTTP server failed: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
         ledger.flush().await;
         served.map_err(|e| {
             eprintln!("server error: {e}");

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod http;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -149,16 +149,19 @@ pub fn secrets_in(text: &str) -> Vec<String> {
                 .collect();
             secrets.push(value);
         }
-        // password = "secret" (a user's password), not env: references.
+        // password = "secret" or token = "secret" (a user's), not env:
+        // references.
         let trimmed = line.trim_start();
-        if let Some(value) = trimmed
-            .strip_prefix("password")
-            .map(str::trim_start)
-            .and_then(|r| r.strip_prefix('='))
-        {
-            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-            if !value.starts_with("env:") {
-                secrets.push(value.to_string());
+        for key in ["password", "token"] {
+            if let Some(value) = trimmed
+                .strip_prefix(key)
+                .map(str::trim_start)
+                .and_then(|r| r.strip_prefix('='))
+            {
+                let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+                if !value.starts_with("env:") {
+                    secrets.push(value.to_string());
+                }
             }
         }
     }

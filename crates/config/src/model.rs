@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
     pub cache: RawCache,
     #[serde(default)]
     pub audit: RawAudit,
+    pub http: Option<RawHttp>,
     #[serde(default)]
     pub users: Vec<RawUser>,
     #[serde(default)]
@@ -43,6 +44,17 @@ pub(crate) struct RawServer {
     pub tls_key: Option<String>,
     pub require_tls: Option<bool>,
     pub max_prepared_per_connection: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    pub listen: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_body_kib: Option<usize>,
+    pub header_timeout_s: Option<u64>,
+    pub idle_timeout_s: Option<u64>,
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -98,6 +110,7 @@ pub(crate) struct RawPrivacy {
 pub(crate) struct RawUser {
     pub name: String,
     pub password: Option<String>,
+    pub token: Option<String>,
     pub epsilon_budget: Option<f64>,
     pub delta_budget: Option<f64>,
     pub max_epsilon_per_query: Option<f64>,
@@ -154,6 +167,8 @@ pub struct Config {
     /// Below this much free space (MiB) on a SQLite ledger's disk, dpgate
     /// warns at start and hourly: a full disk fails every charge.
     pub ledger_min_free_mib: u64,
+    /// The HTTP/JSON front end, if `[http]` is set.
+    pub http: Option<Http>,
     /// Analysts allowed to connect.
     pub users: Vec<User>,
     /// Declared tables: the only ones dpgate knows.
@@ -176,6 +191,25 @@ pub struct Server {
     /// Named prepared statements, and named portals, one connection may
     /// hold at once (53400 beyond).
     pub max_prepared_per_connection: usize,
+}
+
+/// The HTTP/JSON front end (`[http]`). It serves HTTPS with the wire
+/// listener's certificate whenever `[server]` has one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Http {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Largest request body (bytes); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers.
+    pub header_timeout: std::time::Duration,
+    /// A keep-alive connection idle this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// The bearer token `GET /metrics` needs (it counts every analyst's
+    /// queries, so an analyst's login is not enough); no token, no metrics.
+    pub metrics_token: Option<Token>,
 }
 
 /// Paths of the TLS certificate chain and key (PEM).
@@ -328,6 +362,27 @@ pub struct User {
     pub budget: Budget,
     /// Largest ε one query of this user may spend.
     pub max_epsilon_per_query: f64,
+    /// A bearer token for the HTTP front end, if declared.
+    pub token: Option<Token>,
+}
+
+/// A user's HTTP bearer token, as declared.
+#[derive(Clone, PartialEq)]
+pub enum Token {
+    /// The token itself (from an environment variable).
+    Plain(String),
+    /// Its SHA-256 digest (`sha256:<64 hex digits>` in proxy.toml).
+    Sha256([u8; 32]),
+}
+
+impl std::fmt::Debug for Token {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Plain(_) => f.write_str("Token::Plain(***)"),
+            Token::Sha256(_) => f.write_str("Token::Sha256(..)"),
+        }
+    }
 }
 
 /// A declared table.

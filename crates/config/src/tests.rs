@@ -318,3 +318,47 @@ fn a_unique_privacy_unit_is_one_row_per_unit() {
         .replace("max_rows_per_unit = 5", "privacy_unit_unique = true");
     assert!(errors(&no_unit)[0].starts_with("tables[0].privacy_unit_unique"));
 }
+
+#[test]
+fn http_front_end_and_tokens() {
+    let text = GOOD.replace(
+        "[[users]]\nname = \"analyst\"\npassword = \"env:ANALYST_PASSWORD\"",
+        "[http]\nlisten = \"127.0.0.1:8080\"\nmax_body_kib = 64\n[[users]]\nname = \"analyst\"\npassword = \"env:ANALYST_PASSWORD\"\ntoken = \"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"",
+    );
+    let c = Config::parse(&text, &env).unwrap();
+    let http = c.http.as_ref().unwrap();
+    assert_eq!(http.listen.port(), 8080);
+    assert_eq!(http.max_body_bytes, 64 * 1024);
+    assert_eq!(http.max_connections, c.server.max_connections);
+    assert!(matches!(c.users[0].token, Some(Token::Sha256(d)) if d[0] == 0x9f));
+    // No [http]: no HTTP front end.
+    assert!(Config::parse(GOOD, &env).unwrap().http.is_none());
+
+    let bad = |token: &str, extra: &str| {
+        let text = GOOD.replace(
+            "password = \"env:ANALYST_PASSWORD\"",
+            &format!("password = \"env:ANALYST_PASSWORD\"\ntoken = \"{token}\""),
+        ) + extra;
+        Config::parse(&text, &env).unwrap_err().to_string()
+    };
+    let e = bad("plain-text-token-value", "");
+    assert!(
+        e.contains("users[0].token") && e.contains("cleartext"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("plain-text-token-value"),
+        "the token is scrubbed: {e}"
+    );
+    assert!(bad("sha256:abc", "").contains("64 hexadecimal"));
+    assert!(bad("env:UNSET_TOKEN", "").contains("UNSET_TOKEN is not set"));
+    let e = bad(
+        "env:ANALYST_PASSWORD",
+        "[http]\nlisten = \"nowhere\"\nmax_body_kib = 0\n",
+    );
+    assert!(e.contains("shorter than 16"), "{e}");
+    assert!(
+        e.contains("http.listen") && e.contains("http.max_body_kib"),
+        "{e}"
+    );
+}

@@ -5,23 +5,39 @@
 //! ledger's secret: stable across attempts, reloads and restarts for both,
 //! so no salt tells a real name from a made-up one.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use dpgate_config::{Config, Secret};
+use dpgate_config::{Config, Secret, Token};
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramSecret, SCRAM_ITERATIONS};
 use pgwire::api::auth::{AuthSource, LoginInfo, Password};
 use pgwire::error::{PgWireError, PgWireResult};
+use ring::{digest, hmac};
+use subtle::ConstantTimeEq;
 
 /// Verifiers for every configured user, derived once at start.
 #[derive(Debug)]
 pub struct UserStore {
     verifiers: HashMap<String, Verifier>,
     salt_key: [u8; 32],
+    /// SHA-256 digests of HTTP bearer tokens, with their users.
+    tokens: Vec<([u8; 32], String)>,
+    /// SHA-256 digest of the token `GET /metrics` needs, if any.
+    metrics_token: Option<[u8; 32]>,
+    /// Keyed digests of (user, password) pairs that passed: an HTTP client
+    /// sends its password with every request, and PBKDF2 is slow on
+    /// purpose. The key is random per store, so the set is worthless to
+    /// anyone who reads memory without the passwords; it goes with the
+    /// store on reload.
+    passed: Mutex<HashSet<[u8; 32]>>,
+    passed_key: hmac::Key,
 }
+
+/// Most (user, password) pairs remembered as verified.
+const MAX_REMEMBERED_LOGINS: usize = 4096;
 
 /// The salt `user` gets: a PRF (one round of PBKDF2-HMAC-SHA-256) of the
 /// name keyed by the ledger's secret.
@@ -46,6 +62,16 @@ impl Verifier {
             stored_key: self.stored_key.clone(),
             server_key: self.server_key.clone(),
         }
+    }
+
+    /// Whether `password` matches: SCRAM's StoredKey from it, compared
+    /// in constant time.
+    fn accepts(&self, password: &str) -> bool {
+        let salted = gen_salted_password(password, &self.salt, self.iterations);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &salted);
+        let client_key = hmac::sign(&key, b"Client Key");
+        let stored = digest::digest(&digest::SHA256, client_key.as_ref());
+        bool::from(stored.as_ref().ct_eq(&self.stored_key))
     }
 
     fn from_password(password: &str, salt: Vec<u8>) -> Verifier {
@@ -96,10 +122,82 @@ impl UserStore {
             };
             verifiers.insert(u.name.clone(), v);
         }
+        let digest = |t: &Token| match t {
+            Token::Sha256(d) => *d,
+            Token::Plain(t) => sha256(t.as_bytes()),
+        };
+        let tokens = config
+            .users
+            .iter()
+            .filter_map(|u| Some((digest(u.token.as_ref()?), u.name.clone())))
+            .collect();
+        let metrics_token = config
+            .http
+            .as_ref()
+            .and_then(|h| h.metrics_token.as_ref())
+            .map(digest);
         Ok(UserStore {
             verifiers,
             salt_key,
+            tokens,
+            metrics_token,
+            passed: Mutex::new(HashSet::new()),
+            passed_key: hmac::Key::new(hmac::HMAC_SHA256, &rand::random::<[u8; 32]>()),
         })
+    }
+
+    /// Whether `password` is `user`'s (HTTP Basic). An unknown user costs
+    /// the same work as a known one and gets the same `false`.
+    pub fn check_password(&self, user: &str, password: &str) -> bool {
+        let mut pair = hmac::Context::with_key(&self.passed_key);
+        pair.update(&(user.len() as u64).to_be_bytes());
+        pair.update(user.as_bytes());
+        pair.update(password.as_bytes());
+        let pair: [u8; 32] = pair.sign().as_ref().try_into().expect("32 bytes");
+        let remembered = |s: &Self| {
+            s.passed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&pair)
+        };
+        if remembered(self) {
+            return true;
+        }
+        let ok = match self.verifiers.get(user) {
+            Some(v) => v.accepts(password),
+            None => {
+                // Same work as a real check, then no.
+                let _ = self.decoy(user).accepts(password);
+                false
+            }
+        };
+        if ok {
+            let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
+            if passed.len() >= MAX_REMEMBERED_LOGINS {
+                passed.clear();
+            }
+            passed.insert(pair);
+        }
+        ok
+    }
+
+    /// The user whose HTTP bearer token this is, compared in constant
+    /// time against every declared digest.
+    pub fn user_of_token(&self, token: &str) -> Option<String> {
+        let presented = sha256(token.as_bytes());
+        let mut found = None;
+        for (digest, user) in &self.tokens {
+            if bool::from(digest.ct_eq(&presented)) {
+                found = Some(user.clone());
+            }
+        }
+        found
+    }
+
+    /// Whether `token` is the metrics token (`None` configured: never).
+    pub fn is_metrics_token(&self, token: &str) -> bool {
+        self.metrics_token
+            .is_some_and(|d| bool::from(d.ct_eq(&sha256(token.as_bytes()))))
     }
 
     /// A fake verifier for an unknown name: the salt a password user of
@@ -112,6 +210,13 @@ impl UserStore {
             server_key: rand::random::<[u8; 32]>().to_vec(),
         }
     }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    digest::digest(&digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .expect("32 bytes")
 }
 
 /// Connection ids (the process id of BackendKeyData) drawn at random, not
@@ -176,5 +281,52 @@ mod tests {
         assert_eq!(v.iterations, 4096);
         assert_eq!(v.stored_key, b"stored");
         assert!(Verifier::parse("md5abc").is_none());
+    }
+
+    #[test]
+    fn passwords_and_tokens_check_against_the_store() {
+        let text = r#"
+[backend]
+url = "postgres://x@127.0.0.1/db"
+[[users]]
+name = "ana"
+password = "env:PW"
+token = "env:TOKEN"
+epsilon_budget = 1
+[[users]]
+name = "bo"
+password = "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$AAAA:BBBB"
+token = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+epsilon_budget = 1
+"#;
+        let env = |n: &str| match n {
+            "PW" => Some("pässword".to_string()),
+            "TOKEN" => Some("0123456789abcdef-token".to_string()),
+            _ => None,
+        };
+        let config = Config::parse(text, &env).unwrap();
+        let store = UserStore::new(&config, [7; 32]).unwrap();
+        assert!(store.check_password("ana", "pässword"));
+        // Remembered now; still right, and a wrong one is still wrong.
+        assert!(store.check_password("ana", "pässword"));
+        assert!(!store.check_password("ana", "password"));
+        assert!(!store.check_password("nobody", "pässword"));
+        assert!(!store.check_password("bo", "anything"));
+        assert_eq!(
+            store.user_of_token("0123456789abcdef-token").as_deref(),
+            Some("ana")
+        );
+        // sha256("test")
+        assert_eq!(store.user_of_token("test").as_deref(), Some("bo"));
+        assert_eq!(store.user_of_token("0123456789abcdef-toke"), None);
+    }
+
+    #[test]
+    fn a_stored_verifier_accepts_its_password() {
+        // What PostgreSQL stores for password "secret" with this salt.
+        let salt = b"0123456789abcdef".to_vec();
+        let v = Verifier::from_password("secret", salt);
+        assert!(v.accepts("secret"));
+        assert!(!v.accepts("Secret"));
     }
 }

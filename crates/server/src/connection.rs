@@ -436,6 +436,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
 /// Loads the PEM certificate chain and key into a TLS acceptor that also
 /// offers ALPN "postgresql" (for direct TLS connections).
 pub(crate) fn tls_acceptor(tls: &dpgate_config::Tls) -> io::Result<TlsAcceptor> {
+    Ok(TlsAcceptor::from(tls_server_config(tls, b"postgresql")?))
+}
+
+/// The rustls server settings for the configured certificate and key,
+/// offering the ALPN protocol `alpn` (each front end its own).
+pub fn tls_server_config(
+    tls: &dpgate_config::Tls,
+    alpn: &[u8],
+) -> io::Result<Arc<pgwire::tokio::tokio_rustls::rustls::ServerConfig>> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &str, e: &dyn std::fmt::Display| {
@@ -455,6 +464,6 @@ pub(crate) fn tls_acceptor(tls: &dpgate_config::Tls) -> io::Result<TlsAcceptor> 
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| bad("the TLS certificate and key do not fit", &e))?;
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(Arc::new(config))
 }

@@ -33,7 +33,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 pub use auth::UserStore;
-pub use connection::decoding_client_message;
+pub use connection::{decoding_client_message, tls_server_config};
 
 /// State shared by every connection: the private-answer service and the
 /// users' login verifiers.
@@ -68,7 +68,9 @@ impl Shared {
         self.service.config()
     }
 
-    fn users(&self) -> Arc<UserStore> {
+    /// The login verifiers in force now (HTTP front ends check against
+    /// the same users and secrets as the wire protocol).
+    pub fn users(&self) -> Arc<UserStore> {
         self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -147,7 +149,7 @@ pub async fn serve(
         connections.clone(),
     );
     let handlers = Arc::new(Handlers {
-        query: Arc::new(handler::QueryHandler::new(shared)),
+        query: Arc::new(handler::QueryHandler::new(shared.clone())),
         startup: Arc::new(startup),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),
     });
@@ -186,7 +188,9 @@ pub async fn serve(
                     }
                 };
                 let (handlers, limits, stopped) = (handlers.clone(), limits.clone(), stopped.clone());
+                let service = shared.service.clone();
                 running.spawn(async move {
+                    let _open = service.metrics.open(dpgate_service::metrics::FrontEnd::Wire);
                     if let Err(e) = connection::serve_connection(socket, handlers, limits, admission, stopped).await {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }

@@ -115,13 +115,7 @@ impl Session {
             "dp.split" => {
                 self.split = match value {
                     None => Split::default(),
-                    Some(v) => Split::parse(v).ok_or_else(|| {
-                        Refusal::new(
-                            sqlstate::INVALID_PARAMETER_VALUE,
-                            format!("dp.split must be 'optimal' or 'equal', got '{}'", v.trim()),
-                            "SET dp.split = 'optimal' divides ε to minimise the errors of the aggregates asked for; 'equal' gives every measurement the same share",
-                        )
-                    })?,
+                    Some(v) => Split::parse(v)?,
                 };
                 Ok(())
             }
@@ -136,16 +130,7 @@ impl Session {
             "dp.mechanism" => {
                 self.mechanism = match value {
                     None => Mechanism::default(),
-                    Some(v) => Mechanism::parse(v).ok_or_else(|| {
-                        Refusal::new(
-                            sqlstate::INVALID_PARAMETER_VALUE,
-                            format!(
-                                "dp.mechanism must be 'auto', 'laplace' or 'gaussian', got '{}'",
-                                v.trim()
-                            ),
-                            "SET dp.mechanism = 'auto' uses whichever noise gives the smaller error at the same charge; 'laplace' is pure ε; 'gaussian' is zCDP charged as (ε, δ)",
-                        )
-                    })?,
+                    Some(v) => Mechanism::parse(v)?,
                 };
                 Ok(())
             }

@@ -34,6 +34,8 @@ pub struct PrivateAnswer {
     pub confidence: f64,
     /// The accuracy target the charged ε was chosen to meet, if any.
     pub target: Option<TargetMet>,
+    /// The audit log's id of the charge (`None` for a free repeat).
+    pub query_id: Option<i64>,
 }
 
 /// A query whose cost is durably charged, ready to be released.
@@ -104,10 +106,23 @@ impl Service {
         plan: Plan,
         text: &str,
     ) -> Result<PrivateAnswer, Refusal> {
-        match self.admit(ctx, plan, text).await? {
-            Admitted::Repeat(answer) => Ok(*answer),
-            Admitted::Charged(charged) => self.release(ctx, *charged).await,
-        }
+        use crate::metrics::QueryOutcome;
+        let started = std::time::Instant::now();
+        let result = match self.admit(ctx, plan, text).await {
+            Ok(Admitted::Repeat(answer)) => Ok(*answer),
+            Ok(Admitted::Charged(charged)) => self.release(ctx, *charged).await,
+            Err(e) => Err(e),
+        };
+        let (outcome, epsilon) = match &result {
+            Ok(a) => match &a.cost {
+                Some(c) => (QueryOutcome::Answered, c.epsilon_f64()),
+                None => (QueryOutcome::Repeated, 0.0),
+            },
+            Err(e) if e.code == dpgate_sql::sqlstate::BACKEND_FAILED => (QueryOutcome::Failed, 0.0),
+            Err(_) => (QueryOutcome::Refused, 0.0),
+        };
+        self.metrics.query(outcome, epsilon, started.elapsed());
+        result
     }
 
     /// The first half of [`Self::answer`]: the durable charge (refused
@@ -253,6 +268,7 @@ impl Service {
             standing: Some((remaining, limit)),
             confidence,
             target: plan.target.clone(),
+            query_id: Some(audit_id),
         })
     }
 
@@ -294,6 +310,7 @@ impl Service {
             standing,
             confidence,
             target: None,
+            query_id: None,
         })))
     }
 

@@ -8,6 +8,7 @@
 mod answer;
 mod context;
 pub mod kept;
+pub mod metrics;
 mod refusals;
 
 use std::sync::{Arc, RwLock};
@@ -32,6 +33,8 @@ pub struct Service {
     pub backend: Arc<dyn Backend>,
     /// The shadow catalog answering schema queries, if available.
     pub catalog: Option<dpgate_catalog::Catalog>,
+    /// Counters of queries and connections for `GET /metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 impl Service {
@@ -47,6 +50,7 @@ impl Service {
             ledger,
             backend,
             catalog,
+            metrics: metrics::Metrics::default(),
         }
     }
 
@@ -102,6 +106,16 @@ impl Service {
         }
         if old.server != config.server {
             restart.push("server");
+        }
+        // The metrics token is read per request; the rest needs a restart.
+        let listener = |h: &Option<dpgate_config::Http>| {
+            h.clone().map(|h| dpgate_config::Http {
+                metrics_token: None,
+                ..h
+            })
+        };
+        if listener(&old.http) != listener(&config.http) {
+            restart.push("http");
         }
         if let Some(catalog) = &self.catalog {
             if let Err(e) = catalog.sync(&config, self.backend.as_ref()).await {

@@ -248,6 +248,18 @@ pub enum OutputType {
     Bool,
 }
 
+impl OutputType {
+    /// PostgreSQL's name for the released type (as front ends describe it).
+    pub fn pg_name(self) -> &'static str {
+        match self {
+            OutputType::Int => ColumnType::Int.pg_name(),
+            OutputType::Float => ColumnType::Float.pg_name(),
+            OutputType::Text => ColumnType::Text.pg_name(),
+            OutputType::Bool => ColumnType::Bool.pg_name(),
+        }
+    }
+}
+
 /// One SQL value, as dpgate holds it outside the backend: a constant of a
 /// constant select, a bound parameter, a released value or group key, a
 /// cell of a kept answer. Dates and timestamps are text in PostgreSQL's

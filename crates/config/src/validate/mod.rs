@@ -316,6 +316,7 @@ pub(crate) fn validate(
     let ledger = validate_ledger(&mut c, raw.ledger);
     let audit_retention = c.duration("audit.retention", raw.audit.retention.as_deref());
 
+    let http = raw.http.map(|h| validate_http(&mut c, h, &server, env));
     let users = validate_users(&mut c, raw.users, env, &privacy, &defaults);
     let tables = validate_tables(&mut c, raw.tables);
     check_sqlite_tables(&mut c, &backend.store, &tables);
@@ -331,6 +332,7 @@ pub(crate) fn validate(
             cache,
             audit_retention,
             ledger_min_free_mib,
+            http,
             users,
             tables,
         })
@@ -391,6 +393,61 @@ fn validate_ledger(c: &mut Collector, raw: RawLedger) -> LedgerStore {
         (path, None) => {
             LedgerStore::Sqlite(path.unwrap_or_else(|| "dpgate-ledger.sqlite".into()).into())
         }
+    }
+}
+
+fn validate_http(
+    c: &mut Collector,
+    raw: RawHttp,
+    server: &Server,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Http {
+    let text = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen = text.parse().unwrap_or_else(|_| {
+        c.err(
+            "http.listen",
+            format!("{text:?} is not an address with a port"),
+            "write host:port, e.g. \"127.0.0.1:8080\"",
+        );
+        "127.0.0.1:8080".parse().unwrap()
+    });
+    let max_connections = raw.max_connections.unwrap_or(server.max_connections);
+    if max_connections == 0 {
+        c.err(
+            "http.max_connections",
+            "0 connections means nobody can connect",
+            "write 1 or more (default: server.max_connections)",
+        );
+    }
+    let max_body_kib = raw.max_body_kib.unwrap_or(1024);
+    if !(1..=64 * 1024).contains(&max_body_kib) {
+        c.err(
+            "http.max_body_kib",
+            format!("{max_body_kib} is outside 1 to 65536"),
+            "write the largest request body in KiB, e.g. 1024",
+        );
+    }
+    let seconds = |c: &mut Collector, path: &str, v: Option<u64>, default: u64| {
+        let v = v.unwrap_or(default);
+        if !(1..=86_400).contains(&v) {
+            c.err(
+                path,
+                format!("{v} is outside 1 to 86400 seconds"),
+                format!("write a number of seconds, e.g. {default}"),
+            );
+        }
+        std::time::Duration::from_secs(v.clamp(1, 86_400))
+    };
+    Http {
+        listen,
+        max_connections,
+        max_body_bytes: max_body_kib.saturating_mul(1024),
+        header_timeout: seconds(c, "http.header_timeout_s", raw.header_timeout_s, 10),
+        idle_timeout: seconds(c, "http.idle_timeout_s", raw.idle_timeout_s, 60),
+        metrics_token: raw
+            .metrics_token
+            .as_deref()
+            .and_then(|t| validate_token(c, "http.metrics_token", t, env)),
     }
 }
 

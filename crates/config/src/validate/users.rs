@@ -87,14 +87,68 @@ pub(super) fn validate_users(
                 None => defaults.refresh,
             },
         };
+        let token = u
+            .token
+            .as_deref()
+            .and_then(|t| validate_token(c, &format!("{path}.token"), t, env));
         users.push(User {
             name: u.name,
             secret,
             budget,
             max_epsilon_per_query,
+            token,
         });
     }
     users
+}
+
+/// `token = "env:VARIABLE"` or `token = "sha256:<64 hex digits>"`.
+pub(super) fn validate_token(
+    c: &mut Collector,
+    path: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Token> {
+    let fix = "write token = \"env:VARIABLE\" (at least 16 characters in it) or token = \"sha256:<hex digest of the token>\"";
+    if let Some(name) = text.strip_prefix("env:") {
+        return match env(name) {
+            Some(v) if v.len() >= 16 => Some(Token::Plain(v)),
+            Some(_) => {
+                c.err(
+                    path,
+                    format!("the token in {name} is shorter than 16 characters"),
+                    "use a long random token, e.g. from openssl rand -hex 32",
+                );
+                None
+            }
+            None => {
+                c.err(
+                    path,
+                    format!("environment variable {name} is not set"),
+                    format!("export {name}=... before starting dpgate"),
+                );
+                None
+            }
+        };
+    }
+    if let Some(hex) = text.strip_prefix("sha256:") {
+        let digest = (hex.len() == 64 && hex.is_ascii())
+            .then(|| {
+                (0..32)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .flatten();
+        return match digest {
+            Some(d) => Some(Token::Sha256(d.try_into().expect("32 bytes"))),
+            None => {
+                c.err(path, "the digest is not 64 hexadecimal digits", fix);
+                None
+            }
+        };
+    }
+    c.err(path, "cleartext tokens are not accepted in proxy.toml", fix);
+    None
 }
 
 pub(super) fn looks_like_verifier(v: &str) -> bool {

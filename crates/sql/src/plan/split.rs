@@ -20,12 +20,17 @@ pub enum Split {
 }
 
 impl Split {
-    /// `'optimal'` or `'equal'`, any case.
-    pub fn parse(text: &str) -> Option<Split> {
+    /// `'optimal'` or `'equal'`, any case (`dp.split`, or an HTTP
+    /// request's `split`).
+    pub fn parse(text: &str) -> Result<Split, Refusal> {
         match text.trim().to_ascii_lowercase().as_str() {
-            "optimal" => Some(Split::Optimal),
-            "equal" => Some(Split::Equal),
-            _ => None,
+            "optimal" => Ok(Split::Optimal),
+            "equal" => Ok(Split::Equal),
+            _ => Err(Refusal::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("dp.split must be 'optimal' or 'equal', got '{}'", text.trim()),
+                "'optimal' divides ε to minimise the errors of the aggregates asked for; 'equal' gives every measurement the same share",
+            )),
         }
     }
 
@@ -51,13 +56,21 @@ pub enum Mechanism {
 }
 
 impl Mechanism {
-    /// `'auto'`, `'laplace'` or `'gaussian'`, any case.
-    pub fn parse(text: &str) -> Option<Mechanism> {
+    /// `'auto'`, `'laplace'` or `'gaussian'`, any case (`dp.mechanism`,
+    /// or an HTTP request's `mechanism`).
+    pub fn parse(text: &str) -> Result<Mechanism, Refusal> {
         match text.trim().to_ascii_lowercase().as_str() {
-            "auto" => Some(Mechanism::Auto),
-            "laplace" => Some(Mechanism::Laplace),
-            "gaussian" => Some(Mechanism::Gaussian),
-            _ => None,
+            "auto" => Ok(Mechanism::Auto),
+            "laplace" => Ok(Mechanism::Laplace),
+            "gaussian" => Ok(Mechanism::Gaussian),
+            _ => Err(Refusal::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "dp.mechanism must be 'auto', 'laplace' or 'gaussian', got '{}'",
+                    text.trim()
+                ),
+                "'auto' uses whichever noise gives the smaller error at the same charge; 'laplace' is pure ε; 'gaussian' is zCDP charged as (ε, δ)",
+            )),
         }
     }
 
