@@ -19,59 +19,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use dpgate_sql::{classify, plan, Command};
 
 const QUERY: &str = "SELECT COUNT(*), AVG(age), SUM(cost) FROM visits WHERE ward = 'A'";
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
-
-async fn time<F, Fut>(iters: usize, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for _ in 0..iters / 10 + 1 {
-        f().await; // warm up caches and connections
-    }
-    let mut samples = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let start = Instant::now();
-        f().await;
-        samples.push(start.elapsed());
-    }
-    median(samples)
-}
-
-/// Medians of `f` and `g` run alternately, so that both see the same
-/// moments of the machine (a slow stretch slows both, not one).
-async fn time_pair<F, G, FutF, FutG>(iters: usize, mut f: F, mut g: G) -> (Duration, Duration)
-where
-    F: FnMut() -> FutF,
-    G: FnMut() -> FutG,
-    FutF: std::future::Future<Output = ()>,
-    FutG: std::future::Future<Output = ()>,
-{
-    for _ in 0..iters / 10 + 1 {
-        f().await;
-        g().await;
-    }
-    let (mut a, mut b) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
-    for _ in 0..iters {
-        let start = Instant::now();
-        f().await;
-        a.push(start.elapsed());
-        let start = Instant::now();
-        g().await;
-        b.push(start.elapsed());
-    }
-    (median(a), median(b))
-}
 
 fn main() {
     let patients: i64 = env_number("BENCH_ROWS", 100_000) / 3;

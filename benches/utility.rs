@@ -159,11 +159,6 @@ fn smartnoise(dsn: &str, repeats: usize) -> Vec<(f64, f64, Vec<Rows>, Duration)>
         .collect()
 }
 
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
-
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Rows {
     simple_rows(client, sql)
         .await

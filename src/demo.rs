@@ -45,8 +45,19 @@ pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
 }
 
 /// What to print once the demo listens on `addr`.
-pub fn banner(addr: SocketAddr, config: &Path) -> String {
+pub fn banner(addr: SocketAddr, http: Option<SocketAddr>, config: &Path) -> String {
     let (host, port) = (addr.ip(), addr.port());
+    let web = http
+        .map(|h| {
+            format!(
+                "
+Or open the console in a browser at http://{h}/ (analyst / demo), or ask over HTTP:
+
+    curl -u analyst:demo -d '{{\"sql\": \"SELECT ward, COUNT(*) FROM visits GROUP BY ward\"}}' http://{h}/v1/query
+"
+            )
+        })
+        .unwrap_or_default();
     format!(
         "
 dpgate demo is ready: a hospital with {PATIENTS} patients and {VISITS} visits.
@@ -63,7 +74,7 @@ and try:
     SELECT p.region, AVG(v.cost) FROM visits v JOIN patients p ON v.patient_id = p.patient_id GROUP BY p.region;
     SET dp.epsilon = 0.5;  -- spend more per answer, for less noise
     EXPLAIN SELECT MEDIAN(age) FROM visits;  -- the plan and its cost, free
-
+{web}
 Every answer carries noise and a NOTICE with its cost and 95% intervals.
 The analyst's budget is ε = 10; see it with
     dpgate budget show --config {config}

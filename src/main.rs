@@ -33,6 +33,10 @@ enum Cmd {
         /// Listen on this address instead of the config's (host:port).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Serve the HTTP API and console on this address instead of the
+        /// config's (host:port).
+        #[arg(long)]
+        http_listen: Option<std::net::SocketAddr>,
     },
     /// Start the proxy (SIGHUP rereads proxy.toml, SIGTERM stops).
     Serve {
@@ -166,7 +170,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve { config } => load(&config.config).and_then(|c| serve(&config.config, c, None)),
-        Cmd::Demo { dir, listen } => run_demo(dir, listen),
+        Cmd::Demo {
+            dir,
+            listen,
+            http_listen,
+        } => run_demo(dir, listen, http_listen),
         Cmd::Check { config, verify } => load(&config.config).and_then(|c| {
             println!(
                 "{}: ok ({} users, {} tables)",
@@ -236,7 +244,11 @@ async fn prune_audit_log(shared: Arc<Shared>, ledger: Arc<dpgate_ledger::Ledger>
 }
 
 /// Prepares the demo directory and serves it, printing how to connect.
-fn run_demo(dir: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> Result<(), ExitCode> {
+fn run_demo(
+    dir: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    http_listen: Option<std::net::SocketAddr>,
+) -> Result<(), ExitCode> {
     let dir = dir.unwrap_or_else(|| {
         let checkout = PathBuf::from("examples/demo");
         if checkout.join("proxy.toml").exists() {
@@ -253,18 +265,21 @@ fn run_demo(dir: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> Resul
     if let Some(addr) = listen {
         config.listen = addr;
     }
+    if let (Some(addr), Some(http)) = (http_listen, config.http.as_mut()) {
+        http.listen = addr;
+    }
     let shown = path.clone();
     serve(
         &path,
         config,
-        Some(Box::new(move |addr| {
-            println!("{}", demo::banner(addr, &shown))
+        Some(Box::new(move |addr, http| {
+            println!("{}", demo::banner(addr, http, &shown))
         })),
     )
 }
 
-/// Called once dpgate listens, with the address.
-type OnReady = Box<dyn FnOnce(std::net::SocketAddr) + Send>;
+/// Called once dpgate listens, with the wire address and the HTTP one.
+type OnReady = Box<dyn FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>) + Send>;
 
 fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), ExitCode> {
     tracing_subscriber::fmt()
@@ -314,7 +329,7 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
         }
         tracing::info!(listen = %addr, backend = %config.backend.store, ledger = %config.ledger, "dpgate is ready");
         if let Some(ready) = on_ready {
-            ready(addr);
+            ready(addr, http_listener.as_ref().and_then(|l| l.local_addr().ok()));
         }
         // SCRAM salts of password users and of unknown names derive from
         // one secret kept in the ledger: stable across reloads, restarts

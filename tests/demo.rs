@@ -29,9 +29,10 @@ fn printed_psql_target(gate: &Dpgate) -> String {
 #[test]
 fn the_demo_starts_and_answers_the_readme_query() {
     let dir = tempdir();
-    let port = free_port();
+    let (port, http_port) = (free_port(), free_port());
     let demo_dir = dir.path().join("demo");
     let listen = format!("127.0.0.1:{port}");
+    let http_listen = format!("127.0.0.1:{http_port}");
     let started = Instant::now();
     let gate = Dpgate::run(
         dir.path(),
@@ -41,6 +42,8 @@ fn the_demo_starts_and_answers_the_readme_query() {
             demo_dir.to_str().unwrap(),
             "--listen",
             &listen,
+            "--http-listen",
+            &http_listen,
         ],
         port,
     );
@@ -87,6 +90,24 @@ fn the_demo_starts_and_answers_the_readme_query() {
         stderr.contains("NOTICE:  dpgate: this answer cost ε = 0.1"),
         "{stderr}"
     );
+
+    // The printed curl line works as printed: HTTP Basic against the
+    // demo user's stored SCRAM verifier.
+    let log = gate.log.lock().unwrap().clone();
+    let curl = log
+        .lines()
+        .find(|l| l.trim_start().starts_with("curl "))
+        .unwrap_or_else(|| panic!("no curl line printed:\n{log}"));
+    assert!(curl.contains(&http_listen), "{curl}");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(curl.trim())
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(answer["rows"].as_array().map(Vec::len), Some(6), "{answer}");
+    assert_eq!(answer["cost"]["epsilon"], 0.1, "{answer}");
 
     // psql's meta-commands browse the demo's tables through dpgate's own
     // catalog cluster, although the data is in SQLite.

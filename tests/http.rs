@@ -676,3 +676,166 @@ async fn connection_limit_and_idle_connections() {
         assert_eq!(n, 0, "the idle connection was closed");
     }
 }
+
+/// The console in Debian's Chromium, driven by Playwright
+/// (`clients/node/console.js`): log in, run a grouped query, see rows and
+/// error bars, see the budget go down, see a refusal's message and hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let playwright = std::path::Path::new("clients/node/node_modules/playwright-core");
+    if !std::path::Path::new(&chromium).exists() || !playwright.exists() {
+        assert!(
+            std::env::var("DPGATE_REQUIRE_CLIENTS").is_err(),
+            "Chromium ({chromium}) or playwright-core is missing (run .ci/run)"
+        );
+        eprintln!("skipped: no Chromium or playwright-core here");
+        return;
+    }
+    let (_db, _dir, _gate, http) = gate_with_http("http_console", 3.0, "").await;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg("clients/node/console.js")
+            .env("DPGATE_CONSOLE_URL", format!("http://127.0.0.1:{http}/"))
+            .env("DPGATE_USER", "analyst")
+            .env("DPGATE_PASSWORD", PASSWORD)
+            .env("CHROMIUM", &chromium)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok: a bar chart with an error bar per group"));
+}
+
+/// With `[server]` TLS, the HTTP side serves HTTPS only, with the same
+/// certificate; a SIGHUP reload applies to HTTP logins as to the wire's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_the_wire_certificate_and_reload() {
+    let c = cluster();
+    let tls = format!(
+        "[server]\ntls_cert = {:?}\ntls_key = {:?}\n",
+        c.dir.join("server.pem"),
+        c.dir.join("server.key")
+    );
+    let (db, _) = visits_database("http_tls", 100).await;
+    let dir = tempdir();
+    let (port, http) = (free_port(), free_port());
+    std::env::set_var("DPGATE_TEST_TOKEN", TOKEN);
+    std::env::set_var("DPGATE_TEST_METRICS_TOKEN", METRICS_TOKEN);
+    let config = http_toml(&db, port, http, dir.path(), 1.0, "").replacen("[server]\n", &tls, 1);
+    let gate = Dpgate::start(dir.path(), &config, port);
+    wait_for_port(http);
+    let ca = c.ca.display().to_string();
+    let login = format!("analyst:{PASSWORD}");
+    let https = format!("https://localhost:{http}");
+    let (status, body) = curl(&["--cacert", &ca, "-u", &login, &format!("{https}/v1/budget")]);
+    assert_eq!(
+        (status, body["user"].as_str()),
+        (200, Some("analyst")),
+        "{body}"
+    );
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(send_raw(http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .is_err());
+
+    // A user added by a reload (token declared by its digest) can use
+    // the token right after it, not before.
+    let newbie = "newbie-token-0123456789abcdef";
+    let bearer = format!("Authorization: Bearer {newbie}");
+    let (status, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-H",
+        &bearer,
+        &format!("{https}/v1/budget"),
+    ]);
+    assert_eq!(status, 401);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{newbie}' | sha256sum"))
+        .output()
+        .unwrap();
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        gate.config_path(),
+        format!(
+            "{config}\n[[users]]\nname = \"newbie\"\npassword = \"env:DPGATE_TEST_PASSWORD\"\ntoken = \"sha256:{digest}\"\nepsilon_budget = 0.5\n"
+        ),
+    )
+    .unwrap();
+    gate.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = curl(&[
+            "--cacert",
+            &ca,
+            "-H",
+            &bearer,
+            &format!("{https}/v1/budget"),
+        ]);
+        if status == 200 {
+            assert_eq!(body["user"], "newbie");
+            assert_eq!(body["epsilon"]["limit"], 0.5);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload did not reach HTTP logins"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A page on another site cannot make a browser spend an analyst's
+/// budget with credentials the browser remembers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_from_another_site_are_refused() {
+    let (_db, _dir, _gate, http) = gate_with_http("http_csrf", 1.0, "").await;
+    let auth = basic("analyst", PASSWORD);
+    let body = r#"{"sql":"SELECT COUNT(*) FROM visits"}"#;
+    let post = |extra: &str| {
+        format!(
+            "POST /v1/query HTTP/1.1\r\nHost: 127.0.0.1:{http}\r\nAuthorization: {auth}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for extra in [
+        "Origin: https://evil.example\r\n",
+        "Origin: null\r\n",
+        "Sec-Fetch-Site: cross-site\r\n",
+    ] {
+        let r = send_raw(http, post(extra).as_bytes()).await.unwrap();
+        assert_eq!(r.status, 403, "{extra}");
+    }
+    // The console's own origin, and clients that send no Origin, pass.
+    let same = send_raw(
+        http,
+        post(&format!(
+            "Origin: http://127.0.0.1:{http}\r\nSec-Fetch-Site: same-origin\r\n"
+        ))
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(same.status, 200, "{}", String::from_utf8_lossy(&same.body));
+    let budget = request(http, "GET", "/v1/budget", Some(&auth), None)
+        .await
+        .json();
+    assert_eq!(
+        budget["queries"], 1,
+        "only the same-origin request was charged"
+    );
+}
