@@ -7,12 +7,14 @@ pub mod accounting;
 pub mod gaussian;
 pub mod grid;
 pub mod laplace;
+pub mod mst;
 pub mod noise;
 pub mod output;
 pub mod partition;
 pub mod rational;
 pub mod release;
 pub mod samplers;
+pub mod selection;
 pub mod sensitivity;
 pub mod split;
 

@@ -529,3 +529,38 @@ fn no_floating_point_support_gaps() {
         assert!(residues.iter().all(|&c| c > 2_000), "{residues:?}");
     }
 }
+
+/// The exponential mechanism (MST's choice of tree edges). Neighbours
+/// move every score by at most Δ in either direction: candidate 0 goes
+/// from last (0 against Δ for the other 63) to first (Δ against 0), the
+/// case where the ratio of its probabilities approaches e^ε. The
+/// mis-scaled copy drops the 2 in ε/(2Δ), which is only sound for scores
+/// that move one way — these do not — and must fail.
+#[test]
+fn exponential_mechanism_audit() {
+    use dpgate_dp::selection::ExponentialMechanism;
+    let (claim, delta_q, m) = (1.0, 3i64, 64usize);
+    let audit = |mechanism: ExponentialMechanism| {
+        let x: Vec<i64> = (0..m).map(|i| if i == 0 { 0 } else { delta_q }).collect();
+        let x_prime: Vec<i64> = (0..m).map(|i| if i == 0 { delta_q } else { 0 }).collect();
+        let (m1, m2) = (mechanism.clone(), mechanism);
+        let (mut r1, mut r2) = (secure_rng(), secure_rng());
+        let events: Vec<Event<usize>> = vec![Box::new(|o| *o == 0), Box::new(|o| *o != 0)];
+        epsilon_lower_bound(
+            move || m1.select(&x, &mut r1).unwrap(),
+            move || m2.select(&x_prime, &mut r2).unwrap(),
+            &events,
+            0.0,
+        )
+    };
+    let honest = ExponentialMechanism::new(eps(claim), delta_q as u64).unwrap();
+    let lb = audit(honest);
+    eprintln!("audit: exponential mechanism claim {claim}: ε_lb {lb:.3}");
+    assert!(lb <= claim, "ε_lb {lb} > claim {claim}");
+    assert!(lb > 0.7 * claim, "audit too weak to mean anything: {lb}");
+    // ε/Δ instead of ε/(2Δ): the same as claiming twice the ε.
+    let bad = ExponentialMechanism::new(eps(2.0 * claim), delta_q as u64).unwrap();
+    let lb_bad = audit(bad);
+    eprintln!("audit: exponential mechanism without the 2: ε_lb {lb_bad:.3}");
+    assert!(lb_bad > claim, "mis-scaled copy passed: ε_lb {lb_bad}");
+}
