@@ -176,10 +176,12 @@ async fn errors_are_json_with_sqlstates_and_hints() {
     let unknown = query(http, &basic("mallory", "nope"), &json!({"sql": "SELECT 1"})).await;
     assert_eq!((wrong.status, unknown.status), (401, 401));
     assert_eq!(wrong.body, unknown.body);
+    // Bearer, never Basic: a browser must not be invited to remember a
+    // password it would send with other sites' requests.
     assert!(wrong
         .header("www-authenticate")
         .unwrap()
-        .starts_with("Basic"));
+        .starts_with("Bearer"));
     assert_eq!(wrong.json()["code"], "28P01");
     assert_eq!(
         query(http, "Bearer not-a-token", &json!({"sql": "SELECT 1"}))
@@ -636,31 +638,48 @@ async fn connection_limit_and_idle_connections() {
         "max_connections = 2\nidle_timeout_s = 2\nheader_timeout_s = 2",
     )
     .await;
-    // Two keep-alive connections that were served fill the slots (a
-    // port probe may still hold one for a moment: try again until both
-    // are in); a third connection gets 503 / 53300.
-    let keep_alive = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut held = Vec::new();
-    for _ in 0..50 {
+    // Connections without a login hold no slot: three of them, kept
+    // alive, do not keep an analyst out.
+    let auth = basic("analyst", PASSWORD);
+    let mut idle = Vec::new();
+    for _ in 0..3 {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http))
             .await
             .unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut s, keep_alive)
+        tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        if common::http::read_response(&mut s).await.unwrap().status == 200 {
-            held.push(s);
-            if held.len() == 2 {
-                break;
-            }
-        } else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert_eq!(
+            common::http::read_response(&mut s).await.unwrap().status,
+            200
+        );
+        idle.push(s);
     }
-    assert_eq!(held.len(), 2);
-    let third = request(http, "GET", "/healthz", None, None).await;
+    // Two authenticated keep-alive connections fill the slots; a third
+    // authenticated request gets 503 / 53300.
+    let keep_alive = format!("GET /v1/budget HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http))
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, keep_alive.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            common::http::read_response(&mut s).await.unwrap().status,
+            200
+        );
+        held.push(s);
+    }
+    let third = request(http, "GET", "/v1/budget", Some(&auth), None).await;
     assert_eq!(third.status, 503);
     assert_eq!(third.json()["code"], "53300");
+    // Without a login the same request is refused as a login, not a slot.
+    assert_eq!(
+        request(http, "GET", "/v1/budget", None, None).await.status,
+        401
+    );
     // Idle connections are closed after http.idle_timeout_s, which frees
     // their slots.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -838,4 +857,90 @@ async fn requests_from_another_site_are_refused() {
         budget["queries"], 1,
         "only the same-origin request was charged"
     );
+}
+
+/// A query that fails on the backend after its charge shows the analyst,
+/// in their history too, only the fixed text: the backend's own message
+/// may depend on the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_the_charge_shows_no_backend_detail() {
+    let (db, _dir, _gate, http) = gate_with_http("http_failed", 1.0, "").await;
+    let auth = basic("analyst", PASSWORD);
+    // The data owner renames a column under a running dpgate.
+    connect_direct(&cluster().url(&db))
+        .await
+        .batch_execute("ALTER TABLE visits RENAME COLUMN age TO age_secret_name")
+        .await
+        .unwrap();
+    let r = query(http, &auth, &json!({"sql": "SELECT AVG(age) FROM visits"})).await;
+    assert_eq!(r.status, 503);
+    let e = r.json();
+    assert_eq!(e["code"], "58000");
+    let history = request(http, "GET", "/v1/queries", Some(&auth), None).await;
+    let text = String::from_utf8_lossy(&history.body).to_string();
+    assert!(text.contains("\"failed\""), "{text}");
+    assert!(
+        !text.contains("age_secret_name") && !text.contains("does not exist"),
+        "{text}"
+    );
+    assert!(text.contains(e["message"].as_str().unwrap()), "{text}");
+}
+
+/// Parameters: at most one per placeholder, and a huge array is refused
+/// while it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_are_bounded() {
+    let (_db, _dir, _gate, http) = gate_with_http("http_params", 1.0, "").await;
+    let auth = basic("analyst", PASSWORD);
+    let extra = query(
+        http,
+        &auth,
+        &json!({"sql": "SELECT COUNT(*) FROM visits WHERE age > $1", "params": [1, 2]}),
+    )
+    .await;
+    assert_eq!(
+        (extra.status, extra.json()["code"].as_str()),
+        (400, Some("22023"))
+    );
+    let many = json!({"sql": "SELECT COUNT(*) FROM visits", "params": vec![0; 70_000]});
+    let r = request(
+        http,
+        "POST",
+        "/v1/explain",
+        Some(&auth),
+        Some(&many.to_string()),
+    )
+    .await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("08P01")));
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("65535"),
+        "{:?}",
+        r.json()
+    );
+}
+
+/// One token, one user: `dpgate check` refuses a token two users share,
+/// without printing it.
+#[test]
+fn a_token_shared_by_two_users_is_refused() {
+    let dir = tempdir();
+    let config = http_toml("nodb", free_port(), free_port(), dir.path(), 1.0, "")
+        + "\n[[users]]\nname = \"other\"\npassword = \"env:DPGATE_TEST_PASSWORD\"\ntoken = \"env:DPGATE_TEST_TOKEN\"\nepsilon_budget = 1\n";
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dpgate"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env("DPGATE_TEST_PASSWORD", PASSWORD)
+        .env("DPGATE_TEST_TOKEN", TOKEN)
+        .env("DPGATE_TEST_METRICS_TOKEN", METRICS_TOKEN)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("users[1].token") && err.contains("same token"),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN), "the token is not printed: {err}");
 }

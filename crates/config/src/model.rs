@@ -366,22 +366,23 @@ pub struct User {
     pub token: Option<Token>,
 }
 
-/// A user's HTTP bearer token, as declared.
-#[derive(Clone, PartialEq)]
-pub enum Token {
-    /// The token itself (from an environment variable).
-    Plain(String),
-    /// Its SHA-256 digest (`sha256:<64 hex digits>` in proxy.toml).
-    Sha256([u8; 32]),
+/// A user's HTTP bearer token, kept only as its SHA-256 digest (from
+/// `env:VARIABLE`, hashed at load, or `sha256:<hex>` as declared).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(pub [u8; 32]);
+
+impl Token {
+    /// The token that `text` is.
+    pub fn of(text: &str) -> Token {
+        use sha2::Digest;
+        Token(sha2::Sha256::digest(text.as_bytes()).into())
+    }
 }
 
 impl std::fmt::Debug for Token {
-    /// Never prints the token.
+    /// Never prints the digest.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Token::Plain(_) => f.write_str("Token::Plain(***)"),
-            Token::Sha256(_) => f.write_str("Token::Sha256(..)"),
-        }
+        f.write_str("Token(..)")
     }
 }
 

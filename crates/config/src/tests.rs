@@ -330,7 +330,9 @@ fn http_front_end_and_tokens() {
     assert_eq!(http.listen.port(), 8080);
     assert_eq!(http.max_body_bytes, 64 * 1024);
     assert_eq!(http.max_connections, c.server.max_connections);
-    assert!(matches!(c.users[0].token, Some(Token::Sha256(d)) if d[0] == 0x9f));
+    assert!(matches!(c.users[0].token, Some(Token(d)) if d[0] == 0x9f));
+    // sha256("test"), the digest above: one token.
+    assert_eq!(c.users[0].token, Some(Token::of("test")));
     // No [http]: no HTTP front end.
     assert!(Config::parse(GOOD, &env).unwrap().http.is_none());
 

@@ -30,8 +30,7 @@ pub struct ApiError {
     /// More fields for the body (the remaining budget of a refusal for
     /// an exhausted budget).
     pub extra: Option<Value>,
-    /// Whether to invite HTTP Basic (a 401 for clients other than the
-    /// console, which logs in with its own form).
+    /// Whether to send `WWW-Authenticate` (a 401).
     pub challenge: bool,
 }
 
@@ -59,9 +58,9 @@ impl ApiError {
     }
 
     /// The one answer to a missing, unknown or wrong login.
-    pub fn unauthorized(challenge: bool) -> ApiError {
+    pub fn unauthorized() -> ApiError {
         ApiError {
-            challenge,
+            challenge: true,
             ..ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 BAD_LOGIN,
@@ -108,7 +107,10 @@ impl IntoResponse for ApiError {
         if self.challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"dpgate\", charset=\"UTF-8\""),
+                // Bearer, not Basic: a browser asked for Basic shows a
+                // dialog and then sends the password to dpgate with other
+                // sites' requests. Programs send Basic unasked.
+                HeaderValue::from_static("Bearer realm=\"dpgate\""),
             );
         }
         response

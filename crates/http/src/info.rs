@@ -8,11 +8,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dpgate_config::TablePrivacy;
-use dpgate_ledger::AuditFilter;
+use dpgate_ledger::{AuditFilter, Outcome};
 use dpgate_sql::Ask;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::Api;
 
@@ -28,10 +29,9 @@ fn reply(result: Result<Value, ApiError>) -> Response {
 
 /// `GET /v1/budget`: spent, limit and remaining ε and δ, the refresh
 /// window, queries charged.
-pub async fn budget(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+pub async fn budget(State(api): State<Arc<Api>>, Caller(user): Caller) -> Response {
     reply(
         async {
-            let user = crate::auth::user_of(&api.shared, &headers).await?;
             let service = &api.shared.service;
             let ctx = service.context(&user, "http", Ask::at(service.config().privacy.default_epsilon));
             let standing = service.standing(&ctx).await?;
@@ -70,12 +70,11 @@ pub struct HistoryQuery {
 /// `GET /v1/queries`: this user's own audit entries, newest first.
 pub async fn queries(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     params: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     reply(
         async {
-            let user = crate::auth::user_of(&api.shared, &headers).await?;
             let Query(q) = params.map_err(|e| {
                 ApiError::malformed(
                     format!("the query string is not understood: {}", e.body_text()),
@@ -99,6 +98,14 @@ pub async fn queries(
                 .into_iter()
                 .map(|r| {
                     let e = r.entry;
+                    // The analyst sees what they were told: a refusal's
+                    // message, and for a failure after the charge the one
+                    // fixed text (the log's detail may depend on the data).
+                    let detail = match e.outcome {
+                        Outcome::Refused => e.detail,
+                        Outcome::Failed => Some(dpgate_service::failed_after_charge().message),
+                        _ => None,
+                    };
                     json!({
                         "id": r.id.to_string(),
                         "at_ms": e.at_ms,
@@ -106,7 +113,7 @@ pub async fn queries(
                         "outcome": e.outcome.as_str(),
                         "cost": {"epsilon": e.cost.epsilon, "delta": e.cost.delta},
                         "code": e.code,
-                        "detail": e.detail,
+                        "detail": detail,
                         "rows": e.rows,
                     })
                 })
@@ -119,10 +126,9 @@ pub async fn queries(
 
 /// `GET /v1/tables`: what proxy.toml declares — tables, columns, types,
 /// bounds, domains, privacy units. Nothing is read from the data.
-pub async fn tables(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+pub async fn tables(State(api): State<Arc<Api>>, _caller: Caller) -> Response {
     reply(
         async {
-            crate::auth::user_of(&api.shared, &headers).await?;
             let config = api.shared.service.config();
             let tables: Vec<Value> = config
                 .tables
@@ -176,12 +182,7 @@ pub async fn healthz() -> Response {
 /// `GET /metrics`: Prometheus text. It counts every analyst's queries, so
 /// it needs its own token (`http.metrics_token`), not an analyst's login.
 pub async fn metrics(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !api.shared.users().is_metrics_token(token.trim()) {
+    if !crate::auth::is_metrics_request(&api, &headers) {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             crate::error::BAD_LOGIN,

@@ -10,6 +10,7 @@
 //! request's headers, idle keep-alive connections closed, and on shutdown
 //! running requests finish within `server.shutdown_grace_s`.
 
+mod admission;
 mod auth;
 mod console;
 mod error;
@@ -26,7 +27,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use dpgate_server::Shared;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -43,6 +43,8 @@ pub(crate) struct Api {
     pub max_body: usize,
     /// Time a request's body has to arrive (`http.header_timeout_s`).
     pub body_timeout: std::time::Duration,
+    /// Password checks (PBKDF2) that may run at once.
+    pub logins: Arc<Semaphore>,
 }
 
 /// The routes, over the shared state.
@@ -54,10 +56,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .map_or((1024 * 1024, std::time::Duration::from_secs(10)), |h| {
             (h.max_body_bytes, h.header_timeout)
         });
+    // Half the cores at most check passwords; the rest serve queries.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let api = Arc::new(Api {
         shared,
         max_body,
         body_timeout,
+        logins: Arc::new(Semaphore::new((cores / 2).max(1))),
     });
     Router::new()
         .route("/v1/query", post(query::query))
@@ -73,7 +78,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/console.css", get(console::style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(no_sniffing))
         .with_state(api)
+}
+
+/// Every response is what its Content-Type says (no MIME sniffing).
+async fn no_sniffing(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 async fn not_found() -> axum::response::Response {
@@ -119,6 +134,12 @@ pub async fn serve(
     let grace = config.server.shutdown_grace;
     let app = router(shared.clone());
     let slots = Arc::new(Semaphore::new(http.max_connections));
+    let pending = Arc::new(Semaphore::new(dpgate_server::max_pending_logins(
+        http.max_connections,
+    )));
+    // Connections turned away are answered by at most this many tasks;
+    // beyond, they are closed at once.
+    let turning_away = Arc::new(Semaphore::new(64));
     let (stop, stopping) = watch::channel(false);
     let mut running = JoinSet::new();
     tokio::pin!(shutdown);
@@ -127,22 +148,26 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    // Out of descriptors, say: wait instead of spinning.
                     tracing::warn!("http accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Ok(place) = pending.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "http connection refused: too many connections");
-            running.spawn(too_many(socket, tls.clone(), http.header_timeout));
+            if let Ok(permit) = turning_away.clone().try_acquire_owned() {
+                running.spawn(too_many(socket, tls.clone(), http.header_timeout, permit));
+            }
             continue;
         };
+        let admission = Arc::new(admission::Admission::new(place, slots.clone()));
         let (app, tls, shared) = (app.clone(), tls.clone(), shared.clone());
         let stopping = stopping.clone();
         let http = http.clone();
         running.spawn(async move {
-            let _slot = slot;
             let _open = shared
                 .service
                 .metrics
@@ -150,11 +175,13 @@ pub async fn serve(
             let served = match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(http.header_timeout, acceptor.accept(socket)).await {
-                        Ok(Ok(stream)) => serve_one(stream, app, &http, stopping).await,
+                        Ok(Ok(stream)) => {
+                            serve_one(stream, app, &http, admission, stopping, grace).await
+                        }
                         _ => return,
                     }
                 }
-                None => serve_one(socket, app, &http, stopping).await,
+                None => serve_one(socket, app, &http, admission, stopping, grace).await,
             };
             if let Err(e) = served {
                 tracing::debug!(%peer, "http connection ended: {e}");
@@ -180,13 +207,17 @@ pub async fn serve(
 }
 
 /// One connection: HTTP/1.1 with keep-alive, a limit on the time to send
-/// headers, and an idle limit between requests. Idle or at shutdown, it
-/// finishes the request it is running, then closes.
+/// headers, an idle limit between requests, and the login time limit for
+/// a connection that has made no authenticated request. Closing, it
+/// finishes the request it is running, but no later than `grace` (a
+/// client that stops reading cannot hold it open).
 async fn serve_one<S>(
     stream: S,
     app: Router,
     http: &dpgate_config::Http,
+    admission: Arc<admission::Admission>,
     mut stopping: watch::Receiver<bool>,
+    grace: std::time::Duration,
 ) -> Result<(), hyper::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -199,21 +230,39 @@ where
         .header_read_timeout(http.header_timeout)
         .keep_alive(true)
         .max_buf_size(64 * 1024);
-    let connection = builder.serve_connection(TokioIo::new(idle), TowerToHyperService::new(app));
+    // Each request carries the connection's admission, which its first
+    // authenticated request turns into a slot.
+    let tagged = admission.clone();
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(tagged.clone());
+            let mut app = app.clone();
+            async move { tower_service::Service::call(&mut app, request).await }
+        });
+    let connection = builder.serve_connection(TokioIo::new(idle), service);
     tokio::pin!(connection);
     let idle_timeout = http.idle_timeout;
-    let mut closing = false;
+    let check = (idle_timeout / 4).min(std::time::Duration::from_secs(1));
+    let mut closing: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             done = &mut connection => return done,
-            _ = stopping.changed(), if !closing => {
-                closing = true;
+            _ = stopping.changed(), if closing.is_none() => {
+                closing = Some(std::time::Instant::now());
                 connection.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep(idle_timeout / 4), if !closing => {
-                if activity.idle_for() >= idle_timeout {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
+            _ = tokio::time::sleep(check) => {
+                match closing {
+                    Some(since) if since.elapsed() >= grace => return Ok(()),
+                    Some(_) => {}
+                    None => {
+                        let unauthenticated = !admission.admitted()
+                            && admission.opened.elapsed() >= dpgate_server::STARTUP_TIMEOUT;
+                        if unauthenticated || activity.idle_for() >= idle_timeout {
+                            closing = Some(std::time::Instant::now());
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
                 }
             }
         }
@@ -226,7 +275,9 @@ async fn too_many(
     socket: TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limit: std::time::Duration,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let limit = limit.min(std::time::Duration::from_secs(5));
     let body = serde_json::json!({
         "code": error::TOO_MANY_CONNECTIONS,
         "message": "too many HTTP connections are open",

@@ -21,15 +21,19 @@ use dpgate_sql::{
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, BODY_TOO_LARGE};
 use crate::Api;
+
+/// Most parameters one request may bind (the wire protocol's limit).
+const MAX_PARAMS: usize = 65_535;
 
 /// A query request, as documented in `GET /v1/openapi.json`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueryRequest {
     sql: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_params")]
     params: Vec<Value>,
     epsilon: Option<f64>,
     target_error: Option<Value>,
@@ -37,14 +41,52 @@ struct QueryRequest {
     split: Option<String>,
 }
 
+/// A JSON array of at most [`MAX_PARAMS`] values, refused as soon as it
+/// grows past that (never built whole).
+fn bounded_params<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an array of at most {MAX_PARAMS} parameter values")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Value>, A::Error> {
+            let mut values = Vec::new();
+            while let Some(v) = seq.next_element::<Value>()? {
+                if values.len() == MAX_PARAMS {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_PARAMS} params"
+                    )));
+                }
+                values.push(v);
+            }
+            Ok(values)
+        }
+    }
+    d.deserialize_seq(Bounded)
+}
+
 /// `POST /v1/query`.
-pub async fn query(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    respond(run(&api, &headers, body, Purpose::Answer).await)
+pub async fn query(
+    State(api): State<Arc<Api>>,
+    Caller(user): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(run(&api, user, &headers, body, Purpose::Answer).await)
 }
 
 /// `POST /v1/explain`: the plan, without running or charging.
-pub async fn explain(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    respond(run(&api, &headers, body, Purpose::Explain).await)
+pub async fn explain(
+    State(api): State<Arc<Api>>,
+    Caller(user): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(run(&api, user, &headers, body, Purpose::Explain).await)
 }
 
 fn respond(result: Result<Value, ApiError>) -> Response {
@@ -62,11 +104,11 @@ enum Purpose {
 
 async fn run(
     api: &Api,
+    user: String,
     headers: &HeaderMap,
     body: Body,
     purpose: Purpose,
 ) -> Result<Value, ApiError> {
-    let user = crate::auth::user_of(&api.shared, headers).await?;
     let bytes = read_body(body, headers, api.max_body, api.body_timeout).await?;
     let request: QueryRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::malformed(
@@ -100,6 +142,7 @@ async fn run(
         (Statement::Private(p), _) | (Statement::Explain(p), Purpose::Explain) => p,
         (Statement::Explain(p), Purpose::Answer) => {
             let plan = plan(&api.shared, &ctx, p, &request.params, text).await?;
+            api.shared.service.record(ctx.entry(text)).await;
             return Ok(explained(&plan, &ctx, true));
         }
         (Statement::Constant(items), Purpose::Answer) => {
@@ -146,6 +189,7 @@ async fn run(
     };
     let plan = plan(&api.shared, &ctx, prepared, &request.params, text).await?;
     if purpose == Purpose::Explain {
+        api.shared.service.record(ctx.entry(text)).await;
         return Ok(explained(&plan, &ctx, false));
     }
     let columns = plan.columns.clone();
@@ -270,6 +314,18 @@ async fn with_standing(shared: &Shared, ctx: &Context, e: Refusal) -> ApiError {
 /// JSON parameters as cells, read by the type the statement infers for
 /// each `$n` where it knows one.
 fn cells(params: &[Value], types: &[Option<ColumnType>]) -> Result<Vec<Cell>, Refusal> {
+    if params.len() > types.len() {
+        return Err(Refusal::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "params has {} values but the statement uses {} ($1 to ${})",
+                params.len(),
+                types.len(),
+                types.len()
+            ),
+            "send one value per $n placeholder, in order",
+        ));
+    }
     params
         .iter()
         .enumerate()

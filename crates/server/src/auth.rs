@@ -122,20 +122,16 @@ impl UserStore {
             };
             verifiers.insert(u.name.clone(), v);
         }
-        let digest = |t: &Token| match t {
-            Token::Sha256(d) => *d,
-            Token::Plain(t) => sha256(t.as_bytes()),
-        };
-        let tokens = config
+        let tokens: Vec<([u8; 32], String)> = config
             .users
             .iter()
-            .filter_map(|u| Some((digest(u.token.as_ref()?), u.name.clone())))
+            .filter_map(|u| Some((u.token?.0, u.name.clone())))
             .collect();
         let metrics_token = config
             .http
             .as_ref()
-            .and_then(|h| h.metrics_token.as_ref())
-            .map(digest);
+            .and_then(|h| h.metrics_token)
+            .map(|t| t.0);
         Ok(UserStore {
             verifiers,
             salt_key,
@@ -146,21 +142,30 @@ impl UserStore {
         })
     }
 
-    /// Whether `password` is `user`'s (HTTP Basic). An unknown user costs
-    /// the same work as a known one and gets the same `false`.
-    pub fn check_password(&self, user: &str, password: &str) -> bool {
+    /// The keyed digest a verified (user, password) pair is remembered by.
+    fn pair_digest(&self, user: &str, password: &str) -> [u8; 32] {
         let mut pair = hmac::Context::with_key(&self.passed_key);
         pair.update(&(user.len() as u64).to_be_bytes());
         pair.update(user.as_bytes());
         pair.update(password.as_bytes());
-        let pair: [u8; 32] = pair.sign().as_ref().try_into().expect("32 bytes");
-        let remembered = |s: &Self| {
-            s.passed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&pair)
-        };
-        if remembered(self) {
+        pair.sign().as_ref().try_into().expect("32 bytes")
+    }
+
+    /// Whether this (user, password) pair passed [`Self::check_password`]
+    /// before (one HMAC; no PBKDF2).
+    pub fn is_remembered(&self, user: &str, password: &str) -> bool {
+        let pair = self.pair_digest(user, password);
+        self.passed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&pair)
+    }
+
+    /// Whether `password` is `user`'s (HTTP Basic). An unknown user costs
+    /// the same work as a known one and gets the same `false`.
+    pub fn check_password(&self, user: &str, password: &str) -> bool {
+        let pair = self.pair_digest(user, password);
+        if self.is_remembered(user, password) {
             return true;
         }
         let ok = match self.verifiers.get(user) {
@@ -184,7 +189,7 @@ impl UserStore {
     /// The user whose HTTP bearer token this is, compared in constant
     /// time against every declared digest.
     pub fn user_of_token(&self, token: &str) -> Option<String> {
-        let presented = sha256(token.as_bytes());
+        let presented = Token::of(token).0;
         let mut found = None;
         for (digest, user) in &self.tokens {
             if bool::from(digest.ct_eq(&presented)) {
@@ -197,7 +202,7 @@ impl UserStore {
     /// Whether `token` is the metrics token (`None` configured: never).
     pub fn is_metrics_token(&self, token: &str) -> bool {
         self.metrics_token
-            .is_some_and(|d| bool::from(d.ct_eq(&sha256(token.as_bytes()))))
+            .is_some_and(|d| bool::from(d.ct_eq(&Token::of(token).0)))
     }
 
     /// A fake verifier for an unknown name: the salt a password user of
@@ -210,13 +215,6 @@ impl UserStore {
             server_key: rand::random::<[u8; 32]>().to_vec(),
         }
     }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    digest::digest(&digest::SHA256, bytes)
-        .as_ref()
-        .try_into()
-        .expect("32 bytes")
 }
 
 /// Connection ids (the process id of BackendKeyData) drawn at random, not

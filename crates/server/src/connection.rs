@@ -24,14 +24,14 @@ use tokio_util::codec::{Framed, FramedParts};
 /// authentication_timeout is 60 s). Waiting logins hold no connection slot,
 /// only a pending-login place, so the time can leave room for a loaded
 /// machine.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections that may be negotiating or authenticating at once: twice
 /// `server.max_connections`, and at least 128 (a pool opening all its
 /// connections at once must not be refused). They hold no connection slot:
 /// only an authenticated client takes one of `server.max_connections`, so
 /// unauthenticated clients cannot crowd out analysts.
-pub(crate) fn max_pending_logins(max_connections: usize) -> usize {
+pub fn max_pending_logins(max_connections: usize) -> usize {
     max_connections.saturating_mul(2).max(128)
 }
 

@@ -33,7 +33,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 pub use auth::UserStore;
-pub use connection::{decoding_client_message, tls_server_config};
+pub use connection::{
+    decoding_client_message, max_pending_logins, tls_server_config, STARTUP_TIMEOUT,
+};
 
 /// State shared by every connection: the private-answer service and the
 /// users' login verifiers.
@@ -175,7 +177,9 @@ pub async fn serve(
                 let (socket, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
+                        // Out of descriptors, say: wait instead of spinning.
                         tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 };

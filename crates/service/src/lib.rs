@@ -20,7 +20,7 @@ use dpgate_sql::Ask;
 
 pub use answer::{Charged, PrivateAnswer};
 pub use context::Context;
-pub use refusals::{check_epsilon, ledger_failure};
+pub use refusals::{check_epsilon, failed_after_charge, ledger_failure};
 
 /// What every front end shares: the config in force, the ledger, the
 /// backend and the shadow catalog.

@@ -60,7 +60,7 @@ pub(crate) fn unknown_user(user: &str) -> Refusal {
 
 /// The one error every failure after the charge gets: it must not depend
 /// on the data, so it carries no detail (the log has it).
-pub(crate) fn failed_after_charge() -> Refusal {
+pub fn failed_after_charge() -> Refusal {
     Refusal::new(
         sqlstate::BACKEND_FAILED,
         "the private query could not be completed; its cost has been charged",

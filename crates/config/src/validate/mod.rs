@@ -318,6 +318,15 @@ pub(crate) fn validate(
 
     let http = raw.http.map(|h| validate_http(&mut c, h, &server, env));
     let users = validate_users(&mut c, raw.users, env, &privacy, &defaults);
+    if let Some(metrics) = http.as_ref().and_then(|h| h.metrics_token) {
+        if let Some(u) = users.iter().find(|u| u.token == Some(metrics)) {
+            c.err(
+                "http.metrics_token",
+                format!("it is also the token of {}", u.name),
+                "give the metrics their own token",
+            );
+        }
+    }
     let tables = validate_tables(&mut c, raw.tables);
     check_sqlite_tables(&mut c, &backend.store, &tables);
 
@@ -403,7 +412,7 @@ fn validate_http(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Http {
     let text = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
-    let listen = text.parse().unwrap_or_else(|_| {
+    let listen: std::net::SocketAddr = text.parse().unwrap_or_else(|_| {
         c.err(
             "http.listen",
             format!("{text:?} is not an address with a port"),
@@ -411,6 +420,13 @@ fn validate_http(
         );
         "127.0.0.1:8080".parse().unwrap()
     });
+    if server.tls.is_none() && !listen.ip().is_loopback() {
+        c.err(
+            "http.listen",
+            format!("{listen} is reachable from other machines, and without TLS HTTP Basic would send passwords in the clear with every request"),
+            "set server.tls_cert and server.tls_key (the HTTP side then serves HTTPS), or listen on 127.0.0.1 behind a TLS-terminating proxy",
+        );
+    }
     let max_connections = raw.max_connections.unwrap_or(server.max_connections);
     if max_connections == 0 {
         c.err(

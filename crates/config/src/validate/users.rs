@@ -91,6 +91,15 @@ pub(super) fn validate_users(
             .token
             .as_deref()
             .and_then(|t| validate_token(c, &format!("{path}.token"), t, env));
+        if let Some(t) = token {
+            if let Some(other) = users.iter().find(|o: &&User| o.token == Some(t)) {
+                c.err(
+                    format!("{path}.token"),
+                    format!("{} has the same token", other.name),
+                    "give each user a token of their own (a shared one would charge whichever user is declared last)",
+                );
+            }
+        }
         users.push(User {
             name: u.name,
             secret,
@@ -112,7 +121,7 @@ pub(super) fn validate_token(
     let fix = "write token = \"env:VARIABLE\" (at least 16 characters in it) or token = \"sha256:<hex digest of the token>\"";
     if let Some(name) = text.strip_prefix("env:") {
         return match env(name) {
-            Some(v) if v.len() >= 16 => Some(Token::Plain(v)),
+            Some(v) if v.len() >= 16 => Some(Token::of(&v)),
             Some(_) => {
                 c.err(
                     path,
@@ -140,7 +149,7 @@ pub(super) fn validate_token(
             })
             .flatten();
         return match digest {
-            Some(d) => Some(Token::Sha256(d.try_into().expect("32 bytes"))),
+            Some(d) => Some(Token(d.try_into().expect("32 bytes"))),
             None => {
                 c.err(path, "the digest is not 64 hexadecimal digits", fix);
                 None

@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 let auth = sessionStorage.getItem("dpgate-auth");
 
 async function api(method, path, body) {
-  const headers = { "X-Dpgate-Console": "1", "Authorization": auth };
+  const headers = { "Authorization": auth };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
