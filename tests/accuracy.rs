@@ -179,6 +179,7 @@ async fn the_budget_buys_the_least_noise() {
     text_rows(&client, sql).await;
     let notice = notices.recv().await.unwrap();
     let (count, avg) = (half_width(&notice, "count"), half_width(&notice, "avg"));
+    eprintln!("optimal split: {notice}");
     assert!(count <= 320.0, "{notice}");
     assert!(avg <= 5.6, "{notice}");
     // The equal split of the same two measurements is worse for COUNT.

@@ -22,6 +22,7 @@ pub mod post;
 mod resolve;
 mod scope;
 mod source;
+pub mod synth;
 pub mod target;
 pub mod types;
 
