@@ -944,3 +944,64 @@ fn a_token_shared_by_two_users_is_refused() {
     );
     assert!(!err.contains(TOKEN), "the token is not printed: {err}");
 }
+
+/// SIGTERM: the HTTP listener closes, a request already running still
+/// gets its answer, and dpgate exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_http_query_finish() {
+    let (db, _dir, mut gate, http) = gate_with_http("http_term", 1.0, "").await;
+    let lock = connect_direct(&cluster().url(&db)).await;
+    lock.batch_execute("BEGIN; LOCK TABLE visits IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let auth = basic("analyst", PASSWORD);
+    let running = tokio::spawn(async move {
+        query(http, &auth, &json!({"sql": "SELECT COUNT(*) FROM visits"})).await
+    });
+    // The backend query is waiting on the lock.
+    let watcher = connect_direct(&cluster().url(&db)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'dpgate' AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gate.signal("TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP listener stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(lock);
+    let answer = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = gate.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "dpgate did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
