@@ -33,7 +33,9 @@ pub async fn budget(State(api): State<Arc<Api>>, Caller(user): Caller) -> Respon
     reply(
         async {
             let service = &api.shared.service;
-            let ctx = service.context(&user, "http", Ask::at(service.config().privacy.default_epsilon));
+            let config = service.config();
+            let ask = Ask::at(config.privacy.default_epsilon);
+            let ctx = dpgate_service::Context::new(config, &user, "http", ask);
             let standing = service.standing(&ctx).await?;
             let remaining = standing.remaining();
             let account = ctx.account().cloned();

@@ -119,7 +119,9 @@ async fn run(
     let service = &api.shared.service;
     let config = service.config();
     let ask = ask_of(&request, config.privacy.default_epsilon)?;
-    let ctx = service.context(&user, &client_label(headers), ask);
+    // One config snapshot for the whole statement: the default ε above
+    // and everything after come from the same one.
+    let ctx = Context::new(config, &user, &client_label(headers), ask);
     let routed = dpgate_sql::route(&request.sql, &ctx.config, false);
     let mut statements = match routed {
         Ok(s) => s,
@@ -472,9 +474,6 @@ fn explained(plan: &Plan, ctx: &Context, as_rows: bool) -> Value {
     if let Some(at) = lines.iter().position(|l| l.trim() == "Backend SQL:") {
         lines.truncate(at);
     }
-    let cost = plan.cost();
-    let cost =
-        json!({"epsilon": cost.epsilon_f64(), "delta": cost.delta, "rho": cost.rho.to_f64()});
     if as_rows {
         return json!({
             "columns": [{"name": "QUERY PLAN", "type": "text"}],
@@ -483,6 +482,9 @@ fn explained(plan: &Plan, ctx: &Context, as_rows: bool) -> Value {
             "repeat": false, "synthetic": false, "query_id": null,
         });
     }
+    let cost = plan.cost();
+    let cost =
+        json!({"epsilon": cost.epsilon_f64(), "delta": cost.delta, "rho": cost.rho.to_f64()});
     let widths = plan.release.half_widths(confidence);
     let sources = plan.column_sources();
     let columns: Vec<Value> = plan

@@ -154,18 +154,21 @@ impl UserStore {
     /// Whether this (user, password) pair passed [`Self::check_password`]
     /// before (one HMAC; no PBKDF2).
     pub fn is_remembered(&self, user: &str, password: &str) -> bool {
-        let pair = self.pair_digest(user, password);
+        self.remembers(&self.pair_digest(user, password))
+    }
+
+    fn remembers(&self, pair: &[u8; 32]) -> bool {
         self.passed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&pair)
+            .contains(pair)
     }
 
     /// Whether `password` is `user`'s (HTTP Basic). An unknown user costs
     /// the same work as a known one and gets the same `false`.
     pub fn check_password(&self, user: &str, password: &str) -> bool {
         let pair = self.pair_digest(user, password);
-        if self.is_remembered(user, password) {
+        if self.remembers(&pair) {
             return true;
         }
         let ok = match self.verifiers.get(user) {
