@@ -12,6 +12,7 @@ use dpgate_server::Shared;
 
 mod admin;
 mod demo;
+mod synth;
 mod verify;
 
 /// A differentially private SQL proxy that speaks the PostgreSQL protocol.
@@ -53,6 +54,29 @@ enum Cmd {
         /// to analysts, and fails if a unit declared unique is not.
         #[arg(long)]
         verify: bool,
+    },
+    /// Write a table's synthetic rows (from its [tables.synthetic] fit,
+    /// charged once to the dataset budget) to CSV, with a quality report.
+    Synth {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The table (name or schema.name).
+        #[arg(long)]
+        table: String,
+        /// Rows to write (default: synthetic.rows).
+        #[arg(long)]
+        rows: Option<usize>,
+        /// The CSV file to write.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// An HTML report: each column's and each tree edge's synthetic
+        /// marginal beside the one the fit measured, with total variation.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Also compare with the real table's marginals (data owner only:
+        /// reads the backend directly; never give this report to analysts).
+        #[arg(long)]
+        compare_real: bool,
     },
     /// Inspect and change privacy budgets in the ledger (also while dpgate runs).
     Budget {
@@ -192,6 +216,31 @@ fn main() -> ExitCode {
                 })?;
                 verify::verify(&c, backend.as_ref()).await
             })
+        }),
+        Cmd::Synth {
+            config,
+            table,
+            rows,
+            out,
+            report,
+            compare_real,
+        } => load(&config.config).and_then(|c| {
+            if rows.is_some_and(|n| !(1..=dpgate_config::Synthetic::MAX_ROWS).contains(&n)) {
+                eprintln!(
+                    "--rows must lie between 1 and {}",
+                    dpgate_config::Synthetic::MAX_ROWS
+                );
+                return Err(ExitCode::from(2));
+            }
+            let args = synth::SynthArgs {
+                config_path: config.config.clone(),
+                table,
+                rows,
+                out,
+                report,
+                compare_real,
+            };
+            runtime()?.block_on(synth::run(args, c))
         }),
         Cmd::Budget { action } => admin::budget(action),
         Cmd::Audit {

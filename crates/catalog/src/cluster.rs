@@ -29,6 +29,9 @@ pub(crate) const ADMIN_ROLE: &str = "dpgate_admin";
 pub(crate) const READER_ROLE: &str = "dpgate_reader";
 /// The one database analysts can reach.
 pub(crate) const DATABASE: &str = "dpgate_catalog";
+/// The database of synthetic rows (tables declaring `[tables.synthetic]`,
+/// filled with rows sampled from their fits; nothing else).
+pub(crate) const SYNTHETIC_DATABASE: &str = "dpgate_synthetic";
 
 /// A running private cluster; stopped and deleted on drop.
 pub struct Cluster {

@@ -18,6 +18,15 @@ pub struct Param {
     pub value: Option<Vec<u8>>,
 }
 
+/// Which database of the catalog cluster a query runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// The shadow catalog: empty tables mirroring proxy.toml.
+    Shadow,
+    /// The synthetic rows of tables that declare them.
+    Synthetic,
+}
+
 /// Parameter and result types of a catalog statement.
 #[derive(Debug, Clone)]
 pub struct Described {
@@ -58,17 +67,22 @@ impl Catalog {
         result
     }
 
-    /// Runs `sql` with `params` (of the `declared` types, where given);
-    /// `binary(i)` tells the format of result column `i`.
+    /// Runs `sql` on `database` with `params` (of the `declared` types,
+    /// where given); `binary(i)` tells the format of result column `i`.
     pub async fn query(
         &self,
+        database: Database,
         sql: &str,
         declared: &[Option<Type>],
         params: &[Param],
         binary: &(dyn Fn(usize) -> bool + Sync),
         search_path: &str,
     ) -> Result<CatalogRows, CatalogError> {
-        let client = self.pool.get().await?;
+        let pool = match database {
+            Database::Shadow => &self.pool,
+            Database::Synthetic => &self.synthetic,
+        };
+        let client = pool.get().await?;
         let result = async {
             self.begin(&client, search_path).await?;
             let stmt = client.prepare_typed(sql, &unspecified(declared)).await?;

@@ -12,6 +12,7 @@ mod cluster;
 mod forward;
 mod params;
 mod shadow;
+mod synthetic;
 
 use dpgate_backend::{Backend, Pool};
 use dpgate_config::Config;
@@ -19,7 +20,7 @@ use tokio_postgres::NoTls;
 
 pub use cluster::Cluster;
 
-pub use forward::{CatalogRows, Described, Param};
+pub use forward::{CatalogRows, Database, Described, Param};
 
 /// Catalog failures. Errors from the shadow database carry PostgreSQL's
 /// own SQLSTATE and message, which reveal nothing about the data.
@@ -64,81 +65,74 @@ pub struct Catalog {
     pool: Pool,
     cluster: Cluster,
     statement_timeout_ms: u64,
+    /// The reader's connections to the synthetic database.
+    synthetic: Pool,
+    /// Which fit each table's synthetic rows were loaded from.
+    loaded: tokio::sync::Mutex<std::collections::HashMap<(String, String), String>>,
 }
 
 impl Catalog {
-    /// Starts the private cluster, creates the shadow database and the
-    /// unprivileged reader role, and mirrors `config`'s tables into it.
+    /// Starts the private cluster, creates the shadow database, the
+    /// synthetic database and the unprivileged reader role, and mirrors
+    /// `config`'s tables into the shadow database.
     pub async fn open(config: &Config, backend: &dyn Backend) -> Result<Catalog, CatalogError> {
         let bin_dir = config.catalog.bin_dir.clone();
         let cluster = tokio::task::spawn_blocking(move || Cluster::start(bin_dir.as_deref()))
             .await
             .map_err(|e| CatalogError::Unavailable(e.to_string()))??;
         let admin = connect(&cluster.config(cluster::ADMIN_ROLE, "postgres")).await?;
-        // The reader may log in to the shadow database only, can never
-        // write (not even temporary tables, which pooled sessions would
-        // carry from one analyst to the next), cannot signal other
-        // sessions, and gets the catalog's short statement timeout. The
-        // cluster tracks no activity, so pg_stat_activity shows no one's SQL.
+        // The reader may log in to the shadow and synthetic databases
+        // only, can never write (not even temporary tables, which pooled
+        // sessions would carry from one analyst to the next), cannot
+        // signal other sessions, and gets the catalog's short statement
+        // timeout. The cluster tracks no activity, so pg_stat_activity
+        // shows no one's SQL.
         // CREATE DATABASE cannot share a batch (an implicit transaction).
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {} TEMPLATE template0",
-                cluster::DATABASE
-            ))
-            .await?;
+        for db in [cluster::DATABASE, cluster::SYNTHETIC_DATABASE] {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {db} TEMPLATE template0"))
+                .await?;
+        }
         admin
             .batch_execute(&format!(
                 "CREATE ROLE {reader} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION CONNECTION LIMIT 16; \
                  REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC; \
-                 REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC; \
+                 REVOKE TEMPORARY ON DATABASE {db}, {synthetic} FROM PUBLIC; \
                  REVOKE EXECUTE ON FUNCTION pg_catalog.pg_cancel_backend(integer), \
                    pg_catalog.pg_terminate_backend(integer, bigint) FROM PUBLIC; \
                  ALTER ROLE {reader} SET default_transaction_read_only = on; \
                  ALTER ROLE {reader} SET statement_timeout = '5s'; \
                  ALTER ROLE {reader} SET standard_conforming_strings = on",
                 db = cluster::DATABASE,
+                synthetic = cluster::SYNTHETIC_DATABASE,
                 reader = cluster::READER_ROLE
             ))
             .await?;
-        // Functions whose effects outlive the rolled-back transaction, or
-        // reach other sessions, are not the reader's: advisory locks (held
-        // by a pooled session, they could block the next analyst and the
-        // sync), large objects, notifications, signals and statistics
-        // resets. Nor are the XML functions that run SQL given as a string
-        // (query_to_xml, table_to_xml, cursor_to_xml, schema_to_xml,
-        // database_to_xml and their schema variants): dpgate cannot see the
-        // tables such a string names. A privilege holds however the call
-        // is spelled.
-        connect(&cluster.config(cluster::ADMIN_ROLE, cluster::DATABASE))
-            .await?
-            .batch_execute(
-                r"DO $$ DECLARE f regprocedure; BEGIN
-                   FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                     WHERE n.nspname = 'pg_catalog' AND (
-                       p.proname LIKE 'pg\_advisory%' OR p.proname LIKE 'pg\_try\_advisory%'
-                       OR p.proname LIKE 'lo\_%' OR p.proname LIKE 'pg\_stat\_reset%'
-                       OR p.proname LIKE '%\_to\_xml%'
-                       OR p.proname IN ('pg_notify', 'pg_cancel_backend', 'pg_terminate_backend',
-                                        'pg_log_backend_memory_contexts', 'pg_create_restore_point'))
-                   LOOP EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
-                   END LOOP; END $$",
-            )
-            .await?;
+        for db in [cluster::DATABASE, cluster::SYNTHETIC_DATABASE] {
+            connect(&cluster.config(cluster::ADMIN_ROLE, db))
+                .await?
+                .batch_execute(REVOKE_LASTING_FUNCTIONS)
+                .await?;
+        }
         // Quoting in `forward` relies on standard_conforming_strings; set
         // per session as well as on the role, so no role setting decides it.
         let setup = "SET application_name = 'dpgate catalog'; SET standard_conforming_strings = on";
-        let catalog = Catalog {
-            pool: Pool::connect(
-                dpgate_backend::tls::Outbound::plain(
-                    cluster.config(cluster::READER_ROLE, cluster::DATABASE),
-                ),
+        let reader = |db: &'static str| {
+            Pool::connect(
+                dpgate_backend::tls::Outbound::plain(cluster.config(cluster::READER_ROLE, db)),
                 setup,
                 4,
             )
+        };
+        let unavailable = |e: tokio_postgres::Error| CatalogError::Unavailable(db_message(&e));
+        let pool = reader(cluster::DATABASE).await.map_err(unavailable)?;
+        let synthetic = reader(cluster::SYNTHETIC_DATABASE)
             .await
-            .map_err(|e| CatalogError::Unavailable(db_message(&e)))?,
+            .map_err(unavailable)?;
+        let catalog = Catalog {
+            pool,
+            synthetic,
+            loaded: Default::default(),
             cluster,
             statement_timeout_ms: config.backend.statement_timeout_ms.min(5_000),
         };
@@ -154,6 +148,26 @@ impl Catalog {
         shadow::sync(&admin, config, backend).await
     }
 }
+
+/// Functions whose effects outlive the rolled-back transaction, or
+/// reach other sessions, are not the reader's: advisory locks (held by a
+/// pooled session, they could block the next analyst and the sync), large
+/// objects, notifications, signals and statistics resets. Nor are the XML
+/// functions that run SQL given as a string (query_to_xml, table_to_xml,
+/// cursor_to_xml, schema_to_xml, database_to_xml and their schema
+/// variants): dpgate cannot see the tables such a string names. A
+/// privilege holds however the call is spelled.
+const REVOKE_LASTING_FUNCTIONS: &str = r"DO $$ DECLARE f regprocedure; BEGIN
+                   FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = 'pg_catalog' AND (
+                       p.proname LIKE 'pg\_advisory%' OR p.proname LIKE 'pg\_try\_advisory%'
+                       OR p.proname LIKE 'lo\_%' OR p.proname LIKE 'pg\_stat\_reset%'
+                       OR p.proname LIKE '%\_to\_xml%'
+                       OR p.proname IN ('pg_notify', 'pg_cancel_backend', 'pg_terminate_backend',
+                                        'pg_log_backend_memory_contexts', 'pg_create_restore_point'))
+                   LOOP EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+                   END LOOP; END $$";
 
 /// One connection as the cluster's administrator (for setup and syncs).
 async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, CatalogError> {

@@ -90,19 +90,7 @@ pub(crate) async fn sync(
         }
     }
     for table in &config.tables {
-        let unit_type = match &table.privacy {
-            TablePrivacy::Private {
-                privacy_unit: Some(unit),
-                ..
-            } if table.column(unit).is_none() => Some(
-                backend
-                    .column_type(&table.schema, &table.name, unit)
-                    .await
-                    .filter(|t| is_type_name(t))
-                    .unwrap_or_else(|| "text".into()),
-            ),
-            _ => None,
-        };
+        let unit_type = unit_type(table, backend).await;
         ddl.extend(table_ddl(table, unit_type.as_deref()));
     }
     // The reader sees the shadow tables (tools read `SELECT * ... LIMIT 0`
@@ -139,8 +127,26 @@ fn is_type_name(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || " _(),[]".contains(c))
 }
 
+/// The type of a privacy unit column proxy.toml leaves undeclared, as the
+/// backend's catalog names it (text when it cannot tell).
+pub(crate) async fn unit_type(table: &Table, backend: &dyn Backend) -> Option<String> {
+    match &table.privacy {
+        TablePrivacy::Private {
+            privacy_unit: Some(unit),
+            ..
+        } if table.column(unit).is_none() => Some(
+            backend
+                .column_type(&table.schema, &table.name, unit)
+                .await
+                .filter(|t| is_type_name(t))
+                .unwrap_or_else(|| "text".into()),
+        ),
+        _ => None,
+    }
+}
+
 /// CREATE statements and comments for one declared table.
-fn table_ddl(table: &Table, unit_type: Option<&str>) -> Vec<String> {
+pub(crate) fn table_ddl(table: &Table, unit_type: Option<&str>) -> Vec<String> {
     let name = table.qualified_name();
     let mut columns: Vec<String> = Vec::new();
     let mut comments: Vec<String> = Vec::new();

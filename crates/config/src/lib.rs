@@ -10,6 +10,10 @@ mod validate;
 pub use model::*;
 pub use validate::{ConfigError, ConfigErrors};
 
+/// The ledger account that synthetic-data fits are charged to (with the
+/// dataset's budget): no login may take this name.
+pub const SYNTHETIC_ACCOUNT: &str = "dpgate:synthetic";
+
 /// Largest `max_rows_per_unit` a table may declare, and largest per-unit
 /// row bound a join of private tables may reach (the product of its
 /// tables' bounds). Sensitivities grow with it; beyond it answers are

@@ -130,6 +130,17 @@ pub(crate) struct RawTable {
     pub csv: Option<String>,
     #[serde(default)]
     pub columns: IndexMap<String, RawColumn>,
+    pub synthetic: Option<RawSynthetic>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSynthetic {
+    pub epsilon: f64,
+    pub rows: Option<usize>,
+    pub bins: Option<usize>,
+    pub max_rows: Option<usize>,
+    pub refresh: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -399,6 +410,38 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// A CSV file (with a header row) loaded into the SQLite backend.
     pub csv: Option<std::path::PathBuf>,
+    /// Synthetic sample rows for row-level SELECTs, if the data owner
+    /// declared `[tables.synthetic]`.
+    pub synthetic: Option<Synthetic>,
+}
+
+/// `[tables.synthetic]`: a differentially private model of the table
+/// (MST), fitted once at `epsilon` charged to the dataset budget, whose
+/// sampled rows answer row-level SELECTs for free.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Synthetic {
+    /// What one fit spends (with `privacy.delta`), on the dataset budget.
+    pub epsilon: f64,
+    /// Synthetic rows sampled from a fit (the table analysts see).
+    pub rows: usize,
+    /// Bins per numeric column (equal bins of the declared bounds).
+    pub bins: usize,
+    /// Rows an answer without LIMIT returns.
+    pub max_rows: usize,
+    /// Refit when a fit is older than this (`None`: keep it until the
+    /// table's declaration changes).
+    pub refresh: Option<std::time::Duration>,
+}
+
+impl Synthetic {
+    /// Default number of sampled rows.
+    pub const DEFAULT_ROWS: usize = 10_000;
+    /// Default bins per numeric column.
+    pub const DEFAULT_BINS: usize = 16;
+    /// Default rows of an answer without LIMIT (DBeaver's page).
+    pub const DEFAULT_MAX_ROWS: usize = 200;
+    /// Most sampled rows a fit may hold.
+    pub const MAX_ROWS: usize = 1_000_000;
 }
 
 impl Table {

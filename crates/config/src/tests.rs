@@ -364,3 +364,31 @@ fn http_front_end_and_tokens() {
         "{e}"
     );
 }
+
+#[test]
+fn synthetic_rows_are_declared_per_table_with_defaults() {
+    let text = format!("{GOOD}[tables.synthetic]\nepsilon = 1\nrefresh = \"7d\"\n");
+    let c = Config::parse(&text, &env).unwrap();
+    let s = c.table(None, "visits").unwrap().synthetic.clone().unwrap();
+    assert_eq!(s.epsilon, 1.0);
+    assert_eq!(s.rows, Synthetic::DEFAULT_ROWS);
+    assert_eq!(s.bins, Synthetic::DEFAULT_BINS);
+    assert_eq!(s.max_rows, Synthetic::DEFAULT_MAX_ROWS);
+    assert_eq!(s.refresh, Some(std::time::Duration::from_secs(7 * 86_400)));
+    let bad = format!("{GOOD}[tables.synthetic]\nepsilon = 0\nbins = 1\nrows = 0\n");
+    let e = errors(&bad);
+    for path in ["synthetic.epsilon", "synthetic.bins", "synthetic.rows"] {
+        assert!(e.iter().any(|m| m.contains(path)), "{path}: {e:?}");
+    }
+    let public = GOOD.replace(
+        "[[tables]]\nname = \"public.visits\"",
+        "[[tables]]\nname = \"codes\"\npublic = true\n[tables.synthetic]\nepsilon = 1\n[[tables]]\nname = \"public.visits\"",
+    );
+    assert!(errors(&public)
+        .iter()
+        .any(|m| m.contains("public table needs no synthetic")));
+    let reserved = GOOD.replace("name = \"analyst\"", "name = \"dpgate:synthetic\"");
+    assert!(errors(&reserved)
+        .iter()
+        .any(|m| m.contains("synthetic-data fits")));
+}

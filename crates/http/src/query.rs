@@ -174,6 +174,25 @@ async fn run(
             );
             return Err(refuse(&api.shared, &ctx, text, e).await);
         }
+        (Statement::Synthetic { read, .. }, Purpose::Explain)
+        | (
+            Statement::Synthetic {
+                read,
+                explain: true,
+            },
+            _,
+        ) => {
+            return match api.shared.service.explain_synthetic(&ctx, read).await {
+                Ok(lines) => {
+                    api.shared.service.record(ctx.entry(text)).await;
+                    Ok(json!({"plan": lines, "synthetic": true}))
+                }
+                Err(e) => Err(refuse(&api.shared, &ctx, text, e).await),
+            };
+        }
+        (Statement::Synthetic { read, .. }, Purpose::Answer) => {
+            return synthetic(api, &ctx, read, &request.params, text).await;
+        }
         (Statement::Catalog, _) => {
             let e = Refusal::unsupported(
                 "catalog queries are answered over the PostgreSQL protocol only",
@@ -199,6 +218,99 @@ async fn run(
     match api.shared.service.answer(&ctx, plan, text).await {
         Ok(answer) => Ok(answered(&columns, &sources, answer)),
         Err(e) => Err(with_standing(&api.shared, &ctx, e).await),
+    }
+}
+
+/// A row-level SELECT answered from synthetic rows: text cells from the
+/// synthetic database as JSON numbers, booleans or strings.
+async fn synthetic(
+    api: &Api,
+    ctx: &Context,
+    read: &dpgate_sql::synth::SyntheticRead,
+    params: &[Value],
+    text: &str,
+) -> Result<Value, ApiError> {
+    let service = &api.shared.service;
+    if !params.is_empty() {
+        let e = Refusal::unsupported(
+            "parameters of row-level queries over synthetic rows are not taken over HTTP",
+            "write the values into the statement, or use the PostgreSQL protocol",
+        );
+        return Err(refuse(&api.shared, ctx, text, e).await);
+    }
+    let notices = match service.load_synthetic(ctx, read).await {
+        Ok(n) => n,
+        Err(e) => return Err(refuse(&api.shared, ctx, text, e).await),
+    };
+    let catalog = service.catalog.as_ref().expect("load_synthetic checked it");
+    let session = HttpSession { ctx };
+    let result = match dpgate_sql::catalog::prepare_catalog_sql(&read.sql, &session) {
+        Ok(sql) => catalog
+            .query(
+                dpgate_catalog::Database::Synthetic,
+                &sql,
+                &[],
+                &[],
+                &|_| false,
+                "public",
+            )
+            .await
+            .map_err(|e| match e {
+                dpgate_catalog::CatalogError::Query {
+                    code,
+                    message,
+                    hint,
+                } => Refusal::new(code, message, hint.unwrap_or_default()),
+                other => Refusal::new(
+                    sqlstate::BACKEND_FAILED,
+                    format!("the synthetic rows could not be read: {other}"),
+                    "retry",
+                ),
+            }),
+        Err(e) => Err(e),
+    };
+    let rows = match result {
+        Ok(r) => r,
+        Err(e) => return Err(refuse(&api.shared, ctx, text, e).await),
+    };
+    let mut entry = ctx.entry(text);
+    entry.outcome = dpgate_ledger::Outcome::Answered;
+    entry.rows = Some(rows.rows.len() as i64);
+    service.record(entry).await;
+    let columns: Vec<Value> = rows
+        .columns
+        .iter()
+        .map(|(n, t)| json!({"name": n, "type": t.name()}))
+        .collect();
+    let cells: Vec<Value> = rows
+        .rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(&rows.columns)
+                .map(|(cell, (_, ty))| text_cell_json(cell.as_deref(), ty.name()))
+                .collect()
+        })
+        .collect();
+    Ok(json!({
+        "columns": columns, "rows": cells, "accuracy": [],
+        "cost": {"epsilon": 0.0, "delta": 0.0}, "remaining": null,
+        "repeat": false, "synthetic": true, "query_id": null,
+        "notice": notices.join("\n"),
+    }))
+}
+
+/// A text-format cell of PostgreSQL type `ty` as JSON.
+fn text_cell_json(cell: Option<&[u8]>, ty: &str) -> Value {
+    let Some(bytes) = cell else {
+        return Value::Null;
+    };
+    let text = String::from_utf8_lossy(bytes);
+    match ty {
+        "int2" | "int4" | "int8" => text.parse::<i64>().map_or(json!(text), |i| json!(i)),
+        "float4" | "float8" | "numeric" => text.parse::<f64>().map_or(json!(text), |f| json!(f)),
+        "bool" => json!(text == "t"),
+        _ => json!(text),
     }
 }
 

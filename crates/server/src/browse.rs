@@ -2,7 +2,7 @@
 //! client's parameters and result formats passed through byte for byte,
 //! session functions replaced by the analyst's values.
 
-use dpgate_catalog::{CatalogError, Param};
+use dpgate_catalog::{CatalogError, CatalogRows, Database, Param};
 use dpgate_sql::catalog::prepare_catalog_sql;
 use dpgate_sql::{sqlstate, Refusal};
 use pgwire::api::results::{Response, Tag};
@@ -20,13 +20,30 @@ impl QueryHandler {
         sql: &str,
         bound: Bound<'_>,
     ) -> Outcome {
-        let Some(catalog) = &self.service().catalog else {
-            return Outcome::Error(catalog_off());
-        };
-        let sql = match prepare_catalog_sql(sql, info) {
-            Ok(s) => s,
-            Err(e) => return Outcome::Error(e),
-        };
+        match self.forward(info, sql, bound, Database::Shadow).await {
+            Ok(rows) if rows.columns.is_empty() => {
+                Outcome::Tag(Response::Execution(Tag::new(&rows.tag)))
+            }
+            Ok(rows) => Outcome::Encoded {
+                fields: rows.columns,
+                rows: rows.rows,
+                notice: None,
+            },
+            Err(e) => Outcome::Error(e),
+        }
+    }
+
+    /// Runs `sql` on one of the catalog cluster's databases with the
+    /// client's parameters and result formats.
+    pub(crate) async fn forward(
+        &self,
+        info: &ClientSession,
+        sql: &str,
+        bound: Bound<'_>,
+        database: Database,
+    ) -> Result<CatalogRows, Refusal> {
+        let catalog = self.service().catalog.as_ref().ok_or_else(catalog_off)?;
+        let sql = prepare_catalog_sql(sql, info)?;
         let params: Vec<Param> = bound
             .portal
             .map(|p| {
@@ -46,19 +63,10 @@ impl QueryHandler {
             .unwrap_or_default();
         let search_path = info.session.lock().unwrap().search_path();
         let binary = |i: usize| bound.format.is_binary(i);
-        match catalog
-            .query(&sql, &declared, &params, &binary, &search_path)
+        catalog
+            .query(database, &sql, &declared, &params, &binary, &search_path)
             .await
-        {
-            Ok(rows) if rows.columns.is_empty() => {
-                Outcome::Tag(Response::Execution(Tag::new(&rows.tag)))
-            }
-            Ok(rows) => Outcome::Encoded {
-                fields: rows.columns,
-                rows: rows.rows,
-            },
-            Err(e) => Outcome::Error(catalog_refusal(e)),
-        }
+            .map_err(catalog_refusal)
     }
 
     /// Parameter types and result columns of a catalog query.
@@ -79,7 +87,7 @@ impl QueryHandler {
     }
 }
 
-fn catalog_off() -> Refusal {
+pub(crate) fn catalog_off() -> Refusal {
     Refusal::new(
         sqlstate::FEATURE_NOT_SUPPORTED,
         "catalog browsing is off: dpgate could not start its catalog cluster (see its log) or catalog.enabled is false",

@@ -21,6 +21,18 @@ impl QueryHandler {
     ) -> Result<(Vec<Type>, Fields), Refusal> {
         match &routed.statement {
             Statement::Catalog => self.describe_catalog(info, &routed.text, declared).await,
+            // The shadow tables have the synthetic tables' columns.
+            Statement::Synthetic {
+                read,
+                explain: false,
+            } => self.describe_catalog(info, &read.sql, declared).await,
+            Statement::Synthetic { explain: true, .. } => Ok((
+                declared
+                    .iter()
+                    .map(|t| t.clone().unwrap_or(Type::TEXT))
+                    .collect(),
+                vec![("QUERY PLAN".into(), Type::TEXT)],
+            )),
             Statement::Private(prepared) => {
                 let types = wire_types(prepared.parameter_types(), declared);
                 let plan = prepared.describe(&info.ctx.ask, &info.ctx.config)?;

@@ -14,6 +14,7 @@ mod report;
 mod session;
 mod startup;
 mod statement;
+mod synthetic;
 mod wire;
 
 use std::sync::{Arc, RwLock};

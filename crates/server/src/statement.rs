@@ -78,6 +78,9 @@ impl QueryHandler {
                 .await
                 .map(|plan| explain(&plan, &info.ctx))
                 .unwrap_or_else(Outcome::Error),
+            Statement::Synthetic { read, explain } => {
+                self.synthetic(info, read, *explain, bound).await
+            }
             Statement::Refused(e) => Outcome::Error(e.clone()),
             Statement::Private(_) => unreachable!("answered above"),
         };

@@ -28,10 +28,11 @@ pub(crate) enum Outcome {
         rows: Vec<Vec<Cell>>,
         notice: Option<String>,
     },
-    /// Rows from the catalog database, already encoded per column format.
+    /// Rows from the catalog cluster, already encoded per column format.
     Encoded {
         fields: Fields,
         rows: Vec<Vec<Option<Vec<u8>>>>,
+        notice: Option<String>,
     },
     /// A command tag only.
     Tag(Response),
@@ -74,7 +75,11 @@ pub(crate) fn to_response(outcome: Outcome, format: &Format) -> (Response, Optio
                 notice,
             )
         }
-        Outcome::Encoded { fields, rows } => {
+        Outcome::Encoded {
+            fields,
+            rows,
+            notice,
+        } => {
             let schema = schema(fields, format);
             let encoded: Vec<PgWireResult<_>> = rows
                 .into_iter()
@@ -88,7 +93,7 @@ pub(crate) fn to_response(outcome: Outcome, format: &Format) -> (Response, Optio
                 .collect();
             (
                 Response::Query(QueryResponse::new(schema, stream::iter(encoded))),
-                None,
+                notice,
             )
         }
     }

@@ -10,6 +10,7 @@ mod context;
 pub mod kept;
 pub mod metrics;
 mod refusals;
+pub mod synthetic;
 
 use std::sync::{Arc, RwLock};
 
@@ -35,6 +36,8 @@ pub struct Service {
     pub catalog: Option<dpgate_catalog::Catalog>,
     /// Counters of queries and connections for `GET /metrics`.
     pub metrics: metrics::Metrics,
+    /// Synthetic-data fits held by this process.
+    fits: synthetic::Fits,
 }
 
 impl Service {
@@ -51,6 +54,7 @@ impl Service {
             backend,
             catalog,
             metrics: metrics::Metrics::default(),
+            fits: synthetic::Fits::default(),
         }
     }
 

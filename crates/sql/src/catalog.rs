@@ -129,6 +129,34 @@ pub fn is_catalog_query(query: &Query, config: &Config) -> bool {
     !other
 }
 
+/// The declared tables `query` reads (at any depth, each once) and
+/// whether it reads any other relation besides system ones and its CTEs.
+pub(crate) fn declared_reads<'c>(
+    query: &Query,
+    config: &'c Config,
+) -> (Vec<&'c dpgate_config::Table>, bool) {
+    let mut names = Names::default();
+    let _ = query.visit(&mut names);
+    let mut tables: Vec<&dpgate_config::Table> = Vec::new();
+    let mut other = false;
+    for name in &names.relations {
+        let text = object_name(name).to_ascii_lowercase();
+        let parts: Vec<&str> = text.split('.').collect();
+        let table = match parts.as_slice() {
+            [t] if names.ctes.iter().any(|c| c == t) => continue,
+            [t] => config.table(None, t),
+            [s, t] | [_, s, t] => config.table(Some(s), t),
+            _ => None,
+        };
+        match table {
+            Some(t) if !tables.iter().any(|x| std::ptr::eq(*x, t)) => tables.push(t),
+            Some(_) => {}
+            None => other |= !names.functions.contains(name),
+        }
+    }
+    (tables, other)
+}
+
 /// True when the dotted name `parts` (lower-cased) is a declared table.
 fn is_declared(parts: &[&str], config: &Config) -> bool {
     match parts {

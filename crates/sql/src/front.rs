@@ -20,6 +20,7 @@ use crate::error::{sqlstate, Refusal};
 use crate::params::{bind_parameters, parameter_types_in};
 use crate::plan::{plan_prepared, Ask, Plan};
 use crate::source::{top_source, Source};
+use crate::synth::synthetic_read;
 use crate::types::Cell;
 
 /// One statement of a string, with who answers it.
@@ -46,6 +47,15 @@ pub enum Statement {
     Explain(Box<Prepared>),
     /// A private query.
     Private(Box<Prepared>),
+    /// A row-level SELECT over tables with synthetic rows (the text is
+    /// [`Routed::text`]): run on the synthetic database, costs nothing.
+    /// `explain` when it was asked as `EXPLAIN` (then never run).
+    Synthetic {
+        /// What it reads.
+        read: crate::synth::SyntheticRead,
+        /// Whether it came as `EXPLAIN …`.
+        explain: bool,
+    },
     /// Refused when routed; reported when its turn comes, so statements
     /// before it in the same string still run.
     Refused(Refusal),
@@ -142,14 +152,20 @@ pub fn route(sql: &str, config: &Config, catalog: bool) -> Result<Vec<Routed>, R
 }
 
 fn statement(command: Command, config: &Config, catalog: bool) -> Statement {
-    match command {
-        Command::Private(q) | Command::Explain(q) if is_catalog_query(&q, config) => {
-            Statement::Catalog
-        }
-        Command::Private(q) => Statement::Private(Box::new(Prepared::new(*q, config))),
-        Command::Explain(q) => Statement::Explain(Box::new(Prepared::new(*q, config))),
-        Command::Constant(items) => constant(items, config, catalog),
-        session => Statement::Session(session),
+    let (query, explain) = match command {
+        Command::Private(q) => (q, false),
+        Command::Explain(q) => (q, true),
+        Command::Constant(items) => return constant(items, config, catalog),
+        session => return Statement::Session(session),
+    };
+    if is_catalog_query(&query, config) {
+        return Statement::Catalog;
+    }
+    match synthetic_read(&query, config) {
+        Some(Ok(read)) => Statement::Synthetic { read, explain },
+        Some(Err(refusal)) => Statement::Refused(refusal),
+        None if explain => Statement::Explain(Box::new(Prepared::new(*query, config))),
+        None => Statement::Private(Box::new(Prepared::new(*query, config))),
     }
 }
 

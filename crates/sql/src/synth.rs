@@ -7,10 +7,120 @@
 //! the fit's sensitivities use. The raw counts of these plans feed the
 //! fit; only its noisy release leaves dpgate.
 
-use dpgate_config::{ColumnType, Table, TablePrivacy};
+use std::ops::ControlFlow;
 
+use dpgate_config::{ColumnType, Config, Table, TablePrivacy};
+use sqlparser::ast::{
+    Distinct, Expr, GroupByExpr, LimitClause, Query, SetExpr, Value, Visit, Visitor,
+};
+
+use crate::classify::object_name;
 use crate::error::{sqlstate, Refusal};
-use crate::types::{canonical_key, Cell, OutputType};
+use crate::types::{canonical_key, is_aggregate, Cell, OutputType};
+
+/// A row-level SELECT answered from synthetic rows: the tables it reads
+/// (each declares `[tables.synthetic]`) and whether it sets its own LIMIT.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyntheticRead {
+    /// The declared tables read, as `(schema, name)`.
+    pub tables: Vec<(String, String)>,
+    /// Whether the outermost query has a LIMIT (else `max_rows` caps it).
+    pub limited: bool,
+    /// The query to run on the synthetic rows: the analyst's, with
+    /// `LIMIT max_rows` (the least of the tables') when it has none.
+    pub sql: String,
+}
+
+/// Whether `query` is answered from synthetic rows: it aggregates nowhere
+/// (no aggregate or window call, GROUP BY, HAVING or DISTINCT: those stay
+/// on the private path, never on synthetic rows), reads at least one
+/// declared table, and every declared table it reads has synthetic rows.
+/// `Some(Err)` when it would be, but also reads a relation that the
+/// synthetic database does not hold. `None` leaves it to the planner
+/// (which refuses row-level reads of tables without synthetic rows and
+/// names the setting).
+pub fn synthetic_read(query: &Query, config: &Config) -> Option<Result<SyntheticRead, Refusal>> {
+    let (mut tables, mut other) = crate::catalog::declared_reads(query, config);
+    // Public tables are not in the synthetic database.
+    let before = tables.len();
+    tables.retain(|t| !matches!(t.privacy, TablePrivacy::Public));
+    other |= tables.len() < before;
+    if tables.is_empty() || tables.iter().any(|t| t.synthetic.is_none()) {
+        return None;
+    }
+    let mut aggregates = Aggregates(false);
+    let _ = query.visit(&mut aggregates);
+    if aggregates.0 {
+        return None;
+    }
+    if other {
+        return Some(Err(Refusal::unsupported(
+            "synthetic rows cannot be combined with other tables",
+            "read only tables that declare [tables.synthetic] in a row-level query",
+        )));
+    }
+    let mut capped = query.clone();
+    let limited = capped.fetch.is_some()
+        || match &capped.limit_clause {
+            Some(LimitClause::LimitOffset { limit, .. }) => limit.is_some(),
+            Some(_) => true,
+            None => false,
+        };
+    if !limited {
+        let cap = tables
+            .iter()
+            .filter_map(|t| t.synthetic.as_ref().map(|s| s.max_rows))
+            .min()
+            .unwrap_or(1);
+        let limit = Some(Expr::value(Value::Number(cap.to_string(), false)));
+        match &mut capped.limit_clause {
+            Some(LimitClause::LimitOffset { limit: l, .. }) => *l = limit,
+            _ => {
+                capped.limit_clause = Some(LimitClause::LimitOffset {
+                    limit,
+                    offset: None,
+                    limit_by: vec![],
+                })
+            }
+        }
+    }
+    Some(Ok(SyntheticRead {
+        tables: tables
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect(),
+        limited,
+        sql: capped.to_string(),
+    }))
+}
+
+/// Finds any aggregation in a query tree.
+struct Aggregates(bool);
+
+impl Visitor for Aggregates {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_ref() {
+            let grouped = match &select.group_by {
+                GroupByExpr::All(_) => true,
+                GroupByExpr::Expressions(e, _) => !e.is_empty(),
+            };
+            let distinct = matches!(select.distinct, Some(Distinct::Distinct | Distinct::On(_)));
+            self.0 |= grouped || distinct || select.having.is_some();
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            let name = object_name(&f.name).to_ascii_lowercase();
+            let name = name.rsplit('.').next().unwrap_or_default();
+            self.0 |= is_aggregate(name) || f.over.is_some() || !f.within_group.is_empty();
+        }
+        ControlFlow::Continue(())
+    }
+}
 
 /// How an attribute's values map to a column's.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,7 +221,11 @@ impl Attribute {
                     };
                     Cell::Int((start + ((end - start) * u).floor()).min(*upper) as i64)
                 } else {
-                    Cell::Float(x.min(*upper))
+                    // Three significant digits of the bin width (at least
+                    // two decimals) read better than a double's seventeen.
+                    let digits = (3 - width.log10().floor() as i32).clamp(2, 9);
+                    let scale = 10f64.powi(digits);
+                    Cell::Float(((x * scale).round() / scale).clamp(*lower, *upper))
                 }
             }
             Values::Domain(values) => Cell::Text(values[index].clone()),
@@ -120,10 +234,21 @@ impl Attribute {
     }
 }
 
-/// The attributes of `table`, `bins` bins per numeric column. Every
-/// declared column takes part; one that has neither bounds nor a domain
-/// cannot, and is refused with what to declare.
-pub fn attributes(table: &Table, bins: usize) -> Result<Vec<Attribute>, Refusal> {
+/// The columns of a table a fit models, and those it cannot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attributes {
+    /// Modelled columns, in declaration order.
+    pub modelled: Vec<Attribute>,
+    /// Columns with neither bounds nor a domain (and the privacy unit):
+    /// NULL in synthetic rows, named in every answer's notice.
+    pub unmodelled: Vec<String>,
+}
+
+/// The attributes of `table`, `bins` bins per numeric column: every
+/// declared column with bounds, a domain or boolean values. Others (and
+/// the privacy unit, which names people) are left NULL; a table with no
+/// modelled column at all is refused with what to declare.
+pub fn attributes(table: &Table, bins: usize) -> Result<Attributes, Refusal> {
     if !(1..=1000).contains(&bins) {
         return Err(Refusal::new(
             sqlstate::INVALID_PARAMETER_VALUE,
@@ -131,17 +256,25 @@ pub fn attributes(table: &Table, bins: usize) -> Result<Vec<Attribute>, Refusal>
             "use e.g. 16 bins",
         ));
     }
-    if matches!(table.privacy, TablePrivacy::Public) {
-        return Err(Refusal::unsupported(
-            format!(
-                "{} is public: its rows need no synthetic stand-ins",
-                table.name
-            ),
-            "query it directly",
-        ));
-    }
-    let mut out = Vec::new();
+    let unit = match &table.privacy {
+        TablePrivacy::Public => {
+            return Err(Refusal::unsupported(
+                format!(
+                    "{} is public: its rows need no synthetic stand-ins",
+                    table.name
+                ),
+                "query it directly",
+            ))
+        }
+        TablePrivacy::Private { privacy_unit, .. } => privacy_unit.as_deref(),
+    };
+    let mut modelled = Vec::new();
+    let mut unmodelled = Vec::new();
     for c in &table.columns {
+        if unit.is_some_and(|u| u.eq_ignore_ascii_case(&c.name)) {
+            unmodelled.push(c.name.clone());
+            continue;
+        }
         let values = match (c.ty, c.bounds, &c.values) {
             (ColumnType::Bool, _, _) => Values::Bool,
             (_, _, Some(values)) if !values.is_empty() => Values::Domain(values.clone()),
@@ -161,31 +294,28 @@ pub fn attributes(table: &Table, bins: usize) -> Result<Vec<Attribute>, Refusal>
                 }
             }
             _ => {
-                return Err(Refusal::new(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "column {}.{} has neither bounds nor a domain, so synthetic rows cannot model it",
-                        table.name, c.name
-                    ),
-                    format!(
-                        "declare lower and upper (numbers) or values = [...] (text) for columns.{}",
-                        c.name
-                    ),
-                ))
+                unmodelled.push(c.name.clone());
+                continue;
             }
         };
-        out.push(Attribute {
+        modelled.push(Attribute {
             column: c.name.clone(),
             values,
         });
     }
-    if out.is_empty() {
+    if modelled.is_empty() {
         return Err(Refusal::unsupported(
-            format!("{} declares no columns to model", table.name),
-            "declare the columns analysts may see under columns.NAME",
+            format!(
+                "no column of {} has bounds or a domain, so synthetic rows cannot model it",
+                table.name
+            ),
+            "declare lower and upper (numbers) or values = [...] (text) for the columns analysts should see",
         ));
     }
-    Ok(out)
+    Ok(Attributes {
+        modelled,
+        unmodelled,
+    })
 }
 
 /// `name` as a quoted SQL identifier.
@@ -218,7 +348,7 @@ mod tests {
 
     #[test]
     fn every_declared_column_is_an_attribute() {
-        let attrs = attributes(&visits(), 16).unwrap();
+        let attrs = attributes(&visits(), 16).unwrap().modelled;
         let names: Vec<&str> = attrs.iter().map(|a| a.column.as_str()).collect();
         assert_eq!(names, ["age", "cost", "ward", "stay"]);
         assert_eq!(attrs[0].size(), 16);
@@ -230,7 +360,7 @@ mod tests {
 
     #[test]
     fn bins_map_keys_and_values_both_ways() {
-        let age = &attributes(&visits(), 10).unwrap()[0];
+        let age = &attributes(&visits(), 10).unwrap().modelled[0];
         assert_eq!(age.index_of(Some("1")), Some(0));
         assert_eq!(age.index_of(Some("10")), Some(9));
         // The upper bound itself falls in bucket bins + 1: the last bin.
@@ -252,7 +382,7 @@ mod tests {
                 );
             }
         }
-        let ward = &attributes(&visits(), 10).unwrap()[2];
+        let ward = &attributes(&visits(), 10).unwrap().modelled[2];
         assert_eq!(ward.index_of(Some("B")), Some(1));
         assert_eq!(ward.cell(0, 0.3), Cell::Text("A".into()));
     }
@@ -263,7 +393,7 @@ mod tests {
     #[test]
     fn marginal_queries_plan_with_the_units_bound() {
         let table = visits();
-        let attrs = attributes(&table, 8).unwrap();
+        let attrs = attributes(&table, 8).unwrap().modelled;
         let pairs = [
             vec![&attrs[0]],
             vec![&attrs[2]],
@@ -292,5 +422,77 @@ mod tests {
             assert_eq!(p.release.measurements[0].noise.sensitivity(), 5, "{sql}");
             assert!(p.release.selection.is_none(), "{sql}");
         }
+    }
+
+    fn with_synthetic(tables: &[&str]) -> Config {
+        let mut c = config();
+        for t in &mut c.tables {
+            if tables.contains(&t.name.as_str()) {
+                t.synthetic = Some(dpgate_config::Synthetic {
+                    epsilon: 1.0,
+                    rows: 1000,
+                    bins: 8,
+                    max_rows: 200,
+                    refresh: None,
+                });
+            }
+        }
+        c
+    }
+
+    fn routed(sql: &str, c: &Config) -> crate::Statement {
+        crate::route(sql, c, true).unwrap().remove(0).statement
+    }
+
+    /// Row-level reads of tables with synthetic rows go to them; anything
+    /// that aggregates, anywhere, stays on the private path; reads mixed
+    /// with other relations are refused; tables without synthetic rows
+    /// keep the refusal, whose hint names the setting.
+    #[test]
+    fn row_level_reads_route_to_synthetic_rows_and_aggregates_never_do() {
+        use crate::Statement;
+        let c = with_synthetic(&["visits", "patients"]);
+        for (sql, limited, explain) in [
+            ("SELECT * FROM visits LIMIT 10", true, false),
+            ("SELECT * FROM public.visits", false, false),
+            ("SELECT age, ward FROM visits WHERE age > 30 ORDER BY cost DESC", false, false),
+            ("EXPLAIN SELECT * FROM visits", false, true),
+            ("SELECT v.age FROM visits v JOIN patients p USING (patient_id) FETCH FIRST 5 ROWS ONLY", true, false),
+            ("WITH old AS (SELECT * FROM visits WHERE age > 80) SELECT * FROM old", false, false),
+        ] {
+            match routed(sql, &c) {
+                Statement::Synthetic { read, explain: e } => {
+                    assert_eq!((read.limited, e), (limited, explain), "{sql}");
+                    assert_eq!(read.sql.ends_with("LIMIT 200"), !limited, "{sql}: {}", read.sql);
+                    assert!(read.tables.contains(&("public".into(), "visits".into())), "{sql}");
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        for sql in [
+            "SELECT COUNT(*) FROM visits",
+            "SELECT DISTINCT ward FROM visits",
+            "SELECT ward FROM visits GROUP BY ward",
+            "SELECT age, COUNT(*) OVER () FROM visits",
+            "SELECT * FROM visits WHERE age > (SELECT AVG(age) FROM visits)",
+            "SELECT * FROM visits v JOIN events e ON v.patient_id = e.patient_id",
+            "SELECT pg_catalog.max(age) FROM visits",
+        ] {
+            assert!(matches!(routed(sql, &c), Statement::Private(_)), "{sql}");
+        }
+        assert!(matches!(
+            routed("SELECT * FROM visits LIMIT 0", &c),
+            Statement::Catalog
+        ));
+        match routed("SELECT * FROM visits v JOIN wards w ON v.ward = w.ward", &c) {
+            Statement::Refused(e) => assert!(e.hint.contains("[tables.synthetic]"), "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        // Without the declaration, the refusal names it.
+        let Statement::Private(p) = routed("SELECT * FROM visits LIMIT 10", &config()) else {
+            panic!()
+        };
+        let e = p.bind(&[], &crate::Ask::at(1.0), &config()).unwrap_err();
+        assert!(e.hint.contains("[tables.synthetic]"), "{e:?}");
     }
 }

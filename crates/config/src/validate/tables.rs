@@ -186,13 +186,72 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
                 "write the path of a CSV file with a header row, or remove csv",
             );
         }
+        let synthetic = t
+            .synthetic
+            .map(|s| validate_synthetic(c, &format!("{path}.synthetic"), s, &privacy));
         tables.push(Table {
             schema,
             name,
             privacy,
             columns,
             csv: t.csv.map(PathBuf::from),
+            synthetic,
         });
     }
     tables
+}
+
+/// `[tables.synthetic]`: a positive ε, sizes within dpgate's limits, and a
+/// private table (a public one needs no stand-ins).
+fn validate_synthetic(
+    c: &mut Collector,
+    path: &str,
+    raw: RawSynthetic,
+    privacy: &TablePrivacy,
+) -> Synthetic {
+    if matches!(privacy, TablePrivacy::Public) {
+        c.err(
+            path,
+            "a public table needs no synthetic rows: its rows may be read as they are",
+            "remove [tables.synthetic] from the public table",
+        );
+    }
+    if !(raw.epsilon.is_finite() && raw.epsilon > 0.0 && raw.epsilon <= 100.0) {
+        c.err(
+            format!("{path}.epsilon"),
+            format!("{} is not an ε between 0 and 100", raw.epsilon),
+            "write the ε one fit may spend, e.g. epsilon = 1",
+        );
+    }
+    let rows = raw.rows.unwrap_or(Synthetic::DEFAULT_ROWS);
+    if !(1..=Synthetic::MAX_ROWS).contains(&rows) {
+        c.err(
+            format!("{path}.rows"),
+            format!("{rows} rows is outside 1 to {}", Synthetic::MAX_ROWS),
+            format!("write e.g. rows = {}", Synthetic::DEFAULT_ROWS),
+        );
+    }
+    let bins = raw.bins.unwrap_or(Synthetic::DEFAULT_BINS);
+    if !(2..=1000).contains(&bins) {
+        c.err(
+            format!("{path}.bins"),
+            format!("{bins} bins per column is outside 2 to 1000"),
+            format!("write e.g. bins = {}", Synthetic::DEFAULT_BINS),
+        );
+    }
+    let max_rows = raw.max_rows.unwrap_or(Synthetic::DEFAULT_MAX_ROWS);
+    if max_rows == 0 {
+        c.err(
+            format!("{path}.max_rows"),
+            "0 rows per answer would show nothing",
+            format!("write e.g. max_rows = {}", Synthetic::DEFAULT_MAX_ROWS),
+        );
+    }
+    Synthetic {
+        epsilon: raw.epsilon,
+        rows,
+        bins,
+        max_rows: max_rows.min(rows),
+        refresh: c.duration(&format!("{path}.refresh"), raw.refresh.as_deref()),
+    }
 }

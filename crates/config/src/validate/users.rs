@@ -26,6 +26,12 @@ pub(super) fn validate_users(
                 "the name is empty",
                 "write the login name",
             );
+        } else if u.name == crate::SYNTHETIC_ACCOUNT {
+            c.err(
+                format!("{path}.name"),
+                format!("{:?} is the ledger account of synthetic-data fits", u.name),
+                "choose another login name",
+            );
         } else if !seen.insert(u.name.clone()) {
             c.err(
                 format!("{path}.name"),

@@ -7,7 +7,7 @@ pub(super) fn raw_rows() -> Refusal {
     Refusal::new(
         sqlstate::INSUFFICIENT_PRIVILEGE,
         "dpgate does not release individual rows or column values",
-        "ask for aggregates instead, e.g. SELECT COUNT(*), AVG(age) FROM visits, or group them: SELECT ward, COUNT(*) FROM visits GROUP BY ward",
+        "ask for aggregates instead, e.g. SELECT COUNT(*), AVG(age) FROM visits, or group them: SELECT ward, COUNT(*) FROM visits GROUP BY ward; to look at sample rows, the data owner can declare [tables.synthetic] (epsilon = 1) for the table, and such queries return synthetic rows",
     )
 }
 

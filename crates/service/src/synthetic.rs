@@ -1,0 +1,580 @@
+//! Synthetic rows: one differentially private MST fit of a table
+//! (`dpgate_dp::mst`), charged once to the dataset budget, kept in the
+//! ledger's database and sampled into the rows that answer row-level
+//! SELECTs. Analysts' samples are post-processing of that one release and
+//! cost them nothing.
+//!
+//! **Privacy.** The fit reads only the raw counts of ordinary private
+//! plans (`dpgate_sql::synth::marginal_sql`, bounded per unit like every
+//! plan: one unit adds at most `max_rows_per_unit` = k rows to each
+//! marginal, checked against each plan's own sensitivity before anything
+//! runs). With ρ the largest zCDP budget that `(synthetic.epsilon,
+//! privacy.delta)` covers (`dp::accounting::zcdp_for`, rounded against
+//! the data owner), the fit is ρ-zCDP (its doc comment), hence
+//! (ε, δ)-DP, and the ledger charges exactly that (ε, δ) to the dataset
+//! account before the first marginal query runs. Sampling rows, loading
+//! them and every query over them read only the fit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use dpgate_config::{Budget, Config, Synthetic, Table, TablePrivacy, SYNTHETIC_ACCOUNT};
+use dpgate_dp::mst::{self, Fit, RawMarginals};
+use dpgate_dp::rational::Rational;
+use dpgate_ledger::{
+    Amount, AuditEntry, ChargeRequest, Finish, LedgerError, Outcome as AuditOutcome, Release,
+};
+use dpgate_sql::synth::{attributes, marginal_sql, Attribute, Attributes, SyntheticRead};
+use dpgate_sql::{sqlstate, Cell, Command, Refusal};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::refusals::{exhausted, failed_after_charge, ledger_failure};
+use crate::{Context, Service};
+
+/// A fitted model of one table and what an answer from it must say.
+#[derive(Clone, Debug)]
+pub struct SyntheticModel {
+    /// `(schema, name)` of the table.
+    pub table: (String, String),
+    /// The fit's key: a digest of the table's declaration and the fit's
+    /// settings (a changed declaration is a new fit).
+    pub key: String,
+    /// What the fit was charged: ε and δ.
+    pub cost: Amount,
+    /// When it was fitted (ms since the epoch).
+    pub fitted_at_ms: i64,
+    /// The columns modelled and those left NULL.
+    pub attributes: Attributes,
+    /// The fitted model.
+    pub fit: Fit,
+    /// Seed of the sampled rows: every replica and restart shows the same.
+    pub seed: u64,
+    /// Whether this request fitted it (and so spent the dataset budget).
+    pub fresh: bool,
+}
+
+impl SyntheticModel {
+    /// `n` rows of the modelled columns (in [`Attributes::modelled`]
+    /// order), the same for the same model.
+    pub fn rows(&self, n: usize) -> Vec<Vec<Cell>> {
+        let (indices, mut rng) = self.sample(n);
+        let attrs = &self.attributes.modelled;
+        indices
+            .into_iter()
+            .map(|row| {
+                row.iter()
+                    .zip(attrs)
+                    .map(|(&i, a)| a.cell(i, rng.gen::<f64>()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `n` rows as attribute value indices (what [`Self::rows`] turns
+    /// into cells), and the generator to continue with.
+    pub fn sample(&self, n: usize) -> (Vec<Vec<usize>>, rand::rngs::StdRng) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        (self.fit.sample(n, &mut rng), rng)
+    }
+
+    /// The text every answer from these rows carries.
+    pub fn notice(&self) -> String {
+        let (schema, name) = &self.table;
+        let at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.fitted_at_ms as u64),
+        );
+        let mut text = format!(
+            "these rows are synthetic: sampled from a differentially private model of {schema}.{name} \
+             (MST over {} columns) fitted at ε = {}, δ = {:e} on {at}, paid once from the dataset budget; \
+             no row is a real person, and this answer cost you nothing",
+            self.attributes.modelled.len(),
+            dpgate_sql::explain::fmt_eps(self.cost.epsilon),
+            self.cost.delta,
+        );
+        if !self.attributes.unmodelled.is_empty() {
+            text.push_str(&format!(
+                "; not modelled, so NULL: {}",
+                self.attributes.unmodelled.join(", ")
+            ));
+        }
+        text.push_str(". Use aggregates for answers about the real data.");
+        text
+    }
+}
+
+/// The fits this process holds, by key.
+#[derive(Default)]
+pub struct Fits {
+    models: tokio::sync::Mutex<HashMap<String, Arc<SyntheticModel>>>,
+}
+
+/// What the ledger keeps of a fit (JSON in the releases table).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    version: u32,
+    epsilon: f64,
+    delta: f64,
+    rho: f64,
+    fitted_at_ms: i64,
+    seed: u64,
+    sizes: Vec<usize>,
+    edges: Vec<(usize, usize)>,
+    noisy_one: Vec<Vec<i64>>,
+    noisy_two: Vec<Vec<i64>>,
+    one: Vec<Vec<f64>>,
+    two: Vec<Vec<f64>>,
+    rows: f64,
+}
+
+impl Service {
+    /// The synthetic model of `schema.name` under the context's config:
+    /// the one this process holds, else the one the ledger keeps (fitted
+    /// by any process sharing it, not older than `synthetic.refresh`),
+    /// else a new fit charged to the dataset budget now. Fits are made
+    /// one at a time, so concurrent first queries pay once.
+    pub async fn synthetic(
+        &self,
+        ctx: &Context,
+        schema: &str,
+        name: &str,
+    ) -> Result<Arc<SyntheticModel>, Refusal> {
+        self.lookup(ctx, schema, name, true)
+            .await
+            .map(|m| m.expect("fitted when missing"))
+    }
+
+    /// The model [`Self::synthetic`] would use, without fitting one (for
+    /// EXPLAIN): `None` when the next query would fit.
+    pub async fn synthetic_kept(
+        &self,
+        ctx: &Context,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Arc<SyntheticModel>>, Refusal> {
+        self.lookup(ctx, schema, name, false).await
+    }
+
+    async fn lookup(
+        &self,
+        ctx: &Context,
+        schema: &str,
+        name: &str,
+        fit: bool,
+    ) -> Result<Option<Arc<SyntheticModel>>, Refusal> {
+        let config = &ctx.config;
+        let table = config
+            .table(Some(schema), name)
+            .ok_or_else(|| Refusal::unsupported(format!("{schema}.{name} is not declared"), ""))?;
+        let spec = table.synthetic.as_ref().ok_or_else(|| {
+            Refusal::unsupported(
+                format!("{schema}.{name} has no synthetic rows"),
+                "the data owner can declare [tables.synthetic] for it",
+            )
+        })?;
+        let key = fit_key(table, spec, config);
+        let now = dpgate_ledger::now_ms();
+        let not_before = spec
+            .refresh
+            .map(|r| now.saturating_sub(r.as_millis() as i64))
+            .unwrap_or(i64::MIN);
+        let mut models = self.fits.models.lock().await;
+        if let Some(m) = models.get(&key).filter(|m| m.fitted_at_ms >= not_before) {
+            return Ok(Some(m.clone()));
+        }
+        let attrs = attributes(table, spec.bins)?;
+        let kept = self
+            .ledger
+            .cached(SYNTHETIC_ACCOUNT, &key, not_before)
+            .await
+            .map_err(|e| ledger_failure(&e.to_string()))?;
+        let model = match kept.as_deref().and_then(|b| decode(b, table, &key, &attrs)) {
+            Some(m) => m,
+            None if fit => self.fit(ctx, table, spec, key.clone(), attrs).await?,
+            None => return Ok(None),
+        };
+        let model = Arc::new(model);
+        models.insert(
+            key,
+            Arc::new(SyntheticModel {
+                fresh: false,
+                ..(*model).clone()
+            }),
+        );
+        Ok(Some(model))
+    }
+
+    /// Fits (or finds) every table `read` reads and loads its rows into the
+    /// catalog cluster's synthetic database; the notice of each.
+    pub async fn load_synthetic(
+        &self,
+        ctx: &Context,
+        read: &SyntheticRead,
+    ) -> Result<Vec<String>, Refusal> {
+        let catalog = self.catalog.as_ref().ok_or_else(|| {
+            Refusal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "synthetic rows are served from dpgate's catalog cluster, which is not running (see dpgate's log, or catalog.enabled)",
+                "the data owner can install PostgreSQL's server binaries (Debian: apt install postgresql) or set catalog.bin_dir; `dpgate synth` writes synthetic rows to a CSV file meanwhile",
+            )
+        })?;
+        let mut notices = Vec::new();
+        for (schema, name) in &read.tables {
+            let model = self.synthetic(ctx, schema, name).await?;
+            let table = ctx
+                .config
+                .table(Some(schema), name)
+                .expect("routed under this config");
+            let rows = table.synthetic.as_ref().map_or(0, |s| s.rows);
+            let columns: Vec<String> = model
+                .attributes
+                .modelled
+                .iter()
+                .map(|a| a.column.clone())
+                .collect();
+            catalog
+                .load_synthetic(
+                    table,
+                    self.backend.as_ref(),
+                    &model.key,
+                    &model.notice(),
+                    &columns,
+                    || model.rows(rows),
+                )
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "synthetic rows could not be loaded");
+                    Refusal::new(
+                        sqlstate::BACKEND_FAILED,
+                        "the synthetic rows could not be loaded into dpgate's catalog database",
+                        "retry; if it keeps failing, the data owner should read dpgate's log",
+                    )
+                })?;
+            notices.push(model.notice());
+        }
+        Ok(notices)
+    }
+
+    /// EXPLAIN of a row-level SELECT over synthetic rows, fitting nothing.
+    pub async fn explain_synthetic(
+        &self,
+        ctx: &Context,
+        read: &SyntheticRead,
+    ) -> Result<Vec<String>, Refusal> {
+        let mut lines = Vec::new();
+        for (schema, name) in &read.tables {
+            lines.push(format!(
+                "Synthetic rows of {schema}.{name}: no row is a real person"
+            ));
+            let spec = ctx
+                .config
+                .table(Some(schema), name)
+                .and_then(|t| t.synthetic.clone());
+            match (self.synthetic_kept(ctx, schema, name).await?, spec) {
+                (Some(m), _) => lines.push(format!("Fit: {}", m.notice())),
+                (None, Some(s)) => lines.push(format!(
+                    "Fit: none yet; the first row-level query fits an MST model at ε = {}, paid once from the dataset budget",
+                    dpgate_sql::explain::fmt_eps(s.epsilon)
+                )),
+                (None, None) => {}
+            }
+        }
+        lines.push("Cost to you: nothing (synthetic rows are post-processing of one fit)".into());
+        lines.push(format!("Query on the synthetic rows: {}", read.sql));
+        Ok(lines)
+    }
+
+    /// Charges the dataset budget for a fit of `table`, reads its
+    /// marginals, fits and keeps the model.
+    async fn fit(
+        &self,
+        ctx: &Context,
+        table: &Table,
+        spec: &Synthetic,
+        key: String,
+        attrs: Attributes,
+    ) -> Result<SyntheticModel, Refusal> {
+        let config = &ctx.config;
+        let k = match table.privacy {
+            TablePrivacy::Private {
+                max_rows_per_unit, ..
+            } => u64::from(max_rows_per_unit),
+            TablePrivacy::Public => unreachable!("validated: public tables have no synthetic rows"),
+        };
+        let delta = config.privacy.delta;
+        let (_, epsilon) = dpgate_dp::accounting::epsilon_on_ledger_grid(spec.epsilon)
+            .ok_or_else(|| bad_setting("synthetic.epsilon is not a usable ε"))?;
+        let rho = dpgate_dp::accounting::zcdp_for(&epsilon, delta).ok_or_else(|| {
+            bad_setting("a synthetic fit spends δ: privacy.delta must lie between 0 and 1")
+        })?;
+        let d = attrs.modelled.len();
+        mst::cost(&rho, d, k).map_err(|e| bad_setting(&e.to_string()))?;
+        let plans = marginal_plans(table, &attrs.modelled, config, Some(k))?;
+
+        // Charge first: nothing reads the data before the charge is durable.
+        let mut entry = AuditEntry {
+            user: SYNTHETIC_ACCOUNT.to_string(),
+            client: format!("{} at {}", ctx.user, ctx.client),
+            ..ctx.entry(&format!(
+                "fit synthetic rows of {}.{} (MST, {d} columns, {} marginal queries)",
+                table.schema,
+                table.name,
+                plans.len()
+            ))
+        };
+        entry.cost = Amount {
+            epsilon: epsilon.to_f64(),
+            delta,
+        };
+        entry.rho = rho.to_f64();
+        entry.outcome = AuditOutcome::Charged;
+        let request = ChargeRequest {
+            // The fit's own account only records; the dataset pays.
+            budget: Budget {
+                epsilon: 1e9,
+                delta: 1.0,
+                refresh: None,
+            },
+            dataset: config.privacy.dataset_budget,
+            entry: entry.clone(),
+        };
+        let charge = match self.ledger.charge(request).await {
+            Ok(c) => c,
+            Err(LedgerError::Exhausted(x)) => {
+                let mut refusal = exhausted(&x);
+                refusal.message =
+                    format!("the synthetic fit of {}: {}", table.name, refusal.message);
+                return Err(refusal);
+            }
+            Err(e) => return Err(ledger_failure(&e.to_string())),
+        };
+        tracing::info!(table = %table.name, epsilon = entry.cost.epsilon, "charged a synthetic fit");
+
+        let fitted = self.measure_and_fit(&plans, &attrs, &rho, k).await;
+        let (fit, seed) = match fitted {
+            Ok(f) => f,
+            Err(detail) => {
+                tracing::warn!(table = %table.name, %detail, "synthetic fit failed after its charge");
+                let refusal = failed_after_charge();
+                let finish = Finish {
+                    audit_id: charge.audit_id,
+                    outcome: AuditOutcome::Failed,
+                    rows: None,
+                    error: Some((refusal.code.to_string(), detail)),
+                    cache: None,
+                };
+                if let Err(e) = self.ledger.finish(finish).await {
+                    tracing::error!("the failed fit could not be audited: {e}");
+                }
+                return Err(refusal);
+            }
+        };
+        let model = SyntheticModel {
+            table: (table.schema.clone(), table.name.clone()),
+            key,
+            cost: entry.cost,
+            fitted_at_ms: entry.at_ms,
+            attributes: attrs,
+            fit,
+            seed,
+            fresh: true,
+        };
+        let finish = Finish {
+            audit_id: charge.audit_id,
+            outcome: AuditOutcome::Answered,
+            rows: Some(spec.rows as i64),
+            error: None,
+            cache: Some(Release {
+                user: SYNTHETIC_ACCOUNT.to_string(),
+                key: model.key.clone(),
+                at_ms: model.fitted_at_ms,
+                body: encode(&model),
+            }),
+        };
+        // The charge stands either way; without the kept fit the next
+        // process would fit (and pay) again, so say so loudly.
+        if let Err(e) = self.ledger.finish(finish).await {
+            tracing::error!("the synthetic fit could not be kept in the ledger: {e}");
+        }
+        Ok(model)
+    }
+
+    /// Runs the marginal plans and fits (after the charge).
+    async fn measure_and_fit(
+        &self,
+        plans: &[(Vec<usize>, dpgate_sql::Plan)],
+        attrs: &Attributes,
+        rho: &Rational,
+        k: u64,
+    ) -> Result<(Fit, u64), String> {
+        let raw = read_marginals(self.backend.as_ref(), plans, attrs).await?;
+        let rho = rho.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut rng = dpgate_dp::secure_rng();
+            let seed = rng.gen::<u64>();
+            mst::fit(&raw, &rho, k, &mut rng)
+                .map(|f| (f, seed))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// Runs the marginal `plans` and adds up their raw counts per attribute
+/// value (keys outside an attribute, NULL, count nowhere).
+pub async fn read_marginals(
+    backend: &dyn dpgate_backend::Backend,
+    plans: &[(Vec<usize>, dpgate_sql::Plan)],
+    attrs: &Attributes,
+) -> Result<RawMarginals, String> {
+    let a = &attrs.modelled;
+    let sizes: Vec<usize> = a.iter().map(Attribute::size).collect();
+    let mut raw = RawMarginals {
+        sizes: sizes.clone(),
+        one: sizes.iter().map(|&s| vec![0; s]).collect(),
+        two: BTreeMap::new(),
+    };
+    for (which, plan) in plans {
+        let rows = backend.fetch(plan).await.map_err(|e| e.to_string())?;
+        match which.as_slice() {
+            [i] => {
+                for r in rows {
+                    if let Some(x) = a[*i].index_of(r.keys[0].as_deref()) {
+                        raw.one[*i][x] += r.values[0];
+                    }
+                }
+            }
+            [i, j] => {
+                let mut cells = vec![0i64; sizes[*i] * sizes[*j]];
+                for r in rows {
+                    let x = a[*i].index_of(r.keys[0].as_deref());
+                    let y = a[*j].index_of(r.keys[1].as_deref());
+                    if let (Some(x), Some(y)) = (x, y) {
+                        cells[x * sizes[*j] + y] += r.values[0];
+                    }
+                }
+                raw.two.insert((*i, *j), cells);
+            }
+            _ => unreachable!("marginals are 1- or 2-way"),
+        }
+    }
+    Ok(raw)
+}
+
+/// Every 1-way and 2-way marginal as a private plan, each checked to
+/// bound one unit to `k` rows (the sensitivity the fit's noise assumes);
+/// `k = None` checks nothing (the data owner's real marginals, planned
+/// over a row-level copy of the table).
+pub fn marginal_plans(
+    table: &Table,
+    attrs: &[Attribute],
+    config: &Config,
+    k: Option<u64>,
+) -> Result<Vec<(Vec<usize>, dpgate_sql::Plan)>, Refusal> {
+    let mut sets: Vec<Vec<usize>> = (0..attrs.len()).map(|i| vec![i]).collect();
+    for i in 0..attrs.len() {
+        for j in i + 1..attrs.len() {
+            sets.push(vec![i, j]);
+        }
+    }
+    sets.into_iter()
+        .map(|set| {
+            let chosen: Vec<&Attribute> = set.iter().map(|&i| &attrs[i]).collect();
+            let sql = marginal_sql(table, &chosen);
+            let Command::Private(query) = dpgate_sql::classify(&sql)?.remove(0) else {
+                unreachable!("a marginal query is a private query")
+            };
+            let plan = dpgate_sql::plan(&query, config, 1.0)?;
+            let one_count = plan.release.measurements.len() == 1
+                && plan.grouping.key_count() == set.len()
+                && k.is_none_or(|k| plan.release.measurements[0].noise.sensitivity() == k);
+            if !one_count {
+                return Err(Refusal::new(
+                    sqlstate::INTERNAL_ERROR,
+                    format!("the marginal query {sql} does not bound one unit to {k:?} rows"),
+                    "report this to the dpgate developers",
+                ));
+            }
+            Ok((set, plan))
+        })
+        .collect()
+}
+
+/// The key of `table`'s fit: its declaration, the fit's settings and δ.
+fn fit_key(table: &Table, spec: &Synthetic, config: &Config) -> String {
+    let declaration = format!(
+        "mst-v1|{}|{}|{:?}|{:?}|{}|{}|{}|{:?}",
+        table.schema,
+        table.name,
+        table.privacy,
+        table.columns,
+        spec.epsilon,
+        spec.bins,
+        spec.rows,
+        config.privacy.delta
+    );
+    let digest = Sha256::digest(declaration.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("synthetic:{}.{}:{hex}", table.schema, table.name)
+}
+
+fn encode(m: &SyntheticModel) -> String {
+    let f = &m.fit;
+    serde_json::to_string(&Stored {
+        version: 1,
+        epsilon: m.cost.epsilon,
+        delta: m.cost.delta,
+        rho: f.rho.to_f64(),
+        fitted_at_ms: m.fitted_at_ms,
+        seed: m.seed,
+        sizes: f.sizes.clone(),
+        edges: f.edges.clone(),
+        noisy_one: f.noisy_one.clone(),
+        noisy_two: f.noisy_two.clone(),
+        one: f.one.clone(),
+        two: f.two.clone(),
+        rows: f.rows,
+    })
+    .expect("a fit serializes")
+}
+
+/// A kept fit, if it matches the attributes (else it is refitted).
+fn decode(body: &str, table: &Table, key: &str, attrs: &Attributes) -> Option<SyntheticModel> {
+    let s: Stored = serde_json::from_str(body).ok()?;
+    let sizes: Vec<usize> = attrs.modelled.iter().map(Attribute::size).collect();
+    if s.version != 1 || s.sizes != sizes {
+        return None;
+    }
+    Some(SyntheticModel {
+        table: (table.schema.clone(), table.name.clone()),
+        key: key.to_string(),
+        cost: Amount {
+            epsilon: s.epsilon,
+            delta: s.delta,
+        },
+        fitted_at_ms: s.fitted_at_ms,
+        attributes: attrs.clone(),
+        fit: Fit {
+            sizes: s.sizes,
+            edges: s.edges,
+            noisy_one: s.noisy_one,
+            noisy_two: s.noisy_two,
+            one: s.one,
+            two: s.two,
+            rows: s.rows,
+            rho: Rational::from_f64(s.rho).unwrap_or_else(|| Rational::integer(0)),
+        },
+        seed: s.seed,
+        fresh: false,
+    })
+}
+
+fn bad_setting(why: &str) -> Refusal {
+    Refusal::new(
+        sqlstate::INVALID_PARAMETER_VALUE,
+        format!("synthetic rows cannot be fitted: {why}"),
+        "the data owner should correct [tables.synthetic] or [privacy] in proxy.toml",
+    )
+}
