@@ -36,12 +36,19 @@ fn on_path(bin: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// A dpgate over a fresh hospital database, analyst budget 5.
+/// Rows a row-level query without LIMIT returns from the clients' gate.
+const SYNTHETIC_MAX_ROWS: usize = 40;
+
+/// A dpgate over a fresh hospital database, analyst budget 5, `visits`
+/// with synthetic rows.
 async fn gate(prefix: &str) -> (tempfile::TempDir, Dpgate) {
     let db = hospital_database(prefix, 300).await;
     let dir = tempdir();
     let port = free_port();
-    let config = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1);
+    let config = with_synthetic(
+        &hospital_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1),
+        &format!("epsilon = 1\nrows = 500\nmax_rows = {SYNTHETIC_MAX_ROWS}"),
+    );
     let gate = Dpgate::start(dir.path(), &config, port);
     (dir, gate)
 }
@@ -156,7 +163,8 @@ async fn pgjdbc() {
         .arg(jar)
         .arg(root().join("clients/java/ClientTest.java"))
         .arg(gate.port.to_string())
-        .arg(PASSWORD);
+        .arg(PASSWORD)
+        .arg(SYNTHETIC_MAX_ROWS.to_string());
     assert!(run(c, "pgjdbc").contains("pgjdbc ok"));
 }
 

@@ -1,8 +1,9 @@
 // pgjdbc against a running dpgate: DatabaseMetaData browsing (as DBeaver
 // and other JDBC tools do), a private aggregate through a
-// PreparedStatement with a parameter, the notice as an SQLWarning, and
-// the accuracy columns.
-// Usage: java -cp postgresql.jar ClientTest.java <port> <password>
+// PreparedStatement with a parameter, the notice as an SQLWarning, the
+// accuracy columns, and DBeaver's data tab (SELECT * FROM public.visits)
+// answered with synthetic rows.
+// Usage: java -cp postgresql.jar ClientTest.java <port> <password> <synthetic max_rows>
 import java.sql.*;
 import java.util.*;
 
@@ -68,6 +69,42 @@ public class ClientTest {
                     ResultSetMetaData rmd = rs.getMetaData();
                     check(rmd.getColumnCount() == 2 && rmd.getColumnName(2).equals("count_ci"), "accuracy columns");
                     check(rs.next() && rs.getDouble(2) > 0, "half-width");
+                }
+            }
+            // DBeaver's data tab: the whole table, its first page of rows.
+            int expected = Integer.parseInt(args[2]);
+            try (Statement st = conn.createStatement()) {
+                st.setMaxRows(200);
+                int n = 0;
+                try (ResultSet rs = st.executeQuery("SELECT * FROM public.visits")) {
+                    ResultSetMetaData rmd = rs.getMetaData();
+                    List<String> names = new ArrayList<>();
+                    for (int i = 1; i <= rmd.getColumnCount(); i++) names.add(rmd.getColumnName(i));
+                    check(names.contains("age") && names.contains("ward") && !names.contains("secret"), "synthetic columns " + names);
+                    while (rs.next()) {
+                        n++;
+                        long age = rs.getLong("age");
+                        check(age >= 0 && age <= 110, "synthetic age " + age);
+                        check(List.of("A", "B", "C").contains(rs.getString("ward")), "synthetic ward");
+                    }
+                }
+                check(n == expected, "synthetic rows " + n + ", expected " + expected);
+                SQLWarning w = st.getWarnings();
+                check(w != null && w.getMessage().contains("synthetic") && w.getMessage().contains("no row is a real person"),
+                      "synthetic notice " + w);
+            }
+            // Row-level filters with a bound parameter, past the prepare threshold.
+            try (PreparedStatement ps = conn.prepareStatement("SELECT age, ward FROM visits WHERE age > ? ORDER BY age DESC LIMIT 5")) {
+                for (int i = 0; i < 7; i++) {
+                    ps.setInt(1, 60 + i);
+                    int n = 0;
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            n++;
+                            check(rs.getInt(1) > 60 + i, "filtered age " + rs.getInt(1));
+                        }
+                    }
+                    check(n == 5, "limited rows " + n);
                 }
             }
             System.out.println("pgjdbc ok: " + wards);

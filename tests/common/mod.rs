@@ -614,6 +614,18 @@ columns.name = { type = "text" }
 "#
 }
 
+/// `toml` (from [`hospital_toml`]) with `[tables.synthetic]` holding
+/// `settings` for `visits`.
+pub fn with_synthetic(toml: &str, settings: &str) -> String {
+    let patients = "[[tables]]\nname = \"public.patients\"";
+    assert!(toml.contains(patients), "not a hospital_toml config");
+    toml.replacen(
+        patients,
+        &format!("[tables.synthetic]\n{settings}\n{patients}"),
+        1,
+    )
+}
+
 /// All rows of a simple query, as text.
 pub async fn simple_rows(
     client: &Client,
