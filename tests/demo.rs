@@ -119,6 +119,54 @@ fn the_demo_starts_and_answers_the_readme_query() {
     assert!(stdout.contains("Table \"public.visits\""), "{stdout}");
     assert!(stdout.contains("ward"), "{stdout}");
 
+    // A look at the rows: synthetic, fitted once at ε = 1 from the
+    // dataset budget, with the NOTICE that says so.
+    let (stdout, stderr) = psql(&target, &["-X", "-c", "SELECT * FROM visits LIMIT 10"]);
+    assert!(stdout.contains("(10 rows)"), "{stdout}");
+    assert!(stderr.contains("these rows are synthetic"), "{stderr}");
+    // The data owner's check of the fit against the real table: mean
+    // total variation of the 1-way marginals and of the tree's 2-way ones.
+    let report = dir.path().join("synthetic.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+        .args([
+            "synth",
+            "--table",
+            "visits",
+            "--rows",
+            "100000",
+            "--compare-real",
+        ])
+        .arg("--config")
+        .arg(demo_dir.join("proxy.toml"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let real = printed
+        .lines()
+        .find(|l| l.contains("synthetic vs real"))
+        .unwrap_or_else(|| panic!("{printed}"));
+    let means: Vec<f64> = real
+        .split("mean ")
+        .skip(1)
+        .map(|t| {
+            t.split(|c: char| c == ';' || c.is_whitespace())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    println!("{real}");
+    assert!(means[0] <= 0.05 && means[1] <= 0.10, "{real}");
+    assert!(std::fs::read_to_string(&report).unwrap().contains("<svg"));
+
     // The generated files and the loaded database are where the config says.
     for file in [
         "proxy.toml",

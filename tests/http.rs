@@ -1005,3 +1005,89 @@ async fn sigterm_lets_a_running_http_query_finish() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// Row-level queries over a table with synthetic rows answer over HTTP
+/// too: typed JSON cells, the notice, no cost; EXPLAIN says what they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_queries_get_synthetic_rows_over_http() {
+    let (db, _) = visits_database("http_synthetic", 300).await;
+    let dir = tempdir();
+    let (port, http_port) = (free_port(), free_port());
+    std::env::set_var("DPGATE_TEST_TOKEN", TOKEN);
+    std::env::set_var("DPGATE_TEST_METRICS_TOKEN", METRICS_TOKEN);
+    let config = http_toml(&db, port, http_port, dir.path(), 1.0, "")
+        + "[tables.synthetic]\nepsilon = 1\nrows = 300\nmax_rows = 25\n";
+    let _gate = Dpgate::start(dir.path(), &config, port);
+    wait_for_port(http_port);
+    let login = format!("analyst:{PASSWORD}");
+    let query = format!("http://127.0.0.1:{http_port}/v1/query");
+    let (status, answer) = curl(&[
+        "-u",
+        &login,
+        "-d",
+        r#"{"sql":"SELECT * FROM visits"}"#,
+        &query,
+    ]);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["synthetic"], true);
+    assert_eq!(answer["cost"]["epsilon"], 0.0);
+    assert!(answer["notice"]
+        .as_str()
+        .unwrap()
+        .contains("no row is a real person"));
+    let rows = answer["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 25, "{answer}");
+    let columns: Vec<&str> = answer["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let age = columns.iter().position(|c| *c == "age").unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| r[age].as_i64().is_some_and(|a| (0..=110).contains(&a))));
+    let (status, answer) = curl(&[
+        "-u",
+        &login,
+        "-d",
+        r#"{"sql":"SELECT age FROM visits WHERE age > 50 ORDER BY age LIMIT 5"}"#,
+        &query,
+    ]);
+    assert_eq!(status, 200, "{answer}");
+    let ages: Vec<i64> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .collect();
+    assert!(ages.len() == 5 && ages.iter().all(|&a| a > 50), "{answer}");
+    let explain = format!("http://127.0.0.1:{http_port}/v1/explain");
+    let (status, plan) = curl(&[
+        "-u",
+        &login,
+        "-d",
+        r#"{"sql":"SELECT * FROM visits"}"#,
+        &explain,
+    ]);
+    assert_eq!(status, 200, "{plan}");
+    assert!(
+        plan["plan"][0]
+            .as_str()
+            .unwrap()
+            .contains("no row is a real person"),
+        "{plan}"
+    );
+    let (status, refused) = curl(&[
+        "-u",
+        &login,
+        "-d",
+        r#"{"sql":"SELECT age FROM visits WHERE age > $1","params":[3]}"#,
+        &query,
+    ]);
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("0A000")),
+        "{refused}"
+    );
+}

@@ -348,28 +348,41 @@ fn normalize(m: &[f64]) -> Vec<f64> {
 }
 
 /// Iterative proportional fitting of a nonnegative table to row and
-/// column marginals (a small floor keeps empty rows fittable).
+/// column marginals (a small floor keeps empty rows fittable). A row or
+/// column whose target is zero is emptied, and one whose cells are all
+/// zero while its target is not is spread evenly, so no step divides by
+/// zero (0/0 would turn the whole table into NaN).
 fn fit_table(mut t: Vec<f64>, rows: &[f64], cols: &[f64]) -> Vec<f64> {
-    let (n, m) = (rows.len(), cols.len());
+    let m = cols.len();
     let floor = 1e-9;
     for x in t.iter_mut() {
         *x = x.max(floor);
     }
     for _ in 0..50 {
-        for a in 0..n {
-            let s: f64 = t[a * m..(a + 1) * m].iter().sum();
-            for x in &mut t[a * m..(a + 1) * m] {
-                *x *= rows[a] / s;
-            }
+        for (row, &target) in t.chunks_mut(m).zip(rows) {
+            scale(&mut row.iter_mut().collect::<Vec<_>>(), target);
         }
-        for b in 0..m {
-            let s: f64 = (0..n).map(|a| t[a * m + b]).sum();
-            for a in 0..n {
-                t[a * m + b] *= if s > 0.0 { cols[b] / s } else { 0.0 };
-            }
+        for (b, &target) in cols.iter().enumerate() {
+            scale(
+                &mut t.iter_mut().skip(b).step_by(m).collect::<Vec<_>>(),
+                target,
+            );
         }
     }
     normalize(&t)
+}
+
+/// Scales `cells` to sum to `target` (evenly spread when they sum to 0).
+fn scale(cells: &mut [&mut f64], target: f64) {
+    let len = cells.len().max(1) as f64;
+    let s: f64 = cells.iter().map(|x| **x).sum();
+    for x in cells.iter_mut() {
+        **x = if s > 0.0 {
+            **x * (target / s)
+        } else {
+            target / len
+        };
+    }
 }
 
 impl Fit {

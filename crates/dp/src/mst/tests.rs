@@ -119,3 +119,22 @@ fn one_attribute_and_bad_shapes() {
         Err(FitError::Shape(_))
     ));
 }
+
+/// A value whose estimated probability is zero (all its noisy counts
+/// negative) must not poison its edge's table: the fitted table keeps
+/// both marginals and holds no NaN (a 0/0 once made it uniform).
+#[test]
+fn a_zero_marginal_keeps_the_edge_table_fitted() {
+    let rows = [0.5, 0.0, 0.5];
+    let cols = [0.9, 0.1];
+    let start = vec![40.0, 5.0, 0.0, 0.0, 45.0, 5.0];
+    let t = fit_table(start, &rows, &cols);
+    assert!(t.iter().all(|x| x.is_finite()), "{t:?}");
+    assert!(t[2] + t[3] < 1e-6, "{t:?}");
+    let col0 = t[0] + t[2] + t[4];
+    assert!((col0 - 0.9).abs() < 1e-6, "{t:?}");
+    assert!((t[0] + t[1] - 0.5).abs() < 1e-6, "{t:?}");
+    // A row with a positive target but no mass gets spread evenly.
+    let t = fit_table(vec![0.0, 0.0, 3.0, 1.0], &[0.5, 0.5], &[0.5, 0.5]);
+    assert!(t.iter().all(|x| x.is_finite() && *x > 0.0), "{t:?}");
+}
