@@ -459,3 +459,57 @@ async fn units_beyond_their_bound_count_as_their_average_rows() {
         assert!((60..=140).contains(&m[2]), "{:?}: {}", n.d.dialect(), m[2]);
     }
 }
+
+/// The marginal queries a synthetic-data fit reads (every 1-way and 2-way
+/// count over bins and declared domains): the extreme unit moves each
+/// marginal by at most k rows in total (L1 ≤ k, hence L2 ≤ k, the
+/// sensitivity the fit's Gaussian noise assumes), on both backends, and
+/// reaches k, so the test can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthetic_marginals_move_by_at_most_k_rows() {
+    use dpgate_service::synthetic::{marginal_plans, read_marginals};
+    for k in [5, dpgate_sql::plan::GROUPED_PRE_AGGREGATION_MIN_ROWS as u32] {
+        for n in hospital_neighbours(k).await {
+            let table = n.config.table(None, "visits").unwrap();
+            let attrs = dpgate_sql::synth::attributes(table, 8).unwrap();
+            let plans = marginal_plans(table, &attrs.modelled, &n.config, Some(u64::from(k)))
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            let l1 = |x: &[i64], y: &[i64]| -> u64 {
+                x.iter().zip(y).map(|(a, b)| (a - b).unsigned_abs()).sum()
+            };
+            let mut largest = 0;
+            for _ in 0..2 {
+                let a = read_marginals(n.d.as_ref(), &plans, &attrs).await.unwrap();
+                let b = read_marginals(n.d_prime.as_ref(), &plans, &attrs)
+                    .await
+                    .unwrap();
+                let mut changes: Vec<(String, u64)> = a
+                    .one
+                    .iter()
+                    .zip(&b.one)
+                    .enumerate()
+                    .map(|(i, (x, y))| (attrs.modelled[i].column.clone(), l1(x, y)))
+                    .collect();
+                changes.extend(
+                    a.two
+                        .iter()
+                        .map(|(key, x)| (format!("{key:?}"), l1(x, &b.two[key]))),
+                );
+                for (which, change) in &changes {
+                    assert!(
+                        *change <= u64::from(k),
+                        "{:?} k = {k}: marginal {which} moved by {change}",
+                        n.d.dialect()
+                    );
+                    largest = largest.max(*change);
+                }
+            }
+            assert_eq!(
+                largest,
+                u64::from(k),
+                "{:?}: the bound is never reached",
+                n.d.dialect()
+            );
+        }
+    }
+}
