@@ -260,6 +260,11 @@ fn labels(a: &Attribute) -> Vec<String> {
                 .collect()
         }
         Values::Domain(v) => v.clone(),
+        Values::Selected(v) => v
+            .iter()
+            .cloned()
+            .chain([dpgate_sql::synth::OTHER.to_string()])
+            .collect(),
         Values::Bool => vec!["false".into(), "true".into()],
     }
 }

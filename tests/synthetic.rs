@@ -60,7 +60,7 @@ async fn row_level_selects_read_one_fit_charged_once_to_the_dataset() {
         "{err}"
     );
     assert!(err.contains("ε = 1"), "{err}");
-    assert!(err.contains("NULL: visit_date, diagnosis"), "{err}");
+    assert!(err.contains("NULL: visit_date."), "{err}");
     let fitted = fits(&gate);
     assert_eq!(fitted.len(), 1, "{fitted:?}");
     assert_eq!(fitted[0]["outcome"], "answered");
@@ -99,7 +99,8 @@ async fn row_level_selects_read_one_fit_charged_once_to_the_dataset() {
         .unwrap()
         .get(0);
     let noisy: f64 = count[0][0].as_deref().unwrap().parse().unwrap();
-    assert!((noisy - exact as f64).abs() < 200.0, "{noisy} vs {exact}");
+    // ε = 0.1, k = 5: noise of scale 50; 600 is twelve scales.
+    assert!((noisy - exact as f64).abs() < 600.0, "{noisy} vs {exact}");
 
     // EXPLAIN says what the rows are, and runs nothing.
     let plan = rows_of(&client, "EXPLAIN SELECT * FROM visits WHERE age > 3").await;

@@ -11,9 +11,14 @@
 //! runs). With ρ the largest zCDP budget that `(synthetic.epsilon,
 //! privacy.delta)` covers (`dp::accounting::zcdp_for`, rounded against
 //! the data owner), the fit is ρ-zCDP (its doc comment), hence
-//! (ε, δ)-DP, and the ledger charges exactly that (ε, δ) to the dataset
-//! account before the first marginal query runs. Sampling rows, loading
-//! them and every query over them read only the fit.
+//! (ε, δ)-DP. A text column without a declared domain first gets its
+//! values from an ordinary partition-selection release (`SELECT col,
+//! COUNT(*) … GROUP BY col`, audited `select_group`) at a share of ε,
+//! (ε_s, δ_s)-DP; the values it did not release fall into one `other`
+//! value, a function of the released set. The parts compose by addition,
+//! and the ledger charges their exact sum to the dataset account before
+//! the first query of the fit runs. Sampling rows, loading them and every
+//! query over them read only the released parts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,7 +29,9 @@ use dpgate_dp::rational::Rational;
 use dpgate_ledger::{
     Amount, AuditEntry, ChargeRequest, Finish, LedgerError, Outcome as AuditOutcome, Release,
 };
-use dpgate_sql::synth::{attributes, marginal_sql, Attribute, Attributes, SyntheticRead};
+use dpgate_sql::synth::{
+    attributes, marginal_sql, Attribute, Attributes, SyntheticRead, Values, OTHER,
+};
 use dpgate_sql::{sqlstate, Cell, Command, Refusal};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -126,6 +133,9 @@ struct Stored {
     one: Vec<Vec<f64>>,
     two: Vec<Vec<f64>>,
     rows: f64,
+    /// Per attribute, the values partition selection chose (text columns
+    /// without a declared domain; empty for the others).
+    selected: Vec<Vec<String>>,
 }
 
 impl Service {
@@ -303,7 +313,23 @@ impl Service {
             TablePrivacy::Public => unreachable!("validated: public tables have no synthetic rows"),
         };
         let delta = config.privacy.delta;
-        let (_, epsilon) = dpgate_dp::accounting::epsilon_on_ledger_grid(spec.epsilon)
+        // Text columns without a declared domain first get their values
+        // from partition selection, each at a share of ε (and its own δ);
+        // the MST fit gets the rest.
+        let open: Vec<usize> = (0..attrs.modelled.len())
+            .filter(|&i| matches!(attrs.modelled[i].values, Values::Selected(_)))
+            .collect();
+        let share = if open.is_empty() {
+            0.0
+        } else {
+            SELECTION_SHARE.min(0.5 / open.len() as f64)
+        };
+        let selections = open
+            .iter()
+            .map(|&i| selection_plan(table, &attrs.modelled[i], config, spec.epsilon * share))
+            .collect::<Result<Vec<_>, Refusal>>()?;
+        let mst_epsilon = spec.epsilon * (1.0 - share * open.len() as f64);
+        let (_, epsilon) = dpgate_dp::accounting::epsilon_on_ledger_grid(mst_epsilon)
             .ok_or_else(|| bad_setting("synthetic.epsilon is not a usable ε"))?;
         let rho = dpgate_dp::accounting::zcdp_for(&epsilon, delta).ok_or_else(|| {
             bad_setting("a synthetic fit spends δ: privacy.delta must lie between 0 and 1")
@@ -311,23 +337,34 @@ impl Service {
         let d = attrs.modelled.len();
         mst::cost(&rho, d, k).map_err(|e| bad_setting(&e.to_string()))?;
         let plans = marginal_plans(table, &attrs.modelled, config, Some(k))?;
+        // The whole fit is one release: its parts compose by addition.
+        let mut total = epsilon.clone();
+        let mut total_delta = delta;
+        let mut total_rho = rho.clone();
+        for p in &selections {
+            let cost = p.cost();
+            total = total.add(&cost.epsilon);
+            total_delta += cost.delta;
+            total_rho = total_rho.add(&cost.rho);
+        }
 
         // Charge first: nothing reads the data before the charge is durable.
         let mut entry = AuditEntry {
             user: SYNTHETIC_ACCOUNT.to_string(),
             client: format!("{} at {}", ctx.user, ctx.client),
             ..ctx.entry(&format!(
-                "fit synthetic rows of {}.{} (MST, {d} columns, {} marginal queries)",
+                "fit synthetic rows of {}.{} (MST, {d} columns, {} marginal queries, {} value selections)",
                 table.schema,
                 table.name,
-                plans.len()
+                plans.len(),
+                selections.len()
             ))
         };
         entry.cost = Amount {
-            epsilon: epsilon.to_f64(),
-            delta,
+            epsilon: total.to_f64(),
+            delta: total_delta,
         };
-        entry.rho = rho.to_f64();
+        entry.rho = total_rho.to_f64();
         entry.outcome = AuditOutcome::Charged;
         let request = ChargeRequest {
             // The fit's own account only records; the dataset pays.
@@ -351,7 +388,16 @@ impl Service {
         };
         tracing::info!(table = %table.name, epsilon = entry.cost.epsilon, "charged a synthetic fit");
 
-        let fitted = self.measure_and_fit(&plans, &attrs, &rho, k).await;
+        let mut attrs = attrs;
+        let fitted = match self.select_values(ctx, &selections).await {
+            Ok(values) => {
+                for (&i, v) in open.iter().zip(values) {
+                    attrs.modelled[i].values = Values::Selected(v);
+                }
+                self.measure_and_fit(&plans, &attrs, &rho, k).await
+            }
+            Err(e) => Err(e),
+        };
         let (fit, seed) = match fitted {
             Ok(f) => f,
             Err(detail) => {
@@ -398,6 +444,46 @@ impl Service {
             tracing::error!("the synthetic fit could not be kept in the ledger: {e}");
         }
         Ok(model)
+    }
+
+    /// Runs the value selections (after the charge): each column's values
+    /// that passed partition selection, the `MAX_SELECTED` with the
+    /// largest noisy counts (post-processing), in order.
+    async fn select_values(
+        &self,
+        ctx: &Context,
+        selections: &[dpgate_sql::Plan],
+    ) -> Result<Vec<Vec<String>>, String> {
+        let privacy = &ctx.config.privacy;
+        let mut out = Vec::new();
+        for plan in selections {
+            let mut collector = plan.collector(privacy.max_groups);
+            self.backend
+                .fetch_into(dpgate_backend::BackendQuery::of(plan), &mut collector)
+                .await
+                .map_err(|e| e.to_string())?;
+            let collected = collector.finish();
+            let answer = plan.finish(&collected.groups, &collected.draws, privacy.confidence);
+            let mut counted: Vec<(f64, String)> = answer
+                .rows
+                .iter()
+                .filter_map(|r| match (&r[0], &r[1]) {
+                    (Cell::Text(v), Cell::Int(n)) => Some((*n as f64, v.clone())),
+                    (Cell::Text(v), Cell::Float(n)) => Some((*n, v.clone())),
+                    _ => None,
+                })
+                .collect();
+            counted.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut values: Vec<String> = counted
+                .into_iter()
+                .take(MAX_SELECTED)
+                .map(|(_, v)| v)
+                .filter(|v| v != OTHER)
+                .collect();
+            values.sort();
+            out.push(values);
+        }
+        Ok(out)
     }
 
     /// Runs the marginal plans and fits (after the charge).
@@ -461,6 +547,35 @@ pub async fn read_marginals(
         }
     }
     Ok(raw)
+}
+
+/// Share of ε each text column without a domain spends on selecting its
+/// values (at most half of ε for all of them together).
+const SELECTION_SHARE: f64 = 0.1;
+
+/// Most selected values of one column (the rest fall into `other`).
+const MAX_SELECTED: usize = 50;
+
+/// The partition-selection plan that finds `attr`'s values, at `epsilon`.
+fn selection_plan(
+    table: &Table,
+    attr: &Attribute,
+    config: &Config,
+    epsilon: f64,
+) -> Result<dpgate_sql::Plan, Refusal> {
+    let sql = marginal_sql(table, &[attr]);
+    let Command::Private(query) = dpgate_sql::classify(&sql)?.remove(0) else {
+        unreachable!("a marginal query is a private query")
+    };
+    let plan = dpgate_sql::plan(&query, config, epsilon)?;
+    if !plan.cost().covered || plan.release.selection.is_none() {
+        return Err(Refusal::new(
+            sqlstate::INTERNAL_ERROR,
+            format!("the values of {} cannot be selected privately", attr.column),
+            "declare values = [...] for the column",
+        ));
+    }
+    Ok(plan)
 }
 
 /// Every 1-way and 2-way marginal as a private plan, each checked to
@@ -536,6 +651,15 @@ fn encode(m: &SyntheticModel) -> String {
         one: f.one.clone(),
         two: f.two.clone(),
         rows: f.rows,
+        selected: m
+            .attributes
+            .modelled
+            .iter()
+            .map(|a| match &a.values {
+                Values::Selected(v) => v.clone(),
+                _ => Vec::new(),
+            })
+            .collect(),
     })
     .expect("a fit serializes")
 }
@@ -543,6 +667,15 @@ fn encode(m: &SyntheticModel) -> String {
 /// A kept fit, if it matches the attributes (else it is refitted).
 fn decode(body: &str, table: &Table, key: &str, attrs: &Attributes) -> Option<SyntheticModel> {
     let s: Stored = serde_json::from_str(body).ok()?;
+    let mut attrs = attrs.clone();
+    if s.selected.len() != attrs.modelled.len() {
+        return None;
+    }
+    for (a, chosen) in attrs.modelled.iter_mut().zip(&s.selected) {
+        if let Values::Selected(v) = &mut a.values {
+            *v = chosen.clone();
+        }
+    }
     let sizes: Vec<usize> = attrs.modelled.iter().map(Attribute::size).collect();
     if s.version != 1 || s.sizes != sizes {
         return None;
@@ -555,7 +688,7 @@ fn decode(body: &str, table: &Table, key: &str, attrs: &Attributes) -> Option<Sy
             delta: s.delta,
         },
         fitted_at_ms: s.fitted_at_ms,
-        attributes: attrs.clone(),
+        attributes: attrs,
         fit: Fit {
             sizes: s.sizes,
             edges: s.edges,

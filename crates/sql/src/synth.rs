@@ -141,7 +141,14 @@ pub enum Values {
     Domain(Vec<String>),
     /// `false` and `true`.
     Bool,
+    /// A text column without a declared domain: the values partition
+    /// selection released (filled in by the fit, in order), then one
+    /// `other` value that every other non-NULL value falls into.
+    Selected(Vec<String>),
 }
+
+/// The value rare (unselected) text values are shown as.
+pub const OTHER: &str = "other";
 
 /// One column as a finite attribute.
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +166,7 @@ impl Attribute {
             Values::Bins { bins, .. } => *bins,
             Values::Domain(v) => v.len(),
             Values::Bool => 2,
+            Values::Selected(v) => v.len() + 1,
         }
     }
 
@@ -169,7 +177,7 @@ impl Attribute {
             Values::Bins {
                 lower, upper, bins, ..
             } => format!("width_bucket({column}, {lower:?}, {upper:?}, {bins})"),
-            Values::Domain(_) | Values::Bool => column,
+            Values::Domain(_) | Values::Bool | Values::Selected(_) => column,
         }
     }
 
@@ -190,6 +198,12 @@ impl Attribute {
                     .iter()
                     .position(|v| canonical_key(Some(v), OutputType::Text) == k)
             }
+            Values::Selected(values) => Some(
+                values
+                    .iter()
+                    .position(|v| v.as_str() == key)
+                    .unwrap_or(values.len()),
+            ),
             Values::Bool => match key.trim() {
                 "f" | "false" | "0" => Some(0),
                 "t" | "true" | "1" => Some(1),
@@ -229,6 +243,9 @@ impl Attribute {
                 }
             }
             Values::Domain(values) => Cell::Text(values[index].clone()),
+            Values::Selected(values) => {
+                Cell::Text(values.get(index).map_or(OTHER, String::as_str).to_string())
+            }
             Values::Bool => Cell::Bool(index == 1),
         }
     }
@@ -245,8 +262,10 @@ pub struct Attributes {
 }
 
 /// The attributes of `table`, `bins` bins per numeric column: every
-/// declared column with bounds, a domain or boolean values. Others (and
-/// the privacy unit, which names people) are left NULL; a table with no
+/// declared column with bounds, a domain or boolean values, and text
+/// columns without a domain (their values chosen by partition selection
+/// when the fit runs). Others — numbers without bounds, dates, and the
+/// privacy unit, which names people — are left NULL; a table with no
 /// modelled column at all is refused with what to declare.
 pub fn attributes(table: &Table, bins: usize) -> Result<Attributes, Refusal> {
     if !(1..=1000).contains(&bins) {
@@ -278,6 +297,8 @@ pub fn attributes(table: &Table, bins: usize) -> Result<Attributes, Refusal> {
         let values = match (c.ty, c.bounds, &c.values) {
             (ColumnType::Bool, _, _) => Values::Bool,
             (_, _, Some(values)) if !values.is_empty() => Values::Domain(values.clone()),
+            // Its values come from partition selection when the fit runs.
+            (ColumnType::Text, _, None) => Values::Selected(Vec::new()),
             (ColumnType::Int | ColumnType::Float, Some((lower, upper)), _) if lower < upper => {
                 let integer = c.ty == ColumnType::Int;
                 // Never more bins than integers in the range.
@@ -385,6 +406,23 @@ mod tests {
         let ward = &attributes(&visits(), 10).unwrap().modelled[2];
         assert_eq!(ward.index_of(Some("B")), Some(1));
         assert_eq!(ward.cell(0, 0.3), Cell::Text("A".into()));
+    }
+
+    /// A text column without a domain: its selected values in order, then
+    /// `other` for every other non-NULL value; NULL counts nowhere.
+    #[test]
+    fn selected_values_keep_rare_ones_in_other() {
+        let a = Attribute {
+            column: "diagnosis".into(),
+            values: Values::Selected(vec!["asthma".into(), "flu".into()]),
+        };
+        assert_eq!(a.size(), 3);
+        assert_eq!(a.index_of(Some("flu")), Some(1));
+        assert_eq!(a.index_of(Some("zzz-rare")), Some(2));
+        assert_eq!(a.index_of(None), None);
+        assert_eq!(a.cell(0, 0.5), Cell::Text("asthma".into()));
+        assert_eq!(a.cell(2, 0.5), Cell::Text(OTHER.into()));
+        assert_eq!(a.key_sql(), "\"diagnosis\"");
     }
 
     /// The marginal queries are ordinary private plans over declared
