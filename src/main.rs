@@ -396,6 +396,9 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
         );
         tokio::spawn(reload_on_sighup(shared.clone(), path.to_path_buf()));
         tokio::spawn(prune_audit_log(shared.clone(), ledger.clone()));
+        // Synthetic rows are fitted once, now, so analysts find them ready.
+        let prefit = shared.clone();
+        tokio::spawn(async move { prefit.service.prefit_synthetic().await });
         // One signal stops both front ends.
         let (stop, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -452,6 +455,8 @@ async fn reload_on_sighup(shared: Arc<Shared>, path: PathBuf) {
         match shared.reload(config).await {
             Ok(restart) => {
                 tracing::info!(users, tables, "reloaded {}", path.display());
+                // A changed [tables.synthetic] is a new fit.
+                shared.service.prefit_synthetic().await;
                 if !restart.is_empty() {
                     tracing::warn!(
                         "changes to {} take effect only after a restart",

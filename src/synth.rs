@@ -91,7 +91,7 @@ pub async fn run(args: SynthArgs, config: Config) -> Result<(), ExitCode> {
             );
             let started = std::time::Instant::now();
             let m = service
-                .synthetic(&ctx, &table.schema, &table.name)
+                .synthetic_now(&ctx, &table.schema, &table.name)
                 .await
                 .map_err(|e| fail(format!("{} ({})", e.message, e.hint)))?;
             eprintln!("fitted in {:.1} s", started.elapsed().as_secs_f64());

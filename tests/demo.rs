@@ -121,6 +121,17 @@ fn the_demo_starts_and_answers_the_readme_query() {
 
     // A look at the rows: synthetic, fitted once at ε = 1 from the
     // dataset budget, with the NOTICE that says so.
+    wait_for_synthetic(|| {
+        let out = Command::new("psql")
+            .arg(&target)
+            .args(["-X", "-c", "SELECT * FROM visits LIMIT 1"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    });
     let (stdout, stderr) = psql(&target, &["-X", "-c", "SELECT * FROM visits LIMIT 10"]);
     assert!(stdout.contains("(10 rows)"), "{stdout}");
     assert!(stderr.contains("these rows are synthetic"), "{stderr}");

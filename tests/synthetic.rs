@@ -46,6 +46,13 @@ async fn row_level_selects_read_one_fit_charged_once_to_the_dataset() {
     let dir = tempdir();
     let port = free_port();
     let gate = Dpgate::start(dir.path(), &config(&db, port, dir.path()), port);
+    // The fit starts with dpgate; until it is done, queries are refused.
+    let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 10"]);
+    assert!(ok || err.contains("being fitted"), "{err}");
+    wait_for_synthetic(|| {
+        let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
+        (ok, err)
+    });
 
     // psql: ten rows of the declared columns, with the NOTICE.
     let (out, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 10"]);
@@ -169,8 +176,11 @@ async fn a_changed_declaration_refits_and_undeclared_tables_refuse() {
     let dir = tempdir();
     let port = free_port();
     let gate = Dpgate::start(dir.path(), &config(&db, port, dir.path()), port);
+    wait_for_synthetic(|| {
+        let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
+        (ok, err)
+    });
     let (client, _n) = gate.connect().await;
-    rows_of(&client, "SELECT * FROM visits LIMIT 1").await;
     let (code, _, hint) = refusal(&client, "SELECT * FROM patients LIMIT 3").await;
     assert_eq!(code, "42501");
     assert!(hint.contains("[tables.synthetic]"), "{hint}");
@@ -203,4 +213,72 @@ fn standing(gate: &Dpgate, user: &str) -> (f64, f64, f64) {
         a["epsilon_spent"].as_f64().unwrap(),
         a["epsilon_remaining"].as_f64().unwrap(),
     )
+}
+
+/// Analysts cannot make the dataset pay twice: queries that arrive while
+/// the fit runs (and connections dropped at once, as a cancelled query
+/// is) are refused with 55000 and never start a second fit; a fit that
+/// fails after its charge is not retried (and charged) again for ten
+/// minutes, however many queries ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_during_or_after_a_failed_fit_never_charge_again() {
+    let db = hospital_database("synthetic_once", 300).await;
+    let dir = tempdir();
+    let port = free_port();
+    let gate = Dpgate::start(dir.path(), &config(&db, port, dir.path()), port);
+    let url = gate.url("analyst", PASSWORD);
+    for _ in 0..3 {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    if let Ok((client, _n)) = connect_collecting(&url).await {
+                        // Sent, then the connection is dropped unanswered.
+                        let query = client.simple_query("SELECT * FROM visits LIMIT 1");
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_millis(5), query).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    wait_for_synthetic(|| {
+        let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
+        (ok, err)
+    });
+    assert_eq!(fits(&gate).len(), 1, "{:?}", fits(&gate));
+    drop(gate);
+
+    // A backend whose table lost a declared column: every marginal query
+    // over it fails, after the charge; the fit fails once.
+    let db = hospital_database("synthetic_fails", 300).await;
+    connect_direct(&cluster().url(&db))
+        .await
+        .batch_execute("ALTER TABLE visits RENAME COLUMN age TO years")
+        .await
+        .unwrap();
+    let dir = tempdir();
+    let failing = config(&db, port, dir.path());
+    let gate = Dpgate::start(dir.path(), &failing, port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let err = loop {
+        let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
+        assert!(!ok);
+        if !err.contains("being fitted") {
+            break err;
+        }
+        assert!(std::time::Instant::now() < deadline, "{err}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(err.contains("failed after its charge"), "{err}");
+    for _ in 0..5 {
+        let (_, err, _) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
+        assert!(err.contains("tries again in"), "{err}");
+    }
+    let charged = fits(&gate);
+    assert_eq!(charged.len(), 1, "{charged:?}");
+    assert_eq!(charged[0]["outcome"], "failed");
 }

@@ -626,6 +626,28 @@ pub fn with_synthetic(toml: &str, settings: &str) -> String {
     )
 }
 
+/// Waits until `sql`, a row-level query over synthetic rows, is answered
+/// by `psql_ok` (fits run in the background at start; until one is done,
+/// such queries are refused with 55000). Panics after two minutes.
+pub fn wait_for_synthetic(mut psql_ok: impl FnMut() -> (bool, String)) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (ok, err) = psql_ok();
+        if ok {
+            return;
+        }
+        assert!(
+            err.contains("55000") || err.contains("being fitted"),
+            "not a fit in progress: {err}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fit after 2 minutes: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// All rows of a simple query, as text.
 pub async fn simple_rows(
     client: &Client,

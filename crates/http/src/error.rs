@@ -78,6 +78,7 @@ pub fn status_of(code: &str) -> StatusCode {
         sqlstate::INVALID_AUTHORIZATION => StatusCode::FORBIDDEN,
         sqlstate::BACKEND_FAILED | sqlstate::LEDGER_FAILED => StatusCode::SERVICE_UNAVAILABLE,
         sqlstate::INTERNAL_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
+        sqlstate::NOT_READY => StatusCode::SERVICE_UNAVAILABLE,
         // Connection and resource classes: the service cannot take it now.
         c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
             StatusCode::SERVICE_UNAVAILABLE

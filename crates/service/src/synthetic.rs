@@ -93,9 +93,9 @@ impl SyntheticModel {
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.fitted_at_ms as u64),
         );
         let mut text = format!(
-            "these rows are synthetic: sampled from a differentially private model of {schema}.{name} \
-             (MST over {} columns) fitted at ε = {}, δ = {:e} on {at}, paid once from the dataset budget; \
-             no row is a real person, and this answer cost you nothing",
+            "these rows are synthetic: drawn from a differentially private model of {schema}.{name} \
+             (MST over {} columns) fitted at ε = {}, δ = {:e} on {at}, paid from the dataset's account; \
+             no row is a real person's (any likeness is chance), and this answer cost you nothing",
             self.attributes.modelled.len(),
             dpgate_sql::explain::fmt_eps(self.cost.epsilon),
             self.cost.delta,
@@ -111,10 +111,49 @@ impl SyntheticModel {
     }
 }
 
-/// The fits this process holds, by key.
+/// The fits this process knows of, one slot per fit key.
 #[derive(Default)]
 pub struct Fits {
-    models: tokio::sync::Mutex<HashMap<String, Arc<SyntheticModel>>>,
+    slots: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+impl Fits {
+    fn slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// One fit key's state in this process.
+#[derive(Default)]
+struct Slot {
+    /// The model, once fitted or read from the ledger.
+    model: Option<Arc<SyntheticModel>>,
+    /// When a fit running now started.
+    running: Option<std::time::Instant>,
+    /// When the last fit failed (after its charge): no new fit, and no
+    /// new charge, until [`RETRY_AFTER`] has passed.
+    failed: Option<std::time::Instant>,
+}
+
+/// How long a failed fit keeps the next one from starting.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What a lookup may do when no model is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Nothing: report that there is none (EXPLAIN).
+    Peek,
+    /// Start a fit in the background and refuse for now (an analyst's
+    /// query: its response time never depends on the fit's).
+    Start,
+    /// Start a fit (or join the running one) and wait for it (the data
+    /// owner's CLI and the start-up fit).
+    Wait,
 }
 
 /// What the ledger keeps of a fit (JSON in the releases table).
@@ -139,20 +178,35 @@ struct Stored {
 }
 
 impl Service {
-    /// The synthetic model of `schema.name` under the context's config:
-    /// the one this process holds, else the one the ledger keeps (fitted
-    /// by any process sharing it, not older than `synthetic.refresh`),
-    /// else a new fit charged to the dataset budget now. Fits are made
-    /// one at a time, so concurrent first queries pay once.
+    /// The synthetic model of `schema.name` for an analyst's query: the
+    /// one this process holds, else the one the ledger keeps (fitted by
+    /// any process sharing it, not older than `synthetic.refresh`). When
+    /// there is none, a fit charged once to the dataset starts in the
+    /// background and the query is refused with 55000 until it is done:
+    /// no analyst's response time depends on the fit's, and a cancelled
+    /// query cannot lose a charged fit.
     pub async fn synthetic(
         &self,
         ctx: &Context,
         schema: &str,
         name: &str,
     ) -> Result<Arc<SyntheticModel>, Refusal> {
-        self.lookup(ctx, schema, name, true)
+        self.lookup(ctx, schema, name, Mode::Start)
             .await
-            .map(|m| m.expect("fitted when missing"))
+            .map(|m| m.expect("Start returns a model or a refusal"))
+    }
+
+    /// [`Self::synthetic`] for the data owner: fits now (or joins the fit
+    /// running) and waits for it.
+    pub async fn synthetic_now(
+        &self,
+        ctx: &Context,
+        schema: &str,
+        name: &str,
+    ) -> Result<Arc<SyntheticModel>, Refusal> {
+        self.lookup(ctx, schema, name, Mode::Wait)
+            .await
+            .map(|m| m.expect("Wait returns a model or a refusal"))
     }
 
     /// The model [`Self::synthetic`] would use, without fitting one (for
@@ -163,7 +217,34 @@ impl Service {
         schema: &str,
         name: &str,
     ) -> Result<Option<Arc<SyntheticModel>>, Refusal> {
-        self.lookup(ctx, schema, name, false).await
+        self.lookup(ctx, schema, name, Mode::Peek).await
+    }
+
+    /// Starts the fit of every table with synthetic rows that has none
+    /// kept, in the background (at start and after a reload), so that
+    /// analysts find the rows ready. Each is charged once to the dataset.
+    pub async fn prefit_synthetic(&self) {
+        let config = self.config();
+        for table in config.tables.iter().filter(|t| t.synthetic.is_some()) {
+            let ctx = Context::new(
+                config.clone(),
+                "dpgate",
+                "start-up fit",
+                dpgate_sql::Ask::at(1.0),
+            );
+            match self
+                .lookup(&ctx, &table.schema, &table.name, Mode::Start)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code == sqlstate::NOT_READY => {
+                    tracing::info!(table = %table.qualified_name(), "fitting synthetic rows in the background")
+                }
+                Err(e) => {
+                    tracing::warn!(table = %table.qualified_name(), "synthetic rows cannot be fitted: {} ({})", e.message, e.hint)
+                }
+            }
+        }
     }
 
     async fn lookup(
@@ -171,7 +252,7 @@ impl Service {
         ctx: &Context,
         schema: &str,
         name: &str,
-        fit: bool,
+        mode: Mode,
     ) -> Result<Option<Arc<SyntheticModel>>, Refusal> {
         let config = &ctx.config;
         let table = config
@@ -189,30 +270,86 @@ impl Service {
             .refresh
             .map(|r| now.saturating_sub(r.as_millis() as i64))
             .unwrap_or(i64::MIN);
-        let mut models = self.fits.models.lock().await;
-        if let Some(m) = models.get(&key).filter(|m| m.fitted_at_ms >= not_before) {
-            return Ok(Some(m.clone()));
-        }
-        let attrs = attributes(table, spec.bins)?;
-        let kept = self
-            .ledger
-            .cached(SYNTHETIC_ACCOUNT, &key, not_before)
-            .await
-            .map_err(|e| ledger_failure(&e.to_string()))?;
-        let model = match kept.as_deref().and_then(|b| decode(b, table, &key, &attrs)) {
-            Some(m) => m,
-            None if fit => self.fit(ctx, table, spec, key.clone(), attrs).await?,
-            None => return Ok(None),
+        let slot = self.fits.slot(&key);
+        let started = {
+            let mut state = slot.lock().await;
+            if let Some(m) = state
+                .model
+                .as_ref()
+                .filter(|m| m.fitted_at_ms >= not_before)
+            {
+                return Ok(Some(m.clone()));
+            }
+            let attrs = attributes(table, spec.bins)?;
+            let kept = self
+                .ledger
+                .cached(SYNTHETIC_ACCOUNT, &key, not_before)
+                .await
+                .map_err(|e| ledger_failure(&e.to_string()))?;
+            if let Some(m) = kept.as_deref().and_then(|b| decode(b, table, &key, &attrs)) {
+                let m = Arc::new(m);
+                state.model = Some(m.clone());
+                return Ok(Some(m));
+            }
+            if mode == Mode::Peek {
+                return Ok(None);
+            }
+            match (state.running, state.failed) {
+                (Some(since), _) => {
+                    if mode == Mode::Start {
+                        return Err(in_progress(table, since.elapsed()));
+                    }
+                    None
+                }
+                (None, Some(at)) if at.elapsed() < RETRY_AFTER => {
+                    return Err(failed_recently(table, RETRY_AFTER - at.elapsed()))
+                }
+                _ => {
+                    state.running = Some(std::time::Instant::now());
+                    let job = FitJob {
+                        ledger: self.ledger.clone(),
+                        backend: self.backend.clone(),
+                        ctx: ctx.clone(),
+                        table: table.clone(),
+                        spec: spec.clone(),
+                        key: key.clone(),
+                        attrs,
+                    };
+                    let slot = slot.clone();
+                    // Detached: a cancelled query cannot drop a charged fit.
+                    Some(tokio::spawn(async move {
+                        let result = job.run().await;
+                        let mut state = slot.lock().await;
+                        state.running = None;
+                        match &result {
+                            Ok(m) => state.model = Some(Arc::new(m.clone())),
+                            Err(_) => state.failed = Some(std::time::Instant::now()),
+                        }
+                        result
+                    }))
+                }
+            }
         };
-        let model = Arc::new(model);
-        models.insert(
-            key,
-            Arc::new(SyntheticModel {
-                fresh: false,
-                ..(*model).clone()
-            }),
-        );
-        Ok(Some(model))
+        if mode == Mode::Start {
+            return Err(in_progress(table, std::time::Duration::ZERO));
+        }
+        match started {
+            Some(task) => task
+                .await
+                .map_err(|e| ledger_failure(&format!("the fit stopped: {e}")))?
+                .map(|m| Some(Arc::new(m))),
+            // Another request's fit: wait until it is done, then look again.
+            None => loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let state = slot.lock().await;
+                if state.running.is_none() {
+                    return match &state.model {
+                        Some(m) => Ok(Some(m.clone())),
+                        None => Err(failed_recently(table, RETRY_AFTER)),
+                    };
+                }
+            },
+        }
     }
 
     /// Fits (or finds) every table `read` reads and loads its rows into the
@@ -275,7 +412,7 @@ impl Service {
         let mut lines = Vec::new();
         for (schema, name) in &read.tables {
             lines.push(format!(
-                "Synthetic rows of {schema}.{name}: no row is a real person"
+                "Synthetic rows of {schema}.{name}: drawn from a model, no row is a real person's"
             ));
             let spec = ctx
                 .config
@@ -284,7 +421,7 @@ impl Service {
             match (self.synthetic_kept(ctx, schema, name).await?, spec) {
                 (Some(m), _) => lines.push(format!("Fit: {}", m.notice())),
                 (None, Some(s)) => lines.push(format!(
-                    "Fit: none yet; the first row-level query fits an MST model at ε = {}, paid once from the dataset budget",
+                    "Fit: none yet (or running); dpgate fits an MST model at ε = {}, paid once from the dataset's account, and queries wait for it",
                     dpgate_sql::explain::fmt_eps(s.epsilon)
                 )),
                 (None, None) => {}
@@ -294,22 +431,44 @@ impl Service {
         lines.push(format!("Query on the synthetic rows: {}", read.sql));
         Ok(lines)
     }
+}
 
-    /// Charges the dataset budget for a fit of `table`, reads its
+/// Everything one fit needs, owned, so that it runs to its end in a task
+/// of its own whatever happens to the request that started it.
+struct FitJob {
+    ledger: Arc<dpgate_ledger::Ledger>,
+    backend: Arc<dyn dpgate_backend::Backend>,
+    ctx: Context,
+    table: Table,
+    spec: Synthetic,
+    key: String,
+    attrs: Attributes,
+}
+
+impl FitJob {
+    /// Charges the dataset budget for a fit of the table, reads its
     /// marginals, fits and keeps the model.
-    async fn fit(
-        &self,
-        ctx: &Context,
-        table: &Table,
-        spec: &Synthetic,
-        key: String,
-        attrs: Attributes,
-    ) -> Result<SyntheticModel, Refusal> {
+    async fn run(self) -> Result<SyntheticModel, Refusal> {
+        let FitJob {
+            ledger,
+            backend,
+            ctx,
+            table,
+            spec,
+            key,
+            attrs,
+        } = self;
+        let (ctx, table, spec) = (&ctx, &table, &spec);
         let config = &ctx.config;
-        let k = match table.privacy {
+        // The planner's bound of one unit: each row is a unit in a table
+        // without a unit column.
+        let k = match &table.privacy {
+            TablePrivacy::Private {
+                privacy_unit: None, ..
+            } => 1,
             TablePrivacy::Private {
                 max_rows_per_unit, ..
-            } => u64::from(max_rows_per_unit),
+            } => u64::from(*max_rows_per_unit),
             TablePrivacy::Public => unreachable!("validated: public tables have no synthetic rows"),
         };
         let delta = config.privacy.delta;
@@ -376,7 +535,7 @@ impl Service {
             dataset: config.privacy.dataset_budget,
             entry: entry.clone(),
         };
-        let charge = match self.ledger.charge(request).await {
+        let charge = match ledger.charge(request).await {
             Ok(c) => c,
             Err(LedgerError::Exhausted(x)) => {
                 let mut refusal = exhausted(&x);
@@ -389,12 +548,12 @@ impl Service {
         tracing::info!(table = %table.name, epsilon = entry.cost.epsilon, "charged a synthetic fit");
 
         let mut attrs = attrs;
-        let fitted = match self.select_values(ctx, &selections).await {
+        let fitted = match select_values(backend.as_ref(), ctx, &selections).await {
             Ok(values) => {
                 for (&i, v) in open.iter().zip(values) {
                     attrs.modelled[i].values = Values::Selected(v);
                 }
-                self.measure_and_fit(&plans, &attrs, &rho, k).await
+                measure_and_fit(backend.as_ref(), &plans, &attrs, &rho, k).await
             }
             Err(e) => Err(e),
         };
@@ -410,7 +569,7 @@ impl Service {
                     error: Some((refusal.code.to_string(), detail)),
                     cache: None,
                 };
-                if let Err(e) = self.ledger.finish(finish).await {
+                if let Err(e) = ledger.finish(finish).await {
                     tracing::error!("the failed fit could not be audited: {e}");
                 }
                 return Err(refusal);
@@ -420,7 +579,9 @@ impl Service {
             table: (table.schema.clone(), table.name.clone()),
             key,
             cost: entry.cost,
-            fitted_at_ms: entry.at_ms,
+            // Its age counts from its end, so a refresh shorter than a fit
+            // cannot make every query refit.
+            fitted_at_ms: dpgate_ledger::now_ms(),
             attributes: attrs,
             fit,
             seed,
@@ -440,72 +601,72 @@ impl Service {
         };
         // The charge stands either way; without the kept fit the next
         // process would fit (and pay) again, so say so loudly.
-        if let Err(e) = self.ledger.finish(finish).await {
+        if let Err(e) = ledger.finish(finish).await {
             tracing::error!("the synthetic fit could not be kept in the ledger: {e}");
         }
         Ok(model)
     }
+}
 
-    /// Runs the value selections (after the charge): each column's values
-    /// that passed partition selection, the `MAX_SELECTED` with the
-    /// largest noisy counts (post-processing), in order.
-    async fn select_values(
-        &self,
-        ctx: &Context,
-        selections: &[dpgate_sql::Plan],
-    ) -> Result<Vec<Vec<String>>, String> {
-        let privacy = &ctx.config.privacy;
-        let mut out = Vec::new();
-        for plan in selections {
-            let mut collector = plan.collector(privacy.max_groups);
-            self.backend
-                .fetch_into(dpgate_backend::BackendQuery::of(plan), &mut collector)
-                .await
-                .map_err(|e| e.to_string())?;
-            let collected = collector.finish();
-            let answer = plan.finish(&collected.groups, &collected.draws, privacy.confidence);
-            let mut counted: Vec<(f64, String)> = answer
-                .rows
-                .iter()
-                .filter_map(|r| match (&r[0], &r[1]) {
-                    (Cell::Text(v), Cell::Int(n)) => Some((*n as f64, v.clone())),
-                    (Cell::Text(v), Cell::Float(n)) => Some((*n, v.clone())),
-                    _ => None,
-                })
-                .collect();
-            counted.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let mut values: Vec<String> = counted
-                .into_iter()
-                .take(MAX_SELECTED)
-                .map(|(_, v)| v)
-                .filter(|v| v != OTHER)
-                .collect();
-            values.sort();
-            out.push(values);
-        }
-        Ok(out)
+/// Runs the value selections (after the charge): each column's values
+/// that passed partition selection, the `MAX_SELECTED` with the largest
+/// noisy counts (post-processing), in order.
+async fn select_values(
+    backend: &dyn dpgate_backend::Backend,
+    ctx: &Context,
+    selections: &[dpgate_sql::Plan],
+) -> Result<Vec<Vec<String>>, String> {
+    let privacy = &ctx.config.privacy;
+    let mut out = Vec::new();
+    for plan in selections {
+        let mut collector = plan.collector(privacy.max_groups);
+        backend
+            .fetch_into(dpgate_backend::BackendQuery::of(plan), &mut collector)
+            .await
+            .map_err(|e| e.to_string())?;
+        let collected = collector.finish();
+        let answer = plan.finish(&collected.groups, &collected.draws, privacy.confidence);
+        let mut counted: Vec<(f64, String)> = answer
+            .rows
+            .iter()
+            .filter_map(|r| match (&r[0], &r[1]) {
+                (Cell::Text(v), Cell::Int(n)) => Some((*n as f64, v.clone())),
+                (Cell::Text(v), Cell::Float(n)) => Some((*n, v.clone())),
+                _ => None,
+            })
+            .collect();
+        counted.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut values: Vec<String> = counted
+            .into_iter()
+            .take(MAX_SELECTED)
+            .map(|(_, v)| v)
+            .filter(|v| v != OTHER)
+            .collect();
+        values.sort();
+        out.push(values);
     }
+    Ok(out)
+}
 
-    /// Runs the marginal plans and fits (after the charge).
-    async fn measure_and_fit(
-        &self,
-        plans: &[(Vec<usize>, dpgate_sql::Plan)],
-        attrs: &Attributes,
-        rho: &Rational,
-        k: u64,
-    ) -> Result<(Fit, u64), String> {
-        let raw = read_marginals(self.backend.as_ref(), plans, attrs).await?;
-        let rho = rho.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut rng = dpgate_dp::secure_rng();
-            let seed = rng.gen::<u64>();
-            mst::fit(&raw, &rho, k, &mut rng)
-                .map(|f| (f, seed))
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    }
+/// Runs the marginal plans and fits (after the charge).
+async fn measure_and_fit(
+    backend: &dyn dpgate_backend::Backend,
+    plans: &[(Vec<usize>, dpgate_sql::Plan)],
+    attrs: &Attributes,
+    rho: &Rational,
+    k: u64,
+) -> Result<(Fit, u64), String> {
+    let raw = read_marginals(backend, plans, attrs).await?;
+    let rho = rho.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut rng = dpgate_dp::secure_rng();
+        let seed = rng.gen::<u64>();
+        mst::fit(&raw, &rho, k, &mut rng)
+            .map(|f| (f, seed))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Runs the marginal `plans` and adds up their raw counts per attribute
@@ -617,17 +778,18 @@ pub fn marginal_plans(
         .collect()
 }
 
-/// The key of `table`'s fit: its declaration, the fit's settings and δ.
+/// The key of `table`'s fit: its declaration, the fit's settings and δ
+/// (not `rows` or `max_rows`, which only change how many rows are drawn
+/// from the same fit).
 fn fit_key(table: &Table, spec: &Synthetic, config: &Config) -> String {
     let declaration = format!(
-        "mst-v1|{}|{}|{:?}|{:?}|{}|{}|{}|{:?}",
+        "mst-v1|{}|{}|{:?}|{:?}|{}|{}|{:?}",
         table.schema,
         table.name,
         table.privacy,
         table.columns,
         spec.epsilon,
         spec.bins,
-        spec.rows,
         config.privacy.delta
     );
     let digest = Sha256::digest(declaration.as_bytes());
@@ -702,6 +864,32 @@ fn decode(body: &str, table: &Table, key: &str, attrs: &Attributes) -> Option<Sy
         seed: s.seed,
         fresh: false,
     })
+}
+
+fn in_progress(table: &Table, running: std::time::Duration) -> Refusal {
+    Refusal::new(
+        sqlstate::NOT_READY,
+        format!(
+            "the synthetic rows of {}.{} are being fitted (for {} s so far); they are ready in a moment",
+            table.schema,
+            table.name,
+            running.as_secs()
+        ),
+        "retry shortly; the fit runs once, paid from the dataset budget, and EXPLAIN shows when it is ready",
+    )
+}
+
+fn failed_recently(table: &Table, wait: std::time::Duration) -> Refusal {
+    Refusal::new(
+        sqlstate::BACKEND_FAILED,
+        format!(
+            "the synthetic fit of {}.{} failed after its charge; dpgate tries again in {} s",
+            table.schema,
+            table.name,
+            wait.as_secs()
+        ),
+        "the data owner should read dpgate's log (a marginal query over the backend's statement timeout, say) or fit ahead with `dpgate synth`",
+    )
 }
 
 fn bad_setting(why: &str) -> Refusal {

@@ -129,32 +129,46 @@ pub fn is_catalog_query(query: &Query, config: &Config) -> bool {
     !other
 }
 
-/// The declared tables `query` reads (at any depth, each once) and
-/// whether it reads any other relation besides system ones and its CTEs.
-pub(crate) fn declared_reads<'c>(
-    query: &Query,
-    config: &'c Config,
-) -> (Vec<&'c dpgate_config::Table>, bool) {
+/// What a query reads, for routing it to synthetic rows.
+pub(crate) struct Reads<'c> {
+    /// The declared tables it reads (at any depth, each once).
+    pub tables: Vec<&'c dpgate_config::Table>,
+    /// Whether it reads any other relation besides its CTEs.
+    pub other: bool,
+    /// Whether a CTE takes the name of a declared table (CTE names are
+    /// not scoped here, so which one a reference means is not known).
+    pub shadowed: bool,
+}
+
+/// The relations `query` reads, sorted into declared tables and others.
+pub(crate) fn declared_reads<'c>(query: &Query, config: &'c Config) -> Reads<'c> {
     let mut names = Names::default();
     let _ = query.visit(&mut names);
-    let mut tables: Vec<&dpgate_config::Table> = Vec::new();
-    let mut other = false;
+    let mut reads = Reads {
+        tables: Vec::new(),
+        other: false,
+        shadowed: false,
+    };
     for name in &names.relations {
         let text = object_name(name).to_ascii_lowercase();
         let parts: Vec<&str> = text.split('.').collect();
+        let cte = matches!(parts.as_slice(), [t] if names.ctes.iter().any(|c| c == t));
         let table = match parts.as_slice() {
-            [t] if names.ctes.iter().any(|c| c == t) => continue,
             [t] => config.table(None, t),
             [s, t] | [_, s, t] => config.table(Some(s), t),
             _ => None,
         };
-        match table {
-            Some(t) if !tables.iter().any(|x| std::ptr::eq(*x, t)) => tables.push(t),
-            Some(_) => {}
-            None => other |= !names.functions.contains(name),
+        match (cte, table) {
+            (true, Some(_)) => reads.shadowed = true,
+            (true, None) => {}
+            (false, Some(t)) if !reads.tables.iter().any(|x| std::ptr::eq(*x, t)) => {
+                reads.tables.push(t)
+            }
+            (false, Some(_)) => {}
+            (false, None) => reads.other |= !names.functions.contains(name),
         }
     }
-    (tables, other)
+    reads
 }
 
 /// True when the dotted name `parts` (lower-cased) is a declared table.

@@ -40,6 +40,9 @@ pub mod sqlstate {
     pub const UNDEFINED_PARAMETER: &str = "42P02";
     /// internal_error: a bug in dpgate; nothing was charged.
     pub const INTERNAL_ERROR: &str = "XX000";
+    /// object_not_in_prerequisite_state: not ready yet (a synthetic fit
+    /// running); retry later.
+    pub const NOT_READY: &str = "55000";
     /// A statement beyond dpgate's size, depth or fan-out limits.
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     /// A plan beyond a stated limit (noise scale, sensitivity, backend columns).

@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 
 use dpgate_config::{ColumnType, Config, Table, TablePrivacy};
 use sqlparser::ast::{
-    Distinct, Expr, GroupByExpr, LimitClause, Query, SetExpr, Value, Visit, Visitor,
+    Distinct, Expr, GroupByExpr, LimitClause, Query, SetExpr, SetQuantifier, Value, Visit, Visitor,
 };
 
 use crate::classify::object_name;
@@ -40,7 +40,8 @@ pub struct SyntheticRead {
 /// (which refuses row-level reads of tables without synthetic rows and
 /// names the setting).
 pub fn synthetic_read(query: &Query, config: &Config) -> Option<Result<SyntheticRead, Refusal>> {
-    let (mut tables, mut other) = crate::catalog::declared_reads(query, config);
+    let reads = crate::catalog::declared_reads(query, config);
+    let (mut tables, mut other) = (reads.tables, reads.other);
     // Public tables are not in the synthetic database.
     let before = tables.len();
     tables.retain(|t| !matches!(t.privacy, TablePrivacy::Public));
@@ -57,6 +58,12 @@ pub fn synthetic_read(query: &Query, config: &Config) -> Option<Result<Synthetic
         return Some(Err(Refusal::unsupported(
             "synthetic rows cannot be combined with other tables",
             "read only tables that declare [tables.synthetic] in a row-level query",
+        )));
+    }
+    if reads.shadowed {
+        return Some(Err(Refusal::unsupported(
+            "a CTE takes the name of a declared table",
+            "name the CTE differently from every declared table",
         )));
     }
     let mut capped = query.clone();
@@ -84,31 +91,100 @@ pub fn synthetic_read(query: &Query, config: &Config) -> Option<Result<Synthetic
             }
         }
     }
+    // An analyst's own LIMIT may ask for more than the tables hold (a
+    // self-join, LIMIT ALL): at most the largest table's rows come back.
+    let mut sql = capped.to_string();
+    if limited {
+        let most = tables
+            .iter()
+            .filter_map(|t| t.synthetic.as_ref().map(|s| s.rows))
+            .max()
+            .unwrap_or(1);
+        sql = format!("SELECT * FROM (\n{sql}\n) AS dpgate_synthetic LIMIT {most}");
+    }
     Some(Ok(SyntheticRead {
         tables: tables
             .iter()
             .map(|t| (t.schema.clone(), t.name.clone()))
             .collect(),
         limited,
-        sql: capped.to_string(),
+        sql,
     }))
 }
 
-/// Finds any aggregation in a query tree.
+/// PostgreSQL's built-in aggregates beyond those dpgate answers (which
+/// [`is_aggregate`] knows): none of them may run over synthetic rows.
+const OTHER_AGGREGATES: &[&str] = &[
+    "any_value",
+    "array_agg",
+    "avg",
+    "bit_xor",
+    "bool_and",
+    "bool_or",
+    "cume_dist",
+    "dense_rank",
+    "json_agg",
+    "json_object_agg",
+    "jsonb_agg",
+    "jsonb_object_agg",
+    "percent_rank",
+    "range_agg",
+    "range_intersect_agg",
+    "rank",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "string_agg",
+    "xmlagg",
+];
+
+/// Finds any aggregation in a query tree: aggregate or window calls,
+/// GROUP BY, HAVING, DISTINCT, and set operations that remove duplicates
+/// (UNION, INTERSECT, EXCEPT without ALL), in every branch.
 struct Aggregates(bool);
+
+impl Aggregates {
+    fn set_expr(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Select(select) => {
+                let grouped = match &select.group_by {
+                    GroupByExpr::All(_) => true,
+                    GroupByExpr::Expressions(e, _) => !e.is_empty(),
+                };
+                let distinct =
+                    matches!(select.distinct, Some(Distinct::Distinct | Distinct::On(_)));
+                self.0 |= grouped || distinct || select.having.is_some();
+            }
+            SetExpr::SetOperation {
+                left,
+                right,
+                set_quantifier,
+                ..
+            } => {
+                self.0 |= !matches!(
+                    set_quantifier,
+                    SetQuantifier::All | SetQuantifier::AllByName
+                );
+                self.set_expr(left);
+                self.set_expr(right);
+            }
+            // Nested queries are visited on their own.
+            _ => {}
+        }
+    }
+}
 
 impl Visitor for Aggregates {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        if let SetExpr::Select(select) = query.body.as_ref() {
-            let grouped = match &select.group_by {
-                GroupByExpr::All(_) => true,
-                GroupByExpr::Expressions(e, _) => !e.is_empty(),
-            };
-            let distinct = matches!(select.distinct, Some(Distinct::Distinct | Distinct::On(_)));
-            self.0 |= grouped || distinct || select.having.is_some();
-        }
+        self.set_expr(&query.body);
         ControlFlow::Continue(())
     }
 
@@ -116,7 +192,11 @@ impl Visitor for Aggregates {
         if let Expr::Function(f) = expr {
             let name = object_name(&f.name).to_ascii_lowercase();
             let name = name.rsplit('.').next().unwrap_or_default();
-            self.0 |= is_aggregate(name) || f.over.is_some() || !f.within_group.is_empty();
+            self.0 |= is_aggregate(name)
+                || OTHER_AGGREGATES.contains(&name)
+                || f.over.is_some()
+                || !f.within_group.is_empty()
+                || f.filter.is_some();
         }
         ControlFlow::Continue(())
     }
@@ -501,7 +581,8 @@ mod tests {
             match routed(sql, &c) {
                 Statement::Synthetic { read, explain: e } => {
                     assert_eq!((read.limited, e), (limited, explain), "{sql}");
-                    assert_eq!(read.sql.ends_with("LIMIT 200"), !limited, "{sql}: {}", read.sql);
+                    let cap = if limited { "LIMIT 1000" } else { "LIMIT 200" };
+                    assert!(read.sql.ends_with(cap), "{sql}: {}", read.sql);
                     assert!(read.tables.contains(&("public".into(), "visits".into())), "{sql}");
                 }
                 other => panic!("{sql}: {other:?}"),
@@ -517,6 +598,42 @@ mod tests {
             "SELECT pg_catalog.max(age) FROM visits",
         ] {
             assert!(matches!(routed(sql, &c), Statement::Private(_)), "{sql}");
+        }
+        // Aggregation in any branch of a set operation, or a UNION that
+        // removes duplicates, keeps it off the synthetic rows too.
+        for sql in [
+            "SELECT ward FROM visits GROUP BY ward UNION ALL SELECT ward FROM visits",
+            "SELECT age FROM visits UNION SELECT age FROM patients",
+            "SELECT any_value(age) FROM visits",
+            "SELECT regr_count(age, cost) FROM visits",
+        ] {
+            assert!(
+                !matches!(routed(sql, &c), Statement::Synthetic { .. }),
+                "{sql}"
+            );
+        }
+        // A CTE named like a declared table is ambiguous here: refused.
+        match routed(
+            "SELECT * FROM visits, (WITH patients AS (SELECT 1) SELECT 1) s, patients",
+            &c,
+        ) {
+            Statement::Refused(e) => assert!(e.message.contains("CTE"), "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        // An explicit LIMIT is capped at the largest table's rows; LIMIT
+        // ALL is no LIMIT.
+        for (sql, cap) in [
+            ("SELECT * FROM visits LIMIT NULL", "LIMIT 1000"),
+            (
+                "SELECT * FROM visits v, visits w LIMIT 5000000",
+                "LIMIT 1000",
+            ),
+            ("SELECT * FROM visits LIMIT ALL", "LIMIT 200"),
+        ] {
+            let Statement::Synthetic { read, .. } = routed(sql, &c) else {
+                panic!("{sql}")
+            };
+            assert!(read.sql.ends_with(cap), "{sql}: {}", read.sql);
         }
         assert!(matches!(
             routed("SELECT * FROM visits LIMIT 0", &c),
