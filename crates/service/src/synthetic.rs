@@ -11,9 +11,10 @@
 //! runs). With ρ the largest zCDP budget that `(synthetic.epsilon,
 //! privacy.delta)` covers (`dp::accounting::zcdp_for`, rounded against
 //! the data owner), the fit is ρ-zCDP (its doc comment), hence
-//! (ε, δ)-DP. A text column without a declared domain first gets its
-//! values from an ordinary partition-selection release (`SELECT col,
-//! COUNT(*) … GROUP BY col`, audited `select_group`) at a share of ε,
+//! (ε, δ)-DP. A text column without a declared domain (or a date or
+//! timestamp column, by month) first gets its values from an ordinary
+//! partition-selection release (`SELECT col, COUNT(*) … GROUP BY col`,
+//! audited `select_group`) at a share of ε,
 //! (ε_s, δ_s)-DP; the values it did not release fall into one `other`
 //! value, a function of the released set. The parts compose by addition,
 //! and the ledger charges their exact sum to the dataset account before
@@ -476,7 +477,7 @@ impl FitJob {
         // from partition selection, each at a share of ε (and its own δ);
         // the MST fit gets the rest.
         let open: Vec<usize> = (0..attrs.modelled.len())
-            .filter(|&i| matches!(attrs.modelled[i].values, Values::Selected(_)))
+            .filter(|&i| attrs.modelled[i].is_selected())
             .collect();
         let share = if open.is_empty() {
             0.0
@@ -551,7 +552,7 @@ impl FitJob {
         let fitted = match select_values(backend.as_ref(), ctx, &selections).await {
             Ok(values) => {
                 for (&i, v) in open.iter().zip(values) {
-                    attrs.modelled[i].values = Values::Selected(v);
+                    attrs.modelled[i] = attrs.modelled[i].with_selected(v);
                 }
                 measure_and_fit(backend.as_ref(), &plans, &attrs, &rho, k).await
             }
@@ -710,8 +711,8 @@ pub async fn read_marginals(
     Ok(raw)
 }
 
-/// Share of ε each text column without a domain spends on selecting its
-/// values (at most half of ε for all of them together).
+/// Share of ε each column whose values are selected (text without a
+/// domain, dates by month) spends on it (at most half of ε for all).
 const SELECTION_SHARE: f64 = 0.1;
 
 /// Most selected values of one column (the rest fall into `other`).
@@ -818,7 +819,7 @@ fn encode(m: &SyntheticModel) -> String {
             .modelled
             .iter()
             .map(|a| match &a.values {
-                Values::Selected(v) => v.clone(),
+                Values::Selected(v) | Values::Months(v, _) => v.clone(),
                 _ => Vec::new(),
             })
             .collect(),
@@ -834,8 +835,8 @@ fn decode(body: &str, table: &Table, key: &str, attrs: &Attributes) -> Option<Sy
         return None;
     }
     for (a, chosen) in attrs.modelled.iter_mut().zip(&s.selected) {
-        if let Values::Selected(v) = &mut a.values {
-            *v = chosen.clone();
+        if a.is_selected() {
+            *a = a.with_selected(chosen.clone());
         }
     }
     let sizes: Vec<usize> = attrs.modelled.iter().map(Attribute::size).collect();

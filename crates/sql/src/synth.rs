@@ -225,6 +225,11 @@ pub enum Values {
     /// selection released (filled in by the fit, in order), then one
     /// `other` value that every other non-NULL value falls into.
     Selected(Vec<String>),
+    /// A date (or, `true`, timestamp) column by calendar month: the
+    /// months (`YYYY-MM`) partition selection released, then one value
+    /// for every other month, sampled as NULL. A sampled value is drawn
+    /// uniformly inside its month.
+    Months(Vec<String>, bool),
 }
 
 /// The value rare (unselected) text values are shown as.
@@ -246,7 +251,29 @@ impl Attribute {
             Values::Bins { bins, .. } => *bins,
             Values::Domain(v) => v.len(),
             Values::Bool => 2,
-            Values::Selected(v) => v.len() + 1,
+            Values::Selected(v) | Values::Months(v, _) => v.len() + 1,
+        }
+    }
+
+    /// Whether the fit selects this attribute's values from the data.
+    pub fn is_selected(&self) -> bool {
+        matches!(self.values, Values::Selected(_) | Values::Months(..))
+    }
+
+    /// This attribute with `values` selected (keys as released).
+    pub fn with_selected(&self, values: Vec<String>) -> Attribute {
+        let values = match &self.values {
+            Values::Months(_, timestamp) => {
+                let mut months: Vec<String> = values.iter().filter_map(|k| month_of(k)).collect();
+                months.sort();
+                months.dedup();
+                Values::Months(months, *timestamp)
+            }
+            _ => Values::Selected(values),
+        };
+        Attribute {
+            column: self.column.clone(),
+            values,
         }
     }
 
@@ -258,6 +285,7 @@ impl Attribute {
                 lower, upper, bins, ..
             } => format!("width_bucket({column}, {lower:?}, {upper:?}, {bins})"),
             Values::Domain(_) | Values::Bool | Values::Selected(_) => column,
+            Values::Months(..) => format!("date_trunc('month', {column})"),
         }
     }
 
@@ -284,6 +312,15 @@ impl Attribute {
                     .position(|v| v.as_str() == key)
                     .unwrap_or(values.len()),
             ),
+            Values::Months(months, _) => {
+                let month = month_of(key)?;
+                Some(
+                    months
+                        .iter()
+                        .position(|m| *m == month)
+                        .unwrap_or(months.len()),
+                )
+            }
             Values::Bool => match key.trim() {
                 "f" | "false" | "0" => Some(0),
                 "t" | "true" | "1" => Some(1),
@@ -326,9 +363,53 @@ impl Attribute {
             Values::Selected(values) => {
                 Cell::Text(values.get(index).map_or(OTHER, String::as_str).to_string())
             }
+            Values::Months(months, timestamp) => match months.get(index) {
+                Some(m) => in_month(m, u, *timestamp),
+                None => Cell::Null,
+            },
             Values::Bool => Cell::Bool(index == 1),
         }
     }
+}
+
+/// `YYYY-MM` of a date or timestamp key (`YYYY-MM-DD…`).
+fn month_of(key: &str) -> Option<String> {
+    let k = key.trim();
+    let (y, m) = (k.get(0..4)?, k.get(5..7)?);
+    let ok = y.bytes().all(|b| b.is_ascii_digit())
+        && m.bytes().all(|b| b.is_ascii_digit())
+        && k.as_bytes().get(4) == Some(&b'-')
+        && (1..=12).contains(&m.parse::<u32>().ok()?);
+    ok.then(|| format!("{y}-{m}"))
+}
+
+/// A date (or timestamp) drawn uniformly inside month `m` (`YYYY-MM`),
+/// `u` uniform in [0, 1).
+fn in_month(m: &str, u: f64, timestamp: bool) -> Cell {
+    let (year, month): (i64, u32) = (
+        m[0..4].parse().unwrap_or(1970),
+        m[5..7].parse().unwrap_or(1),
+    );
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    let seconds = ((u.clamp(0.0, 1.0) * f64::from(days) * 86_400.0) as u32).min(days * 86_400 - 1);
+    let day = 1 + seconds / 86_400;
+    let rest = seconds % 86_400;
+    Cell::Text(if timestamp {
+        format!(
+            "{m}-{day:02} {:02}:{:02}:{:02}",
+            rest / 3600,
+            rest / 60 % 60,
+            rest % 60
+        )
+    } else {
+        format!("{m}-{day:02}")
+    })
 }
 
 /// The columns of a table a fit models, and those it cannot.
@@ -342,11 +423,12 @@ pub struct Attributes {
 }
 
 /// The attributes of `table`, `bins` bins per numeric column: every
-/// declared column with bounds, a domain or boolean values, and text
-/// columns without a domain (their values chosen by partition selection
-/// when the fit runs). Others — numbers without bounds, dates, and the
-/// privacy unit, which names people — are left NULL; a table with no
-/// modelled column at all is refused with what to declare.
+/// declared column with bounds, a domain or boolean values, text columns
+/// without a domain and dates and timestamps by month (their values
+/// chosen by partition selection when the fit runs). Others — numbers
+/// without bounds, and the privacy unit, which names people — are left
+/// NULL; a table with no modelled column at all is refused with what to
+/// declare.
 pub fn attributes(table: &Table, bins: usize) -> Result<Attributes, Refusal> {
     if !(1..=1000).contains(&bins) {
         return Err(Refusal::new(
@@ -379,6 +461,8 @@ pub fn attributes(table: &Table, bins: usize) -> Result<Attributes, Refusal> {
             (_, _, Some(values)) if !values.is_empty() => Values::Domain(values.clone()),
             // Its values come from partition selection when the fit runs.
             (ColumnType::Text, _, None) => Values::Selected(Vec::new()),
+            (ColumnType::Date, _, None) => Values::Months(Vec::new(), false),
+            (ColumnType::Timestamp, _, None) => Values::Months(Vec::new(), true),
             (ColumnType::Int | ColumnType::Float, Some((lower, upper)), _) if lower < upper => {
                 let integer = c.ty == ColumnType::Int;
                 // Never more bins than integers in the range.
@@ -503,6 +587,44 @@ mod tests {
         assert_eq!(a.cell(0, 0.5), Cell::Text("asthma".into()));
         assert_eq!(a.cell(2, 0.5), Cell::Text(OTHER.into()));
         assert_eq!(a.key_sql(), "\"diagnosis\"");
+    }
+
+    /// Dates and timestamps by month: keys of either dialect map to their
+    /// month, other months to the last value (NULL), and sampled values
+    /// fall inside their month.
+    #[test]
+    fn months_map_keys_and_sample_inside_the_month() {
+        let a = Attribute {
+            column: "visit_date".into(),
+            values: Values::Months(Vec::new(), false),
+        }
+        .with_selected(vec![
+            "2024-02-01 00:00:00".into(),
+            "2023-12-01 00:00:00".into(),
+        ]);
+        assert_eq!(
+            a.values,
+            Values::Months(vec!["2023-12".into(), "2024-02".into()], false)
+        );
+        assert_eq!(a.index_of(Some("2024-02-01 00:00:00")), Some(1));
+        assert_eq!(a.index_of(Some("2019-07-01")), Some(2));
+        assert_eq!(a.index_of(Some("garbage")), None);
+        assert_eq!(a.cell(2, 0.5), Cell::Null);
+        for u in [0.0, 0.5, 0.9999999] {
+            let Cell::Text(d) = a.cell(1, u) else {
+                panic!()
+            };
+            assert!(d.starts_with("2024-02-") && d.len() == 10, "{d}");
+            assert!(d[8..].parse::<u32>().unwrap() <= 29, "{d}");
+        }
+        let ts = Attribute {
+            column: "at".into(),
+            values: Values::Months(vec!["2023-04".into()], true),
+        };
+        let Cell::Text(t) = ts.cell(0, 0.999_999_9) else {
+            panic!()
+        };
+        assert!(t.starts_with("2023-04-30 23:"), "{t}");
     }
 
     /// The marginal queries are ordinary private plans over declared
