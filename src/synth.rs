@@ -54,10 +54,11 @@ pub async fn run(args: SynthArgs, config: Config) -> Result<(), ExitCode> {
         );
         return Err(ExitCode::from(2));
     };
+    let shown_name = format!("{}.{}", table.schema, table.name);
     let Some(spec) = table.synthetic.clone() else {
         eprintln!(
             "{} declares no [tables.synthetic]: add one under its [[tables]] entry, e.g.\n\n[tables.synthetic]\nepsilon = 1",
-            table.qualified_name()
+            shown_name
         );
         return Err(ExitCode::from(2));
     };
@@ -86,8 +87,7 @@ pub async fn run(args: SynthArgs, config: Config) -> Result<(), ExitCode> {
         None => {
             eprintln!(
                 "fitting {} at ε = {} (charged once to the dataset budget)…",
-                table.qualified_name(),
-                spec.epsilon
+                shown_name, spec.epsilon
             );
             let started = std::time::Instant::now();
             let m = service
@@ -117,11 +117,8 @@ pub async fn run(args: SynthArgs, config: Config) -> Result<(), ExitCode> {
     let summary = summarize(&shown, model.attributes.modelled.len());
     println!("{summary}");
     if let Some(path) = &args.report {
-        std::fs::write(
-            path,
-            report(&table.qualified_name(), &model, n, &shown, &summary),
-        )
-        .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        std::fs::write(path, report(&shown_name, &model, n, &shown, &summary))
+            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
         eprintln!("wrote the report to {}", path.display());
     }
     service.ledger.flush().await;
