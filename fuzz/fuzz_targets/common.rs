@@ -27,6 +27,8 @@ columns.visit_date = { type = "date" }
 columns.at = { type = "timestamp" }
 columns.diagnosis = { type = "text" }
 columns.urgent = { type = "bool" }
+[tables.synthetic]
+epsilon = 1
 [[tables]]
 name = "patients"
 privacy_unit = "patient_id"
@@ -79,6 +81,10 @@ pub fn front_end(sql: &str, config: &Config) {
             }
             Statement::Constant(items) => {
                 let _ = dpgate_sql::constant::evaluate_constant(&items, &Session);
+                continue;
+            }
+            Statement::Synthetic { read, .. } => {
+                let _ = dpgate_sql::catalog::prepare_catalog_sql(&read.sql, &Session);
                 continue;
             }
             Statement::Private(p) | Statement::Explain(p) => p,
