@@ -205,6 +205,12 @@ impl Service {
     /// analysts find the rows ready. Each is charged once to the dataset.
     pub async fn prefit_synthetic(&self) {
         let config = self.config();
+        if self.catalog.is_none() && config.tables.iter().any(|t| t.synthetic.is_some()) {
+            // Nothing could serve the rows: spend nothing until something
+            // can (`dpgate synth` still fits on demand).
+            tracing::warn!("synthetic rows are not fitted: they are served from the catalog cluster, which is not running");
+            return;
+        }
         for table in config.tables.iter().filter(|t| t.synthetic.is_some()) {
             let ctx = Context::new(
                 config.clone(),
