@@ -262,10 +262,10 @@ fn labels(a: &Attribute) -> Vec<String> {
             .cloned()
             .chain([dpgate_sql::synth::OTHER.to_string()])
             .collect(),
-        Values::Months(v, _) => v
+        Values::Quarters(v, _) => v
             .iter()
             .cloned()
-            .chain(["(other months)".to_string()])
+            .chain(["(other quarters)".to_string()])
             .collect(),
         Values::Bool => vec!["false".into(), "true".into()],
     }

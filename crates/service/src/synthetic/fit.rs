@@ -299,7 +299,7 @@ pub async fn read_marginals(
 }
 
 /// Share of ε each column whose values are selected (text without a
-/// domain, dates by month) spends on it (at most half of ε for all).
+/// domain, dates by quarter) spends on it (at most half of ε for all).
 const SELECTION_SHARE: f64 = 0.1;
 
 /// Most selected values of one column (the rest fall into `other`).

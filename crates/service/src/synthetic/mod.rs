@@ -12,7 +12,7 @@
 //! privacy.delta)` covers (`dp::accounting::zcdp_for`, rounded against
 //! the data owner), the fit is ρ-zCDP (its doc comment), hence
 //! (ε, δ)-DP. A text column without a declared domain (or a date or
-//! timestamp column, by month) first gets its values from an ordinary
+//! timestamp column, by quarter) first gets its values from an ordinary
 //! partition-selection release (`SELECT col, COUNT(*) … GROUP BY col`,
 //! audited `select_group`) at a share of ε,
 //! (ε_s, δ_s)-DP; the values it did not release fall into one `other`

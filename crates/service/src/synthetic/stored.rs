@@ -71,7 +71,7 @@ pub(super) fn encode(m: &SyntheticModel) -> String {
             .modelled
             .iter()
             .map(|a| match &a.values {
-                Values::Selected(v) | Values::Months(v, _) => v.clone(),
+                Values::Selected(v) | Values::Quarters(v, _) => v.clone(),
                 _ => Vec::new(),
             })
             .collect(),

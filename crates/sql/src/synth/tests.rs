@@ -65,42 +65,46 @@ fn selected_values_keep_rare_ones_in_other() {
     assert_eq!(a.key_sql(), "\"diagnosis\"");
 }
 
-/// Dates and timestamps by month: keys of either dialect map to their
-/// month, other months to the last value (NULL), and sampled values
-/// fall inside their month.
+/// Dates and timestamps by quarter: keys of either dialect map to their
+/// quarter, other quarters to the last value (NULL), and sampled values
+/// fall inside their quarter.
 #[test]
-fn months_map_keys_and_sample_inside_the_month() {
+fn quarters_map_keys_and_sample_inside_the_quarter() {
     let a = Attribute {
         column: "visit_date".into(),
-        values: Values::Months(Vec::new(), false),
+        values: Values::Quarters(Vec::new(), false),
     }
     .with_selected(vec![
-        "2024-02-01 00:00:00".into(),
-        "2023-12-01 00:00:00".into(),
+        "2024-01-01 00:00:00".into(),
+        "2023-10-01 00:00:00".into(),
     ]);
     assert_eq!(
         a.values,
-        Values::Months(vec!["2023-12".into(), "2024-02".into()], false)
+        Values::Quarters(vec!["2023-10".into(), "2024-01".into()], false)
     );
-    assert_eq!(a.index_of(Some("2024-02-01 00:00:00")), Some(1));
+    assert_eq!(a.index_of(Some("2024-02-17")), Some(1));
+    assert_eq!(a.index_of(Some("2023-12-31 23:59:59")), Some(0));
     assert_eq!(a.index_of(Some("2019-07-01")), Some(2));
     assert_eq!(a.index_of(Some("garbage")), None);
     assert_eq!(a.cell(2, 0.5), Cell::Null);
-    for u in [0.0, 0.5, 0.9999999] {
-        let Cell::Text(d) = a.cell(1, u) else {
+    let mut seen = std::collections::BTreeSet::new();
+    for k in 0..1000 {
+        let Cell::Text(d) = a.cell(1, k as f64 / 1000.0) else {
             panic!()
         };
-        assert!(d.starts_with("2024-02-") && d.len() == 10, "{d}");
-        assert!(d[8..].parse::<u32>().unwrap() <= 29, "{d}");
+        assert!(d.len() == 10 && a.index_of(Some(&d)) == Some(1), "{d}");
+        seen.insert(d[5..7].to_string());
     }
+    // 2024 is a leap year: January to March is 91 days, all reached.
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["01", "02", "03"]);
     let ts = Attribute {
         column: "at".into(),
-        values: Values::Months(vec!["2023-04".into()], true),
+        values: Values::Quarters(vec!["2023-04".into()], true),
     };
     let Cell::Text(t) = ts.cell(0, 0.999_999_9) else {
         panic!()
     };
-    assert!(t.starts_with("2023-04-30 23:"), "{t}");
+    assert!(t.starts_with("2023-06-30 23:"), "{t}");
 }
 
 /// The marginal queries are ordinary private plans over declared
