@@ -18,6 +18,14 @@ fn config(db: &str, port: u16, dir: &std::path::Path) -> String {
     ) + "[[users]]\nname = \"second\"\npassword = \"env:DPGATE_TEST_PASSWORD\"\nepsilon_budget = 1\n"
 }
 
+/// Waits until `visits`' synthetic rows answer psql (the start-up fit).
+fn fitted(gate: &Dpgate) {
+    wait_for_synthetic(|| {
+        let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
+        (ok, err)
+    });
+}
+
 /// The audit log as JSON entries.
 fn audit(gate: &Dpgate) -> Vec<Value> {
     let text = gate.cli(&["audit", "--format", "json", "--limit", "1000"]);
@@ -49,10 +57,7 @@ async fn row_level_selects_read_one_fit_charged_once_to_the_dataset() {
     // The fit starts with dpgate; until it is done, queries are refused.
     let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 10"]);
     assert!(ok || err.contains("being fitted"), "{err}");
-    wait_for_synthetic(|| {
-        let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
-        (ok, err)
-    });
+    fitted(&gate);
 
     // psql: ten rows of the declared columns, with the NOTICE.
     let (out, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 10"]);
@@ -179,10 +184,7 @@ async fn a_changed_declaration_refits_and_undeclared_tables_refuse() {
     let dir = tempdir();
     let port = free_port();
     let gate = Dpgate::start(dir.path(), &config(&db, port, dir.path()), port);
-    wait_for_synthetic(|| {
-        let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
-        (ok, err)
-    });
+    fitted(&gate);
     let (client, _n) = gate.connect().await;
     let (code, _, hint) = refusal(&client, "SELECT * FROM patients LIMIT 3").await;
     assert_eq!(code, "42501");
@@ -198,10 +200,7 @@ async fn a_changed_declaration_refits_and_undeclared_tables_refuse() {
     drop(gate);
     let changed = config(&db, port, dir.path()).replace("bins = 8", "bins = 4");
     let gate = Dpgate::start(dir.path(), &changed, port);
-    wait_for_synthetic(|| {
-        let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
-        (ok, err)
-    });
+    fitted(&gate);
     let (client, _n) = gate.connect().await;
     assert_eq!(
         rows_of(&client, "SELECT * FROM visits LIMIT 2").await.len(),
@@ -252,10 +251,7 @@ async fn queries_during_or_after_a_failed_fit_never_charge_again() {
             t.await.unwrap();
         }
     }
-    wait_for_synthetic(|| {
-        let (_, err, ok) = gate.psql(&["-c", "SELECT * FROM visits LIMIT 1"]);
-        (ok, err)
-    });
+    fitted(&gate);
     assert_eq!(fits(&gate).len(), 1, "{:?}", fits(&gate));
     drop(gate);
 

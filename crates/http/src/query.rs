@@ -255,18 +255,7 @@ async fn synthetic(
                 "public",
             )
             .await
-            .map_err(|e| match e {
-                dpgate_catalog::CatalogError::Query {
-                    code,
-                    message,
-                    hint,
-                } => Refusal::new(code, message, hint.unwrap_or_default()),
-                other => Refusal::new(
-                    sqlstate::BACKEND_FAILED,
-                    format!("the synthetic rows could not be read: {other}"),
-                    "retry",
-                ),
-            }),
+            .map_err(dpgate_server::catalog_refusal),
         Err(e) => Err(e),
     };
     let rows = match result {

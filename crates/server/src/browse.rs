@@ -95,7 +95,9 @@ pub(crate) fn catalog_off() -> Refusal {
     )
 }
 
-fn catalog_refusal(e: CatalogError) -> Refusal {
+/// A catalog-cluster failure as the analyst sees it: PostgreSQL's own
+/// refusal (it holds no data), or one uninformative 58000.
+pub fn catalog_refusal(e: CatalogError) -> Refusal {
     match e {
         CatalogError::Query {
             code,

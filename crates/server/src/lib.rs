@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod browse;
+pub use browse::catalog_refusal;
 mod connection;
 mod describe;
 mod handler;

@@ -173,7 +173,6 @@ impl FitJob {
             attributes: attrs,
             fit,
             seed,
-            fresh: true,
         };
         let finish = Finish {
             audit_id: charge.audit_id,
@@ -312,11 +311,7 @@ fn selection_plan(
     config: &Config,
     epsilon: f64,
 ) -> Result<dpgate_sql::Plan, Refusal> {
-    let sql = marginal_sql(table, &[attr]);
-    let Command::Private(query) = dpgate_sql::classify(&sql)?.remove(0) else {
-        unreachable!("a marginal query is a private query")
-    };
-    let plan = dpgate_sql::plan(&query, config, epsilon)?;
+    let (_, plan) = plan_marginal(table, &[attr], config, epsilon)?;
     if !plan.cost().covered || plan.release.selection.is_none() {
         return Err(Refusal::new(
             sqlstate::INTERNAL_ERROR,
@@ -346,11 +341,8 @@ pub fn marginal_plans(
     sets.into_iter()
         .map(|set| {
             let chosen: Vec<&Attribute> = set.iter().map(|&i| &attrs[i]).collect();
-            let sql = marginal_sql(table, &chosen);
-            let Command::Private(query) = dpgate_sql::classify(&sql)?.remove(0) else {
-                unreachable!("a marginal query is a private query")
-            };
-            let plan = dpgate_sql::plan(&query, config, 1.0)?;
+            // Only the backend SQL is used: the ε does not matter.
+            let (sql, plan) = plan_marginal(table, &chosen, config, 1.0)?;
             let one_count = plan.release.measurements.len() == 1
                 && plan.grouping.key_count() == set.len()
                 && k.is_none_or(|k| plan.release.measurements[0].noise.sensitivity() == k);
@@ -364,6 +356,21 @@ pub fn marginal_plans(
             Ok((set, plan))
         })
         .collect()
+}
+
+/// The private plan (and its text) of the marginal over `attrs`.
+fn plan_marginal(
+    table: &Table,
+    attrs: &[&Attribute],
+    config: &Config,
+    epsilon: f64,
+) -> Result<(String, dpgate_sql::Plan), Refusal> {
+    let sql = marginal_sql(table, attrs);
+    let Command::Private(query) = dpgate_sql::classify(&sql)?.remove(0) else {
+        unreachable!("a marginal query is a private query")
+    };
+    let plan = dpgate_sql::plan(&query, config, epsilon)?;
+    Ok((sql, plan))
 }
 
 fn bad_setting(why: &str) -> Refusal {

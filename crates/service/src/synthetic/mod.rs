@@ -59,8 +59,6 @@ pub struct SyntheticModel {
     pub fit: Fit,
     /// Seed of the sampled rows: every replica and restart shows the same.
     pub seed: u64,
-    /// Whether this request fitted it (and so spent the dataset budget).
-    pub fresh: bool,
 }
 
 impl SyntheticModel {
@@ -304,11 +302,11 @@ impl Service {
                     let slot = slot.clone();
                     // Detached: a cancelled query cannot drop a charged fit.
                     Some(tokio::spawn(async move {
-                        let result = job.run().await;
+                        let result = job.run().await.map(Arc::new);
                         let mut state = slot.lock().await;
                         state.running = None;
                         match &result {
-                            Ok(m) => state.model = Some(Arc::new(m.clone())),
+                            Ok(m) => state.model = Some(m.clone()),
                             Err(_) => state.failed = Some(std::time::Instant::now()),
                         }
                         result
@@ -323,7 +321,7 @@ impl Service {
             Some(task) => task
                 .await
                 .map_err(|e| ledger_failure(&format!("the fit stopped: {e}")))?
-                .map(|m| Some(Arc::new(m))),
+                .map(Some),
             // Another request's fit: wait until it is done, then look again.
             None => loop {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -366,12 +364,13 @@ impl Service {
                 .iter()
                 .map(|a| a.column.clone())
                 .collect();
+            let notice = model.notice();
             catalog
                 .load_synthetic(
                     table,
                     self.backend.as_ref(),
                     &model.key,
-                    &model.notice(),
+                    &notice,
                     &columns,
                     || model.rows(rows),
                 )
@@ -384,7 +383,7 @@ impl Service {
                         "retry; if it keeps failing, the data owner should read dpgate's log",
                     )
                 })?;
-            notices.push(model.notice());
+            notices.push(notice);
         }
         Ok(notices)
     }

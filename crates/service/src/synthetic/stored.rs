@@ -120,6 +120,5 @@ pub(super) fn decode(
             rho: Rational::from_f64(s.rho).unwrap_or_else(|| Rational::integer(0)),
         },
         seed: s.seed,
-        fresh: false,
     })
 }
