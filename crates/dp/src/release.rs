@@ -245,6 +245,13 @@ impl ReleasePlan {
         )
     }
 
+    /// A draw of zeros: with it, [`Self::apply`] gives the outputs the
+    /// noise hides (the bounded answer). Only the data owner's evaluator
+    /// uses it, to compare noisy releases with; it is never released.
+    pub fn no_noise(&self) -> NoiseDraw {
+        NoiseDraw(self.measurements.iter().map(|m| vec![0; m.len]).collect())
+    }
+
     /// The noise of measurement `i` alone (one value per coordinate).
     pub fn draw_one<R: SecureRng + ?Sized>(&self, i: usize, rng: &mut R) -> Vec<i128> {
         let m = &self.measurements[i];

@@ -7,7 +7,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use dpgate_dp::release::NoiseDraw;
+use dpgate_dp::release::{NoiseDraw, ReleasedColumn};
 
 use crate::plan::{Grouping, Plan};
 use crate::post::{compare, PostExpr};
@@ -30,6 +30,19 @@ pub struct Answer {
     pub rows: Vec<Vec<Cell>>,
     /// Per row, per column: the half-width at the configured confidence.
     pub half_widths: Vec<Vec<Option<f64>>>,
+}
+
+/// One group's row before the clauses that choose and order rows.
+#[derive(Clone, Debug)]
+pub struct GroupRow {
+    /// The derived aggregates.
+    pub aggs: Vec<Cell>,
+    /// The group keys, typed.
+    pub keys: Vec<Cell>,
+    /// The output columns.
+    pub values: Vec<Cell>,
+    /// Per output column, the half-width of a column that is one aggregate.
+    pub widths: Vec<Option<f64>>,
 }
 
 /// A released row: values, half-widths, and its ORDER BY values.
@@ -102,42 +115,57 @@ impl Plan {
             .collect()
     }
 
+    /// One group's row from its derived outputs, before HAVING, DISTINCT,
+    /// ORDER BY and LIMIT.
+    pub fn group_row(&self, keys: &[Option<String>], derived: &[ReleasedColumn]) -> GroupRow {
+        let aggs: Vec<Cell> = derived.iter().map(|d| Cell::from(d.value)).collect();
+        let keys: Vec<Cell> = keys
+            .iter()
+            .zip(self.grouping.key_types())
+            .map(|(k, ty)| key_value(k.as_deref(), *ty))
+            .collect();
+        let values = self
+            .post
+            .items
+            .iter()
+            .map(|p| p.eval(&aggs, &keys))
+            .collect();
+        let widths = self
+            .post
+            .items
+            .iter()
+            .map(|p| match p {
+                PostExpr::Agg(i) => Some(derived[*i].half_width),
+                _ => None,
+            })
+            .collect();
+        GroupRow {
+            aggs,
+            keys,
+            values,
+            widths,
+        }
+    }
+
     /// Noises arranged groups with one draw each, selects, derives and
     /// post-processes.
     pub fn finish(&self, groups: &[RawGroup], draws: &[NoiseDraw], confidence: f64) -> Answer {
-        let key_types = self.grouping.key_types();
         let mut rows: Vec<Row> = Vec::new();
         for (g, draw) in groups.iter().zip(draws) {
             let Some(derived) = self.release.apply(&g.values, draw, confidence) else {
                 continue;
             };
-            let aggs: Vec<Cell> = derived.iter().map(|d| Cell::from(d.value)).collect();
-            let keys: Vec<Cell> = g
-                .keys
-                .iter()
-                .zip(key_types)
-                .map(|(k, ty)| key_value(k.as_deref(), *ty))
-                .collect();
+            let GroupRow {
+                aggs,
+                keys,
+                values,
+                widths,
+            } = self.group_row(&g.keys, &derived);
             if let Some(h) = &self.post.having {
                 if h.eval(&aggs, &keys) != Cell::Bool(true) {
                     continue;
                 }
             }
-            let values: Vec<Cell> = self
-                .post
-                .items
-                .iter()
-                .map(|p| p.eval(&aggs, &keys))
-                .collect();
-            let widths = self
-                .post
-                .items
-                .iter()
-                .map(|p| match p {
-                    PostExpr::Agg(i) => Some(derived[*i].half_width),
-                    _ => None,
-                })
-                .collect();
             let sort_keys = self
                 .post
                 .order

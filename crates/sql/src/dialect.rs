@@ -156,6 +156,12 @@ impl Dialect {
         }
     }
 
+    /// A privacy unit's value (a column, or a row identity) as text: how
+    /// the data owner's tools name one unit to the backend.
+    pub fn unit_text(self, sql: &str) -> String {
+        self.to_text(sql, SqlType::Text)
+    }
+
     /// A group key of type `ty` as the backend returns it: text, except
     /// SQLite's floats, which the backend formats as PostgreSQL does
     /// (shortest round-trip digits; SQLite's text would say `1200.0`).

@@ -94,11 +94,36 @@ impl Prepared {
     /// config the statement was prepared with.
     pub fn bind(&self, values: &[Cell], ask: &Ask, config: &Config) -> Result<Plan, Refusal> {
         if self.parameter_types.is_empty() && values.is_empty() {
-            return plan_prepared(&self.query, config, ask, self.source.clone());
+            return plan_prepared(&self.query, config, ask, self.source.clone(), None);
         }
         let mut query = self.query.clone();
         bind_parameters(&mut query, values)?;
-        plan_prepared(&query, config, ask, self.source.clone())
+        plan_prepared(&query, config, ask, self.source.clone(), None)
+    }
+
+    /// The plan of [`Self::bind`] on the neighbouring dataset without one
+    /// privacy unit: the same backend query, whose rows of the unit whose
+    /// value reads `unit` as text ([`crate::Dialect::unit_text`]) are
+    /// filtered out before bounding. For the data owner's evaluator
+    /// (`dpgate evaluate`), which compares releases on both datasets; no
+    /// analyst's statement is ever planned this way.
+    pub fn bind_without_unit(
+        &self,
+        ask: &Ask,
+        config: &Config,
+        unit: &str,
+    ) -> Result<Plan, Refusal> {
+        plan_prepared(&self.query, config, ask, self.source.clone(), Some(unit))
+    }
+
+    /// The statement as parsed.
+    pub fn query(&self) -> &Query {
+        &self.query
+    }
+
+    /// The declared tables the statement reads (CTE names excluded).
+    pub fn tables<'c>(&self, config: &'c Config) -> Vec<&'c dpgate_config::Table> {
+        crate::catalog::declared_reads(&self.query, config).tables
     }
 
     /// The plan's shape (columns and types) without values: every

@@ -26,7 +26,7 @@ pub mod synth;
 pub mod target;
 pub mod types;
 
-pub use answer::{Answer, RawGroup};
+pub use answer::{Answer, GroupRow, RawGroup};
 pub use classify::{classify, Command};
 pub use collect::{Collected, Collector, GroupSink};
 pub use dialect::Dialect;

@@ -27,7 +27,7 @@ fn plan_asking(sql: &str, ask: Ask) -> Result<Plan, Refusal> {
     let Command::Private(q) = classify(sql).unwrap().remove(0) else {
         panic!("{sql}")
     };
-    plan_prepared(&q, &config(), &ask, None)
+    plan_prepared(&q, &config(), &ask, None, None)
 }
 
 fn shares(p: &Plan) -> Vec<f64> {
