@@ -5,6 +5,7 @@
 //! measurements come back.
 
 pub mod csv;
+pub mod plain;
 pub mod pool;
 pub mod postgres;
 pub mod sqlite;

@@ -228,6 +228,7 @@ fn open_read_only(path: &Path) -> Result<Connection, BackendError> {
     .map_err(|e| BackendError::Connect(format!("{}: {e}", path.display())))?;
     conn.execute_batch("PRAGMA query_only = ON")
         .and_then(|()| register_functions(&conn))
+        .and_then(|()| crate::plain::register_plain_aggregates(&conn))
         .map_err(|e| BackendError::Connect(format!("{}: {e}", path.display())))?;
     Ok(conn)
 }
