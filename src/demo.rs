@@ -19,6 +19,9 @@ pub const PATIENTS: u64 = 20_000;
 /// Visits generated.
 pub const VISITS: u64 = 100_000;
 
+/// Most visits one patient has (the demo's `max_rows_per_unit`).
+const MAX_VISITS: u8 = 10;
+
 const SEED: u64 = 0x6470_6761_7465; // "dpgate"
 
 /// Readies `dir` for serving: writes proxy.toml there if it has none,
@@ -204,8 +207,19 @@ fn write_visits(w: &mut dyn Write, people: &[Patient]) -> io::Result<()> {
         w,
         "visit_id,patient_id,visit_date,ward,diagnosis,age,cost,length_of_stay,readmitted"
     )?;
+    // Each patient has at most MAX_VISITS visits, as proxy.toml declares
+    // (max_rows_per_unit): a patient drawn again once full is redrawn, so
+    // the declared bound holds and the demo's intervals cover the plain
+    // answers (`dpgate evaluate` checks it).
+    let mut visits_of = vec![0u8; PATIENTS as usize];
     for visit in 1..=VISITS {
-        let id = rng.below(PATIENTS);
+        let id = loop {
+            let id = rng.below(PATIENTS);
+            if visits_of[id as usize] < MAX_VISITS {
+                visits_of[id as usize] += 1;
+                break id;
+            }
+        };
         let p = &people[id as usize];
         // 2023-01-01 is day 19358 since 1970-01-01; two years of visits.
         let day = 19_358 + rng.below(731) as i64;

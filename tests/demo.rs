@@ -83,7 +83,7 @@ fn the_demo_starts_and_answers_the_readme_query() {
         total += r[1].parse::<i64>().unwrap();
         assert!(r[2].parse::<f64>().is_ok(), "{r:?}");
     }
-    // 100 000 visits (a few beyond the 10 per patient are dropped); the
+    // 100 000 visits (at most 10 per patient, as declared); the
     // six noises (Laplace, scale 300) sum to about ±1 000.
     assert!((80_000..=110_000).contains(&total), "{total}: {stdout}");
     assert!(
