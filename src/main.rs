@@ -12,6 +12,9 @@ use dpgate_server::Shared;
 
 mod admin;
 mod demo;
+mod evaluate;
+mod evaluate_report;
+mod html;
 mod synth;
 mod verify;
 
@@ -78,6 +81,11 @@ enum Cmd {
         #[arg(long)]
         compare_real: bool,
     },
+    /// Test, on the backend, that the workload's answers keep their
+    /// privacy, accuracy, utility and bias promises (data owner only:
+    /// reads the backend directly, charges no analyst). Exit status 0
+    /// when every test passes, 1 when one fails, 2 on a usage error.
+    Evaluate(evaluate::EvaluateArgs),
     /// Inspect and change privacy budgets in the ledger (also while dpgate runs).
     Budget {
         #[command(subcommand)]
@@ -242,6 +250,9 @@ fn main() -> ExitCode {
             };
             runtime()?.block_on(synth::run(args, c))
         }),
+        Cmd::Evaluate(args) => {
+            load(&args.config.config).and_then(|c| runtime()?.block_on(evaluate::run(args, c)))
+        }
         Cmd::Budget { action } => admin::budget(action),
         Cmd::Audit {
             action: Some(AuditCmd::Prune { config, before }),

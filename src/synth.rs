@@ -325,15 +325,15 @@ figure{{margin:1.5em 0}}figcaption{{font-weight:600}}</style></head><body>\
 the <em>real</em> ones (only with <code>--compare-real</code>, for the data owner) are read from the table and must not be shared.</p>\
 <pre>{summary}</pre><p class=\"legend\"><span style=\"background:#3b7dd8\"></span>synthetic<span style=\"background:#e3912b\"></span>measured\
 <span style=\"background:#5aa55a\"></span>real</p><table><tr><th>marginal</th><th>cells</th><th>TV vs measured</th><th>TV vs real</th></tr>",
-        n_ = escape(name),
-        notice = escape(&model.notice()),
-        summary = escape(summary),
+        n_ = crate::html::escape(name),
+        notice = crate::html::escape(&model.notice()),
+        summary = crate::html::escape(summary),
     );
     for m in shown {
         let _ = write!(
             h,
             "<tr><td style=\"text-align:left\">{}</td><td>{}</td><td>{:.4}</td><td>{}</td></tr>",
-            escape(&m.name),
+            crate::html::escape(&m.name),
             m.labels.len(),
             total_variation(&m.synthetic, &m.measured),
             m.real.as_ref().map_or("—".into(), |r| format!(
@@ -347,7 +347,7 @@ the <em>real</em> ones (only with <code>--compare-real</code>, for the data owne
         let _ = write!(
             h,
             "<figure><figcaption>{}</figcaption>{}</figure>",
-            escape(&m.name),
+            crate::html::escape(&m.name),
             chart(m)
         );
     }
@@ -368,52 +368,5 @@ fn chart(m: &Shown) -> String {
     if let Some(r) = &m.real {
         series.push(("#5aa55a", norm(r)));
     }
-    let top = series
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .fold(0.0f64, f64::max)
-        .max(1e-9);
-    let cells = m.labels.len();
-    let bar = (900.0 / (cells * series.len()) as f64).clamp(1.0, 14.0);
-    let group = bar * series.len() as f64 + 2.0;
-    let (w, height) = (group * cells as f64 + 40.0, 120.0);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{:.0}\" role=\"img\">",
-        height + 20.0
-    );
-    for (c, label) in m.labels.iter().enumerate() {
-        let x0 = 30.0 + c as f64 * group;
-        for (k, (color, v)) in series.iter().enumerate() {
-            let hgt = v[c] / top * height;
-            let _ = write!(
-                svg,
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{hgt:.1}\" fill=\"{color}\"><title>{}: {:.4}</title></rect>",
-                x0 + k as f64 * bar,
-                height - hgt,
-                escape(label),
-                v[c]
-            );
-        }
-    }
-    let _ = write!(
-        svg,
-        "<line x1=\"30\" y1=\"{height}\" x2=\"{w:.0}\" y2=\"{height}\" stroke=\"#888\"/>\
-<text x=\"0\" y=\"10\" font-size=\"10\">{:.2}</text><text x=\"0\" y=\"{height}\" font-size=\"10\">0</text></svg>",
-        top
-    );
-    if cells <= 16 {
-        let names: Vec<String> = m.labels.iter().map(|l| escape(l)).collect();
-        svg.push_str(&format!(
-            "<div style=\"font-size:11px;color:#555\">{}</div>",
-            names.join(" · ")
-        ));
-    }
-    svg
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    crate::html::bar_chart(&m.labels, &series)
 }
