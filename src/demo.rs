@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 /// The demo's proxy.toml (the copy in examples/demo is the same file).
 pub const CONFIG: &str = include_str!("../examples/demo/proxy.toml");
 
+/// The demo's workload for `dpgate evaluate`.
+pub const WORKLOAD: &str = include_str!("../examples/demo/workload.sql");
+
 /// Patients generated.
 pub const PATIENTS: u64 = 20_000;
 /// Visits generated.
@@ -24,7 +27,8 @@ const MAX_VISITS: u8 = 10;
 
 const SEED: u64 = 0x6470_6761_7465; // "dpgate"
 
-/// Readies `dir` for serving: writes proxy.toml there if it has none,
+/// Readies `dir` for serving: writes proxy.toml (and the workload for
+/// `dpgate evaluate`) there if it has none,
 /// and generates the CSV files the config names if they are missing.
 /// Returns the config's path.
 pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
@@ -32,6 +36,10 @@ pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
     let config = dir.join("proxy.toml");
     if !config.exists() {
         std::fs::write(&config, CONFIG)?;
+    }
+    let workload = dir.join("workload.sql");
+    if !workload.exists() {
+        std::fs::write(&workload, WORKLOAD)?;
     }
     let patients = dir.join("data/patients.csv");
     let visits = dir.join("data/visits.csv");
@@ -83,9 +91,12 @@ The analyst's budget is ε = 10; see it with
     dpgate budget show --config {config}
 and start over with
     dpgate budget reset --user analyst --config {config}
+As the data owner, test privacy, accuracy, utility and bias of 30 queries on the data:
+    dpgate evaluate --config {config} --queries {workload} --report evaluate.html
 Stop with Ctrl-C.
 ",
-        config = config.display()
+        config = config.display(),
+        workload = config.with_file_name("workload.sql").display()
     )
 }
 

@@ -189,6 +189,40 @@ fn the_demo_starts_and_answers_the_readme_query() {
     }
     let visits = std::fs::read_to_string(demo_dir.join("data/visits.csv")).unwrap();
     assert_eq!(visits.lines().count(), 100_001);
+
+    // The data holds what proxy.toml declares, and the demo's 30-query
+    // workload (written beside it, as the banner says) passes every test
+    // of `dpgate evaluate`, while the demo serves.
+    let verify = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+        .args(["check", "--verify", "--config"])
+        .arg(demo_dir.join("proxy.toml"))
+        .output()
+        .unwrap();
+    let verify = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.contains("at most 10 rows per unit (declared 10)") && !verify.contains("more than"),
+        "{verify}"
+    );
+    let json = dir.path().join("evaluate.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_dpgate"))
+        .args(["evaluate", "--config"])
+        .arg(demo_dir.join("proxy.toml"))
+        .arg("--queries")
+        .arg(demo_dir.join("workload.sql"))
+        .args(["--trials", "300", "--alpha", "0.001", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["queries"].as_array().unwrap().len(), 30);
 }
 
 /// Runs psql against `target`; its stdout and stderr, once it succeeded.
