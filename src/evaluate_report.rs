@@ -17,6 +17,15 @@ fn verdict(pass: Option<bool>) -> &'static str {
     }
 }
 
+/// Utility flags answers; it fails nothing.
+fn flag(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "ok",
+        Some(false) => "FLAG",
+        None => "—",
+    }
+}
+
 fn percent(x: Option<f64>) -> String {
     x.map_or("—".into(), |v| format!("{:.1}%", v * 100.0))
 }
@@ -50,7 +59,7 @@ pub fn summary(e: &Evaluation) -> String {
             )),
             u.map_or("—".into(), |u| format!(
                 "{} ({})",
-                verdict(Some(u.pass)),
+                flag(Some(u.pass)),
                 percent(u.median_relative_error)
             )),
             verdict(q.error.is_none().then_some(q.bias_pass)),
@@ -64,17 +73,37 @@ pub fn summary(e: &Evaluation) -> String {
     let failed = e.queries.iter().filter(|q| !q.passed()).count();
     let _ = write!(
         out,
-        "{} of {} queries passed every test ({} releases per side, α = {}, {:.0} s){}",
+        "{} of {} queries passed privacy, accuracy and bias ({} releases per side, α = {}, {:.0} s)",
         e.queries.len() - failed,
         e.queries.len(),
         e.trials,
         e.alpha,
         e.seconds,
-        e.self_check.map_or(String::new(), |f| format!(
-            " — SELF-CHECK, sensitivity understated {f}×"
-        )),
     );
+    if let (Some(f), Some(caught)) = (e.self_check, e.self_check_caught()) {
+        let exposed = e.exposed().len();
+        let _ = write!(
+            out,
+            "\nSELF-CHECK (sensitivity understated {f}×): the privacy test {} on the {exposed} queries where the broken noise admits a loss of at least {}× the charge and more than the trials resolve",
+            if caught {
+                "failed, as it must,"
+            } else {
+                "did NOT fail everywhere it must"
+            },
+            dpgate_evaluate::EXPOSED_MARGIN,
+        );
+    }
     out
+}
+
+/// pass, FAIL, or INCONCLUSIVE when the charge is beyond what the trials
+/// can test.
+fn privacy_verdict(p: &dpgate_evaluate::Privacy) -> &'static str {
+    if p.claimed >= p.ceiling {
+        "INCONCLUSIVE"
+    } else {
+        verdict(Some(p.pass))
+    }
 }
 
 fn one_line(sql: &str, max: usize) -> String {
@@ -96,9 +125,9 @@ pub fn html(e: &Evaluation) -> String {
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}}\
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}}\
 th{{background:#f3f3f3}}td.q{{text-align:left;font-family:monospace;font-size:12px}}.FAIL{{color:#b00020;font-weight:700}}\
-.pass{{color:#207020}}section{{border-top:1px solid #ddd;margin-top:2em}}.legend span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}}\
+.pass{{color:#207020}}.FLAG,.INCONCLUSIVE{{color:#a05a00;font-weight:700}}section{{border-top:1px solid #ddd;margin-top:2em}}.legend span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}}\
 .banner{{background:#fde2e2;padding:8px;border:1px solid #b00020}}</style></head><body>\
-<h1>dpgate evaluate</h1>{banner}<p><b class=\"{cls}\">{verdict}</b>: {ok} of {n} queries passed every test. \
+<h1>dpgate evaluate</h1><p class=\"banner\">For the data owner only: computed from the real data; do not share with analysts.</p>{banner}<p><b class=\"{cls}\">{verdict}</b>: {ok} of {n} queries passed privacy, accuracy and bias. \
 Backend {backend}; {trials} releases on each of D and D − u per query; α = {alpha} (Bonferroni over the run); \
 intervals at {conf}% confidence; {secs:.0} s.</p>\
 <p>Each query's neighbour D − u is D without the privacy unit whose removal moved its raw measurements most. \
@@ -136,11 +165,17 @@ intervals at {conf}% confidence; {secs:.0} s.</p>\
             escape(&one_line(&q.sql, 90)),
             short(q.epsilon),
             short(q.delta),
-            cell(p.map(|p| p.pass)),
+            {
+                let v = p.map_or("—", privacy_verdict);
+                format!("<td class=\"{v}\">{v}</td>")
+            },
             p.map_or("—".into(), |p| format!("{:.3}", p.epsilon_lower)),
             cell(a.map(|a| a.pass)),
             a.map_or("—".into(), |a| percent(a.coverage.or(Some(a.coverage_bounded)))),
-            cell(u.map(|u| u.pass)),
+            {
+                let v = u.map_or("—", |u| flag(Some(u.pass)));
+                format!("<td class=\"{v}\">{v}</td>")
+            },
             u.map_or("—".into(), |u| percent(u.median_relative_error)),
             cell(q.error.is_none().then_some(q.bias_pass)),
             q.seconds,
@@ -180,6 +215,14 @@ fn section(h: &mut String, i: usize, q: &QueryResult) {
             moved
         );
     }
+    if let Some(loss) = q.pair_loss {
+        let _ = write!(
+            h,
+            "<p>On this pair the tested value's noise admits a privacy loss of {} (the charge is {}).</p>",
+            short(loss),
+            short(q.epsilon)
+        );
+    }
     if let Some(p) = &q.privacy {
         let mut labels: Vec<String> = Vec::new();
         for b in 0..=p.edges.len() {
@@ -197,7 +240,7 @@ fn section(h: &mut String, i: usize, q: &QueryResult) {
         };
         let _ = write!(
             h,
-            "<h3>Privacy: <span class=\"{v}\">{v}</span></h3><p>Tracked value: {}. Empirical ε lower bound {:.3}{} against the ε charged, {} (δ = {}), from {} releases per side after calibration.</p>\
+            "<h3>Privacy: <span class=\"{v}\">{v}</span></h3><p>Tracked value: {}. Empirical ε lower bound {:.3}{} against the ε charged, {} (δ = {}), from {} releases per side after calibration; these trials can show a loss up to {:.2}.</p>\
 <p class=\"legend\"><span style=\"background:#3b7dd8\"></span>on D<span style=\"background:#e3912b\"></span>on D − u</p>{}",
             escape(&p.tracked),
             p.epsilon_lower,
@@ -205,19 +248,22 @@ fn section(h: &mut String, i: usize, q: &QueryResult) {
             short(p.claimed),
             short(p.delta),
             p.trials,
+            p.ceiling,
             bar_chart(
                 &labels,
                 &[("#3b7dd8", norm(&p.histogram_d)), ("#e3912b", norm(&p.histogram_neighbour))]
             ),
-            v = verdict(Some(p.pass)),
+            v = privacy_verdict(p),
         );
     }
     if let Some(a) = &q.accuracy {
         let _ = write!(
             h,
-            "<h3>Accuracy: <span class=\"{v}\">{v}</span></h3><p>{} released values. Coverage of the plain answer {} and of the bounded answer {} (target {:.0}% − tolerance {:.1} points). \
+            "<h3>Accuracy: <span class=\"{v}\">{v}</span></h3><p>{} values tested{}{}. Coverage of the plain answer {} and of the bounded answer {}; each value must reach {:.0}% less {:.1} points (chance, at these trials). \
 Mean error, in interval half-widths: bounding {}, noise {:.2}.{}</p>",
             a.values,
+            if a.conditioned > 0 { format!(" ({} released only in some trials, not tested)", a.conditioned) } else { String::new() },
+            a.worst.as_ref().map_or(String::new(), |(w, c)| format!("; lowest coverage {} for {}", percent(Some(*c)), escape(w))),
             percent(a.coverage),
             percent(Some(a.coverage_bounded)),
             a.confidence * 100.0,
@@ -235,12 +281,12 @@ Mean error, in interval half-widths: bounding {}, noise {:.2}.{}</p>",
             percent(u.mean_relative_error),
             percent(u.median_relative_error),
             percent(u.median_relative_width),
-            v = verdict(Some(u.pass)),
+            v = flag(Some(u.pass)),
         );
         for (value, eps) in &u.useless {
             let _ = write!(
                 h,
-                "<p class=\"FAIL\">{}: the interval is wider than the value; ε ≈ {} would make it a tenth of it.</p>",
+                "<p class=\"FLAG\">{}: the interval is wider than the value; ε ≈ {} would make it a tenth of it.</p>",
                 escape(value),
                 short(*eps)
             );

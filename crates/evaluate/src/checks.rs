@@ -62,7 +62,10 @@ pub struct Privacy {
     pub claimed: f64,
     /// The δ charged.
     pub delta: f64,
-    /// Whether the bound stays within the claim.
+    /// The largest bound these trials could show at all: a claim at or
+    /// above it cannot be tested (inconclusive, which fails).
+    pub ceiling: f64,
+    /// Whether the bound stays within the claim, below the ceiling.
     pub pass: bool,
     /// Which value was tracked.
     pub tracked: String,
@@ -80,6 +83,9 @@ pub struct Privacy {
 
 /// Bins of the tracked value's histograms.
 const BINS: usize = 10;
+
+/// Most keys whose presence is an event of their own.
+const MAX_KEY_EVENTS: usize = 200;
 
 /// The privacy test at family-wise error `alpha`; the first `calibration`
 /// trials of each side fix the bins and key-set categories.
@@ -108,16 +114,25 @@ pub fn privacy(
     let a = if varying_keys { alpha / 2.0 } else { alpha };
     let counts = stats::value_counts(&test_d, &test_n, &edges);
     let value_bound = stats::epsilon_lower_bound(&counts, delta, a);
+    // Key events: each key's presence, and each whole key set seen in
+    // calibration.
     let key_sets = varying_keys.then(|| {
         let c = calibration.min(s.keys_d.len());
-        let mut categories: Vec<&String> =
-            s.keys_d[..c].iter().chain(&s.keys_neighbour[..c]).collect();
-        categories.sort();
-        categories.dedup();
-        let count = |keys: &[String]| {
-            let mut h = vec![0u64; categories.len() + 1];
-            for k in keys {
-                h[categories.binary_search(&k).unwrap_or(categories.len())] += 1;
+        let mut sets: Vec<&String> = s.keys_d[..c].iter().chain(&s.keys_neighbour[..c]).collect();
+        sets.sort();
+        sets.dedup();
+        let mut keys: Vec<&str> = sets.iter().flat_map(|k| k.split('\u{1f}')).collect();
+        keys.sort();
+        keys.dedup();
+        keys.truncate(MAX_KEY_EVENTS);
+        let count = |trials: &[String]| {
+            let mut h = vec![0u64; sets.len() + 1 + keys.len()];
+            for t in trials {
+                h[sets.binary_search(&t).unwrap_or(sets.len())] += 1;
+                let present: Vec<&str> = t.split('\u{1f}').collect();
+                for (i, k) in keys.iter().enumerate() {
+                    h[sets.len() + 1 + i] += u64::from(present.contains(k));
+                }
             }
             h
         };
@@ -135,11 +150,13 @@ pub fn privacy(
     });
     let bins = edges.len() + 2;
     let epsilon_lower = value_bound.max(key_sets.unwrap_or(0.0));
+    let ceiling = stats::epsilon_ceiling(test_d.len() as u64, counts.d.len(), delta, a);
     Privacy {
         epsilon_lower,
         claimed,
         delta,
-        pass: epsilon_lower <= claimed,
+        ceiling,
+        pass: claimed < ceiling && epsilon_lower <= claimed,
         tracked,
         key_sets,
         trials: test_d.len(),
@@ -158,54 +175,100 @@ pub struct Accuracy {
     pub coverage_bounded: f64,
     /// The configured confidence.
     pub confidence: f64,
-    /// How far below it coverage may fall by chance.
+    /// How far below it one value's coverage may fall by chance at these
+    /// trials (Clopper–Pearson, Bonferroni over the values tested).
     pub tolerance: f64,
-    /// Whether coverage (of the plain answer, else the bounded one) holds.
+    /// The value with the lowest coverage of its plain answer.
+    pub worst: Option<(String, f64)>,
+    /// Whether every value's coverage of its plain answer holds.
     pub pass: bool,
-    /// Released values compared.
+    /// Values tested (released in every trial, with a plain answer).
     pub values: usize,
+    /// Values released in only some trials (selection or HAVING on their
+    /// own noise conditions them): not tested.
+    pub conditioned: usize,
     /// Mean |bounded − plain| relative to the interval half-width.
     pub bounding_error: Option<f64>,
     /// Mean |released − bounded| relative to the half-width.
     pub noise_error: f64,
-    /// Why there is no plain answer, if there is none.
+    /// Why there is no plain answer, if there is none (then the test fails).
     pub plain_missing: Option<String>,
 }
 
-/// The accuracy test. `tolerance` is three binomial standard deviations
-/// at `trials` (at least one point).
+/// The accuracy test at family-wise error `alpha` over `trials` releases:
+/// each value released in every trial must cover its plain answer at the
+/// configured confidence, unless its Clopper–Pearson upper bound says so
+/// by chance; without a plain answer the test fails (it could not look).
 pub fn accuracy(
     s: &Samples,
     confidence: f64,
     trials: usize,
+    alpha: f64,
     plain_missing: Option<String>,
 ) -> Accuracy {
-    let tolerance =
-        (3.0 * (confidence * (1.0 - confidence) / trials.max(1) as f64).sqrt()).max(0.01);
-    let (mut n, mut in_plain, mut in_bounded, mut plain_n) = (0usize, 0usize, 0usize, 0usize);
+    let tested: Vec<(&String, &CellSamples, f64)> = s
+        .cells
+        .iter()
+        .filter(|(_, c)| c.released.len() >= trials)
+        .filter_map(|(l, c)| c.plain.map(|p| (l, c, p)))
+        .collect();
+    let a = alpha / tested.len().max(1) as f64;
+    let n = trials as u64;
+    // The smallest share of n that is still consistent with `confidence`.
+    let least = (0..=n)
+        .find(|&k| stats::cp_upper(k, n, a) >= confidence)
+        .unwrap_or(n);
+    let tolerance = (confidence - least as f64 / n.max(1) as f64).max(0.0);
+    let (mut all, mut in_bounded, mut covered_plain, mut with_plain) =
+        (0usize, 0usize, 0usize, 0usize);
     let (mut bounding, mut noise) = (Vec::new(), Vec::new());
     for c in s.cells.values() {
         for ((r, w), b) in c.released.iter().zip(&c.half_width).zip(&c.bounded) {
-            n += 1;
+            all += 1;
             in_bounded += usize::from((r - b).abs() <= *w);
             noise.push((r - b).abs() / w.max(1e-300));
             if let Some(p) = c.plain {
-                plain_n += 1;
-                in_plain += usize::from((r - p).abs() <= *w);
+                with_plain += 1;
+                covered_plain += usize::from((r - p).abs() <= *w);
                 bounding.push((b - p).abs() / w.max(1e-300));
             }
         }
     }
-    let coverage = (plain_n > 0).then(|| in_plain as f64 / plain_n as f64);
-    let coverage_bounded = in_bounded as f64 / n.max(1) as f64;
-    let shown = coverage.unwrap_or(coverage_bounded);
+    let mut worst: Option<(String, f64)> = None;
+    let mut failed = 0;
+    for (label, c, plain) in &tested {
+        let k = c
+            .released
+            .iter()
+            .zip(&c.half_width)
+            .filter(|(r, w)| (*r - plain).abs() <= **w)
+            .count() as u64;
+        let share = k as f64 / c.released.len() as f64;
+        if stats::cp_upper(k, c.released.len() as u64, a) < confidence {
+            failed += 1;
+        }
+        if worst.as_ref().is_none_or(|(_, w)| share < *w) {
+            worst = Some(((*label).clone(), share));
+        }
+    }
+    let plain_missing = plain_missing.or_else(|| {
+        tested
+            .is_empty()
+            .then(|| "no released value could be matched with a plain answer".to_string())
+    });
     Accuracy {
-        coverage,
-        coverage_bounded,
+        coverage: (with_plain > 0).then(|| covered_plain as f64 / with_plain as f64),
+        coverage_bounded: in_bounded as f64 / all.max(1) as f64,
         confidence,
         tolerance,
-        pass: n > 0 && shown >= confidence - tolerance,
-        values: s.cells.len(),
+        worst,
+        pass: plain_missing.is_none() && failed == 0,
+        values: tested.len(),
+        conditioned: s
+            .cells
+            .values()
+            .filter(|c| c.released.len() < trials)
+            .count(),
         bounding_error: (!bounding.is_empty()).then(|| stats::mean_sd(&bounding).0),
         noise_error: stats::mean_sd(&noise).0,
         plain_missing,
@@ -305,10 +368,11 @@ pub fn bias(s: &Samples, release: &ReleasePlan, trials: usize) -> Vec<CellBias> 
                         c.released.len() as f64 * 100.0 / trials as f64
                     ))
                 } else {
+                    let error = stats::mean_sd(&errors).0;
                     release
                         .outputs
                         .get(c.output)
-                        .and_then(|o| expected_bias(o, bounded, width))
+                        .and_then(|o| expected_bias(o, bounded, width, error))
                 },
                 clamping_bias: c.plain.map(|p| bounded - p),
             }
@@ -317,12 +381,15 @@ pub fn bias(s: &Samples, release: &ReleasePlan, trials: usize) -> Vec<CellBias> 
 }
 
 /// Why `output` is biased by design near `value` (interval half-width
-/// `width`), if it is: post-processing that clamps (counts at 0, sums of
-/// one-signed values at 0, means to their bounds) moves the mean of
-/// values within a few widths of the clamp; variances and quantiles are
-/// nonlinear in their noisy measurements.
-pub fn expected_bias(output: &Output, value: f64, width: f64) -> Option<String> {
-    let near = |edge: f64| (value - edge).abs() < 3.0 * width;
+/// `width`, measured mean error `error`), if it is: post-processing that
+/// clamps moves the mean of values within a half-width of the clamp
+/// (counts and one-signed sums at 0, means at their bounds); a mean is a
+/// ratio, and variances and quantiles are nonlinear in their noisy
+/// measurements, which biases them by a little — excused only while the
+/// bias stays below a quarter of the half-width.
+pub fn expected_bias(output: &Output, value: f64, width: f64, error: f64) -> Option<String> {
+    let near = |edge: f64| (value - edge).abs() < width;
+    let small = error.abs() <= 0.25 * width;
     match *output {
         Output::Count { .. } if near(0.0) => Some("a count near 0 is clamped at 0".into()),
         Output::Sum { lower, upper, .. } if (lower >= 0.0 || upper <= 0.0) && near(0.0) => {
@@ -331,12 +398,17 @@ pub fn expected_bias(output: &Output, value: f64, width: f64) -> Option<String> 
         Output::Mean { lower, upper, .. } if near(lower) || near(upper) => {
             Some("a mean near its declared bounds is clamped to them".into())
         }
-        Output::Variance { .. } => {
-            Some("a variance is nonlinear in its noisy sums (and clamped at 0)".into())
-        }
-        Output::Quantile { .. } => {
-            Some("a quantile is read off a noisy histogram whose counts are clamped at 0".into())
-        }
+        Output::Mean { .. } if small => Some(
+            "a mean is a ratio of noisy sums (bias below a quarter of the half-width)".into(),
+        ),
+        Output::Variance { .. } if small => Some(
+            "a variance is nonlinear in its noisy sums (bias below a quarter of the half-width)"
+                .into(),
+        ),
+        Output::Quantile { .. } if small => Some(
+            "a quantile is read off a noisy histogram clamped at 0 (bias below a quarter of the half-width)"
+                .into(),
+        ),
         _ => None,
     }
 }

@@ -29,6 +29,16 @@ use serde::Serialize;
 pub use checks::{Accuracy, CellBias, Privacy, Utility};
 pub use workload::{parse as parse_workload, WorkItem};
 
+/// How many times the charge a pair's loss must be for the self-check to
+/// expect the privacy test to see it.
+pub const EXPOSED_MARGIN: f64 = 1.5;
+
+/// The privacy test's resolution: a loss this many over √trials above the
+/// charge shows as a lower bound above it (measured on the demo: at 1 000
+/// trials a side, losses of 2 and 1.1 gave bounds of 1.5 and 0.86, a loss
+/// of 0.19 at ε = 0.1 gave 0).
+pub const RESOLUTION: f64 = 16.0;
+
 /// How hard to test.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -40,7 +50,8 @@ pub struct Options {
     pub backend_runs: usize,
     /// Candidate units tried per query.
     pub candidates: usize,
-    /// Family-wise error of the run's privacy and bias tests.
+    /// Family-wise error of the run: the chance that a correct build fails
+    /// one of its privacy, accuracy or bias tests (a third each).
     pub alpha: f64,
     /// Self-check: calibrate every noise for a sensitivity this many times
     /// smaller than the true one (a deliberately broken build), so that
@@ -109,6 +120,28 @@ impl Evaluation {
     pub fn passed(&self) -> bool {
         self.queries.iter().all(QueryResult::passed)
     }
+
+    /// The queries whose privacy test the self-check expects to fail.
+    pub fn exposed(&self) -> Vec<&QueryResult> {
+        self.queries
+            .iter()
+            .filter(|q| q.exposed(self.trials))
+            .collect()
+    }
+
+    /// In the self-check: whether the privacy test failed on every
+    /// [`exposed`](Self::exposed) query, and there was at least one
+    /// (`None` outside the self-check).
+    pub fn self_check_caught(&self) -> Option<bool> {
+        self.self_check?;
+        let exposed = self.exposed();
+        Some(
+            !exposed.is_empty()
+                && exposed
+                    .iter()
+                    .all(|q| q.privacy.as_ref().is_some_and(|p| !p.pass)),
+        )
+    }
 }
 
 /// One query's evaluation.
@@ -137,6 +170,13 @@ pub struct QueryResult {
     pub utility: Option<Utility>,
     /// Per released value, its bias.
     pub bias: Vec<CellBias>,
+    /// The share of a measurement's sensitivity the neighbour moved it by
+    /// (1: the whole sensitivity, where a broken bound must show).
+    pub reach: f64,
+    /// The privacy loss the tracked value's noise admits on this pair of
+    /// neighbours, when it is a count or sum released as measured
+    /// ([`neighbour::pair_loss`]): at most the charge in an honest build.
+    pub pair_loss: Option<f64>,
     /// Whether the bias test passed (set once every query's p-values are
     /// known, Bonferroni over all of them).
     pub bias_pass: bool,
@@ -145,13 +185,25 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
-    /// Whether every test passed.
+    /// Whether the privacy, accuracy and bias tests passed (utility only
+    /// flags answers that are too noisy to use; it breaks no promise).
     pub fn passed(&self) -> bool {
         self.error.is_none()
             && self.privacy.as_ref().is_some_and(|p| p.pass)
             && self.accuracy.as_ref().is_some_and(|a| a.pass)
-            && self.utility.as_ref().is_some_and(|u| u.pass)
             && self.bias_pass
+    }
+
+    /// Whether the self-check expects this query's privacy test, run on
+    /// `trials` releases a side, to fail: the tracked value's noise, as
+    /// run, admits a loss on this pair of at least [`EXPOSED_MARGIN`] times
+    /// the charge, and more than the test resolves at these trials above
+    /// it ([`RESOLUTION`]/√trials). Derived values such as means mix
+    /// several measurements and are never expected.
+    pub fn exposed(&self, trials: usize) -> bool {
+        let resolved = self.epsilon + RESOLUTION / (trials.max(1) as f64).sqrt();
+        self.pair_loss
+            .is_some_and(|loss| loss >= resolved.max(EXPOSED_MARGIN * self.epsilon))
     }
 }
 
@@ -171,7 +223,9 @@ pub async fn evaluate(
             total: workload.len(),
             sql: &item.sql,
         });
-        let alpha = options.alpha / workload.len() as f64;
+        // α is shared by the three tests that can fail a correct build
+        // (privacy, accuracy, bias), then by the queries.
+        let alpha = options.alpha / 3.0 / workload.len() as f64;
         queries.push(
             query::evaluate_one(query::Job {
                 config,
@@ -191,7 +245,7 @@ pub async fn evaluate(
         .filter(|b| b.expected.is_none() && b.p_value.is_some())
         .count()
         .max(1);
-    let cut = options.alpha / tested as f64;
+    let cut = options.alpha / 3.0 / tested as f64;
     for q in &mut queries {
         q.bias_pass = q.error.is_none()
             && q.bias

@@ -5,15 +5,17 @@
 //! single value of each numeric column the query names, and a unit holding
 //! the rarest value of each other column it names. Each candidate's
 //! neighbour D − u is the same backend query with the unit's rows filtered
-//! out ([`dpgate_sql::Prepared::bind_without_unit`]); the candidate whose
-//! removal moves some raw measurement most, in noise standard deviations,
-//! is the one tested. Row-level tables name rows by their physical
+//! out, in the same backend query as D ([`dpgate_sql::Prepared::bind_paired`]);
+//! the candidate whose removal moves some raw measurement most, in noise
+//! standard deviations, is the one tested. Row-level tables name rows by their physical
 //! identity (ctid, rowid).
 
 use std::collections::{BTreeMap, HashSet};
 
 use dpgate_backend::{Backend, BackendQuery};
 use dpgate_config::{quote_ident, ColumnType, Config, Table, TablePrivacy};
+use dpgate_dp::noise::Noise;
+use dpgate_dp::release::{Output, ReleasePlan};
 use dpgate_sql::{Dialect, Plan, RawGroup};
 
 use crate::truth::UnitRanking;
@@ -145,6 +147,23 @@ pub async fn candidates(
             }
         }
     }
+    // Whatever the query names, some unit of each table is a neighbour.
+    for t in tables {
+        if let TablePrivacy::Private { privacy_unit, .. } = &t.privacy {
+            let unit = match privacy_unit {
+                Some(u) => format!("\"__t\".{}", quote_ident(u)),
+                None => dialect.row_id("__t"),
+            };
+            asks.push((
+                format!(
+                    "SELECT {} FROM {} AS \"__t\" WHERE {unit} IS NOT NULL ORDER BY 1 LIMIT 1",
+                    dialect.unit_text(&unit),
+                    dialect.table(t)
+                ),
+                format!("a unit of {}", t.name),
+            ));
+        }
+    }
     let mut found: Vec<Candidate> = Vec::new();
     for (sql, why) in asks {
         if found.len() >= limit {
@@ -171,14 +190,26 @@ pub async fn candidates(
 
 /// How far removing a unit moves `plan`'s raw measurements: the largest
 /// change of any measured value of a group present on both sides, in
-/// standard deviations of that measurement's noise; and whether the set
-/// of groups changed.
-pub fn movement(plan: &Plan, d: &[RawGroup], neighbour: &[RawGroup]) -> (f64, bool) {
-    let sds: Vec<f64> = plan
+/// standard deviations of that measurement's noise and as a share of the
+/// sensitivity it is calibrated for; and whether the set of groups changed.
+pub fn movement(plan: &Plan, d: &[RawGroup], neighbour: &[RawGroup]) -> (f64, f64, bool) {
+    // Per measured value: its noise's standard deviation, and the largest
+    // change one unit may make to it (L1 sensitivity, or the square root
+    // of the squared L2 one).
+    let scales: Vec<(f64, f64)> = plan
         .release
         .measurements
         .iter()
-        .flat_map(|m| std::iter::repeat_n(m.noise.variance().sqrt().max(1e-300), m.len))
+        .flat_map(|m| {
+            let sensitivity = match &m.noise {
+                dpgate_dp::Noise::Laplace(l) => l.sensitivity() as f64,
+                dpgate_dp::Noise::Gaussian(g) => (g.l2_squared() as f64).sqrt(),
+            };
+            std::iter::repeat_n(
+                (m.noise.variance().sqrt().max(1e-300), sensitivity.max(1.0)),
+                m.len,
+            )
+        })
         .collect();
     let by_key = |raw: &[RawGroup]| -> BTreeMap<Vec<Option<String>>, Vec<i64>> {
         plan.arrange(raw.to_vec())
@@ -187,16 +218,55 @@ pub fn movement(plan: &Plan, d: &[RawGroup], neighbour: &[RawGroup]) -> (f64, bo
             .collect()
     };
     let (a, b) = (by_key(d), by_key(neighbour));
-    let mut most: f64 = 0.0;
+    let (mut moved, mut reach): (f64, f64) = (0.0, 0.0);
     for (k, va) in &a {
         if let Some(vb) = b.get(k) {
-            for ((x, y), sd) in va.iter().zip(vb).zip(&sds) {
-                most = most.max((*x as f64 - *y as f64).abs() / sd);
+            for ((x, y), (sd, sensitivity)) in va.iter().zip(vb).zip(&scales) {
+                let change = (*x as f64 - *y as f64).abs();
+                moved = moved.max(change / sd);
+                reach = reach.max(change / sensitivity);
             }
         }
     }
     let keys_changed = a.len() != b.len() || a.keys().any(|k| !b.contains_key(k));
-    (most, keys_changed)
+    (moved, reach, keys_changed)
+}
+
+/// The privacy loss the noise of output `output` admits on one pair of
+/// neighbours whose raw values are `d` and `neighbour`, when the output is
+/// a count or sum released as measured (`None` for derived values, whose
+/// loss mixes several measurements): for discrete Laplace noise at ε for
+/// sensitivity Δ, ε·change/Δ; for Gaussian noise, the exact (ε, `delta`)
+/// profile of a shift of change/σ. An honest build keeps it at or below
+/// the measurement's share of the charge; noise calibrated for a smaller
+/// sensitivity than the true one exceeds it, and the privacy test must
+/// then fail.
+pub fn pair_loss(
+    release: &ReleasePlan,
+    output: usize,
+    d: &[i64],
+    neighbour: &[i64],
+    delta: f64,
+) -> Option<f64> {
+    let m = match release.outputs.get(output)? {
+        Output::Count { measurement } | Output::Sum { measurement, .. } => *measurement,
+        _ => return None,
+    };
+    let start = release.offset(m);
+    let range = start..start + release.measurements.get(m)?.len;
+    let changes = d.get(range.clone())?.iter().zip(neighbour.get(range)?);
+    let noise = &release.measurements[m].noise;
+    Some(match noise {
+        Noise::Laplace(l) => {
+            let change: f64 = changes.map(|(a, b)| (a - b).unsigned_abs() as f64).sum();
+            l.epsilon().to_f64() * change / l.sensitivity().max(1) as f64
+        }
+        Noise::Gaussian(_) => {
+            let squared: f64 = changes.map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+            let sigma = noise.variance().sqrt().max(1e-300);
+            crate::stats::gaussian_epsilon(squared.sqrt() / sigma, delta)
+        }
+    })
 }
 
 /// The lower-cased identifiers of a statement's text.

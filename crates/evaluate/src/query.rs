@@ -15,27 +15,43 @@ use crate::neighbour::{self, fetch_text};
 use crate::trials::{self, normalise_text, number, release_once, Bounded, Rows};
 use crate::{truth, Event, Options, Progress, QueryResult, WorkItem};
 
-/// Backend rows of a plan, or the backend's error.
-async fn fetch(backend: &dyn Backend, plan: &Plan, sql: &str) -> Result<Vec<RawGroup>, String> {
-    let mut rows = Vec::new();
+/// One run of a paired backend query ([`dpgate_sql::Prepared::bind_paired`]):
+/// the rows of D and of D − u, drawn with the same randomness for every
+/// other unit.
+async fn fetch_pair(
+    backend: &dyn Backend,
+    plan: &Plan,
+    paired: &str,
+) -> Result<(Vec<RawGroup>, Vec<RawGroup>), String> {
+    let mut rows: Vec<RawGroup> = Vec::new();
     let query = BackendQuery {
-        sql,
-        ..BackendQuery::of(plan)
+        sql: paired,
+        keys: plan.grouping.key_count() + 1,
+        measurements: plan.release.raw_len(),
     };
     backend
         .fetch_into(query, &mut rows)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(rows)
+    let (mut d, mut n) = (Vec::new(), Vec::new());
+    for mut row in rows {
+        let side = row.keys.remove(0);
+        match side.as_deref() {
+            Some("d") => d.push(row),
+            _ => n.push(row),
+        }
+    }
+    Ok((d, n))
 }
 
 /// A candidate neighbour, run: how far it moved the raw measurements,
-/// why it was picked, its backend query and what that returned.
+/// why it was picked, and its paired backend query.
 struct Tried {
     score: f64,
+    moved: f64,
+    reach: f64,
     why: String,
     sql: String,
-    raw: Vec<RawGroup>,
 }
 
 /// What one query's evaluation works with.
@@ -64,6 +80,8 @@ pub(crate) async fn evaluate_one(job: Job<'_>) -> QueryResult {
         utility: None,
         bias: Vec::new(),
         bias_pass: false,
+        reach: 0.0,
+        pair_loss: None,
         seconds: 0.0,
     };
     if let Err(e) = run(&job, &mut result).await {
@@ -112,7 +130,6 @@ async fn run(job: &Job<'_>, result: &mut QueryResult) -> Result<(), String> {
     let backend = backend.as_ref();
 
     progress(Event::Step("choosing the neighbour"));
-    let first = fetch(backend, &plan, &plan.backend_sql).await?;
     let tables = item.prepared.tables(config);
     let words = neighbour::words(&item.sql);
     let ranking = truth::unit_ranking(&item.prepared, config);
@@ -125,25 +142,27 @@ async fn run(job: &Job<'_>, result: &mut QueryResult) -> Result<(), String> {
         options.candidates,
     )
     .await?;
-    // Two backend queries at a time (one per core here).
+    // Two backend queries at a time (one per core here). Each candidate's
+    // paired run gives D and D − u under the same random draws.
     let tried: Vec<Result<Tried, String>> = futures::stream::iter(found.into_iter().enumerate())
         .map(|(i, c)| {
-            let (plan, first) = (&plan, &first);
+            let plan = &plan;
             async move {
-                let without = item
+                let paired = item
                     .prepared
-                    .bind_without_unit(&item.ask, config, &c.unit)
+                    .bind_paired(&item.ask, config, &c.unit)
                     .map_err(refused)?;
-                let raw = fetch(backend, plan, &without.backend_sql).await?;
-                let (moved, keys_changed) = neighbour::movement(plan, first, &raw);
+                let (d, n) = fetch_pair(backend, plan, &paired.backend_sql).await?;
+                let (moved, reach, keys_changed) = neighbour::movement(plan, &d, &n);
                 // Ties go to a candidate that changes the groups, then
                 // to the one listed first.
                 let score = moved + if keys_changed { 1e-6 } else { 0.0 } - i as f64 * 1e-9;
                 Ok(Tried {
                     score,
+                    moved,
+                    reach,
                     why: c.why,
-                    sql: without.backend_sql,
-                    raw,
+                    sql: paired.backend_sql,
                 })
             }
         })
@@ -158,32 +177,33 @@ async fn run(job: &Job<'_>, result: &mut QueryResult) -> Result<(), String> {
         }
     }
     let Some(Tried {
-        score,
+        moved,
+        reach,
         why,
-        sql: neighbour_sql,
-        raw: neighbour_first,
+        sql: paired_sql,
+        ..
     }) = best
     else {
         return Err("no privacy unit found to remove (are the tables empty?)".into());
     };
-    result.neighbour = Some((why, score.max(0.0)));
+    result.neighbour = Some((why, moved));
+    result.reach = reach;
 
-    // Backend randomness (row sampling, randomized rounding) is part of
-    // the test: several runs per side when the query draws any.
+    // Backend randomness (row sampling, allowances, randomized rounding)
+    // is part of the test: several fresh paired runs when the query draws
+    // any (not the run the neighbour was chosen on, which would favour the
+    // draw that moved most).
     let runs = if plan.backend_sql.contains("random()") {
         options.backend_runs.max(1)
     } else {
         1
     };
-    progress(Event::Step("running the backend query on both sides"));
-    let (mut on_d, mut on_n) = (vec![first], vec![neighbour_first]);
-    for _ in 1..runs {
-        let (a, b) = futures::join!(
-            fetch(backend, &plan, &plan.backend_sql),
-            fetch(backend, &plan, &neighbour_sql)
-        );
-        on_d.push(a?);
-        on_n.push(b?);
+    progress(Event::Step("running the paired backend query"));
+    let (mut on_d, mut on_n) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (d, n) = fetch_pair(backend, &plan, &paired_sql).await?;
+        on_d.push(d);
+        on_n.push(n);
     }
 
     progress(Event::Step("running the plain query"));
@@ -203,6 +223,15 @@ async fn run(job: &Job<'_>, result: &mut QueryResult) -> Result<(), String> {
         .map(|r| trials::noiseless(&plan, &rows, r, confidence))
         .collect();
     let (tracked_key, tracked_column) = tracked(&rows, &bounded_d[0], &bounded_n[0]);
+    result.pair_loss = rows
+        .aggregate_columns
+        .iter()
+        .find(|(c, _)| *c == tracked_column)
+        .zip(bounded_d[0].get(&tracked_key))
+        .zip(bounded_n[0].get(&tracked_key))
+        .and_then(|(((_, output), d), n)| {
+            neighbour::pair_loss(&plan.release, *output, &d.raw, &n.raw, result.delta)
+        });
     let tracked_label = format!(
         "{} of row {tracked_key}",
         column_label(&plan, tracked_column)
@@ -270,7 +299,13 @@ async fn run(job: &Job<'_>, result: &mut QueryResult) -> Result<(), String> {
         alpha,
         n / 5,
     ));
-    result.accuracy = Some(checks::accuracy(&samples, confidence, n, plain_missing));
+    result.accuracy = Some(checks::accuracy(
+        &samples,
+        confidence,
+        n,
+        alpha,
+        plain_missing,
+    ));
     result.utility = Some(checks::utility(&samples, result.epsilon));
     result.bias = checks::bias(&samples, &plan.release, n);
     Ok(())
@@ -291,11 +326,12 @@ fn record(
     if !rows.matchable() {
         return;
     }
-    let Some((bounded_row, _)) = bounded.get(key) else {
+    let Some(bounded_row) = bounded.get(key) else {
         return;
     };
     for &(c, output) in &rows.aggregate_columns {
-        let (Some(v), Some(w), Some(b)) = (number(&row[c]), widths[c], number(&bounded_row[c]))
+        let (Some(v), Some(w), Some(b)) =
+            (number(&row[c]), widths[c], number(&bounded_row.cells[c]))
         else {
             continue;
         };
@@ -335,12 +371,12 @@ fn tracked(
     let mut keys: Vec<&String> = d.keys().collect();
     keys.sort();
     for k in keys {
-        let (Some((a, widths)), Some((b, _))) = (d.get(k), n.get(k)) else {
+        let (Some(a), Some(b)) = (d.get(k), n.get(k)) else {
             continue;
         };
         for &(c, _) in &rows.aggregate_columns {
-            if let (Some(x), Some(y)) = (number(&a[c]), number(&b[c])) {
-                let score = (x - y).abs() / widths[c].unwrap_or(1.0).max(1e-300);
+            if let (Some(x), Some(y)) = (number(&a.cells[c]), number(&b.cells[c])) {
+                let score = (x - y).abs() / a.widths[c].unwrap_or(1.0).max(1e-300);
                 if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
                     best = Some((score, k.clone(), c));
                 }

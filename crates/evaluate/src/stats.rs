@@ -2,7 +2,7 @@
 //! the empirical ε lower bound they give on two output samples, and
 //! Student's one-sample t-test.
 
-use statrs::distribution::{Beta, ContinuousCDF, StudentsT};
+use statrs::distribution::{Beta, ContinuousCDF, Normal, StudentsT};
 
 /// Lower end of the one-sided Clopper–Pearson bound for a binomial
 /// proportion with `k` successes in `n` trials: the true proportion is
@@ -86,6 +86,19 @@ pub fn epsilon_lower_bound(counts: &Counts, delta: f64, alpha: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The largest bound [`epsilon_lower_bound`] can give with `trials`
+/// outputs per side and `events` events at `alpha`: an event seen in
+/// every trial on one side and never on the other.
+pub fn epsilon_ceiling(trials: u64, events: usize, delta: f64, alpha: f64) -> f64 {
+    let a = alpha / (2 * events).max(1) as f64;
+    let (p, q) = (cp_lower(trials, trials, a) - delta, cp_upper(0, trials, a));
+    if p > 0.0 && q > 0.0 {
+        (p / q).ln()
+    } else {
+        0.0
+    }
+}
+
 /// Events over a real-valued output (`None`: the value was not released):
 /// the bins between consecutive `edges`, every lower and upper tail, and
 /// "not released". Tails are where a shifted distribution differs most.
@@ -159,6 +172,37 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// The smallest ε for which a Gaussian mechanism whose two outputs'
+/// means lie `mu` standard deviations apart is (ε, `delta`)-DP on that
+/// pair: the exact privacy profile δ(ε) = Φ(μ/2 − ε/μ) − e^ε·Φ(−μ/2 − ε/μ)
+/// (Balle and Wang, 2018), decreasing in ε, solved by bisection.
+pub fn gaussian_epsilon(mu: f64, delta: f64) -> f64 {
+    let Ok(phi) = Normal::new(0.0, 1.0) else {
+        return f64::NAN;
+    };
+    if mu <= 0.0 {
+        return 0.0;
+    }
+    let profile = |e: f64| phi.cdf(mu / 2.0 - e / mu) - e.exp() * phi.cdf(-mu / 2.0 - e / mu);
+    if profile(0.0) <= delta {
+        return 0.0;
+    }
+    let (mut lo, mut hi) = (0.0, 1.0);
+    while profile(hi) > delta && hi < 1e6 {
+        lo = hi;
+        hi *= 2.0;
+    }
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if profile(mid) > delta {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +221,20 @@ mod tests {
         close(cp_lower(37, 100, 0.05), 0.289_355_367_440_998);
         assert_eq!(cp_lower(0, 10, 0.05), 0.0);
         assert_eq!(cp_upper(10, 10, 0.05), 1.0);
+    }
+
+    #[test]
+    fn gaussian_privacy_profile_matches_known_values() {
+        // Balle and Wang's analytic Gaussian mechanism: σ ≈ 3.73 for
+        // Δ = 1 at (1, 1e-5).
+        let e = gaussian_epsilon(1.0 / 3.73, 1e-5);
+        assert!((e - 1.000_186).abs() < 1e-5, "{e}");
+        // Φ(1/2) − Φ(−1/2) = 0.3829…: δ at ε = 0 for μ = 1.
+        assert_eq!(gaussian_epsilon(1.0, 0.383), 0.0);
+        assert!(gaussian_epsilon(1.0, 0.38) > 0.0);
+        let e = gaussian_epsilon(1.0, 1e-5);
+        assert!((e - 4.377_178).abs() < 1e-5, "{e}");
+        assert_eq!(gaussian_epsilon(0.0, 1e-5), 0.0);
     }
 
     #[test]
@@ -233,5 +291,10 @@ mod tests {
         assert_eq!(quantile_edges(&[3.0, 1.0, 2.0, 4.0], 2), vec![3.0]);
         assert_eq!(quantile_edges(&[1.0; 10], 4), vec![1.0]);
         close(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+        // 800 trials, 29 events at α = 0.05/60: about 4.2, and more
+        // trials see further.
+        let c = epsilon_ceiling(800, 29, 0.0, 0.05 / 60.0);
+        assert!((3.9..4.5).contains(&c), "{c}");
+        assert!(epsilon_ceiling(8000, 29, 0.0, 0.05 / 60.0) > c + 2.0);
     }
 }

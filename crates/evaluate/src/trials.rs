@@ -160,9 +160,17 @@ pub fn number(cell: &Cell) -> Option<f64> {
     }
 }
 
-/// One row without noise: its cells, and per column the interval
-/// half-width where the column is one aggregate.
-pub type Bounded = (Vec<Cell>, Vec<Option<f64>>);
+/// One row without noise.
+#[derive(Clone, Debug)]
+pub struct Bounded {
+    /// Its cells, as released.
+    pub cells: Vec<Cell>,
+    /// Per column, the interval half-width where the column is one
+    /// aggregate.
+    pub widths: Vec<Option<f64>>,
+    /// The backend's raw measured values of its group.
+    pub raw: Vec<i64>,
+}
 
 /// The released rows without noise (the bounded answer the noise hides),
 /// every group kept whether or not it would pass selection, HAVING or
@@ -180,7 +188,14 @@ pub fn noiseless(
         .map(|(i, g)| {
             let noisy = plan.release.add_noise(&g.values, &zero);
             let row = plan.group_row(&g.keys, &plan.release.derive_all(&noisy, confidence));
-            (rows.key(plan, i, &row.values), (row.values, row.widths))
+            (
+                rows.key(plan, i, &row.values),
+                Bounded {
+                    cells: row.values,
+                    widths: row.widths,
+                    raw: g.values.clone(),
+                },
+            )
         })
         .collect()
 }

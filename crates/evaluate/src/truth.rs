@@ -189,20 +189,19 @@ pub fn unit_ranking(prepared: &Prepared, config: &Config) -> Option<UnitRanking>
             .tables
             .iter()
             .find(|t| dialect.table(t) == name.to_string())?;
-        let TablePrivacy::Private {
-            privacy_unit: Some(unit),
-            ..
-        } = &table.privacy
-        else {
+        let TablePrivacy::Private { privacy_unit, .. } = &table.privacy else {
             return None;
         };
-        let qualifier = match alias {
-            Some(a) => quote_ident(&a.name.value),
-            None => name.to_string(),
+        let qualifier = alias
+            .as_ref()
+            .map_or(table.name.clone(), |a| a.name.value.clone());
+        // A row-level table's unit is the row itself.
+        let unit = match privacy_unit {
+            Some(u) => format!("{}.{}", quote_ident(&qualifier), quote_ident(u)),
+            None => dialect.row_id(&qualifier),
         };
-        Some((qualifier, unit.clone(), table.name.clone()))
+        Some((quote_ident(&qualifier), unit, table.name.clone()))
     })?;
-    let unit = format!("{qualifier}.{}", quote_ident(&unit));
     let with = q.with.as_ref().map_or(String::new(), |w| format!("{w} "));
     let from: Vec<String> = select.from.iter().map(ToString::to_string).collect();
     let filter = select

@@ -101,18 +101,15 @@ impl Prepared {
         plan_prepared(&query, config, ask, self.source.clone(), None)
     }
 
-    /// The plan of [`Self::bind`] on the neighbouring dataset without one
-    /// privacy unit: the same backend query, whose rows of the unit whose
-    /// value reads `unit` as text ([`crate::Dialect::unit_text`]) are
-    /// filtered out before bounding. For the data owner's evaluator
-    /// (`dpgate evaluate`), which compares releases on both datasets; no
-    /// analyst's statement is ever planned this way.
-    pub fn bind_without_unit(
-        &self,
-        ask: &Ask,
-        config: &Config,
-        unit: &str,
-    ) -> Result<Plan, Refusal> {
+    /// The plan of [`Self::bind`] whose backend query releases D and its
+    /// neighbour D − u (without the unit whose value reads `unit` as text,
+    /// [`crate::Dialect::unit_text`]) together: the rows come back with one
+    /// more key column before the plan's keys, `d` or `n`. The bounding
+    /// step runs once (a materialized CTE) and the two sides aggregate it
+    /// with and without the unit, so every other unit's random draws are
+    /// the same on both sides. For the data owner's evaluator (`dpgate
+    /// evaluate`); no analyst's statement is ever planned this way.
+    pub fn bind_paired(&self, ask: &Ask, config: &Config, unit: &str) -> Result<Plan, Refusal> {
         plan_prepared(&self.query, config, ask, self.source.clone(), Some(unit))
     }
 

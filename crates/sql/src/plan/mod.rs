@@ -157,15 +157,15 @@ pub fn plan(query: &Query, config: &Config, epsilon: f64) -> Result<Plan, Refusa
 }
 
 /// [`plan`] with the top-level FROM already resolved under `config`
-/// (see [`crate::front::Prepared`]). With `without_unit`, the plan of the
-/// neighbouring dataset that lacks that privacy unit (see
-/// [`crate::front::Prepared::bind_without_unit`]).
+/// (see [`crate::front::Prepared`]). With `paired`, the plan whose backend
+/// query also releases the neighbouring dataset without that privacy unit
+/// (see [`crate::front::Prepared::bind_paired`]).
 pub(crate) fn plan_prepared(
     query: &Query,
     config: &Config,
     ask: &Ask,
     source: Option<Source>,
-    without_unit: Option<&str>,
+    paired: Option<&str>,
 ) -> Result<Plan, Refusal> {
     let epsilon = ask.epsilon;
     let min = config.privacy.min_epsilon_per_query;
@@ -221,10 +221,6 @@ pub(crate) fn plan_prepared(
             Some(t.sql)
         }
         None => None,
-    };
-    let predicate = match without_unit {
-        None => predicate,
-        Some(unit) => Some(without_unit_predicate(&source, predicate, unit)),
     };
 
     let items = select_items(&select.projection)?;
@@ -429,6 +425,7 @@ pub(crate) fn plan_prepared(
         bounding,
         bound.max_rows,
         ordered,
+        paired,
     );
     Ok(Plan {
         backend_sql,
@@ -484,24 +481,6 @@ impl PostScope for Planner<'_> {
             .iter()
             .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, p, t)| (p.clone(), *t))
-    }
-}
-
-/// `predicate` and "the row's privacy unit is not `unit`" (compared as
-/// text, [`Dialect::unit_text`]). The filter applies to the joined rows
-/// before any bounding step, and each unit's bounding depends on its own
-/// rows only, so the backend query then runs exactly as it would on the
-/// dataset without that unit.
-fn without_unit_predicate(source: &Source, predicate: Option<String>, unit: &str) -> String {
-    let column = source.unit.as_deref().expect("a private source has a unit");
-    let other = format!(
-        "{} IS DISTINCT FROM {}",
-        source.scope.dialect.unit_text(column),
-        crate::types::quote_literal(unit)
-    );
-    match predicate {
-        Some(p) => format!("({p}) AND {other}"),
-        None => other,
     }
 }
 

@@ -9,7 +9,9 @@ use crate::Dialect;
 
 /// The backend query for `measures` over `source`, bounded as `bounding`
 /// says (`max_rows` rows' worth per unit), one row per group, in key order
-/// when `ordered`.
+/// when `ordered`. With `paired` (a unit's value as text), the query of
+/// [`crate::front::Prepared::bind_paired`] instead.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn render(
     source: &Source,
     predicate: Option<&str>,
@@ -18,6 +20,7 @@ pub(super) fn render(
     bounding: Bounding,
     max_rows: u64,
     ordered: bool,
+    paired: Option<&str>,
 ) -> String {
     let d = source.scope.dialect;
     let key_names: Vec<String> = (0..keys.len()).map(|i| format!("__dp_k{i}")).collect();
@@ -41,6 +44,9 @@ pub(super) fn render(
             unit()
         )),
         Bounding::PreAggregated => row_columns.push(format!("{} AS __dp_u", unit())),
+    }
+    if paired.is_some() && bounding != Bounding::PreAggregated {
+        row_columns.push(format!("{} AS __dp_u", unit()));
     }
     if row_columns.is_empty() {
         row_columns.push("1 AS __dp_one".into());
@@ -67,7 +73,7 @@ pub(super) fn render(
             specs.iter().map(|(sql, _)| sql.to_string()).collect(),
         ),
         Bounding::PreAggregated => (
-            pre_aggregated(&rows, &key_names, &specs, max_rows),
+            pre_aggregated(&rows, &key_names, &specs, max_rows, paired.is_some()),
             specs
                 .iter()
                 .enumerate()
@@ -75,40 +81,119 @@ pub(super) fn render(
                 .collect(),
         ),
     };
-    let mut outer: Vec<String> = keys
-        .iter()
-        .zip(&key_names)
-        .enumerate()
-        .map(|(i, (k, name))| format!("{} AS k{i}", d.key_text(name, k.typed.ty)))
-        .collect();
-    // Text, not bigint: a cast that overflows would be a data-dependent
-    // error; the backend crate parses and saturates instead.
-    outer.extend(
-        measured
+    let outer = |measured: &[String]| -> String {
+        let mut outer: Vec<String> = keys
             .iter()
+            .zip(&key_names)
             .enumerate()
-            .map(|(i, sql)| format!("{} AS m{i}", d.measurement_text(sql))),
-    );
+            .map(|(i, (k, name))| format!("{} AS k{i}", d.key_text(name, k.typed.ty)))
+            .collect();
+        // Text, not bigint: a cast that overflows would be a data-dependent
+        // error; the backend crate parses and saturates instead.
+        outer.extend(
+            measured
+                .iter()
+                .enumerate()
+                .map(|(i, sql)| format!("{} AS m{i}", d.measurement_text(sql))),
+        );
+        outer.join(", ")
+    };
     let group_by = if keys.is_empty() {
         String::new()
     } else {
         format!(" GROUP BY {}", key_names.join(", "))
     };
-    let order_by = if ordered {
-        format!(
-            " ORDER BY {}",
-            keys.iter()
-                .zip(&key_names)
-                .map(|(k, name)| d.order_key(&d.key_text(name, k.typed.ty)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    } else {
-        String::new()
+    let key_order = |named: &dyn Fn(usize) -> String| -> Vec<String> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| d.order_key(&d.key_text(&named(i), k.typed.ty)))
+            .collect()
     };
+    let Some(unit) = paired else {
+        let order_by = if ordered {
+            format!(
+                " ORDER BY {}",
+                key_order(&|i| key_names[i].clone()).join(", ")
+            )
+        } else {
+            String::new()
+        };
+        return format!(
+            "SELECT {} FROM {from}{group_by}{order_by}",
+            outer(&measured)
+        );
+    };
+    paired_sql(
+        d,
+        &from,
+        &measured,
+        &specs,
+        bounding,
+        unit,
+        &outer,
+        &group_by,
+        &{
+            let names: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
+            // The pair's keys are already text: order them as text.
+            names.iter().map(|n| d.order_key(n)).collect::<Vec<_>>()
+        },
+    )
+}
+
+/// The paired query: the bounded relation (every random draw of the
+/// bounding step — row sampling, allowances, randomized rounding — made
+/// once, in a materialized CTE) aggregated twice: over every unit (side
+/// `d`) and over every unit but `unit` (side `n`). Bounding is per unit,
+/// so side `n` is a release on D − u drawn with the same randomness for
+/// every other unit as side `d`: the two sides are coupled.
+#[allow(clippy::too_many_arguments)]
+fn paired_sql(
+    d: Dialect,
+    from: &str,
+    measured: &[String],
+    specs: &[(&String, Partial)],
+    bounding: Bounding,
+    unit: &str,
+    outer: &dyn Fn(&[String]) -> String,
+    group_by: &str,
+    order: &[String],
+) -> String {
+    let (body, measured): (String, Vec<String>) = match bounding {
+        // The cut of each unit's partials (randomized rounding included)
+        // is made once per unit, inside the CTE.
+        Bounding::PreAggregated => (
+            format!(
+                "SELECT *, {} FROM {from}",
+                specs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (_, partial))| format!(
+                        "{} AS __dp_cut{j}",
+                        cut(d, &format!("__dp_p{j}"), *partial)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (0..specs.len())
+                .map(|j| d.sum(&format!("__dp_cut{j}")))
+                .collect(),
+        ),
+        _ => (format!("SELECT * FROM {from}"), measured.to_vec()),
+    };
+    let other = format!(
+        "{} IS DISTINCT FROM {}",
+        d.unit_text("__dp_u"),
+        crate::types::quote_literal(unit)
+    );
+    let columns = outer(&measured);
+    let order = std::iter::once("__dp_side".to_string())
+        .chain(order.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "SELECT {} FROM {from}{group_by}{order_by}",
-        outer.join(", ")
+        "WITH __dp_b AS MATERIALIZED ({body}) SELECT * FROM (\
+         SELECT 'd' AS __dp_side, {columns} FROM __dp_b{group_by} UNION ALL \
+         SELECT 'n' AS __dp_side, {columns} FROM __dp_b WHERE {other}{group_by}) AS __dp_pair ORDER BY {order}"
     )
 }
 
@@ -131,7 +216,10 @@ fn pre_aggregated(
     key_names: &[String],
     specs: &[(&String, Partial)],
     max_rows: u64,
+    with_unit: bool,
 ) -> String {
+    // The paired query needs each unit's identity after the cut.
+    let unit = if with_unit { "__dp_u, " } else { "" };
     let k = max_rows;
     let partials: Vec<String> = specs
         .iter()
@@ -143,7 +231,7 @@ fn pre_aggregated(
         .collect();
     if key_names.is_empty() {
         return format!(
-            "(SELECT {}, COUNT(*) AS __dp_c, CASE WHEN COUNT(*) <= {k} THEN COUNT(*) ELSE {k} END AS __dp_w FROM {rows} AS __dp_rows GROUP BY __dp_u) AS __dp_units",
+            "(SELECT {unit}{}, COUNT(*) AS __dp_c, CASE WHEN COUNT(*) <= {k} THEN COUNT(*) ELSE {k} END AS __dp_w FROM {rows} AS __dp_rows GROUP BY __dp_u) AS __dp_units",
             partials.join(", ")
         );
     }
@@ -163,7 +251,7 @@ fn pre_aggregated(
         .chain((0..specs.len()).map(|j| format!("__dp_p{j}")))
         .collect();
     format!(
-        "(SELECT {}, __dp_c, __dp_f + CASE WHEN __dp_n > {k} AND ROW_NUMBER() OVER (PARTITION BY __dp_u ORDER BY __dp_r DESC, random()) <= {k} - SUM(__dp_f) OVER (PARTITION BY __dp_u) THEN 1 ELSE 0 END AS __dp_w \
+        "(SELECT {unit}{}, __dp_c, __dp_f + CASE WHEN __dp_n > {k} AND ROW_NUMBER() OVER (PARTITION BY __dp_u ORDER BY __dp_r DESC, random()) <= {k} - SUM(__dp_f) OVER (PARTITION BY __dp_u) THEN 1 ELSE 0 END AS __dp_w \
          FROM ({shares}) AS __dp_shares) AS __dp_units WHERE __dp_w > 0",
         carried.join(", ")
     )
