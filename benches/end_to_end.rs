@@ -188,6 +188,10 @@ fn main() {
             "  ratio dpgate / rewritten direct:       {:>10.3}",
             through.as_secs_f64() / bounded.as_secs_f64()
         );
+        println!(
+            "  dpgate's own time (through − direct):  {:>10.2?}",
+            through.saturating_sub(bounded)
+        );
         if let (Some(base), Some(bin)) = (through_baseline, &baseline_bin) {
             println!("  through the baseline build:            {base:>10.2?}  ({})", bin.display());
             println!(

@@ -131,8 +131,13 @@ impl PgBackend {
         let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
         let mut running = CancelOnDrop(Some(client.cancel_token()));
         let read = async {
+            // Parse, bind and execute in one round trip (no prepare
+            // first); the extended protocol still takes one statement only.
             let rows = client
-                .query_raw(sql, std::iter::empty::<&str>())
+                .query_typed_raw(
+                    sql,
+                    std::iter::empty::<(&str, tokio_postgres::types::Type)>(),
+                )
                 .await
                 .map_err(query_error)?;
             futures::pin_mut!(rows);

@@ -156,6 +156,9 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // hyper writes a response's head and body separately; Nagle's
+        // algorithm would hold the second for the client's ACK.
+        let _ = socket.set_nodelay(true);
         let Ok(place) = pending.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "http connection refused: too many connections");
             if let Ok(permit) = turning_away.clone().try_acquire_owned() {

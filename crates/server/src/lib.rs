@@ -186,6 +186,11 @@ pub async fn serve(
                     }
                 };
                 tracing::debug!(%peer, "connection");
+                // Answers leave in one coalesced write; Nagle's algorithm
+                // would hold a TLS record's tail for the client's ACK.
+                if let Err(e) = socket.set_nodelay(true) {
+                    tracing::debug!(%peer, "TCP_NODELAY not set: {e}");
+                }
                 let admission = match pending_logins.clone().try_acquire_owned() {
                     Ok(permit) => connection::Admission::Serve(permit),
                     Err(_) => {
