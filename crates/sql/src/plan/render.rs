@@ -103,17 +103,15 @@ pub(super) fn render(
     } else {
         format!(" GROUP BY {}", key_names.join(", "))
     };
-    let key_order = |named: &dyn Fn(usize) -> String| -> Vec<String> {
-        keys.iter()
-            .enumerate()
-            .map(|(i, k)| d.order_key(&d.key_text(&named(i), k.typed.ty)))
-            .collect()
-    };
     let Some(unit) = paired else {
         let order_by = if ordered {
             format!(
                 " ORDER BY {}",
-                key_order(&|i| key_names[i].clone()).join(", ")
+                keys.iter()
+                    .zip(&key_names)
+                    .map(|(k, name)| d.order_key(&d.key_text(name, k.typed.ty)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         } else {
             String::new()
@@ -132,11 +130,10 @@ pub(super) fn render(
         unit,
         &outer,
         &group_by,
-        &{
-            let names: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
-            // The pair's keys are already text: order them as text.
-            names.iter().map(|n| d.order_key(n)).collect::<Vec<_>>()
-        },
+        // The pair's keys are already text: order them as text.
+        &(0..keys.len())
+            .map(|i| d.order_key(&format!("k{i}")))
+            .collect::<Vec<_>>(),
     )
 }
 
