@@ -70,6 +70,7 @@ pub(crate) struct RawCatalog {
 pub(crate) struct RawBackend {
     pub url: Option<String>,
     pub sqlite: Option<String>,
+    pub spark: Option<String>,
     pub statement_timeout_ms: Option<u64>,
     pub pool_size: Option<usize>,
     pub allow_privileged_role: Option<bool>,
@@ -128,6 +129,7 @@ pub(crate) struct RawTable {
     #[serde(default)]
     pub public: bool,
     pub csv: Option<String>,
+    pub backend_name: Option<String>,
     #[serde(default)]
     pub columns: IndexMap<String, RawColumn>,
     pub synthetic: Option<RawSynthetic>,
@@ -254,6 +256,9 @@ pub enum BackendStore {
     /// An embedded SQLite file, created if missing; tables with a `csv`
     /// source are loaded into it at start.
     Sqlite(std::path::PathBuf),
+    /// An Apache Spark Connect endpoint (`sc://host:port`); dpgate's
+    /// schema `public` is Spark's database `default`.
+    Spark(String),
 }
 
 impl std::fmt::Display for BackendStore {
@@ -261,6 +266,7 @@ impl std::fmt::Display for BackendStore {
         match self {
             BackendStore::Postgres(url) => f.write_str(&crate::redact_password(url)),
             BackendStore::Sqlite(path) => write!(f, "SQLite file {}", path.display()),
+            BackendStore::Spark(url) => write!(f, "Spark Connect {}", crate::redact_password(url)),
         }
     }
 }
@@ -410,6 +416,10 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// A CSV file (with a header row) loaded into the SQLite backend.
     pub csv: Option<std::path::PathBuf>,
+    /// The table's name in a Spark backend, as its dotted parts
+    /// (`catalog.database.table`, `database.table` or `table`); `None`
+    /// reads `schema.name` (schema `public` as Spark's `default`).
+    pub backend_name: Option<Vec<String>>,
     /// Synthetic sample rows for row-level SELECTs, if the data owner
     /// declared `[tables.synthetic]`.
     pub synthetic: Option<Synthetic>,

@@ -209,7 +209,7 @@ fn csv_and_schemas_need_the_sqlite_backend() {
     assert!(e.contains("tables[0].csv") && e.contains("sqlite"), "{e}");
     let both = GOOD.replace("[backend]\n", "[backend]\nsqlite = \"x.db\"\n");
     let e = Config::parse(&both, &env).unwrap_err().to_string();
-    assert!(e.contains("both url and sqlite"), "{e}");
+    assert!(e.contains("more than one of url, sqlite and spark"), "{e}");
     let schema = GOOD
         .replace(
             "url = \"postgres://dpgate@127.0.0.1:5432/warehouse\"",
@@ -221,6 +221,54 @@ fn csv_and_schemas_need_the_sqlite_backend() {
         e.contains("one schema") && e.contains("write name = \"visits\""),
         "{e}"
     );
+}
+
+#[test]
+fn spark_backends_map_table_names_and_need_unit_columns() {
+    let spark = GOOD
+        .replace(
+            "url = \"postgres://dpgate@127.0.0.1:5432/warehouse\"",
+            "spark = \"sc://127.0.0.1:15002\"",
+        )
+        .replace(
+            "name = \"public.visits\"",
+            "name = \"visits\"\nbackend_name = \"lake.`/data/v.parquet`\"",
+        );
+    let c = Config::parse(&spark, &env).unwrap();
+    assert_eq!(
+        c.backend.store,
+        BackendStore::Spark("sc://127.0.0.1:15002".into())
+    );
+    assert_eq!(
+        c.tables[0].backend_name,
+        Some(vec!["lake".to_string(), "/data/v.parquet".to_string()])
+    );
+    // Spark has no row identity for a row-level unit, and rewrites `$`.
+    let row_level = spark.replace("privacy_unit = \"patient_id\"\n", "");
+    let e = Config::parse(&row_level, &env).unwrap_err().to_string();
+    assert!(
+        e.contains("tables[0].privacy_unit") && e.contains("row identity"),
+        "{e}"
+    );
+    let dollar = spark.replace("lake.", "la${x}ke.");
+    let e = Config::parse(&dollar, &env).unwrap_err().to_string();
+    assert!(e.contains("variable substitution"), "{e}");
+    for bad in ["a.b.c.d", "a..b", "lake.`open"] {
+        let e = Config::parse(&spark.replace("lake.`/data/v.parquet`", bad), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tables[0].backend_name"), "{bad}: {e}");
+    }
+    // Elsewhere backend_name means nothing, so it is refused.
+    let on_pg = GOOD.replace(
+        "name = \"public.visits\"",
+        "name = \"visits\"\nbackend_name = \"x.visits\"",
+    );
+    let e = Config::parse(&on_pg, &env).unwrap_err().to_string();
+    assert!(e.contains("not Spark"), "{e}");
+    let url = GOOD.replace("postgres://dpgate@127.0.0.1:5432/warehouse", "sc://x:1");
+    let e = Config::parse(&url, &env).unwrap_err().to_string();
+    assert!(e.contains("spark = "), "{e}");
 }
 
 /// Two spellings of one value in a domain would release one group twice.

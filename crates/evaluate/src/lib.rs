@@ -257,10 +257,7 @@ pub async fn evaluate(
         trials: options.trials,
         alpha: options.alpha,
         confidence: config.privacy.confidence,
-        backend: match dpgate_sql::Dialect::of(&config.backend.store) {
-            dpgate_sql::Dialect::Postgres => "postgres".into(),
-            dpgate_sql::Dialect::Sqlite => "sqlite".into(),
-        },
+        backend: dpgate_sql::Dialect::of(&config.backend.store).name().into(),
         self_check: options.understate,
         seconds: started.elapsed().as_secs_f64(),
     }

@@ -631,9 +631,9 @@ fn clamped_sum(d: Dialect, arg: &str, ty: SqlType, range: Range) -> (String, Gri
 }
 
 /// The sum of `value` rounded onto `grid`. Multiplying by a power of two is
-/// exact in float8, and ROUND puts each value on the grid, so the sum is
-/// an exact integer in grid units.
+/// exact in float8, and rounding (ties to even, on every backend) puts
+/// each value on the grid, so the sum is an exact integer in grid units.
 fn on_grid(d: Dialect, value: &str, grid: Grid) -> String {
     let scale = 2f64.powi(-grid.exponent);
-    d.sum(&format!("ROUND({value} * {scale:e})"))
+    d.sum(&d.round_whole("round", &format!("{value} * {scale:e}")))
 }

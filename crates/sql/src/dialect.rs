@@ -1,11 +1,18 @@
 //! The backend dialects. The planner decides what to compute (which rows,
 //! which clamps, which measurements); this module decides how each
-//! construct whose spelling differs is written for PostgreSQL and for
-//! SQLite. Everything else the planner writes (arithmetic, comparisons,
-//! CASE, COALESCE, COUNT, window functions) is the same in both.
+//! construct whose spelling differs is written for PostgreSQL, SQLite and
+//! Spark SQL. Everything else the planner writes (arithmetic but integer
+//! division, comparisons, CASE, COALESCE, COUNT, window functions) is the
+//! same in all three. Quoting is written the standard way (`"ident"`,
+//! `'text'`) and converted for Spark once the statement is complete
+//! ([`Dialect::finish`]).
 //!
 //! Every rendering keeps the planner's guarantees: it cannot fail on any
-//! row, and NULL stays NULL (a NULL value is not counted or summed).
+//! row (for Spark: in ANSI mode, where overflow, invalid casts and
+//! division by zero raise), and NULL stays NULL (a NULL value is not
+//! counted or summed).
+
+mod spark;
 
 use dpgate_config::{quote_ident, BackendStore, Table};
 
@@ -19,6 +26,9 @@ pub enum Dialect {
     Postgres,
     /// SQLite (3.38 or later, with the functions `sqlite_functions` names).
     Sqlite,
+    /// Spark SQL (Spark 4, ANSI mode, session time zone UTC), through
+    /// Spark Connect.
+    Spark,
 }
 
 /// Math functions PostgreSQL has and SQLite builds without
@@ -35,6 +45,26 @@ impl Dialect {
         match store {
             BackendStore::Postgres(_) => Dialect::Postgres,
             BackendStore::Sqlite(_) => Dialect::Sqlite,
+            BackendStore::Spark(_) => Dialect::Spark,
+        }
+    }
+
+    /// The complete statement `sql`, written with standard quoting, as the
+    /// backend must receive it (for Spark: backticked identifiers and
+    /// backslash-escaped strings; see [`spark::requote`]).
+    pub fn finish(self, sql: &str) -> String {
+        match self {
+            Dialect::Spark => spark::requote(sql),
+            _ => sql.to_string(),
+        }
+    }
+
+    /// The dialect's short name (`postgres`, `sqlite`, `spark`), for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgres",
+            Dialect::Sqlite => "sqlite",
+            Dialect::Spark => "spark",
         }
     }
 
@@ -44,6 +74,23 @@ impl Dialect {
             Dialect::Postgres => table.qualified_name(),
             // One schema: validation refuses any other than public.
             Dialect::Sqlite => quote_ident(&table.name),
+            // As declared by backend_name; else in the session's catalog,
+            // PostgreSQL's default schema being Spark's default database.
+            Dialect::Spark => match &table.backend_name {
+                Some(parts) => parts
+                    .iter()
+                    .map(|p| quote_ident(p))
+                    .collect::<Vec<_>>()
+                    .join("."),
+                None => {
+                    let database = if table.schema.eq_ignore_ascii_case("public") {
+                        "default"
+                    } else {
+                        &table.schema
+                    };
+                    format!("{}.{}", quote_ident(database), quote_ident(&table.name))
+                }
+            },
         }
     }
 
@@ -53,6 +100,10 @@ impl Dialect {
         let column = match self {
             Dialect::Postgres => "ctid",
             Dialect::Sqlite => "rowid",
+            // Spark has no row identity: validation refuses row-level
+            // tables on Spark, and this name fails analysis (before any
+            // row is read) should one reach it.
+            Dialect::Spark => "\"__dp_no_row_identity\"",
         };
         format!("{}.{column}", quote_ident(qualifier))
     }
@@ -62,7 +113,31 @@ impl Dialect {
     pub fn order_key(self, text: &str) -> String {
         match self {
             Dialect::Postgres => format!("{text} COLLATE \"C\" NULLS FIRST"),
-            Dialect::Sqlite => format!("{text} NULLS FIRST"),
+            // Spark's default collation (UTF8_BINARY) orders by bytes.
+            Dialect::Sqlite | Dialect::Spark => format!("{text} NULLS FIRST"),
+        }
+    }
+
+    /// A declared column `sql` read as its declared type `ty`. PostgreSQL
+    /// and SQLite read it as stored (a PostgreSQL column has its type;
+    /// every SQLite spelling tolerates any stored value). Spark reads it
+    /// through TRY_CAST: a column whose Spark type is not the declared one
+    /// (text in a declared int, a decimal beyond bigint) gives NULL for
+    /// values that do not convert, where an implicit cast in ANSI mode
+    /// would raise; on a column of the declared type it is no cast at all.
+    pub fn column(self, sql: String, ty: SqlType) -> String {
+        let spark_type = match ty {
+            SqlType::Int => "BIGINT",
+            SqlType::Float => "DOUBLE",
+            SqlType::Text => "STRING",
+            SqlType::Bool => "BOOLEAN",
+            SqlType::Date => "DATE",
+            SqlType::Timestamp => "TIMESTAMP",
+            SqlType::Unknown => return sql,
+        };
+        match self {
+            Dialect::Spark => format!("TRY_CAST({sql} AS {spark_type})"),
+            _ => sql,
         }
     }
 
@@ -73,10 +148,10 @@ impl Dialect {
     /// read as NULL.
     pub fn guarded_date(self, sql: &str, ty: SqlType) -> String {
         match (self, ty) {
-            (Dialect::Postgres, SqlType::Date) => format!(
+            (Dialect::Postgres | Dialect::Spark, SqlType::Date) => format!(
                 "(CASE WHEN {sql} BETWEEN DATE '0001-01-01' AND DATE '9999-12-31' THEN {sql} END)"
             ),
-            (Dialect::Postgres, _) => format!(
+            (Dialect::Postgres | Dialect::Spark, _) => format!(
                 "(CASE WHEN {sql} BETWEEN TIMESTAMP '0001-01-01 00:00:00' AND TIMESTAMP '9999-12-31 23:59:59.999999' THEN {sql} END)"
             ),
             (Dialect::Sqlite, _) => format!(
@@ -115,6 +190,7 @@ impl Dialect {
             // lands on hi.
             Dialect::Sqlite if int => format!("CAST(MIN(MAX({sql}, {lo}), {hi}) AS INTEGER)"),
             Dialect::Sqlite => format!("MIN(MAX(CAST({sql} AS REAL), {lo}), {hi})"),
+            Dialect::Spark => spark::clamp(sql, int, &lo, &hi, 0f64.clamp(lo_f, hi_f)),
         }
     }
 
@@ -123,6 +199,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => format!("CAST({sql} AS float8)"),
             Dialect::Sqlite => format!("CAST({sql} AS REAL)"),
+            Dialect::Spark => format!("CAST({sql} AS DOUBLE)"),
         }
     }
 
@@ -132,6 +209,9 @@ impl Dialect {
             Dialect::Postgres => format!("CAST({sql} AS bigint)"),
             // SQLite's CAST truncates; PostgreSQL's rounds.
             Dialect::Sqlite => format!("CAST(ROUND({sql}) AS INTEGER)"),
+            // Spark's CAST truncates too; BROUND rounds ties to even, as
+            // PostgreSQL's float8 to bigint cast does.
+            Dialect::Spark => format!("CAST(BROUND({sql}) AS BIGINT)"),
         }
     }
 
@@ -140,6 +220,17 @@ impl Dialect {
         match self {
             Dialect::Postgres => format!("CAST({sql} AS bigint)"),
             Dialect::Sqlite => format!("CAST({sql} AS INTEGER)"),
+            Dialect::Spark => format!("CAST({sql} AS BIGINT)"),
+        }
+    }
+
+    /// `a / b` of integers, rounded toward zero (Spark's `/` gives a
+    /// double; its `div` is the integer quotient). The caller keeps `b`
+    /// from being zero.
+    pub fn int_div(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::Spark => format!("({a} div {b})"),
+            _ => format!("({a} / {b})"),
         }
     }
 
@@ -153,6 +244,9 @@ impl Dialect {
                 format!("CASE WHEN {sql} THEN 'true' WHEN NOT {sql} THEN 'false' END")
             }
             (Dialect::Sqlite, _) => format!("CAST({sql} AS TEXT)"),
+            // Booleans print as true and false, dates and timestamps as
+            // PostgreSQL prints them (session time zone UTC).
+            (Dialect::Spark, _) => format!("CAST({sql} AS STRING)"),
         }
     }
 
@@ -163,11 +257,12 @@ impl Dialect {
     }
 
     /// A group key of type `ty` as the backend returns it: text, except
-    /// SQLite's floats, which the backend formats as PostgreSQL does
-    /// (shortest round-trip digits; SQLite's text would say `1200.0`).
+    /// SQLite's and Spark's floats, which the backend formats as
+    /// PostgreSQL does (shortest round-trip digits; their text would say
+    /// `1200.0`).
     pub fn key_text(self, sql: &str, ty: SqlType) -> String {
         match (self, ty) {
-            (Dialect::Sqlite, SqlType::Float) => sql.to_string(),
+            (Dialect::Sqlite | Dialect::Spark, SqlType::Float) => sql.to_string(),
             _ => self.to_text(sql, ty),
         }
     }
@@ -177,6 +272,9 @@ impl Dialect {
         match (self, to) {
             (Dialect::Postgres, SqlType::Date) => format!("CAST({sql} AS date)"),
             (Dialect::Postgres, _) => format!("CAST({sql} AS timestamp)"),
+            // Only dates, timestamps and checked literals reach here.
+            (Dialect::Spark, SqlType::Date) => format!("CAST({sql} AS DATE)"),
+            (Dialect::Spark, _) => format!("CAST({sql} AS TIMESTAMP)"),
             // SQLite keeps dates as ISO text; date() and datetime() give
             // NULL for text that is not a date, never an error.
             (Dialect::Sqlite, SqlType::Date) => format!("date({sql})"),
@@ -192,7 +290,7 @@ impl Dialect {
     /// A boolean literal.
     pub fn bool_literal(self, b: bool) -> String {
         match self {
-            Dialect::Postgres => b.to_string().to_uppercase(),
+            Dialect::Postgres | Dialect::Spark => b.to_string().to_uppercase(),
             Dialect::Sqlite => u8::from(b).to_string(),
         }
     }
@@ -200,6 +298,9 @@ impl Dialect {
     /// `extract(field FROM sql)` for an integer field (lower case, one
     /// `expr::extract` accepts), as an integer.
     pub fn extract(self, field: &str, sql: &str) -> String {
+        if self == Dialect::Spark {
+            return spark::extract(field, sql);
+        }
         if self == Dialect::Postgres {
             // Through timestamp: PostgreSQL refuses time fields of a date.
             return format!(
@@ -232,11 +333,17 @@ impl Dialect {
         match self {
             Dialect::Postgres => format!("CAST(EXTRACT(EPOCH FROM {sql}) AS float8)"),
             Dialect::Sqlite => format!("((julianday({sql}) - 2440587.5) * 86400.0)"),
+            Dialect::Spark => {
+                format!("(CAST(unix_micros(CAST({sql} AS TIMESTAMP)) AS DOUBLE) / 1e6)")
+            }
         }
     }
 
     /// `date_trunc(unit, sql)` as a timestamp (`YYYY-MM-DD HH:MM:SS`).
     pub fn date_trunc(self, unit: &str, sql: &str) -> String {
+        if self == Dialect::Spark {
+            return spark::date_trunc(unit, sql);
+        }
         if self == Dialect::Postgres {
             return format!(
                 "date_trunc({}, CAST({sql} AS timestamp))",
@@ -277,16 +384,27 @@ impl Dialect {
             Dialect::Postgres => {
                 format!("CAST(width_bucket({x}, {lo:e}, {hi:e}, {n}) AS bigint)")
             }
-            Dialect::Sqlite if lo < hi => format!(
-                "(CASE WHEN {x} < {lo:e} THEN 0 WHEN {x} >= {hi:e} THEN {} \
-                 ELSE MIN(CAST(({x} - {lo:e}) * {n} / ({hi:e} - {lo:e}) AS INTEGER) + 1, {n}) END)",
-                n + 1
-            ),
-            Dialect::Sqlite => format!(
-                "(CASE WHEN {x} > {lo:e} THEN 0 WHEN {x} <= {hi:e} THEN {} \
-                 ELSE MIN(CAST(({lo:e} - {x}) * {n} / ({lo:e} - {hi:e}) AS INTEGER) + 1, {n}) END)",
-                n + 1
-            ),
+            // The same arithmetic as PostgreSQL's, so edges fall alike;
+            // NULL first, as Spark's LEAST would skip it.
+            Dialect::Sqlite | Dialect::Spark => {
+                let (min, int) = match self {
+                    Dialect::Sqlite => ("MIN", "INTEGER"),
+                    _ => ("LEAST", "BIGINT"),
+                };
+                if lo < hi {
+                    format!(
+                        "(CASE WHEN {x} IS NULL THEN NULL WHEN {x} < {lo:e} THEN 0 WHEN {x} >= {hi:e} THEN {} \
+                         ELSE {min}(CAST(({x} - {lo:e}) * {n} / ({hi:e} - {lo:e}) AS {int}) + 1, {n}) END)",
+                        n + 1
+                    )
+                } else {
+                    format!(
+                        "(CASE WHEN {x} IS NULL THEN NULL WHEN {x} > {lo:e} THEN 0 WHEN {x} <= {hi:e} THEN {} \
+                         ELSE {min}(CAST(({lo:e} - {x}) * {n} / ({lo:e} - {hi:e}) AS {int}) + 1, {n}) END)",
+                        n + 1
+                    )
+                }
+            }
         }
     }
 
@@ -302,6 +420,16 @@ impl Dialect {
             // 15 significant digits float8 becomes as numeric, as
             // PostgreSQL does.
             Dialect::Sqlite => format!("{}({x}, {digits})", f.to_lowercase()),
+            Dialect::Spark => spark::round_digits(name == "trunc", x, digits),
+        }
+    }
+
+    /// `round`, `trunc`, `floor`, `ceil` or `ceiling` (`name`, lower case)
+    /// of a float, as a float.
+    pub fn round_whole(self, name: &str, x: &str) -> String {
+        match self {
+            Dialect::Spark => spark::round_whole(name, x),
+            _ => format!("{}({x})", name.to_uppercase()),
         }
     }
 
@@ -309,7 +437,8 @@ impl Dialect {
     /// skipped, and the result is NULL only when every argument is.
     pub fn least_greatest(self, greatest: bool, args: &[String]) -> String {
         match self {
-            Dialect::Postgres => {
+            // Spark's LEAST and GREATEST skip NULLs too.
+            Dialect::Postgres | Dialect::Spark => {
                 let f = if greatest { "GREATEST" } else { "LEAST" };
                 format!("{f}({})", args.join(", "))
             }
@@ -338,10 +467,11 @@ impl Dialect {
     pub fn like(self, subject: &str, pattern: &str, negated: bool, ilike: bool) -> String {
         let not = if negated { "NOT " } else { "" };
         match (self, ilike) {
-            (Dialect::Postgres, false) => {
+            // Spark's LIKE is case-sensitive and escapes with backslash.
+            (Dialect::Postgres | Dialect::Spark, false) => {
                 format!("{subject} {not}LIKE {}", quote_literal(pattern))
             }
-            (Dialect::Postgres, true) => {
+            (Dialect::Postgres | Dialect::Spark, true) => {
                 format!("{subject} {not}ILIKE {}", quote_literal(pattern))
             }
             // SQLite's LIKE ignores ASCII case; GLOB is the case-sensitive one.
@@ -360,11 +490,16 @@ impl Dialect {
     /// The sum of integer (or integral float) values, exact in PostgreSQL
     /// (numeric). SQLite's SUM raises an error on integer overflow, which
     /// would depend on the data, so it sums as a float with TOTAL: exact
-    /// while the sum stays below 2^53 grid units.
+    /// while the sum stays below 2^53 grid units. Spark's SUM of a bigint
+    /// is a bigint and raises on overflow, so it sums DECIMAL(38, 0): the
+    /// summed values are integers below 2^63 (clip bounds and clamps stay
+    /// inside bigint), so the sum cannot reach 10^38 before some 10^19
+    /// rows.
     pub fn sum(self, sql: &str) -> String {
         match self {
             Dialect::Postgres => format!("SUM({sql})"),
             Dialect::Sqlite => format!("TOTAL({sql})"),
+            Dialect::Spark => format!("SUM(CAST({sql} AS DECIMAL(38, 0)))"),
         }
     }
 
@@ -372,7 +507,7 @@ impl Dialect {
     /// expression `n` (randomized rounding of scaled counts).
     pub fn random_below(self, n: &str) -> String {
         match self {
-            Dialect::Postgres => format!("floor(random() * {n})"),
+            Dialect::Postgres | Dialect::Spark => format!("floor(random() * {n})"),
             Dialect::Sqlite => format!("abs(random() % {n})"),
         }
     }
@@ -383,6 +518,8 @@ impl Dialect {
         match self {
             Dialect::Postgres => format!("trunc({x})"),
             Dialect::Sqlite => format!("CAST({x} AS INTEGER)"),
+            // floor and ceil of a decimal are exact decimals.
+            Dialect::Spark => format!("(CASE WHEN {x} >= 0 THEN floor({x}) ELSE ceil({x}) END)"),
         }
     }
 

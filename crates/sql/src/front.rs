@@ -22,6 +22,7 @@ use crate::plan::{plan_prepared, Ask, Plan};
 use crate::source::{top_source, Source};
 use crate::synth::synthetic_read;
 use crate::types::Cell;
+use crate::Dialect;
 
 /// One statement of a string, with who answers it.
 #[derive(Clone, Debug)]
@@ -110,6 +111,14 @@ impl Prepared {
     /// the same on both sides. For the data owner's evaluator (`dpgate
     /// evaluate`); no analyst's statement is ever planned this way.
     pub fn bind_paired(&self, ask: &Ask, config: &Config, unit: &str) -> Result<Plan, Refusal> {
+        if Dialect::of(&config.backend.store) == Dialect::Spark {
+            // Spark inlines CTEs: the two sides would draw their own
+            // randomness, and the pair would not be coupled.
+            return Err(Refusal::unsupported(
+                "the evaluator's paired query needs a materialized CTE, which Spark SQL lacks",
+                "evaluate the workload on a PostgreSQL or SQLite copy of the data",
+            ));
+        }
         plan_prepared(&self.query, config, ask, self.source.clone(), Some(unit))
     }
 

@@ -45,7 +45,10 @@ impl ScopeColumn {
                 _ => Range::new(lo, hi),
             })
             .unwrap_or(Range::ALL);
-        let mut sql = format!("{}.{}", quote_ident(qualifier), quote_ident(&column.name));
+        let mut sql = dialect.column(
+            format!("{}.{}", quote_ident(qualifier), quote_ident(&column.name)),
+            ty,
+        );
         if matches!(ty, SqlType::Date | SqlType::Timestamp) {
             sql = dialect.guarded_date(&sql, ty);
         }

@@ -165,16 +165,22 @@ pub(crate) fn validate(
         bin_dir: raw.catalog.bin_dir.as_deref().map(PathBuf::from),
     };
 
-    let store = match (raw.backend.url, raw.backend.sqlite) {
-        (Some(_), Some(_)) => {
+    let store = match (raw.backend.url, raw.backend.sqlite, raw.backend.spark) {
+        (url, sqlite, spark)
+            if [url.is_some(), sqlite.is_some(), spark.is_some()]
+                .iter()
+                .filter(|set| **set)
+                .count()
+                > 1 =>
+        {
             c.err(
                 "backend",
-                "both url and sqlite are set",
-                "keep url for PostgreSQL, or sqlite for an embedded SQLite file",
+                "more than one of url, sqlite and spark is set",
+                "keep url for PostgreSQL, sqlite for an embedded SQLite file, or spark for a Spark Connect server",
             );
             BackendStore::Sqlite(PathBuf::new())
         }
-        (None, Some(path)) => {
+        (None, Some(path), None) => {
             if path.trim().is_empty() {
                 c.err(
                     "backend.sqlite",
@@ -184,13 +190,23 @@ pub(crate) fn validate(
             }
             BackendStore::Sqlite(path.into())
         }
-        (url, None) => {
+        (None, None, Some(url)) => {
+            if !url.starts_with("sc://") {
+                c.err(
+                    "backend.spark",
+                    format!("{:?} is not a Spark Connect URL", redact_password(&url)),
+                    "write spark = \"sc://host:15002\"",
+                );
+            }
+            BackendStore::Spark(url)
+        }
+        (url, _, _) => {
             let url = url.unwrap_or_default();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 c.err(
                     "backend.url",
                     format!("{:?} is not a PostgreSQL URL", redact_password(&url)),
-                    "write url = \"postgres://user@host:port/database\", or sqlite = \"data.db\" for an embedded SQLite file",
+                    "write url = \"postgres://user@host:port/database\", sqlite = \"data.db\" for an embedded SQLite file, or spark = \"sc://host:15002\" for Spark",
                 );
             }
             BackendStore::Postgres(url)
@@ -329,6 +345,15 @@ pub(crate) fn validate(
     }
     let tables = validate_tables(&mut c, raw.tables);
     check_sqlite_tables(&mut c, &backend.store, &tables);
+    if matches!(backend.store, BackendStore::Spark(_)) {
+        check_spark_tables(&mut c, &tables);
+    } else if let Some(i) = tables.iter().position(|t| t.backend_name.is_some()) {
+        c.err(
+            format!("tables[{i}].backend_name"),
+            "backend_name maps a table to its Spark name, but [backend] is not Spark",
+            "remove backend_name; name the table as schema.table",
+        );
+    }
 
     if c.0.is_empty() {
         Ok(Config {
@@ -357,7 +382,7 @@ fn check_sqlite_tables(c: &mut Collector, store: &BackendStore, tables: &[Table]
         if t.csv.is_some() && !sqlite {
             c.err(
                 format!("tables[{i}].csv"),
-                "CSV files are loaded into the embedded SQLite backend, but [backend] is PostgreSQL",
+                "CSV files are loaded into the embedded SQLite backend, but [backend] is not SQLite",
                 "set [backend] sqlite = \"data.db\" instead of url, or load the CSV into PostgreSQL and remove csv",
             );
         }
@@ -370,6 +395,47 @@ fn check_sqlite_tables(c: &mut Collector, store: &BackendStore, tables: &[Table]
                     t.schema
                 ),
                 format!("write name = {:?}", t.name),
+            );
+        }
+    }
+}
+
+/// What the Spark backend cannot read: a table whose rows are each one
+/// person (Spark tables have no stable row identity to stand for the
+/// unit when a join repeats a row), and names with `$`, which Spark's
+/// variable substitution may rewrite even inside backticks.
+fn check_spark_tables(c: &mut Collector, tables: &[Table]) {
+    for (i, t) in tables.iter().enumerate() {
+        if let crate::TablePrivacy::Private {
+            privacy_unit: None, ..
+        } = t.privacy
+        {
+            c.err(
+                format!("tables[{i}].privacy_unit"),
+                format!(
+                    "{}: Spark tables have no row identity to stand for a row-level privacy unit",
+                    t.name
+                ),
+                "declare the column that identifies a person, e.g. privacy_unit = \"patient_id\"",
+            );
+        }
+        let unit = match &t.privacy {
+            crate::TablePrivacy::Private {
+                privacy_unit: Some(u),
+                ..
+            } => Some(u),
+            _ => None,
+        };
+        let names = [&t.schema, &t.name]
+            .into_iter()
+            .chain(t.backend_name.iter().flatten())
+            .chain(unit)
+            .chain(t.columns.iter().map(|col| &col.name));
+        if let Some(name) = names.into_iter().find(|n| n.contains('$')) {
+            c.err(
+                format!("tables[{i}]"),
+                format!("{name:?}: Spark rewrites names containing $ (variable substitution)"),
+                "rename the table or column in Spark, or create a view without $ in its names",
             );
         }
     }

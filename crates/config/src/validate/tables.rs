@@ -186,6 +186,17 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
                 "write the path of a CSV file with a header row, or remove csv",
             );
         }
+        let backend_name = t.backend_name.map(|n| {
+            let parts = dotted_name(&n).unwrap_or_default();
+            if parts.is_empty() || parts.len() > 3 || parts.iter().any(String::is_empty) {
+                c.err(
+                    format!("{path}.backend_name"),
+                    format!("{n:?} is not a Spark table name"),
+                    "write catalog.database.table, database.table or table; quote a part holding dots with backticks, e.g. parquet.`/data/visits.parquet`",
+                );
+            }
+            parts
+        });
         let synthetic = t
             .synthetic
             .map(|s| validate_synthetic(c, &format!("{path}.synthetic"), s, &privacy));
@@ -195,10 +206,36 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
             privacy,
             columns,
             csv: t.csv.map(PathBuf::from),
+            backend_name,
             synthetic,
         });
     }
     tables
+}
+
+/// The parts of a dotted name (`a.b.c`), a part in backticks taken as
+/// written (``parquet.`/data/v.parquet` ``, with ``` `` ``` for a
+/// backtick); `None` for an unclosed backtick.
+fn dotted_name(name: &str) -> Option<Vec<String>> {
+    let mut parts = vec![String::new()];
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => parts.push(String::new()),
+            '`' => loop {
+                match chars.next()? {
+                    '`' if chars.peek() == Some(&'`') => {
+                        chars.next();
+                        parts.last_mut()?.push('`');
+                    }
+                    '`' => break,
+                    c => parts.last_mut()?.push(c),
+                }
+            },
+            c => parts.last_mut()?.push(c),
+        }
+    }
+    Some(parts)
 }
 
 /// `[tables.synthetic]`: a positive ε, sizes within dpgate's limits, and a

@@ -172,7 +172,7 @@ pub(super) fn rounding(
     let r = Range::new(t.range.lo - unit, t.range.hi + unit);
     let sql = match digits {
         Some(digits) => d.round_digits(name, &x, digits),
-        None => format!("{}({x})", name.to_uppercase()),
+        None => d.round_whole(name, &x),
     };
     checked(sql, SqlType::Float, r)
 }

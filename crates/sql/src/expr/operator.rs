@@ -195,7 +195,7 @@ pub(super) fn binary(
                         product(ra.hi, rb.hi),
                     ]),
                 ),
-                Divide => divide(&x, ra, &y, rb, ty),
+                Divide => divide(d, &x, ra, &y, rb, ty),
                 _ => {
                     if ty != SqlType::Int {
                         return Err(mismatch(
@@ -224,6 +224,7 @@ pub(super) fn binary(
 /// raise an error that reveals a row), and a float divisor nearer zero than
 /// [`MIN_DIVISOR`] too, so the quotient cannot overflow.
 pub(super) fn divide(
+    d: Dialect,
     x: &str,
     ra: Range,
     y: &str,
@@ -241,21 +242,19 @@ pub(super) fn divide(
     }
     if !rb.contains_zero() {
         let r = hull_of([ra.lo / rb.lo, ra.lo / rb.hi, ra.hi / rb.lo, ra.hi / rb.hi]);
-        let r = if ty == SqlType::Int {
-            Range::new(r.lo.trunc(), r.hi.trunc())
-        } else {
-            r
+        return match ty {
+            SqlType::Int => checked(d.int_div(x, y), ty, Range::new(r.lo.trunc(), r.hi.trunc())),
+            _ => checked(flushed(format!("({x} / {y})")), ty, flushed_range(r)),
         };
-        let sql = format!("({x} / {y})");
-        if ty == SqlType::Float {
-            return checked(flushed(sql), ty, flushed_range(r));
-        }
-        return checked(sql, ty, r);
     }
     if ty == SqlType::Int {
         // |y| ≥ 1 whenever it is not zero, so |x / y| ≤ |x|.
         let m = ra.max_abs();
-        return checked(format!("({x} / NULLIF({y}, 0))"), ty, Range::new(-m, m));
+        return checked(
+            d.int_div(x, &format!("NULLIF({y}, 0)")),
+            ty,
+            Range::new(-m, m),
+        );
     }
     Ok(Typed::new(
         flushed(format!(

@@ -55,7 +55,8 @@ impl Bounding {
             return Bounding::RowSampled;
         }
         let cap = match source.scope.dialect {
-            crate::dialect::Dialect::Postgres => MAX_CLIP_UNITS,
+            // Spark sums DECIMAL(38, 0): exact as PostgreSQL's numeric.
+            crate::dialect::Dialect::Postgres | crate::dialect::Dialect::Spark => MAX_CLIP_UNITS,
             crate::dialect::Dialect::Sqlite => MAX_CLIP_UNITS_SQLITE,
         };
         let fits = |p: &Partial| match *p {

@@ -72,14 +72,25 @@ pub(super) fn render(
             format!("{rows} AS __dp_rows WHERE __dp_rn <= {max_rows}"),
             specs.iter().map(|(sql, _)| sql.to_string()).collect(),
         ),
-        Bounding::PreAggregated => (
-            pre_aggregated(&rows, &key_names, &specs, max_rows, paired.is_some()),
-            specs
+        // Each unit's cut (randomized rounding included) is made in a
+        // projection, once per unit, then summed: Spark allows no random
+        // draw inside an aggregate's argument.
+        Bounding::PreAggregated => {
+            let units = pre_aggregated(d, &rows, &key_names, &specs, max_rows, paired.is_some());
+            let cuts: Vec<String> = specs
                 .iter()
                 .enumerate()
-                .map(|(j, (_, partial))| d.sum(&cut(d, &format!("__dp_p{j}"), *partial)))
-                .collect(),
-        ),
+                .map(|(j, (_, partial))| {
+                    format!("{} AS __dp_cut{j}", cut(d, &format!("__dp_p{j}"), *partial))
+                })
+                .collect();
+            (
+                format!("(SELECT *, {} FROM {units}) AS __dp_cuts", cuts.join(", ")),
+                (0..specs.len())
+                    .map(|j| d.sum(&format!("__dp_cut{j}")))
+                    .collect(),
+            )
+        }
     };
     let outer = |measured: &[String]| -> String {
         let mut outer: Vec<String> = keys
@@ -125,8 +136,6 @@ pub(super) fn render(
         d,
         &from,
         &measured,
-        &specs,
-        bounding,
         unit,
         &outer,
         &group_by,
@@ -143,46 +152,22 @@ pub(super) fn render(
 /// `d`) and over every unit but `unit` (side `n`). Bounding is per unit,
 /// so side `n` is a release on D − u drawn with the same randomness for
 /// every other unit as side `d`: the two sides are coupled.
-#[allow(clippy::too_many_arguments)]
 fn paired_sql(
     d: Dialect,
     from: &str,
     measured: &[String],
-    specs: &[(&String, Partial)],
-    bounding: Bounding,
     unit: &str,
     outer: &dyn Fn(&[String]) -> String,
     group_by: &str,
     order: &[String],
 ) -> String {
-    let (body, measured): (String, Vec<String>) = match bounding {
-        // The cut of each unit's partials (randomized rounding included)
-        // is made once per unit, inside the CTE.
-        Bounding::PreAggregated => (
-            format!(
-                "SELECT *, {} FROM {from}",
-                specs
-                    .iter()
-                    .enumerate()
-                    .map(|(j, (_, partial))| format!(
-                        "{} AS __dp_cut{j}",
-                        cut(d, &format!("__dp_p{j}"), *partial)
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            (0..specs.len())
-                .map(|j| d.sum(&format!("__dp_cut{j}")))
-                .collect(),
-        ),
-        _ => (format!("SELECT * FROM {from}"), measured.to_vec()),
-    };
+    let body = format!("SELECT * FROM {from}");
     let other = format!(
         "{} IS DISTINCT FROM {}",
         d.unit_text("__dp_u"),
         crate::types::quote_literal(unit)
     );
-    let columns = outer(&measured);
+    let columns = outer(measured);
     let order = std::iter::once("__dp_side".to_string())
         .chain(order.iter().cloned())
         .collect::<Vec<_>>()
@@ -209,6 +194,7 @@ fn paired_sql(
 /// `w = 0` are dropped: a unit reaches at most `k` groups, as partition
 /// selection assumes.
 fn pre_aggregated(
+    d: Dialect,
     rows: &str,
     key_names: &[String],
     specs: &[(&String, Partial)],
@@ -239,8 +225,9 @@ fn pre_aggregated(
         units.join(", ")
     );
     let shares = format!(
-        "SELECT *, CASE WHEN __dp_n <= {k} THEN __dp_c ELSE (__dp_c * {k}) / __dp_n END AS __dp_f, \
-         CASE WHEN __dp_n <= {k} THEN 0 ELSE (__dp_c * {k}) % __dp_n END AS __dp_r FROM ({pairs}) AS __dp_pairs"
+        "SELECT *, CASE WHEN __dp_n <= {k} THEN __dp_c ELSE {} END AS __dp_f, \
+         CASE WHEN __dp_n <= {k} THEN 0 ELSE (__dp_c * {k}) % __dp_n END AS __dp_r FROM ({pairs}) AS __dp_pairs",
+        d.int_div(&format!("(__dp_c * {k})"), "__dp_n")
     );
     let carried: Vec<String> = key_names
         .iter()
@@ -261,7 +248,8 @@ fn cut(d: Dialect, p: &str, partial: Partial) -> String {
     match partial {
         // p ≤ c, so ⌊p·w/c⌋ < w whenever p < c: one more stays within w.
         Partial::Count => format!(
-            "CASE WHEN {p} >= __dp_c THEN __dp_w ELSE ({p} * __dp_w) / __dp_c + CASE WHEN {} < ({p} * __dp_w) % __dp_c THEN 1 ELSE 0 END END",
+            "CASE WHEN {p} >= __dp_c THEN __dp_w ELSE {} + CASE WHEN {} < ({p} * __dp_w) % __dp_c THEN 1 ELSE 0 END END",
+            d.int_div(&format!("({p} * __dp_w)"), "__dp_c"),
             d.random_below("__dp_c")
         ),
         Partial::Presence => format!("CASE WHEN {p} > __dp_w THEN __dp_w ELSE {p} END"),

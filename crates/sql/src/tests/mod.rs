@@ -52,6 +52,52 @@ fn try_plan(sql: &str) -> Result<Plan, Refusal> {
     }
 }
 
+/// The same planner writes Spark SQL: backticked names, strings with
+/// backslash escapes (and `$` escaped against variable substitution),
+/// `div` for integer division, exact DECIMAL sums, declared columns read
+/// through TRY_CAST, and random draws only in projections.
+#[test]
+fn spark_plans_are_spelled_for_spark() {
+    let text = CONFIG
+        .replace(
+            "url = \"postgres://x@127.0.0.1/db\"",
+            "spark = \"sc://127.0.0.1:15002\"",
+        )
+        .replace(
+            "[[tables]]\nname = \"events\"\ncolumns.score = { type = \"int\", lower = -10, upper = 3 }\n",
+            "",
+        );
+    let config = Config::parse(&text, &|_| Some("x".into())).unwrap();
+    let Command::Private(q) =
+        classify("SELECT COUNT(*), AVG(age / 3) FROM visits WHERE ward <> 'it''s ${x}\\'")
+            .unwrap()
+            .remove(0)
+    else {
+        panic!("not private")
+    };
+    let p = plan(&q, &config, 1.0).unwrap();
+    let sql = &p.backend_sql;
+    assert!(!sql.contains('"'), "{sql}");
+    for part in [
+        "FROM `default`.`visits` AS `visits`",
+        "TRY_CAST(`visits`.`age` AS BIGINT)",
+        "'it\\'s \\u0024{x}\\\\'",
+        " div 3)",
+        "SUM(CAST(__dp_cut",
+        "AS DECIMAL(38, 0))",
+        "AS __dp_cut0, CASE",
+    ] {
+        assert!(sql.contains(part), "{part}\n{sql}");
+    }
+    // The PostgreSQL plan of the same query keeps standard quoting.
+    let pg = plan(&q, &super::tests::config(), 1.0).unwrap();
+    assert!(
+        pg.backend_sql.contains("'it''s ${x}\\'"),
+        "{}",
+        pg.backend_sql
+    );
+}
+
 /// The declared sensitivity of each measurement of `p`.
 fn sensitivities(p: &Plan) -> Vec<u64> {
     p.release
@@ -78,7 +124,7 @@ fn count_and_avg_bound_each_unit() {
         "CASE WHEN __dp_c <= __dp_w THEN __dp_p1 ELSE trunc(__dp_p1 * __dp_w / __dp_c) END",
         "THEN __dp_w * -55 WHEN",
         "THEN __dp_w * 55 ELSE",
-        "CASE WHEN __dp_p0 >= __dp_c THEN __dp_w ELSE (__dp_p0 * __dp_w) / __dp_c + CASE WHEN floor(random() * __dp_c) < (__dp_p0 * __dp_w) % __dp_c THEN 1 ELSE 0 END END",
+        "CASE WHEN __dp_p0 >= __dp_c THEN __dp_w ELSE ((__dp_p0 * __dp_w) / __dp_c) + CASE WHEN floor(random() * __dp_c) < (__dp_p0 * __dp_w) % __dp_c THEN 1 ELSE 0 END END",
         "\"visits\".\"patient_id\" AS __dp_u FROM \"public\".\"visits\" AS \"visits\") AS __dp_rows GROUP BY __dp_u) AS __dp_units",
     ] {
         assert!(p.backend_sql.contains(part), "{part}\n{}", p.backend_sql);
