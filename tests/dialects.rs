@@ -1,7 +1,8 @@
-//! One planner, two renderers: every answered corpus query is planned for
-//! PostgreSQL and for SQLite, run on each backend over the same data (the
-//! SQLite file loaded from PostgreSQL's CSV export), and the raw
-//! measurements, before any noise, must be identical. The data has NULLs,
+//! One planner, several renderers: every answered corpus query is planned
+//! for PostgreSQL, for SQLite and (with the `spark` feature) for Spark,
+//! run on each backend over the same data (the SQLite file loaded from
+//! PostgreSQL's CSV export, the Spark tables copied row by row), and the
+//! raw measurements, before any noise, must be identical. The data has NULLs,
 //! and further queries exercise what the corpus does not: every date
 //! function, LIKE and ILIKE, booleans, float keys, rounding.
 
@@ -92,6 +93,17 @@ async fn postgres_and_sqlite_measure_the_same_raw_values() {
     let lite_config = config(&hospital_sqlite_toml(&db, 1, dir.path(), 1.0, 1.0).await);
     let pg = dpgate_backend::connect(&pg_config).await.unwrap();
     let lite = dpgate_backend::connect(&lite_config).await.unwrap();
+    // Each renderer against PostgreSQL's.
+    #[allow(unused_mut)]
+    let mut others = vec![("SQLite", lite, lite_config)];
+    #[cfg(feature = "spark")]
+    {
+        let toml = hospital_toml(&db, 1, &dir.path().join("l.sqlite"), 1.0, 1.0);
+        let spark_config =
+            config(&common::spark::spark_toml(&toml, &db, &HOSPITAL_TABLES, "dialects").await);
+        let spark = dpgate_backend::connect(&spark_config).await.unwrap();
+        others.push(("Spark", spark, spark_config));
+    }
     let (mut same, mut failures) = (0, Vec::new());
     let queries = CORPUS
         .iter()
@@ -106,17 +118,25 @@ async fn postgres_and_sqlite_measure_the_same_raw_values() {
         let Ok(p_pg) = plan(&q, &pg_config, 1.0) else {
             continue;
         };
-        let p_lite = plan(&q, &lite_config, 1.0).unwrap();
-        assert_ne!(p_pg.backend_sql, p_lite.backend_sql, "{sql}");
-        match (
-            raw(pg.as_ref(), &p_pg).await,
-            raw(lite.as_ref(), &p_lite).await,
-        ) {
-            (Ok(a), Ok(b)) if a == b => same += 1,
-            (a, b) => failures.push(format!("{sql}\n  PostgreSQL: {a:?}\n  SQLite:     {b:?}")),
+        let reference = raw(pg.as_ref(), &p_pg).await;
+        let mut all_same = true;
+        for (name, backend, config) in &others {
+            let p = plan(&q, config, 1.0).unwrap();
+            assert_ne!(p_pg.backend_sql, p.backend_sql, "{sql}");
+            match (&reference, raw(backend.as_ref(), &p).await) {
+                (Ok(a), Ok(b)) if *a == b => {}
+                (a, b) => {
+                    all_same = false;
+                    failures.push(format!("{sql}\n  PostgreSQL: {a:?}\n  {name}: {b:?}"));
+                }
+            }
         }
+        same += usize::from(all_same);
     }
-    println!("{same} corpus queries measured the same on both backends");
+    println!(
+        "{same} corpus queries measured the same on PostgreSQL and {}",
+        others.iter().map(|o| o.0).collect::<Vec<_>>().join(", ")
+    );
     assert!(
         failures.is_empty(),
         "{} queries differ:\n{}",
@@ -138,7 +158,8 @@ async fn postgres_and_sqlite_measure_the_same_raw_values() {
         .await
         .unwrap();
     let truth = vec![truth.get::<_, i64>(0), truth.get::<_, i64>(1)];
-    for (backend, config) in [(&pg, &pg_config), (&lite, &lite_config)] {
+    let reference = [("PostgreSQL", pg, pg_config)];
+    for (_, backend, config) in reference.iter().chain(&others) {
         let got = raw(backend.as_ref(), &plan(&q, config, 1.0).unwrap())
             .await
             .unwrap();

@@ -1,6 +1,7 @@
 //! Data-dependent errors: every backend expression dpgate writes must be
 //! total. Random expression trees over the whole supported grammar are
-//! planned and their backend queries run, on PostgreSQL and on SQLite,
+//! planned and their backend queries run, on PostgreSQL, on SQLite and
+//! (with the `spark` feature) on Spark in ANSI mode,
 //! against rows holding the most hostile values each engine can store
 //! (±1e308, denormals, NaN, ±infinity, infinite dates, bigint extremes,
 //! NULLs, odd text). A single backend error would be an oracle: the one
@@ -53,6 +54,24 @@ const SQLITE_ROWS: &[&str] = &[
     "-100, 2.2250738585072014e-308, '9999-12-31', '9999-12-31 23:59:59', 'NaN', 'a', 7",
     "'text in an int', 'text in a float', 20240229, 3.5, 42, 1, 'yes'",
     "7, -0.0, '1970-01-01', '1970-01-01 00:00:00', ' ', 'b', NULL",
+];
+
+/// Rows for Spark (the feature's tests), in a table whose columns are not
+/// all of the declared types, as a data owner's lake may be: `n` is a
+/// decimal reaching past bigint, `d` and `b` are text, so every read of
+/// them must convert without raising in ANSI mode.
+#[cfg(feature = "spark")]
+const SPARK_ROWS: &[&str] = &[
+    "9223372036854775807, 1e308, 'infinity', TIMESTAMP '+99999-12-31 23:59:59', '', 'a', 'true'",
+    "-9223372036854775808, -1e308, '-infinity', TIMESTAMP '-9999-01-01 00:00:00', 'x', 'b', 'false'",
+    "0, CAST('NaN' AS DOUBLE), '4713-01-01 BC', NULL, repeat('z', 10000), 'zz', NULL",
+    "1, CAST('Infinity' AS DOUBLE), '+99999-12-31', TIMESTAMP '2024-02-29 23:59:59.999999', '%_\\', NULL, 'maybe'",
+    "-1, CAST('-Infinity' AS DOUBLE), '2024-02-29', TIMESTAMP '1970-01-01 00:00:00', 'ünï', 'a', 'f'",
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+    "99999999999999999999999999999999999999, 4.9e-324, '0001-01-01', TIMESTAMP '0001-01-01 00:00:00', '1e400', 'b', 'yes'",
+    "-100, 2.2250738585072014e-308, '9999-12-31', TIMESTAMP '9999-12-31 23:59:59', 'NaN', 'a', '1'",
+    "-99999999999999999999999999999999999999, 0, 'not a date', TIMESTAMP '2000-01-01 00:00:00', '${env:HOME}', 'a', '0'",
+    "7, CAST('-0.0' AS DOUBLE), '2024-99-99', TIMESTAMP '1970-01-01 00:00:00', ' ', 'b', NULL",
 ];
 
 /// A random expression generator over dpgate's row-level grammar.
@@ -392,7 +411,60 @@ async fn random_expressions_never_raise_on_extreme_rows() {
     .unwrap();
     let pg = dpgate_backend::connect(&pg_config).await.unwrap();
     let lite = dpgate_backend::connect(&lite_config).await.unwrap();
+    let count = query_count();
+    let (ran, errors) = run_random(&[(&pg, &pg_config), (&lite, &lite_config)], count).await;
+    assert!(
+        ran >= count / 2,
+        "only {ran} queries ran: the generator is mostly refused"
+    );
+    assert_none(ran, &errors);
+}
 
+/// The same search on Spark in ANSI mode, over a table whose Spark types
+/// are looser than the declared ones.
+#[cfg(feature = "spark")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_expressions_never_raise_on_extreme_spark_rows() {
+    let dir = tempdir();
+    let spark = spark::spark_session().await;
+    let mut statements = vec![
+        "CREATE DATABASE IF NOT EXISTS totality".to_string(),
+        "DROP TABLE IF EXISTS totality.extremes".to_string(),
+        "CREATE TABLE totality.extremes (id INT, n DECIMAL(38, 0), x DOUBLE, d STRING, ts TIMESTAMP, s STRING, w STRING, b STRING) USING parquet".to_string(),
+    ];
+    for (i, row) in SPARK_ROWS.iter().enumerate() {
+        statements.push(format!(
+            "INSERT INTO totality.extremes VALUES ({}, {row})",
+            i % 4
+        ));
+    }
+    spark.execute(&statements).await.unwrap();
+    let toml = base_toml(
+        &format!("spark = \"{}\"", spark::spark_url()),
+        &dir.path().join("l.sqlite"),
+    )
+    .replace(
+        "name = \"extremes\"\n",
+        "name = \"extremes\"\nbackend_name = \"totality.extremes\"\n",
+    );
+    let config = Config::parse(&toml, &|_| Some("x".into())).unwrap();
+    let backend = dpgate_backend::connect(&config).await.unwrap();
+    // Each Spark query takes a tenth of a second or more: fewer of them.
+    let count = std::env::var("DPGATE_TOTALITY_SPARK_QUERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let (ran, errors) = run_random(&[(&backend, &config)], count).await;
+    assert!(ran >= count / 2, "only {ran} queries ran");
+    assert_none(ran, &errors);
+}
+
+/// Runs `count` random queries (seed `DPGATE_TOTALITY_SEED`, default 14)
+/// on each backend; returns how many ran and the errors.
+async fn run_random(
+    backends: &[(&std::sync::Arc<dyn dpgate_backend::Backend>, &Config)],
+    count: usize,
+) -> (usize, Vec<String>) {
     let mut gen = Gen {
         rng: StdRng::seed_from_u64(
             std::env::var("DPGATE_TOTALITY_SEED")
@@ -402,13 +474,13 @@ async fn random_expressions_never_raise_on_extreme_rows() {
         ),
     };
     let (mut ran, mut refused, mut errors) = (0usize, 0usize, Vec::new());
-    for _ in 0..query_count() {
+    for _ in 0..count {
         let text = gen.query();
         let Ok(Command::Private(q)) = classify(&text).map(|mut c| c.remove(0)) else {
             refused += 1;
             continue;
         };
-        for (backend, config) in [(&pg, &pg_config), (&lite, &lite_config)] {
+        for (backend, config) in backends {
             let Ok(p) = plan(&q, config, 1.0) else {
                 refused += 1;
                 continue;
@@ -427,6 +499,10 @@ async fn random_expressions_never_raise_on_extreme_rows() {
         "{ran} backend queries ran, {refused} plans refused, {} errors",
         errors.len()
     );
+    (ran, errors)
+}
+
+fn assert_none(ran: usize, errors: &[String]) {
     assert!(
         errors.is_empty(),
         "{} of {ran} backend queries raised:\n{}",
@@ -437,9 +513,5 @@ async fn random_expressions_never_raise_on_extreme_rows() {
             .cloned()
             .collect::<Vec<_>>()
             .join("\n")
-    );
-    assert!(
-        ran >= query_count() / 2,
-        "only {ran} queries ran: the generator is mostly refused"
     );
 }

@@ -8,6 +8,8 @@
 
 pub mod corpus;
 pub mod http;
+#[cfg(feature = "spark")]
+pub mod spark;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

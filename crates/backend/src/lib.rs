@@ -1,5 +1,6 @@
-//! The database behind dpgate: PostgreSQL, or an embedded SQLite file
-//! into which CSV sources are loaded at start. Connections are read-only,
+//! The database behind dpgate: PostgreSQL, an embedded SQLite file into
+//! which CSV sources are loaded at start, or (with the `spark` feature)
+//! Apache Spark through Spark Connect. Connections are read-only,
 //! carry a statement timeout, and are pooled; the only thing asked of them
 //! is the planned query, whose rows of group keys and integer
 //! measurements come back.
@@ -8,6 +9,8 @@ pub mod csv;
 pub mod plain;
 pub mod pool;
 pub mod postgres;
+#[cfg(feature = "spark")]
+pub mod spark;
 pub mod sqlite;
 pub mod tls;
 
@@ -80,7 +83,7 @@ pub trait Backend: Send + Sync {
 
     /// The PostgreSQL type name of `column` of `table` (catalog metadata
     /// only, never data), for privacy unit columns proxy.toml leaves untyped.
-    async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String>;
+    async fn column_type(&self, table: &dpgate_config::Table, column: &str) -> Option<String>;
 
     /// Runs `query`, handing each row to `sink` as it is read (so a
     /// bounded sink keeps memory bounded however many groups the data
@@ -122,6 +125,16 @@ pub async fn connect(config: &Config) -> Result<std::sync::Arc<dyn Backend>, Bac
         }
         BackendStore::Sqlite(path) => {
             std::sync::Arc::new(SqliteBackend::open(path, &config.tables, &config.backend).await?)
+        }
+        #[cfg(feature = "spark")]
+        BackendStore::Spark(url) => {
+            std::sync::Arc::new(spark::SparkBackend::connect(url, &config.backend).await?)
+        }
+        #[cfg(not(feature = "spark"))]
+        BackendStore::Spark(_) => {
+            return Err(BackendError::Connect(
+                "this dpgate was built without Spark support; build it with `cargo build --release --features spark` (needs protoc: apt-get install protobuf-compiler libprotobuf-dev)".into(),
+            ))
         }
     })
 }

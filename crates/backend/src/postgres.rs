@@ -183,8 +183,8 @@ impl Backend for PgBackend {
         Dialect::Postgres
     }
 
-    async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String> {
-        PgBackend::column_type(self, schema, table, column).await
+    async fn column_type(&self, table: &dpgate_config::Table, column: &str) -> Option<String> {
+        PgBackend::column_type(self, &table.schema, &table.name, column).await
     }
 
     async fn unit_is_unique(&self, table: &dpgate_config::Table, column: &str) -> bool {

@@ -165,8 +165,8 @@ impl Backend for SqliteBackend {
         self.load(tables).await
     }
 
-    async fn column_type(&self, _schema: &str, table: &str, column: &str) -> Option<String> {
-        SqliteBackend::column_type(self, table, column).await
+    async fn column_type(&self, table: &Table, column: &str) -> Option<String> {
+        SqliteBackend::column_type(self, &table.name, column).await
     }
 
     async fn unit_is_unique(&self, table: &dpgate_config::Table, column: &str) -> bool {

@@ -136,7 +136,7 @@ pub(crate) async fn unit_type(table: &Table, backend: &dyn Backend) -> Option<St
             ..
         } if table.column(unit).is_none() => Some(
             backend
-                .column_type(&table.schema, &table.name, unit)
+                .column_type(table, unit)
                 .await
                 .filter(|t| is_type_name(t))
                 .unwrap_or_else(|| "text".into()),

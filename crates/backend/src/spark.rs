@@ -1,0 +1,292 @@
+//! The Apache Spark backend, through Spark Connect: one gRPC channel and
+//! one server session, shared by every query (Spark runs concurrent
+//! operations of a session side by side). Each planned query is sent as
+//! SQL in Spark's dialect and its Arrow batches are read back as text.
+//! A query that outlives the statement timeout, or whose future is
+//! dropped (the analyst cancelled), is interrupted in the server.
+
+use std::time::Duration;
+
+use arrow_array::{Array, RecordBatch};
+use dpgate_sql::{Dialect, GroupSink};
+use futures::StreamExt;
+use spark_connect_core::{ChannelBuilder, SparkConnectClient};
+use spark_connect_proto as pb;
+
+use crate::{parse_row, Backend, BackendError, BackendQuery};
+
+/// Session settings every rendered statement relies on, set once when
+/// the session opens: ANSI semantics (the dialect's totality argument is
+/// made for them), backslash escapes read in strings and no `${var}`
+/// substitution (what [`Dialect::finish`] writes for), and UTC (dates and
+/// timestamps read and print as PostgreSQL's do with `TimeZone = UTC`).
+const SESSION: [(&str, &str); 5] = [
+    ("spark.sql.ansi.enabled", "true"),
+    ("spark.sql.parser.escapedStringLiterals", "false"),
+    ("spark.sql.variable.substitute", "false"),
+    ("spark.sql.session.timeZone", "UTC"),
+    ("spark.sql.caseSensitive", "false"),
+];
+
+/// A Spark Connect session that runs dpgate's own SELECTs.
+pub struct SparkBackend {
+    client: std::sync::Arc<SparkConnectClient>,
+    statement_timeout: Duration,
+}
+
+impl SparkBackend {
+    /// Connects to `url` (`sc://host:port`), opens a session with the
+    /// settings above and checks that it answers.
+    pub async fn connect(
+        url: &str,
+        config: &dpgate_config::Backend,
+    ) -> Result<SparkBackend, BackendError> {
+        let connect = |e: spark_connect_core::SparkError| {
+            BackendError::Connect(format!(
+                "Spark Connect at {}: {e}",
+                dpgate_config::redact_password(url)
+            ))
+        };
+        let builder = ChannelBuilder::parse(url).map_err(connect)?;
+        let client = SparkConnectClient::connect(&builder)
+            .await
+            .map_err(connect)?;
+        for (key, value) in SESSION {
+            client.set_config(key, value).await.map_err(connect)?;
+        }
+        let backend = SparkBackend {
+            client: std::sync::Arc::new(client),
+            statement_timeout: Duration::from_millis(config.statement_timeout_ms),
+        };
+        backend
+            .rows("SELECT 1")
+            .await
+            .map_err(|e| BackendError::Connect(e.to_string()))?;
+        Ok(backend)
+    }
+
+    /// Runs `sql` (already in Spark's spelling) and hands each row's cells
+    /// to `row` until it returns false; the rest of the rows are drained.
+    async fn run(
+        &self,
+        sql: &str,
+        row: &mut (dyn FnMut(Vec<Option<String>>) -> Result<bool, BackendError> + Send),
+    ) -> Result<(), BackendError> {
+        let operation_id = uuid::Uuid::new_v4().to_string();
+        let request = pb::ExecutePlanRequest {
+            session_id: self.client.session_id().to_string(),
+            user_context: Some(pb::UserContext {
+                user_id: "dpgate".into(),
+                ..Default::default()
+            }),
+            operation_id: Some(operation_id.clone()),
+            plan: Some(pb::Plan {
+                op_type: Some(pb::plan::OpType::Root(pb::Relation {
+                    common: None,
+                    rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
+                        query: sql.to_string(),
+                        ..Default::default()
+                    })),
+                })),
+            }),
+            client_type: Some("dpgate".into()),
+            ..Default::default()
+        };
+        let mut running = InterruptOnDrop(Some((self.client.clone(), operation_id)));
+        let read = async {
+            let mut stream = self
+                .client
+                .execute_plan(request)
+                .await
+                .map_err(query_error)?;
+            let mut open = true;
+            while let Some(message) = stream.next().await {
+                let message = message.map_err(|s| {
+                    query_error(spark_connect_core::SparkError::from_grpc_status(s))
+                })?;
+                let Some(pb::execute_plan_response::ResponseType::ArrowBatch(batch)) =
+                    message.response_type
+                else {
+                    continue;
+                };
+                if !open {
+                    continue;
+                }
+                for batch in read_batches(&batch.data)? {
+                    for i in 0..batch.num_rows() {
+                        let cells = batch
+                            .columns()
+                            .iter()
+                            .map(|column| cell_text(column.as_ref(), i))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        if open {
+                            open = row(cells)?;
+                        }
+                    }
+                }
+            }
+            Ok::<_, BackendError>(())
+        };
+        let outcome = match tokio::time::timeout(self.statement_timeout, read).await {
+            Ok(outcome) => outcome,
+            // Left armed: the guard interrupts the operation.
+            Err(_) => return Err(BackendError::Timeout),
+        };
+        running.0 = None;
+        outcome
+    }
+
+    /// Runs data-owner statements (DDL, loads; standard quoting) one by
+    /// one in this session. For tooling, tests and benches that prepare
+    /// data: dpgate's query path runs nothing but its planned SELECTs.
+    pub async fn execute(&self, statements: &[String]) -> Result<(), BackendError> {
+        for sql in statements {
+            self.rows(sql).await?;
+        }
+        Ok(())
+    }
+
+    /// Every row of `sql` (written with standard quoting) as text cells.
+    pub async fn rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        let mut rows = Vec::new();
+        self.run(&Dialect::Spark.finish(sql), &mut |cells| {
+            rows.push(cells);
+            Ok(true)
+        })
+        .await?;
+        Ok(rows)
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for SparkBackend {
+    fn dialect(&self) -> Dialect {
+        Dialect::Spark
+    }
+
+    /// The column's Spark type (from `DESCRIBE TABLE`, catalog metadata
+    /// only) under its PostgreSQL name.
+    async fn column_type(&self, table: &dpgate_config::Table, column: &str) -> Option<String> {
+        let rows = self
+            .rows(&format!("DESCRIBE TABLE {}", Dialect::Spark.table(table)))
+            .await
+            .ok()?;
+        rows.into_iter()
+            .find(|r| {
+                r.first()
+                    .and_then(|c| c.as_deref())
+                    .is_some_and(|c| c.eq_ignore_ascii_case(column))
+            })
+            .and_then(|r| r.get(1).cloned().flatten())
+            .map(|spark| pg_type(&spark))
+    }
+
+    async fn fetch_into(
+        &self,
+        query: BackendQuery<'_>,
+        sink: &mut (dyn GroupSink + Send),
+    ) -> Result<(), BackendError> {
+        let keys = query.keys;
+        let width = query.keys + query.measurements;
+        // Planned queries are in Spark's spelling already (`Plan::backend_sql`).
+        self.run(query.sql, &mut |cells| {
+            if cells.len() != width {
+                return Err(BackendError::Shape(format!(
+                    "{} columns, expected {width}",
+                    cells.len()
+                )));
+            }
+            Ok(sink.push(parse_row(cells, keys)?).is_continue())
+        })
+        .await
+    }
+}
+
+/// The record batches of one Arrow IPC stream.
+fn read_batches(data: &[u8]) -> Result<Vec<RecordBatch>, BackendError> {
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(data), None)
+        .map_err(|e| BackendError::Shape(format!("Arrow stream: {e}")))?;
+    reader
+        .map(|b| b.map_err(|e| BackendError::Shape(format!("Arrow batch: {e}"))))
+        .collect()
+}
+
+/// Row `i` of `column` as text, as PostgreSQL would print it. Planned
+/// queries return text, except float group keys, which are printed here
+/// with the shortest digits that read back the same (as PostgreSQL does).
+fn cell_text(column: &dyn Array, i: usize) -> Result<Option<String>, BackendError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+    use arrow_schema::DataType;
+    if column.is_null(i) {
+        return Ok(None);
+    }
+    Ok(Some(match column.data_type() {
+        DataType::Utf8 => column.as_string::<i32>().value(i).to_string(),
+        DataType::LargeUtf8 => column.as_string::<i64>().value(i).to_string(),
+        DataType::Utf8View => column.as_string_view().value(i).to_string(),
+        DataType::Float64 => column.as_primitive::<Float64Type>().value(i).to_string(),
+        DataType::Float32 => column.as_primitive::<Float32Type>().value(i).to_string(),
+        DataType::Int64 => column.as_primitive::<Int64Type>().value(i).to_string(),
+        DataType::Int32 => column.as_primitive::<Int32Type>().value(i).to_string(),
+        DataType::Boolean => column.as_boolean().value(i).to_string(),
+        other => {
+            return Err(BackendError::Shape(format!(
+                "a column of Arrow type {other}"
+            )))
+        }
+    }))
+}
+
+/// The PostgreSQL name of a Spark SQL type.
+fn pg_type(spark: &str) -> String {
+    let spark = spark.to_ascii_lowercase();
+    let base = spark.split('(').next().unwrap_or("").trim();
+    match base {
+        "bigint" | "long" => "bigint",
+        "int" | "integer" => "integer",
+        "smallint" | "short" | "tinyint" | "byte" => "smallint",
+        "double" => "double precision",
+        "float" | "real" => "real",
+        "decimal" | "numeric" | "dec" => "numeric",
+        "boolean" => "boolean",
+        "date" => "date",
+        "timestamp" | "timestamp_ltz" | "timestamp_ntz" => "timestamp without time zone",
+        _ => "text",
+    }
+    .to_string()
+}
+
+/// The server's own message (for the log and the audit entry; clients
+/// only ever see the one uniform 58000).
+fn query_error(e: spark_connect_core::SparkError) -> BackendError {
+    BackendError::Query(e.to_string())
+}
+
+/// Interrupts the operation it guards unless disarmed: a dropped or timed
+/// out query would otherwise keep running on the cluster.
+struct InterruptOnDrop(Option<(std::sync::Arc<SparkConnectClient>, String)>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if let Some((client, operation_id)) = self.0.take() {
+            tracing::info!("interrupting the Spark operation {operation_id}");
+            tokio::spawn(async move {
+                let _ = client.interrupt_operation(&operation_id).await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_type;
+
+    #[test]
+    fn spark_types_have_postgres_names() {
+        assert_eq!(pg_type("bigint"), "bigint");
+        assert_eq!(pg_type("decimal(10,2)"), "numeric");
+        assert_eq!(pg_type("STRING"), "text");
+        assert_eq!(pg_type("timestamp_ntz"), "timestamp without time zone");
+    }
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A Spark Connect server on loopback for dpgate's Spark backend, from the
+# pyspark package (its jars and sbin scripts; Java 17 must be installed).
+#
+#   scripts/spark-connect.sh start            local mode, 2 threads
+#   scripts/spark-connect.sh start-cluster    a standalone master, two
+#                                             workers, and the Connect
+#                                             server attached to them
+#   scripts/spark-connect.sh stop             stops whatever it started
+#
+# Environment: DPGATE_SPARK_VENV (default target/spark-venv, created with
+# pyspark if missing), DPGATE_SPARK_DIR (logs, PIDs, warehouse; default
+# target/spark-run), DPGATE_SPARK_PORT (default 15002). Prints the
+# server's URL (sc://127.0.0.1:PORT) once it answers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${DPGATE_SPARK_VENV:-target/spark-venv}
+run=${DPGATE_SPARK_DIR:-target/spark-run}
+port=${DPGATE_SPARK_PORT:-15002}
+pyspark_version=4.3.0
+
+ensure_pyspark() {
+  if ! "$venv/bin/python" -c 'import pyspark' >/dev/null 2>&1; then
+    echo "installing pyspark $pyspark_version into $venv (about 450 MB)" >&2
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q "pyspark==$pyspark_version" >&2
+  fi
+  SPARK_HOME=$("$venv/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+  export SPARK_HOME
+  mkdir -p "$run/logs" "$run/pid" "$run/warehouse"
+  run=$(cd "$run" && pwd)
+  export SPARK_LOG_DIR="$run/logs" SPARK_PID_DIR="$run/pid" SPARK_NO_DAEMONIZE=1
+  export SPARK_LOCAL_IP=127.0.0.1 SPARK_MASTER_HOST=127.0.0.1
+}
+
+# Starts `$@` detached, its PID in $run/pid/$name.pid.
+spawn() {
+  local name=$1
+  shift
+  setsid nohup "$@" >"$run/logs/$name.out" 2>&1 </dev/null &
+  echo $! >"$run/pid/$name.pid"
+}
+
+wait_port() {
+  local port=$1 what=$2 log=$3
+  for _ in $(seq 1 240); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "$what did not listen on 127.0.0.1:$port within 120 s; its log:" >&2
+  tail -40 "$log" >&2
+  exit 1
+}
+
+start_connect() {
+  local master=$1
+  spawn connect "$SPARK_HOME/sbin/start-connect-server.sh" \
+    --master "$master" --driver-memory 1g \
+    --conf spark.connect.grpc.binding.address=127.0.0.1 \
+    --conf spark.connect.grpc.binding.port="$port" \
+    --conf spark.ui.enabled=false \
+    --conf spark.sql.warehouse.dir="$run/warehouse" \
+    --conf spark.driver.host=127.0.0.1 \
+    --conf spark.sql.shuffle.partitions=4
+  wait_port "$port" "the Spark Connect server" "$run/logs/connect.out"
+  echo "sc://127.0.0.1:$port"
+}
+
+stop_all() {
+  for pidfile in "$run"/pid/*.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    # Each was started in its own session: stop the whole group (the
+    # launcher script and its JVM).
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    rm -f "$pidfile"
+  done
+}
+
+case "${1:-}" in
+  start)
+    ensure_pyspark
+    start_connect 'local[2]'
+    ;;
+  start-cluster)
+    ensure_pyspark
+    spawn master "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.master.Master \
+      --host 127.0.0.1 --port 7077 --webui-port 8080
+    wait_port 7077 "the Spark master" "$run/logs/master.out"
+    for i in 1 2; do
+      spawn "worker$i" "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker \
+        --host 127.0.0.1 --cores 1 --memory 1g --webui-port $((8080 + i)) \
+        --work-dir "$run/work$i" spark://127.0.0.1:7077
+    done
+    start_connect spark://127.0.0.1:7077
+    ;;
+  stop)
+    mkdir -p "$run/pid"
+    stop_all
+    ;;
+  *)
+    echo "usage: $0 start | start-cluster | stop" >&2
+    exit 2
+    ;;
+esac
