@@ -10,14 +10,22 @@
 #
 # Environment: DPGATE_SPARK_VENV (default target/spark-venv, created with
 # pyspark if missing), DPGATE_SPARK_DIR (logs, PIDs, warehouse; default
-# target/spark-run), DPGATE_SPARK_PORT (default 15002). Prints the
-# server's URL (sc://127.0.0.1:PORT) once it answers.
+# target/spark-run), DPGATE_SPARK_PORT (default 15002). For the cluster:
+# DPGATE_SPARK_MASTER_PORT (default 7077), DPGATE_SPARK_WEBUI_PORT (the
+# master's web UI, default 8080; the workers' are the next two) and
+# DPGATE_SPARK_UI_PORT (the Connect driver's UI and REST API, whose
+# /api/v1/applications/<id>/executors shows each executor's tasks;
+# default 4040). Prints the server's URL (sc://127.0.0.1:PORT) once it
+# answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${DPGATE_SPARK_VENV:-target/spark-venv}
 run=${DPGATE_SPARK_DIR:-target/spark-run}
 port=${DPGATE_SPARK_PORT:-15002}
+master_port=${DPGATE_SPARK_MASTER_PORT:-7077}
+webui_port=${DPGATE_SPARK_WEBUI_PORT:-8080}
+ui_port=${DPGATE_SPARK_UI_PORT:-4040}
 pyspark_version=4.3.0
 
 ensure_pyspark() {
@@ -55,13 +63,14 @@ wait_port() {
   exit 1
 }
 
+# Starts the Connect server on `$1` with any further `--conf`s.
 start_connect() {
   local master=$1
+  shift
   spawn connect "$SPARK_HOME/sbin/start-connect-server.sh" \
-    --master "$master" --driver-memory 1g \
+    --master "$master" --driver-memory 1g "$@" \
     --conf spark.connect.grpc.binding.address=127.0.0.1 \
     --conf spark.connect.grpc.binding.port="$port" \
-    --conf spark.ui.enabled=false \
     --conf spark.sql.warehouse.dir="$run/warehouse" \
     --conf spark.driver.host=127.0.0.1 \
     --conf spark.sql.shuffle.partitions=4
@@ -83,19 +92,23 @@ stop_all() {
 case "${1:-}" in
   start)
     ensure_pyspark
-    start_connect 'local[2]'
+    start_connect 'local[2]' --conf spark.ui.enabled=false
     ;;
   start-cluster)
     ensure_pyspark
     spawn master "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.master.Master \
-      --host 127.0.0.1 --port 7077 --webui-port 8080
-    wait_port 7077 "the Spark master" "$run/logs/master.out"
+      --host 127.0.0.1 --port "$master_port" --webui-port "$webui_port"
+    wait_port "$master_port" "the Spark master" "$run/logs/master.out"
     for i in 1 2; do
       spawn "worker$i" "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker \
-        --host 127.0.0.1 --cores 1 --memory 1g --webui-port $((8080 + i)) \
-        --work-dir "$run/work$i" spark://127.0.0.1:7077
+        --host 127.0.0.1 --cores 1 --memory 1g --webui-port $((webui_port + i)) \
+        --work-dir "$run/work$i" "spark://127.0.0.1:$master_port"
     done
-    start_connect spark://127.0.0.1:7077
+    # One single-core executor on each worker.
+    start_connect "spark://127.0.0.1:$master_port" \
+      --conf spark.executor.cores=1 --conf spark.executor.memory=512m \
+      --conf spark.cores.max=2 \
+      --conf spark.ui.enabled=true --conf spark.ui.port="$ui_port"
     ;;
   stop)
     mkdir -p "$run/pid"

@@ -161,10 +161,11 @@ async fn row(
     measurements: usize,
 ) -> Result<Vec<i64>, dpgate_backend::BackendError> {
     let mut rows: Vec<RawGroup> = Vec::new();
+    let sql = backend.dialect().finish(sql);
     backend
         .fetch_into(
             BackendQuery {
-                sql,
+                sql: &sql,
                 keys: 0,
                 measurements,
             },

@@ -1,6 +1,7 @@
 //! Accuracy: released values fall inside their reported 95 % intervals at
-//! least 94 % of the time. Planned like any query, run on real PostgreSQL
-//! and on the embedded SQLite backend loaded from the same data as CSV,
+//! least 94 % of the time. Planned like any query, run on real PostgreSQL,
+//! on the embedded SQLite backend loaded from the same data as CSV and
+//! (with the `spark` feature) on Spark holding a copy,
 //! over data that needs no bounding (so the bounded truth is PostgreSQL's
 //! plain SQL answer), noised and post-processed by the same code as the
 //! server.
@@ -38,7 +39,19 @@ async fn answers_fall_inside_their_reported_intervals() {
     let parse = |text: &str| Config::parse(text, &|_| Some("x".into())).unwrap();
     let pg = parse(&hospital_toml(&db, 1, &dir.path().join("l"), 1.0, 1.0));
     let lite = parse(&hospital_sqlite_toml(&db, 1, dir.path(), 1.0, 1.0).await);
-    for config in [pg, lite] {
+    #[allow(unused_mut)]
+    let mut configs = vec![pg, lite];
+    #[cfg(feature = "spark")]
+    configs.push(parse(
+        &spark::spark_toml(
+            &hospital_toml(&db, 1, &dir.path().join("l"), 1.0, 1.0),
+            &db,
+            &HOSPITAL_TABLES,
+            "accuracy",
+        )
+        .await,
+    ));
+    for config in configs {
         let backend = dpgate_backend::connect(&config).await.unwrap();
         check_intervals(&client, backend.as_ref(), &config).await;
     }

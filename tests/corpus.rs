@@ -1,7 +1,8 @@
-//! The analyst query corpus through a running dpgate, once in front of
-//! real PostgreSQL and once on the embedded SQLite backend loaded from the
-//! same data as CSV: each query is answered with its number of rows, or
-//! refused with a SQLSTATE and a hint, the same on both.
+//! The analyst query corpus through a running dpgate, in front of real
+//! PostgreSQL, on the embedded SQLite backend loaded from the same data
+//! as CSV and (with the `spark` feature) on Spark, in local mode and on a
+//! two-worker cluster: each query is answered with its number of rows, or
+//! refused with a SQLSTATE and a hint, the same on all.
 
 mod common;
 
@@ -81,6 +82,32 @@ async fn every_corpus_query_gets_its_expected_outcome_on_sqlite() {
     let port = free_port();
     let config = hospital_sqlite_toml(&db, port, dir.path(), 1e6, 1.0).await;
     run_corpus(Dpgate::start(dir.path(), &config, port)).await;
+}
+
+/// The corpus on Spark: the test server (local mode), then a standalone
+/// cluster of two workers, whose executors must both have run tasks.
+#[cfg(feature = "spark")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_corpus_query_gets_its_expected_outcome_on_spark() {
+    let db = hospital_database("corpus_spark", 2000).await;
+    let dir = tempdir();
+    let port = free_port();
+    let toml = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 1e6, 1.0);
+    let config = spark::spark_toml(&toml, &db, &HOSPITAL_TABLES, "corpus").await;
+    run_corpus(Dpgate::start(dir.path(), &config, port)).await;
+
+    let cluster = spark::SparkCluster::start();
+    let dir = tempdir();
+    let port = free_port();
+    let toml = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 1e6, 1.0);
+    let config = spark::spark_toml_at(&cluster.url, &toml, &db, &HOSPITAL_TABLES, "corpus").await;
+    run_corpus(Dpgate::start(dir.path(), &config, port)).await;
+    let tasks = cluster.executor_tasks();
+    println!("tasks per executor on the cluster: {tasks:?}");
+    assert!(
+        tasks.len() >= 2 && tasks.iter().all(|(_, n)| *n > 0),
+        "the work did not spread over two executors: {tasks:?}"
+    );
 }
 
 /// Runs every corpus query through `gate` and checks its outcome.

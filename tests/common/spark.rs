@@ -18,15 +18,18 @@ pub fn spark_url() -> String {
 
 /// A session on the test server.
 pub async fn spark_session() -> SparkBackend {
+    spark_session_at(&spark_url()).await
+}
+
+/// A session on the server at `url`.
+pub async fn spark_session_at(url: &str) -> SparkBackend {
     let settings = dpgate_config::Backend {
-        store: dpgate_config::BackendStore::Spark(spark_url()),
+        store: dpgate_config::BackendStore::Spark(url.to_string()),
         statement_timeout_ms: 300_000,
         pool_size: 1,
         allow_privileged_role: false,
     };
-    SparkBackend::connect(&spark_url(), &settings)
-        .await
-        .unwrap()
+    SparkBackend::connect(url, &settings).await.unwrap()
 }
 
 /// Spark's name for a PostgreSQL column type.
@@ -61,11 +64,11 @@ fn spark_literal(text: Option<&str>, ty: &str) -> String {
 }
 
 /// Copies `tables` of the PostgreSQL test database `db` into the Spark
-/// database `database` (created, or replaced), as parquet tables with
-/// the same columns, types and rows.
-pub async fn copy_to_spark(db: &str, tables: &[&str], database: &str) {
+/// database `database` (created, or replaced) of the server at `url`, as
+/// parquet tables with the same columns, types and rows.
+pub async fn copy_to_spark(url: &str, db: &str, tables: &[&str], database: &str) {
     let pg = connect_direct(&cluster().url(db)).await;
-    let spark = spark_session().await;
+    let spark = spark_session_at(url).await;
     let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS \"{database}\"")];
     for table in tables {
         let columns: Vec<(String, &str)> = pg
@@ -110,14 +113,25 @@ pub async fn copy_to_spark(db: &str, tables: &[&str], database: &str) {
     spark.execute(&statements).await.unwrap();
 }
 
-/// `toml` (whose backend is the test database `db`) turned to the Spark
-/// server: each of `tables`, copied into Spark's `database`, is declared
-/// with its Spark name.
+/// `toml` (whose backend is the test database `db`) turned to the test
+/// Spark server: each of `tables`, copied into Spark's `database`, is
+/// declared with its Spark name.
 pub async fn spark_toml(toml: &str, db: &str, tables: &[&str], database: &str) -> String {
-    copy_to_spark(db, tables, database).await;
+    spark_toml_at(&spark_url(), toml, db, tables, database).await
+}
+
+/// [`spark_toml`] for the Spark Connect server at `url`.
+pub async fn spark_toml_at(
+    url: &str,
+    toml: &str,
+    db: &str,
+    tables: &[&str],
+    database: &str,
+) -> String {
+    copy_to_spark(url, db, tables, database).await;
     let mut toml = toml.replace(
         &format!("[backend]\nurl = \"{}\"", cluster().reader_url(db)),
-        &format!("[backend]\nspark = \"{}\"", spark_url()),
+        &format!("[backend]\nspark = \"{url}\""),
     );
     for table in tables {
         let mapped = format!("name = \"{table}\"\nbackend_name = \"{database}.{table}\"\n");
@@ -130,4 +144,129 @@ pub async fn spark_toml(toml: &str, db: &str, tables: &[&str], database: &str) -
     }
     assert!(toml.contains("spark = "), "{toml}");
     toml
+}
+
+/// `toml` without its row-level tables (private, with no `privacy_unit`),
+/// which the Spark backend cannot read.
+pub fn without_row_level_tables(toml: &str) -> String {
+    let mut blocks = toml.split("[[tables]]");
+    let mut out = blocks.next().unwrap_or_default().to_string();
+    for block in blocks {
+        if block.contains("privacy_unit") || block.contains("public = true") {
+            out.push_str("[[tables]]");
+            out.push_str(block);
+        }
+    }
+    out
+}
+
+/// A Spark standalone cluster on loopback for one test: a master, two
+/// single-core workers and a Connect server attached to them, started by
+/// `scripts/spark-connect.sh start-cluster` on free ports and stopped on
+/// drop.
+pub struct SparkCluster {
+    /// The Connect server's URL.
+    pub url: String,
+    ui_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SparkCluster {
+    /// Starts the cluster; panics with the script's output if it fails.
+    pub fn start() -> SparkCluster {
+        let dir = super::tempdir();
+        let ui_port = super::free_port();
+        let out = std::process::Command::new("scripts/spark-connect.sh")
+            .arg("start-cluster")
+            .env("DPGATE_SPARK_DIR", dir.path())
+            .env("DPGATE_SPARK_PORT", super::free_port().to_string())
+            .env("DPGATE_SPARK_MASTER_PORT", super::free_port().to_string())
+            .env("DPGATE_SPARK_WEBUI_PORT", super::free_port().to_string())
+            .env("DPGATE_SPARK_UI_PORT", ui_port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the cluster did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SparkCluster {
+            url: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            ui_port,
+            dir,
+        }
+    }
+
+    /// Tasks each executor (not the driver) has completed, by executor
+    /// id and host, from the driver's REST API.
+    pub fn executor_tasks(&self) -> Vec<(String, u64)> {
+        let get = |path: &str| -> serde_json::Value {
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sf",
+                    &format!("http://127.0.0.1:{}/api/v1/{path}", self.ui_port),
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "GET {path} failed");
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let apps = get("applications");
+        let id = apps[0]["id"].as_str().expect("one application").to_string();
+        get(&format!("applications/{id}/executors"))
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["id"] != "driver")
+            .map(|e| {
+                (
+                    format!("{} on {}", e["id"].as_str().unwrap_or("?"), e["hostPort"]),
+                    e["completedTasks"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for SparkCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("scripts/spark-connect.sh")
+            .arg("stop")
+            .env("DPGATE_SPARK_DIR", self.dir.path())
+            .status();
+    }
+}
+
+/// `inner` reading Spark database `to` wherever a plan names `from`: the
+/// sensitivity tests plan once (with D's declarations) and run the same
+/// plan on D and on D′, which on Spark are two databases of one server.
+pub struct Renamed {
+    pub inner: std::sync::Arc<dyn dpgate_backend::Backend>,
+    pub from: String,
+    pub to: String,
+}
+
+#[async_trait::async_trait]
+impl dpgate_backend::Backend for Renamed {
+    fn dialect(&self) -> dpgate_sql::Dialect {
+        self.inner.dialect()
+    }
+
+    async fn column_type(&self, table: &dpgate_config::Table, column: &str) -> Option<String> {
+        self.inner.column_type(table, column).await
+    }
+
+    async fn fetch_into(
+        &self,
+        query: dpgate_backend::BackendQuery<'_>,
+        sink: &mut (dyn dpgate_sql::GroupSink + Send),
+    ) -> Result<(), dpgate_backend::BackendError> {
+        let sql = query
+            .sql
+            .replace(&format!("`{}`.", self.from), &format!("`{}`.", self.to));
+        assert_ne!(sql, query.sql, "the plan does not name {}", self.from);
+        self.inner
+            .fetch_into(dpgate_backend::BackendQuery { sql: &sql, ..query }, sink)
+            .await
+    }
 }

@@ -5,12 +5,13 @@
 //! A query that outlives the statement timeout, or whose future is
 //! dropped (the analyst cancelled), is interrupted in the server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{Array, RecordBatch};
 use dpgate_sql::{Dialect, GroupSink};
 use futures::StreamExt;
-use spark_connect_core::{ChannelBuilder, SparkConnectClient};
+use spark_connect_core::{ChannelBuilder, RetryPolicy, SparkConnectClient};
 use spark_connect_proto as pb;
 
 use crate::{parse_row, Backend, BackendError, BackendQuery};
@@ -28,9 +29,19 @@ const SESSION: [(&str, &str); 5] = [
     ("spark.sql.caseSensitive", "false"),
 ];
 
+/// One server session: the client bound to it and the id the server gave
+/// it. The id goes with every request, so that a session the server
+/// dropped and made anew (with default settings, after its idle timeout
+/// or a restart) is refused rather than used.
+#[derive(Clone)]
+struct Session {
+    client: Arc<SparkConnectClient>,
+    server_side_id: Option<String>,
+}
+
 /// A Spark Connect session that runs dpgate's own SELECTs.
 pub struct SparkBackend {
-    client: std::sync::Arc<SparkConnectClient>,
+    session: std::sync::Mutex<Session>,
     statement_timeout: Duration,
 }
 
@@ -41,99 +52,80 @@ impl SparkBackend {
         url: &str,
         config: &dpgate_config::Backend,
     ) -> Result<SparkBackend, BackendError> {
-        let connect = |e: spark_connect_core::SparkError| {
+        let at = |e: String| {
             BackendError::Connect(format!(
                 "Spark Connect at {}: {e}",
                 dpgate_config::redact_password(url)
             ))
         };
-        let builder = ChannelBuilder::parse(url).map_err(connect)?;
-        let client = SparkConnectClient::connect(&builder)
-            .await
-            .map_err(connect)?;
-        for (key, value) in SESSION {
-            client.set_config(key, value).await.map_err(connect)?;
+        let mut builder = ChannelBuilder::parse(url).map_err(|e| at(e.to_string()))?;
+        // Spark keys a session by user and session id: every request
+        // (settings, queries, interrupts) must name the same user.
+        if builder.user_id().is_none() {
+            builder.set("user_id", "dpgate");
         }
-        let backend = SparkBackend {
-            client: std::sync::Arc::new(client),
-            statement_timeout: Duration::from_millis(config.statement_timeout_ms),
-        };
-        backend
-            .rows("SELECT 1")
+        let mut client = SparkConnectClient::connect(&builder)
             .await
-            .map_err(|e| BackendError::Connect(e.to_string()))?;
-        Ok(backend)
+            .map_err(|e| at(e.to_string()))?;
+        // The client's default retries an unreachable server for up to an
+        // hour; dpgate reports it within seconds instead.
+        client.set_retry_policy(RetryPolicy {
+            max_retries: Some(3),
+            initial_backoff_ms: 200,
+            max_backoff_ms: Some(2_000),
+            max_retry_exception_elapsed_time_ms: Some(10_000),
+            ..RetryPolicy::default()
+        });
+        let statement_timeout = Duration::from_millis(config.statement_timeout_ms);
+        let session = open(Arc::new(client), statement_timeout)
+            .await
+            .map_err(|e| at(e.to_string()))?;
+        Ok(SparkBackend {
+            session: std::sync::Mutex::new(session),
+            statement_timeout,
+        })
+    }
+
+    /// Ends the server session, as the server does after its idle
+    /// timeout; the next query opens a new one with the same settings.
+    pub async fn close_session(&self) -> Result<(), BackendError> {
+        let client = self.current().client;
+        client.release_session().await.map_err(query_error)
+    }
+
+    fn current(&self) -> Session {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Runs `sql` (already in Spark's spelling) and hands each row's cells
-    /// to `row` until it returns false; the rest of the rows are drained.
+    /// to `row` until it returns false. If the server no longer knows the
+    /// session, a new one is opened (settings first) and `sql` runs there.
     async fn run(
         &self,
         sql: &str,
         row: &mut (dyn FnMut(Vec<Option<String>>) -> Result<bool, BackendError> + Send),
     ) -> Result<(), BackendError> {
-        let operation_id = uuid::Uuid::new_v4().to_string();
-        let request = pb::ExecutePlanRequest {
-            session_id: self.client.session_id().to_string(),
-            user_context: Some(pb::UserContext {
-                user_id: "dpgate".into(),
-                ..Default::default()
-            }),
-            operation_id: Some(operation_id.clone()),
-            plan: Some(pb::Plan {
-                op_type: Some(pb::plan::OpType::Root(pb::Relation {
-                    common: None,
-                    rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
-                        query: sql.to_string(),
-                        ..Default::default()
-                    })),
-                })),
-            }),
-            client_type: Some("dpgate".into()),
-            ..Default::default()
-        };
-        let mut running = InterruptOnDrop(Some((self.client.clone(), operation_id)));
-        let read = async {
-            let mut stream = self
-                .client
-                .execute_plan(request)
-                .await
-                .map_err(query_error)?;
-            let mut open = true;
-            while let Some(message) = stream.next().await {
-                let message = message.map_err(|s| {
-                    query_error(spark_connect_core::SparkError::from_grpc_status(s))
-                })?;
-                let Some(pb::execute_plan_response::ResponseType::ArrowBatch(batch)) =
-                    message.response_type
-                else {
-                    continue;
-                };
-                if !open {
-                    continue;
-                }
-                for batch in read_batches(&batch.data)? {
-                    for i in 0..batch.num_rows() {
-                        let cells = batch
-                            .columns()
-                            .iter()
-                            .map(|column| cell_text(column.as_ref(), i))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        if open {
-                            open = row(cells)?;
-                        }
-                    }
-                }
+        let session = self.current();
+        match run_on(&session, sql, self.statement_timeout, row).await {
+            Err(BackendError::Query(message)) if message.contains("INVALID_HANDLE") => {
+                tracing::warn!(
+                    "the Spark session ended on the server ({message}); opening a new one"
+                );
+                let fresh = open(
+                    Arc::new(session.client.with_new_session_id()),
+                    self.statement_timeout,
+                )
+                .await?;
+                *self.session.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+                run_on(&fresh, sql, self.statement_timeout, row)
+                    .await
+                    .map(|_| ())
             }
-            Ok::<_, BackendError>(())
-        };
-        let outcome = match tokio::time::timeout(self.statement_timeout, read).await {
-            Ok(outcome) => outcome,
-            // Left armed: the guard interrupts the operation.
-            Err(_) => return Err(BackendError::Timeout),
-        };
-        running.0 = None;
-        outcome
+            outcome => outcome.map(|_| ()),
+        }
     }
 
     /// Runs data-owner statements (DDL, loads; standard quoting) one by
@@ -155,6 +147,103 @@ impl SparkBackend {
         })
         .await?;
         Ok(rows)
+    }
+}
+
+/// `client`'s session set up with [`SESSION`], and the server's id for it.
+async fn open(client: Arc<SparkConnectClient>, timeout: Duration) -> Result<Session, BackendError> {
+    for (key, value) in SESSION {
+        client.set_config(key, value).await.map_err(query_error)?;
+    }
+    let mut session = Session {
+        client,
+        server_side_id: None,
+    };
+    let id = run_on(&session, "SELECT 1", timeout, &mut |_| Ok(true)).await?;
+    session.server_side_id = id;
+    Ok(session)
+}
+
+/// Runs `sql` on `session`, handing each row's cells to `row` until it
+/// returns false; returns the server's id for the session. The operation
+/// is interrupted unless every row was read: when the sink has enough,
+/// when reading fails, when `timeout` passes, and when the future is
+/// dropped (a gRPC stream needs no draining to be reused).
+async fn run_on(
+    session: &Session,
+    sql: &str,
+    timeout: Duration,
+    row: &mut (dyn FnMut(Vec<Option<String>>) -> Result<bool, BackendError> + Send),
+) -> Result<Option<String>, BackendError> {
+    let client = &session.client;
+    let operation_id = uuid::Uuid::new_v4().to_string();
+    let request = pb::ExecutePlanRequest {
+        session_id: client.session_id().to_string(),
+        client_observed_server_side_session_id: session.server_side_id.clone(),
+        user_context: Some(pb::UserContext {
+            user_id: client.user_id().unwrap_or_default().to_string(),
+            ..Default::default()
+        }),
+        operation_id: Some(operation_id.clone()),
+        plan: Some(pb::Plan {
+            op_type: Some(pb::plan::OpType::Root(pb::Relation {
+                common: None,
+                rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
+                    query: sql.to_string(),
+                    ..Default::default()
+                })),
+            })),
+        }),
+        client_type: Some("dpgate".into()),
+        ..Default::default()
+    };
+    let mut running = InterruptOnDrop(Some((client.clone(), operation_id)));
+    let mut server_side_id = None;
+    // Whether every row was read.
+    let read = async {
+        let mut stream = client.execute_plan(request).await.map_err(query_error)?;
+        while let Some(message) = stream.next().await {
+            let message = message
+                .map_err(|s| query_error(spark_connect_core::SparkError::from_grpc_status(s)))?;
+            if server_side_id.is_none() && !message.server_side_session_id.is_empty() {
+                server_side_id = Some(message.server_side_session_id.clone());
+            }
+            let Some(pb::execute_plan_response::ResponseType::ArrowBatch(batch)) =
+                message.response_type
+            else {
+                continue;
+            };
+            for batch in read_batches(&batch.data)? {
+                for i in 0..batch.num_rows() {
+                    let cells = batch
+                        .columns()
+                        .iter()
+                        .map(|column| cell_text(column.as_ref(), i))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if !row(cells)? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok::<_, BackendError>(true)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        // Every row was read: nothing runs on.
+        Ok(Ok(true)) => {
+            running.0 = None;
+            Ok(server_side_id)
+        }
+        // The server's error ended the operation.
+        Ok(Err(e @ BackendError::Query(_))) => {
+            running.0 = None;
+            Err(e)
+        }
+        // The guard stays armed and interrupts whatever still runs: the
+        // sink had enough, or a batch could not be read.
+        Ok(Ok(false)) => Ok(server_side_id),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(BackendError::Timeout),
     }
 }
 
@@ -265,14 +354,23 @@ fn query_error(e: spark_connect_core::SparkError) -> BackendError {
 
 /// Interrupts the operation it guards unless disarmed: a dropped or timed
 /// out query would otherwise keep running on the cluster.
-struct InterruptOnDrop(Option<(std::sync::Arc<SparkConnectClient>, String)>);
+struct InterruptOnDrop(Option<(Arc<SparkConnectClient>, String)>);
 
 impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
         if let Some((client, operation_id)) = self.0.take() {
-            tracing::info!("interrupting the Spark operation {operation_id}");
             tokio::spawn(async move {
-                let _ = client.interrupt_operation(&operation_id).await;
+                match client.interrupt_operation(&operation_id).await {
+                    Ok(ids) if ids.contains(&operation_id) => {
+                        tracing::warn!("interrupted the Spark operation {operation_id} (statement timeout, cancelled request, or rows no longer needed)")
+                    }
+                    Ok(_) => tracing::info!("the Spark operation {operation_id} had already ended"),
+                    Err(e) => {
+                        tracing::warn!(
+                            "could not interrupt the Spark operation {operation_id}: {e}"
+                        )
+                    }
+                }
             });
         }
     }

@@ -29,17 +29,19 @@ pub struct Candidate {
     pub why: String,
 }
 
-/// Rows of text cells from a query the evaluator writes itself.
+/// Rows of text cells from a query the evaluator writes itself (with
+/// standard quoting, finished here for the backend).
 pub async fn fetch_text(
     backend: &dyn Backend,
     sql: &str,
     columns: usize,
 ) -> Result<Vec<Vec<Option<String>>>, String> {
     let mut rows: Vec<RawGroup> = Vec::new();
+    let sql = backend.dialect().finish(sql);
     backend
         .fetch_into(
             BackendQuery {
-                sql,
+                sql: &sql,
                 keys: columns,
                 measurements: 0,
             },

@@ -69,7 +69,7 @@ pub fn plain_sql(prepared: &Prepared, config: &Config) -> Result<String, String>
     respell(&mut q, config);
     // The rendered table names are already quoted: the identifiers above
     // print as they were built.
-    Ok(Dialect::of(&config.backend.store).finish(&q.to_string()))
+    Ok(q.to_string())
 }
 
 /// `q` as the backend spells it: declared tables by their backend names;
