@@ -72,6 +72,7 @@ const SPARK_ROWS: &[&str] = &[
     "-100, 2.2250738585072014e-308, '9999-12-31', TIMESTAMP '9999-12-31 23:59:59', 'NaN', 'a', '1'",
     "-99999999999999999999999999999999999999, 0, 'not a date', TIMESTAMP '2000-01-01 00:00:00', '${env:HOME}', 'a', '0'",
     "7, CAST('-0.0' AS DOUBLE), '2024-99-99', TIMESTAMP '1970-01-01 00:00:00', ' ', 'b', NULL",
+    "2147483647, 2e15, '2024-01-01', TIMESTAMP '2024-01-01 10:00:00', 'a\\\\b', 'a', 'true'",
 ];
 
 /// A random expression generator over dpgate's row-level grammar.
@@ -108,6 +109,10 @@ impl Gen {
             "0.0",
             "1e-320",
             "9223372036854775807",
+            // Spark reads these digits as a 32-bit INT.
+            "2147483647",
+            "1e15",
+            "3e15",
         ])
         .to_string()
     }
@@ -309,6 +314,12 @@ impl Gen {
                     "n = '1.5'",
                     "d = '2024-02-31'",
                     "ts < '2024-01-01 25:00'",
+                    "d = '\u{3000}2024-01-01'",
+                    "ts > '2024-01-01 10:00.5'",
+                    "x = '\u{3000}nan'",
+                    "x < ' -inf'",
+                    "CASE WHEN n > 0 THEN ((0 - 2147483647) - 2) ELSE 0 END < 0",
+                    "CASE WHEN n > 0 THEN trunc(x * 3e12, 2) ELSE 0 END > 0",
                     "d > DATE '2023-02-29'",
                     "b = 'maybe'",
                     "s = 12",

@@ -109,8 +109,18 @@ impl SparkBackend {
         row: &mut (dyn FnMut(Vec<Option<String>>) -> Result<bool, BackendError> + Send),
     ) -> Result<(), BackendError> {
         let session = self.current();
-        match run_on(&session, sql, self.statement_timeout, row).await {
-            Err(BackendError::Query(message)) if message.contains("INVALID_HANDLE") => {
+        let mut delivered = false;
+        let mut counted = |cells: Vec<Option<String>>| {
+            delivered = true;
+            row(cells)
+        };
+        let first = run_on(&session, sql, self.statement_timeout, &mut counted).await;
+        match first {
+            // The server's error class for a session it no longer has (not
+            // text quoted inside another error), before any row was read.
+            Err(BackendError::Query(message))
+                if message.starts_with("[INVALID_HANDLE.SESSION_") && !delivered =>
+            {
                 tracing::warn!(
                     "the Spark session ended on the server ({message}); opening a new one"
                 );
@@ -161,6 +171,21 @@ async fn open(client: Arc<SparkConnectClient>, timeout: Duration) -> Result<Sess
     };
     let id = run_on(&session, "SELECT 1", timeout, &mut |_| Ok(true)).await?;
     session.server_side_id = id;
+    // Read back under the server's id: a session the server made anew
+    // between the settings and the id would not have them.
+    for (key, value) in SESSION {
+        let mut kept = None;
+        run_on(&session, &format!("SET {key}"), timeout, &mut |cells| {
+            kept = cells.get(1).cloned().flatten();
+            Ok(true)
+        })
+        .await?;
+        if kept.as_deref() != Some(value) {
+            return Err(BackendError::Connect(format!(
+                "the Spark session has {key} = {kept:?}, not {value}"
+            )));
+        }
+    }
     Ok(session)
 }
 

@@ -215,6 +215,20 @@ impl Dialect {
         }
     }
 
+    /// An integer literal's digits as a 64-bit integer. Spark reads digits
+    /// that fit 32 bits as INT, whose arithmetic overflows at 2^31, where
+    /// every planner range assumes bigint; and Spark leaves a failing
+    /// constant inside CASE to run per row, so an overflow there would
+    /// depend on the data. (PostgreSQL folds such constants while
+    /// planning, the same for any data, and the planner folds integer
+    /// literal arithmetic itself: see `operator::binary`.)
+    pub fn int_literal(self, digits: &str) -> String {
+        match self {
+            Dialect::Spark => format!("CAST({digits} AS BIGINT)"),
+            _ => digits.to_string(),
+        }
+    }
+
     /// An integer expression that is already bounded, typed as integer.
     pub fn int(self, sql: &str) -> String {
         match self {
@@ -467,11 +481,19 @@ impl Dialect {
     pub fn like(self, subject: &str, pattern: &str, negated: bool, ilike: bool) -> String {
         let not = if negated { "NOT " } else { "" };
         match (self, ilike) {
-            // Spark's LIKE is case-sensitive and escapes with backslash.
-            (Dialect::Postgres | Dialect::Spark, false) => {
+            // Spark's LIKE is case-sensitive and escapes with backslash,
+            // but only before %, _ and itself: PostgreSQL's `\b` means b.
+            (Dialect::Spark, _) => {
+                let op = if ilike { "ILIKE" } else { "LIKE" };
+                format!(
+                    "{subject} {not}{op} {}",
+                    quote_literal(&spark::like_pattern(pattern))
+                )
+            }
+            (Dialect::Postgres, false) => {
                 format!("{subject} {not}LIKE {}", quote_literal(pattern))
             }
-            (Dialect::Postgres | Dialect::Spark, true) => {
+            (Dialect::Postgres, true) => {
                 format!("{subject} {not}ILIKE {}", quote_literal(pattern))
             }
             // SQLite's LIKE ignores ASCII case; GLOB is the case-sensitive one.
@@ -500,6 +522,25 @@ impl Dialect {
             Dialect::Postgres => format!("SUM({sql})"),
             Dialect::Sqlite => format!("TOTAL({sql})"),
             Dialect::Spark => format!("SUM(CAST({sql} AS DECIMAL(38, 0)))"),
+        }
+    }
+
+    /// An ORDER BY item that ranks a unit's rows (or groups) for the
+    /// bounding step, given the columns `values` that tell them apart.
+    /// PostgreSQL and SQLite run a query once, so a random order is drawn.
+    /// Spark may run a stage again after losing an executor; a new draw
+    /// could then keep other rows of a unit (or give its allowance to
+    /// other groups) in the attempt some downstream tasks read than in
+    /// the one others read, and the unit would count beyond its bound.
+    /// There the order is a hash of the values themselves, the same in
+    /// every attempt (rows with equal values are interchangeable). Any
+    /// rule that picks a unit's rows from that unit's own rows keeps the
+    /// sensitivity; the random draw only spreads the choice.
+    pub fn bounding_order(self, values: &[String]) -> String {
+        match (self, values) {
+            (Dialect::Spark, []) => "0".into(),
+            (Dialect::Spark, values) => format!("xxhash64({})", values.join(", ")),
+            _ => "random()".into(),
         }
     }
 

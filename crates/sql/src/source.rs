@@ -321,8 +321,9 @@ fn table(
             },
             true,
         ) => format!(
-            "(SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY random()) AS \"__dp_rn_table\" FROM {}) AS \"__dp_table\" WHERE \"__dp_rn_table\" <= {max_rows_per_unit})",
+            "(SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {}) AS \"__dp_rn_table\" FROM {}) AS \"__dp_table\" WHERE \"__dp_rn_table\" <= {max_rows_per_unit})",
             quote_ident(u),
+            dialect.bounding_order(&["*".to_string()]),
             dialect.table(t)
         ),
         _ => dialect.table(t),

@@ -61,6 +61,30 @@ pub(super) fn requote(sql: &str) -> String {
     out
 }
 
+/// A LIKE pattern (PostgreSQL's: a backslash makes the next character
+/// literal) as Spark reads it, which refuses a backslash before anything
+/// but `%`, `_` and a backslash: `\b` becomes `b`.
+pub(super) fn like_pattern(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some(next @ ('%' | '_' | '\\')) => {
+                out.push('\\');
+                out.push(next);
+            }
+            Some(next) => out.push(next),
+            // A trailing backslash is refused by the planner.
+            None => out.push_str("\\\\"),
+        }
+    }
+    out
+}
+
 /// `sql` clamped into `[lo, hi]` (already spelled as SQL numbers) as a
 /// bigint (`int`) or a double; NULL stays NULL. The value is read with
 /// TRY_CAST first, so a column whose Spark type is wider than declared
@@ -108,14 +132,17 @@ pub(super) fn round_whole(name: &str, x: &str) -> String {
 
 /// `round(x, digits)` or `trunc(x, digits)` of a double, as a double.
 /// `round` rounds ties away from zero, as PostgreSQL's numeric `round`.
-/// `floor(x, d)` and `ceil(x, d)` are decimals of at most 16 + 20 digits
-/// below [`WHOLE`] (the planner keeps `digits` within ±20).
+/// `floor(x, d)` and `ceil(x, d)` work on decimals, and would cast a
+/// double to DECIMAL(30, 15), which overflows from 1e15 on; below
+/// [`WHOLE`] the value is cast to DECIMAL(38, 18) first (20 integer
+/// digits), which holds it.
 pub(super) fn round_digits(trunc: bool, x: &str, digits: i64) -> String {
     if !trunc {
         return format!("ROUND({x}, {digits})");
     }
+    let exact = format!("CAST({x} AS DECIMAL(38, 18))");
     format!(
-        "(CASE WHEN abs({x}) >= {WHOLE} THEN {x} WHEN {x} >= 0 THEN CAST(floor({x}, {digits}) AS DOUBLE) ELSE CAST(ceil({x}, {digits}) AS DOUBLE) END)"
+        "(CASE WHEN abs({x}) >= {WHOLE} THEN {x} WHEN {x} >= 0 THEN CAST(floor({exact}, {digits}) AS DOUBLE) ELSE CAST(ceil({exact}, {digits}) AS DOUBLE) END)"
     )
 }
 
@@ -187,6 +214,11 @@ mod tests {
             requote(r#"'say "hi"' AND "it's""#),
             r#"'say "hi"' AND `it's`"#
         );
+    }
+
+    #[test]
+    fn like_patterns_escape_only_what_spark_allows() {
+        assert_eq!(super::like_pattern(r"a\b\%c\_\\d%"), r"ab\%c\_\\d%");
     }
 
     #[test]

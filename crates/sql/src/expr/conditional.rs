@@ -91,15 +91,29 @@ pub(super) fn coerced(d: Dialect, t: &Typed, with: SqlType) -> String {
     }
     match with {
         SqlType::Int | SqlType::Float => match s.trim().parse::<f64>() {
-            Ok(x) if s.trim().parse::<i64>().is_ok() => (x as i64).to_string(),
+            Ok(x) if s.trim().parse::<i64>().is_ok() => d.int_literal(&(x as i64).to_string()),
             Ok(x) if x.is_finite() => format!("{x:e}"),
+            // NaN and infinities in a spelling the cast reads (the text
+            // may hold Unicode space PostgreSQL and Spark do not trim);
+            // SQLite compares the text as text, as before.
+            Ok(x) if d != Dialect::Sqlite => d.to_float(if x.is_nan() {
+                "'NaN'"
+            } else if x < 0.0 {
+                "'-Infinity'"
+            } else {
+                "'Infinity'"
+            }),
             _ => t.sql.clone(),
         },
         SqlType::Bool => match parse_bool(s) {
             Some(b) => d.bool_literal(b),
             None => t.sql.clone(),
         },
-        SqlType::Date | SqlType::Timestamp => d.datetime_literal(s, with),
+        // Checked by `comparable` first; the canonical spelling is sent.
+        SqlType::Date | SqlType::Timestamp => match check_date_text(s, with) {
+            Ok(canonical) => d.datetime_literal(&canonical, with),
+            Err(_) => t.sql.clone(),
+        },
         SqlType::Text | SqlType::Unknown => t.sql.clone(),
     }
 }
@@ -130,7 +144,7 @@ pub(super) fn case(
     }
     let else_t = match else_result {
         Some(e) => compile(e, scope)?,
-        None => literal(&Value::Null)?,
+        None => literal(d, &Value::Null)?,
     };
     results.push(else_t);
     let refs: Vec<&Typed> = results.iter().collect();

@@ -30,7 +30,7 @@ pub(super) fn cast(d: Dialect, t: Typed, dt: &DataType) -> Result<Typed, Refusal
         let mut out = t.clone();
         if to.is_numeric() {
             let x: f64 = s.trim().parse().map_err(|_| refuse())?;
-            out = literal(&Value::Number(s.trim().to_string(), false))?;
+            out = literal(d, &Value::Number(s.trim().to_string(), false))?;
             out.range = Range::new(x, x);
         } else if matches!(to, SqlType::Date | SqlType::Timestamp) {
             return typed_string(d, dt, &Value::SingleQuotedString(s.clone()));

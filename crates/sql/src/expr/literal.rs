@@ -3,7 +3,9 @@
 
 use super::*;
 
-pub(super) fn literal(value: &Value) -> Result<Typed, Refusal> {
+pub(super) fn literal(d: Dialect, value: &Value) -> Result<Typed, Refusal> {
+    // The literal as the domain spells it (an integer's digits).
+    let mut spelled = None;
     let (sql, ty, lit) = match value {
         Value::Null => ("NULL".to_string(), SqlType::Unknown, Literal::Null),
         Value::Boolean(b) => (
@@ -29,6 +31,8 @@ pub(super) fn literal(value: &Value) -> Result<Typed, Refusal> {
                 ));
             }
             let sql = if int { n.clone() } else { format!("{x:e}") };
+            spelled = Some(sql.clone());
+            let sql = if int { d.int_literal(&sql) } else { sql };
             let ty = if int { SqlType::Int } else { SqlType::Float };
             (sql, ty, Literal::Number(x))
         }
@@ -53,7 +57,7 @@ pub(super) fn literal(value: &Value) -> Result<Typed, Refusal> {
         Literal::Null => Some(vec![None]),
         Literal::Text(s) => Some(vec![Some(s.clone())]),
         Literal::Bool(b) => Some(vec![Some(b.to_string())]),
-        Literal::Number(_) => Some(vec![Some(sql.clone())]),
+        Literal::Number(_) => Some(vec![spelled]),
     };
     let mut t = Typed::new(sql, ty, range).with_domain(domain);
     t.not_null = lit != Literal::Null;
@@ -80,8 +84,8 @@ pub(super) fn typed_string(
             )))
         }
     };
-    check_date_text(&text, ty)?;
-    let mut t = Typed::new(d.datetime_literal(&text, ty), ty, Range::ALL);
+    let canonical = check_date_text(&text, ty)?;
+    let mut t = Typed::new(d.datetime_literal(&canonical, ty), ty, Range::ALL);
     t.literal = Some(Literal::Text(text));
     Ok(t)
 }
@@ -128,7 +132,9 @@ pub(super) fn calendar_date(y: u32, m: u32, d: u32) -> bool {
     (1..=9999).contains(&y) && (1..=days).contains(&d)
 }
 
-/// Whether `t` is `HH:MM`, `HH:MM:SS` or `HH:MM:SS.ffffff` of a real time.
+/// Whether `t` is `HH:MM`, `HH:MM:SS` or `HH:MM:SS.ffffff` of a real time
+/// (a fraction only after the seconds: PostgreSQL reads `10:00.5` as
+/// minutes and seconds, Spark refuses it).
 pub(super) fn clock_time(t: &str) -> bool {
     let (hms, frac) = t.split_once('.').unwrap_or((t, "0"));
     let parts: Vec<&str> = hms.split(':').collect();
@@ -138,6 +144,7 @@ pub(super) fn clock_time(t: &str) -> bool {
             && p.parse::<u32>().is_ok_and(|v| v <= max)
     };
     (2..=3).contains(&parts.len())
+        && (parts.len() == 3 || !t.contains('.'))
         && number(parts[0], 23)
         && number(parts[1], 59)
         && parts.get(2).is_none_or(|s| number(s, 59))
@@ -145,7 +152,10 @@ pub(super) fn clock_time(t: &str) -> bool {
         && frac.chars().all(|c| c.is_ascii_digit())
 }
 
-pub(super) fn check_date_text(text: &str, ty: SqlType) -> Result<(), Refusal> {
+/// `text` as a date or timestamp of years 1–9999, in the one spelling
+/// every backend reads (`YYYY-MM-DD` or `YYYY-MM-DD HH:MM[:SS[.f]]`, no
+/// surrounding space of any kind: Spark trims only ASCII), or a refusal.
+pub(super) fn check_date_text(text: &str, ty: SqlType) -> Result<String, Refusal> {
     let t = text.trim();
     let date = t.get(..10).unwrap_or("");
     let rest = t.get(10..).unwrap_or("");
@@ -165,7 +175,10 @@ pub(super) fn check_date_text(text: &str, ty: SqlType) -> Result<(), Refusal> {
         _ => rest.is_empty() || (rest.starts_with([' ', 'T']) && clock_time(&rest[1..])),
     };
     if ok_date && ok_rest {
-        Ok(())
+        Ok(match rest.get(1..) {
+            Some(time) => format!("{date} {time}"),
+            None => date.to_string(),
+        })
     } else {
         Err(mismatch(
             format!("'{text}' is not a valid {}", ty.pg_name()),

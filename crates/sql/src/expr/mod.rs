@@ -127,7 +127,7 @@ fn compile_unchecked(expr: &Expr, scope: &Scope) -> Result<Typed, Refusal> {
     let d = scope.dialect;
     match expr {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(scope.lookup(expr)?.typed.clone()),
-        Expr::Value(v) => literal(&v.value),
+        Expr::Value(v) => literal(d, &v.value),
         Expr::TypedString(ts) => typed_string(d, &ts.data_type, &ts.value.value),
         Expr::Nested(inner) => {
             let mut t = compile(inner, scope)?;

@@ -19,22 +19,21 @@ pub(super) fn unary(d: Dialect, op: UnaryOperator, t: Typed) -> Result<Typed, Re
                 if t.ty == SqlType::Int {
                     // Exact, from the literal's own digits; the negation of
                     // the smallest bigint does not exist.
-                    let v = t
-                        .sql
-                        .trim()
+                    let digits = int_literal_digits(&t).unwrap_or_default();
+                    let v = digits
                         .parse::<i64>()
                         .ok()
                         .and_then(i64::checked_neg)
                         .ok_or_else(|| {
                             Refusal::new(
                                 sqlstate::INVALID_PARAMETER_VALUE,
-                                format!("-({}) is out of range for bigint", t.sql),
+                                format!("-({digits}) is out of range for bigint"),
                                 "use a smaller constant",
                             )
                         })?;
-                    return literal(&Value::Number(v.to_string(), false));
+                    return literal(d, &Value::Number(v.to_string(), false));
                 }
-                return literal(&Value::Number(format!("{}", -x), false));
+                return literal(d, &Value::Number(format!("{}", -x), false));
             }
             let r = Range::new(-t.range.hi, -t.range.lo);
             let mut negated = checked(format!("(- {})", t.operand(d)?), t.ty, r)?;
@@ -159,6 +158,27 @@ pub(super) fn binary(
         Plus | Minus | Multiply | Divide | Modulo => {
             want_numeric(&a, &op.to_string())?;
             want_numeric(&b, &op.to_string())?;
+            // Integer constants are folded here, in 64 bits: a backend
+            // reads small ones as 32-bit integers, whose arithmetic could
+            // overflow, and Spark would raise that per row inside CASE.
+            if let (Some(p), Some(q)) = (int_literal_digits(&a), int_literal_digits(&b)) {
+                let (p, q) = (p.parse::<i64>(), q.parse::<i64>());
+                if let (Ok(p), Ok(q), Plus | Minus | Multiply) = (p, q, op) {
+                    let folded = match op {
+                        Plus => p.checked_add(q),
+                        Minus => p.checked_sub(q),
+                        _ => p.checked_mul(q),
+                    }
+                    .filter(|v| (*v as f64).abs() <= INT_LIMIT)
+                    .ok_or_else(|| {
+                        Refusal::unsupported(
+                            format!("{p} {op} {q} is out of the range dpgate computes with (±{INT_LIMIT:e})"),
+                            "use smaller constants",
+                        )
+                    })?;
+                    return literal(d, &Value::Number(folded.to_string(), false));
+                }
+            }
             let ty = numeric_type(&a, &b);
             let (x, y) = (a.operand(d)?, b.operand(d)?);
             let (ra, rb) = (a.range, b.range);
@@ -217,6 +237,18 @@ pub(super) fn binary(
             })
         }
         other => Err(unsupported(format!("the operator {other}"))),
+    }
+}
+
+/// The digits of an integer literal (its domain's one value), if `t` is one.
+fn int_literal_digits(t: &Typed) -> Option<String> {
+    match (&t.literal, t.ty) {
+        (Some(Literal::Number(_)), SqlType::Int) => t
+            .domain
+            .as_ref()
+            .and_then(|values| values.first().cloned().flatten())
+            .map(|d| d.trim().to_string()),
+        _ => None,
     }
 }
 

@@ -39,10 +39,19 @@ pub(super) fn render(
     let unit = || source.unit.as_deref().expect("a private source has a unit");
     match bounding {
         Bounding::None => {}
-        Bounding::RowSampled => row_columns.push(format!(
-            "ROW_NUMBER() OVER (PARTITION BY {} ORDER BY random()) AS __dp_rn",
-            unit()
-        )),
+        Bounding::RowSampled => {
+            // A row is told apart by what the aggregates read of it.
+            let values: Vec<String> = keys
+                .iter()
+                .map(|k| k.typed.sql.clone())
+                .chain(measures.args.iter().map(|a| a.to_string()))
+                .collect();
+            let order = d.bounding_order(&values);
+            row_columns.push(format!(
+                "ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {order}) AS __dp_rn",
+                unit()
+            ))
+        }
         Bounding::PreAggregated => row_columns.push(format!("{} AS __dp_u", unit())),
     }
     if paired.is_some() && bounding != Bounding::PreAggregated {
@@ -235,9 +244,10 @@ fn pre_aggregated(
         .chain((0..specs.len()).map(|j| format!("__dp_p{j}")))
         .collect();
     format!(
-        "(SELECT {unit}{}, __dp_c, __dp_f + CASE WHEN __dp_n > {k} AND ROW_NUMBER() OVER (PARTITION BY __dp_u ORDER BY __dp_r DESC, random()) <= {k} - SUM(__dp_f) OVER (PARTITION BY __dp_u) THEN 1 ELSE 0 END AS __dp_w \
+        "(SELECT {unit}{}, __dp_c, __dp_f + CASE WHEN __dp_n > {k} AND ROW_NUMBER() OVER (PARTITION BY __dp_u ORDER BY __dp_r DESC, {}) <= {k} - SUM(__dp_f) OVER (PARTITION BY __dp_u) THEN 1 ELSE 0 END AS __dp_w \
          FROM ({shares}) AS __dp_shares) AS __dp_units WHERE __dp_w > 0",
-        carried.join(", ")
+        carried.join(", "),
+        d.bounding_order(key_names)
     )
 }
 

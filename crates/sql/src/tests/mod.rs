@@ -82,13 +82,27 @@ fn spark_plans_are_spelled_for_spark() {
         "FROM `default`.`visits` AS `visits`",
         "TRY_CAST(`visits`.`age` AS BIGINT)",
         "'it\\'s \\u0024{x}\\\\'",
-        " div 3)",
+        " div CAST(3 AS BIGINT))",
         "SUM(CAST(__dp_cut",
         "AS DECIMAL(38, 0))",
         "AS __dp_cut0, CASE",
     ] {
         assert!(sql.contains(part), "{part}\n{sql}");
     }
+    // Rows sampled per unit (GROUP BY with few rows per unit) are ranked by
+    // a hash of their values, the same in every attempt of a stage.
+    let Command::Private(grouped) = classify("SELECT ward, COUNT(*) FROM visits GROUP BY ward")
+        .unwrap()
+        .remove(0)
+    else {
+        panic!("not private")
+    };
+    let sampled = plan(&grouped, &config, 1.0).unwrap().backend_sql;
+    assert!(
+        sampled.contains("PARTITION BY `visits`.`patient_id` ORDER BY xxhash64(")
+            && !sampled.contains("random()"),
+        "{sampled}"
+    );
     // The PostgreSQL plan of the same query keeps standard quoting.
     let pg = plan(&q, &super::tests::config(), 1.0).unwrap();
     assert!(
