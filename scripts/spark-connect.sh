@@ -36,6 +36,9 @@ ensure_pyspark() {
   fi
   SPARK_HOME=$("$venv/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
   export SPARK_HOME
+  # The server keeps its catalog in memory: tables it made are forgotten
+  # when it stops, and their leftover files would block making them again.
+  rm -rf "$run/warehouse"
   mkdir -p "$run/logs" "$run/pid" "$run/warehouse"
   run=$(cd "$run" && pwd)
   export SPARK_LOG_DIR="$run/logs" SPARK_PID_DIR="$run/pid" SPARK_NO_DAEMONIZE=1
