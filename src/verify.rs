@@ -161,7 +161,7 @@ async fn row(
     measurements: usize,
 ) -> Result<Vec<i64>, dpgate_backend::BackendError> {
     let mut rows: Vec<RawGroup> = Vec::new();
-    let sql = backend.dialect().finish(sql);
+    let sql = backend.dialect().finish(sql.to_string());
     backend
         .fetch_into(
             BackendQuery {

@@ -151,7 +151,7 @@ impl SparkBackend {
     /// Every row of `sql` (written with standard quoting) as text cells.
     pub async fn rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         let mut rows = Vec::new();
-        self.run(&Dialect::Spark.finish(sql), &mut |cells| {
+        self.run(&Dialect::Spark.finish(sql.to_string()), &mut |cells| {
             rows.push(cells);
             Ok(true)
         })

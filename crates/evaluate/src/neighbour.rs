@@ -37,7 +37,7 @@ pub async fn fetch_text(
     columns: usize,
 ) -> Result<Vec<Vec<Option<String>>>, String> {
     let mut rows: Vec<RawGroup> = Vec::new();
-    let sql = backend.dialect().finish(sql);
+    let sql = backend.dialect().finish(sql.to_string());
     backend
         .fetch_into(
             BackendQuery {

@@ -52,10 +52,12 @@ impl Dialect {
     /// The complete statement `sql`, written with standard quoting, as the
     /// backend must receive it (for Spark: backticked identifiers and
     /// backslash-escaped strings; see [`spark::requote`]).
-    pub fn finish(self, sql: &str) -> String {
+    /// Takes the text by value: on PostgreSQL and SQLite it is returned
+    /// as it is, with no copy on the query path.
+    pub fn finish(self, sql: String) -> String {
         match self {
-            Dialect::Spark => spark::requote(sql),
-            _ => sql.to_string(),
+            Dialect::Spark => spark::requote(&sql),
+            _ => sql,
         }
     }
 

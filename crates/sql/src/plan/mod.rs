@@ -417,7 +417,7 @@ pub(crate) fn plan_prepared(
     // set alone (see `collect`).
     let ordered = matches!(grouping, Grouping::Selection { .. });
     let bounding = Bounding::choose(&source, &measures, bound.max_rows, !keys.is_empty());
-    let backend_sql = source.scope.dialect.finish(&render(
+    let backend_sql = source.scope.dialect.finish(render(
         &source,
         predicate.as_deref(),
         &keys,
