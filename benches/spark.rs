@@ -8,7 +8,8 @@
 //!
 //! Run with a Spark Connect server (`scripts/spark-connect.sh start`):
 //! `DPGATE_SPARK_URL=sc://127.0.0.1:15002 cargo bench --features spark --bench spark`
-//! (`SPARK_BENCH_ITERS` to change the 3 timed runs a side).
+//! (`SPARK_BENCH_ITERS` to change the 3 timed runs a side;
+//! `SPARK_BENCH_QUERIES=COUNT,join` to time only those labels).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -145,7 +146,12 @@ fn main() {
             "  {:<12} {:>12} {:>12} {:>8} {:>14}",
             "query", "Spark direct", "dpgate", "ratio", "dpgate on PG"
         );
-        for (label, sql) in QUERIES {
+        let only = std::env::var("SPARK_BENCH_QUERIES").ok();
+        let chosen = |label: &str| {
+            only.as_deref()
+                .is_none_or(|list| list.split(',').any(|l| l.trim().eq_ignore_ascii_case(label)))
+        };
+        for (label, sql) in QUERIES.into_iter().filter(|(label, _)| chosen(label)) {
             let Command::Private(q) = classify(sql).unwrap().remove(0) else {
                 panic!("{sql} is not private")
             };
