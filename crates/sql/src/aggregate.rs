@@ -265,7 +265,7 @@ impl Measures {
             vec!["COUNT(*)".into()],
             Contribution::ungrouped(max_rows).count().l1,
             Grid::INTEGER,
-            Partial::Count,
+            Partial::RowCount,
         )
     }
 }

@@ -449,6 +449,14 @@ impl Dialect {
         }
     }
 
+    /// `x` (never NULL) clipped to `[lo, hi]`, `x` written once.
+    pub fn clip(self, x: &str, lo: &str, hi: &str) -> String {
+        match self {
+            Dialect::Postgres | Dialect::Spark => format!("LEAST(GREATEST({x}, {lo}), {hi})"),
+            Dialect::Sqlite => format!("MIN(MAX({x}, {lo}), {hi})"),
+        }
+    }
+
     /// LEAST or GREATEST over `args` with PostgreSQL's meaning: NULLs are
     /// skipped, and the result is NULL only when every argument is.
     pub fn least_greatest(self, greatest: bool, args: &[String]) -> String {
@@ -511,8 +519,11 @@ impl Dialect {
         }
     }
 
-    /// The sum of integer (or integral float) values, exact in PostgreSQL
-    /// (numeric). SQLite's SUM raises an error on integer overflow, which
+    /// The sum of integer (or integral float) values, each inside bigint
+    /// (clamped values, grid units and clip bounds all are). Exact in
+    /// PostgreSQL: each value is cast to bigint (an integral float8 is
+    /// whole, so the cast is exact) and SUM of bigint is numeric; a
+    /// float8 SUM would round once it passed 2^53. SQLite's SUM raises an error on integer overflow, which
     /// would depend on the data, so it sums as a float with TOTAL: exact
     /// while the sum stays below 2^53 grid units. Spark's SUM of a bigint
     /// is a bigint and raises on overflow, so it sums DECIMAL(38, 0): the
@@ -521,7 +532,7 @@ impl Dialect {
     /// rows.
     pub fn sum(self, sql: &str) -> String {
         match self {
-            Dialect::Postgres => format!("SUM({sql})"),
+            Dialect::Postgres => format!("SUM(CAST({sql} AS bigint))"),
             Dialect::Sqlite => format!("TOTAL({sql})"),
             Dialect::Spark => format!("SUM(CAST({sql} AS DECIMAL(38, 0)))"),
         }

@@ -13,7 +13,8 @@
 /// rows give in expectation, as sampling `w` rows would) and then cut to
 /// what `w` rows could contribute, in integer arithmetic on the backend:
 ///
-/// - a count of rows, values or rows passing a FILTER (each row adds 0
+/// - the pair's row count itself (`COUNT(*)`, `p = c`) becomes `w`;
+/// - a count of values or rows passing a FILTER (each row adds 0
 ///   or 1) becomes `⌊p·w/c⌋`, plus one with probability equal to the
 ///   remainder `(p·w mod c)/c` (randomized rounding: unbiased, and since
 ///   `p ≤ c`, never above `w`);
@@ -21,7 +22,8 @@
 ///   cut to `min(p, w)`;
 /// - a sum whose rows each add a whole number of grid units in
 ///   `[lower, upper]` (`lower ≤ 0 ≤ upper`) becomes `trunc(p·w/c)`, then
-///   is clipped to `[w·lower, w·upper]` whatever the arithmetic gave.
+///   is clipped to `[w·lower, w·upper]` whatever the arithmetic gave (a
+///   pair without values, whose sum is NULL, adds 0, which lies inside).
 ///
 /// So one unit changes a count by at most Σw ≤ `max_rows` and a sum by at
 /// most `max_rows · max(|lower|, |upper|)` units — exactly what keeping
@@ -32,6 +34,8 @@
 /// one by one would lose a unit whose rows spread over many bins.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Partial {
+    /// Each row adds 1: the pair's partial is its row count.
+    RowCount,
     /// Each row adds 0 or 1.
     Count,
     /// 1 when the pair has the unit itself, else 0 (`COUNT(DISTINCT unit)`).

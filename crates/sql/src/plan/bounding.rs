@@ -65,7 +65,7 @@ impl Bounding {
                 let m = lower.unsigned_abs().max(upper.unsigned_abs());
                 u128::from(m) * u128::from(max_rows) <= cap
             }
-            Partial::Count | Partial::Presence => true,
+            Partial::RowCount | Partial::Count | Partial::Presence => true,
         };
         if measures.specs.iter().all(|s| fits(&s.partial)) {
             Bounding::PreAggregated

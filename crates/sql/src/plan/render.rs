@@ -256,6 +256,8 @@ fn pre_aggregated(
 /// arithmetic (see [`Partial`]).
 fn cut(d: Dialect, p: &str, partial: Partial) -> String {
     match partial {
+        // p = c: every row is kept in expectation, and w rows give w.
+        Partial::RowCount => "__dp_w".into(),
         // p ≤ c, so ⌊p·w/c⌋ < w whenever p < c: one more stays within w.
         Partial::Count => format!(
             "CASE WHEN {p} >= __dp_c THEN __dp_w ELSE {} + CASE WHEN {} < ({p} * __dp_w) % __dp_c THEN 1 ELSE 0 END END",
@@ -263,15 +265,15 @@ fn cut(d: Dialect, p: &str, partial: Partial) -> String {
             d.random_below("__dp_c")
         ),
         Partial::Presence => format!("CASE WHEN {p} > __dp_w THEN __dp_w ELSE {p} END"),
-        Partial::Sum { lower, upper } => {
-            let scaled = format!(
-                "CASE WHEN __dp_c <= __dp_w THEN {p} ELSE {} END",
+        // A pair without values (p NULL) adds 0, inside the clip bounds.
+        Partial::Sum { lower, upper } => d.clip(
+            &format!(
+                "COALESCE(CASE WHEN __dp_c <= __dp_w THEN {p} ELSE {} END, 0)",
                 d.truncate(&format!("{p} * __dp_w / __dp_c"))
-            );
-            format!(
-                "CASE WHEN {scaled} < __dp_w * {lower} THEN __dp_w * {lower} WHEN {scaled} > __dp_w * {upper} THEN __dp_w * {upper} ELSE {scaled} END"
-            )
-        }
+            ),
+            &format!("__dp_w * {lower}"),
+            &format!("__dp_w * {upper}"),
+        ),
         Partial::Rows => {
             unreachable!("a partial that needs rows is never pre-aggregated")
         }

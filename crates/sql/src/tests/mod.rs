@@ -85,7 +85,8 @@ fn spark_plans_are_spelled_for_spark() {
         " div CAST(3 AS BIGINT))",
         "SUM(CAST(__dp_cut",
         "AS DECIMAL(38, 0))",
-        "AS __dp_cut0, CASE",
+        "__dp_w AS __dp_cut0, LEAST(GREATEST(COALESCE(",
+        "AS __dp_cut1, CASE",
     ] {
         assert!(sql.contains(part), "{part}\n{sql}");
     }
@@ -133,12 +134,13 @@ fn count_and_avg_bound_each_unit() {
     // One aggregation per patient: its rows counted, each partial scaled
     // to min(rows, 5) rows' worth and cut there (5 rows × radius 55).
     for part in [
-        "SUM((CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END - 55)) AS __dp_p1",
+        "SUM(CAST((CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END - 55) AS bigint)) AS __dp_p1",
         "CASE WHEN COUNT(*) <= 5 THEN COUNT(*) ELSE 5 END AS __dp_w",
-        "CASE WHEN __dp_c <= __dp_w THEN __dp_p1 ELSE trunc(__dp_p1 * __dp_w / __dp_c) END",
-        "THEN __dp_w * -55 WHEN",
-        "THEN __dp_w * 55 ELSE",
-        "CASE WHEN __dp_p0 >= __dp_c THEN __dp_w ELSE ((__dp_p0 * __dp_w) / __dp_c) + CASE WHEN floor(random() * __dp_c) < (__dp_p0 * __dp_w) % __dp_c THEN 1 ELSE 0 END END",
+        // COUNT(*) of a pair is its row count: its cut is the allowance.
+        "__dp_w AS __dp_cut0,",
+        "LEAST(GREATEST(COALESCE(CASE WHEN __dp_c <= __dp_w THEN __dp_p1 ELSE trunc(__dp_p1 * __dp_w / __dp_c) END, 0), __dp_w * -55), __dp_w * 55) AS __dp_cut1",
+        "CASE WHEN __dp_p2 >= __dp_c THEN __dp_w ELSE ((__dp_p2 * __dp_w) / __dp_c) + CASE WHEN floor(random() * __dp_c) < (__dp_p2 * __dp_w) % __dp_c THEN 1 ELSE 0 END END AS __dp_cut2",
+        "SUM(CAST(__dp_cut1 AS bigint))",
         "\"visits\".\"patient_id\" AS __dp_u FROM \"public\".\"visits\" AS \"visits\") AS __dp_rows GROUP BY __dp_u) AS __dp_units",
     ] {
         assert!(p.backend_sql.contains(part), "{part}\n{}", p.backend_sql);
@@ -154,7 +156,11 @@ fn count_and_avg_bound_each_unit() {
         "{}",
         odd.backend_sql
     );
-    assert!(odd.backend_sql.contains(" - -7))"), "{}", odd.backend_sql);
+    assert!(
+        odd.backend_sql.contains(" - -7) AS bigint))"),
+        "{}",
+        odd.backend_sql
+    );
     let m = &odd.release.measurements[0];
     assert_eq!((m.noise.sensitivity(), m.grid.unit()), (13, 0.5));
     // Three measurements share ε = 1 exactly.
@@ -183,7 +189,7 @@ fn real_sums_use_a_power_of_two_grid() {
     let p = try_plan("SELECT SUM(cost) FROM visits WHERE ward = 'A'").unwrap();
     assert!(
         p.backend_sql
-            .contains("SUM(ROUND(CASE WHEN __dp_a0 IS NULL THEN NULL WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 ELSE CAST(LEAST(GREATEST(__dp_a0, 0e0), 5e3) AS float8) END * 1.28e2))"),
+            .contains("SUM(CAST(ROUND(CASE WHEN __dp_a0 IS NULL THEN NULL WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 ELSE CAST(LEAST(GREATEST(__dp_a0, 0e0), 5e3) AS float8) END * 1.28e2) AS bigint))"),
         "{}",
         p.backend_sql
     );
@@ -202,7 +208,7 @@ fn row_level_tables_need_no_window() {
     let p = try_plan("SELECT SUM(score) FROM events WHERE score > -3").unwrap();
     assert_eq!(
         p.backend_sql,
-        "SELECT CAST(COALESCE(SUM(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, -2), 3) AS bigint) END), 0) AS text) AS m0 \
+        "SELECT CAST(COALESCE(SUM(CAST(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, -2), 3) AS bigint) END AS bigint)), 0) AS text) AS m0 \
          FROM (SELECT CASE WHEN \"events\".\"score\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"events\".\"score\", -2), 3) AS bigint) END AS __dp_a0 \
          FROM \"public\".\"events\" AS \"events\" WHERE \"events\".\"score\" > -3) AS __dp_rows"
     );
