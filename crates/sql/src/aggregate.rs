@@ -209,19 +209,19 @@ impl Measures {
     fn centred_sum(
         &mut self,
         d: Dialect,
+        arg: &Typed,
         a: &str,
-        ty: SqlType,
         range: Range,
         max_rows: u64,
     ) -> (usize, f64) {
         let (center, radius) = centre(range);
-        let integral = ty == SqlType::Int
+        let integral = arg.ty == SqlType::Int
             && range.lo.fract() == 0.0
             && range.hi.fract() == 0.0
             && range.hi - range.lo <= INT_CENTRED_WIDTH
             && range.max_abs() <= INT_CENTRED_MAGNITUDE;
         let (sql, grid, radius) = if integral {
-            let clamped = d.clamp(a, SqlType::Int, range.lo, range.hi);
+            let clamped = arg.clamp_operand(d, a, SqlType::Int, range);
             // Exact integers (i128), not the f64 sum, which rounds above
             // 2⁵³ and would move the centre off the middle.
             let (lo, hi) = (range.lo as i128, range.hi as i128);
@@ -243,7 +243,7 @@ impl Measures {
         } else {
             let centred = format!(
                 "({} - {center:e})",
-                d.clamp(a, SqlType::Float, range.lo, range.hi)
+                arg.clamp_operand(d, a, SqlType::Float, range)
             );
             let grid = Grid::for_magnitude(radius);
             (on_grid(d, &centred, grid), grid, radius)
@@ -388,7 +388,7 @@ pub fn plan_aggregate(
         "sum" => {
             let range = arg.finite_range("SUM")?;
             let a = measures.arg(filtered(arg.operand(d)?));
-            let (sql, grid) = clamped_sum(d, &a, arg.ty, range);
+            let (sql, grid) = clamped_sum(d, &arg, &a, range);
             let units = grid.max_units(range.lo, range.hi);
             let sum = measures.register_sum(
                 vec![sql],
@@ -415,7 +415,7 @@ pub fn plan_aggregate(
         "avg" | "mean" => {
             let range = arg.finite_range(&name.to_uppercase())?;
             let a = measures.arg(filtered(arg.operand(d)?));
-            let (sum, center) = measures.centred_sum(d, &a, arg.ty, range, bound.max_rows);
+            let (sum, center) = measures.centred_sum(d, &arg, &a, range, bound.max_rows);
             let count = measures.value_count(&arg, &a, filter.as_deref(), bound.max_rows);
             Ok((
                 Output::Mean {
@@ -434,11 +434,11 @@ pub fn plan_aggregate(
             let a = measures.arg(filtered(arg.operand(d)?));
             let centred = format!(
                 "({} - {center:e})",
-                d.clamp(&a, SqlType::Float, range.lo, range.hi)
+                arg.clamp_operand(d, &a, SqlType::Float, range)
             );
             let g2 = Grid::for_magnitude(radius * radius);
             let count = measures.value_count(&arg, &a, filter.as_deref(), bound.max_rows);
-            let (sum, _) = measures.centred_sum(d, &a, arg.ty, range, bound.max_rows);
+            let (sum, _) = measures.centred_sum(d, &arg, &a, range, bound.max_rows);
             let units = g2.max_units(0.0, radius * radius);
             let sum_squares = measures.register(
                 vec![on_grid(d, &format!("({centred} * {centred})"), g2)],
@@ -621,12 +621,15 @@ fn centre(range: Range) -> (f64, f64) {
 }
 
 /// SQL for the sum of clamped values in grid units, and the grid.
-fn clamped_sum(d: Dialect, arg: &str, ty: SqlType, range: Range) -> (String, Grid) {
-    if ty == SqlType::Int {
-        return (d.sum(&d.clamp(arg, ty, range.lo, range.hi)), Grid::INTEGER);
+fn clamped_sum(d: Dialect, arg: &Typed, a: &str, range: Range) -> (String, Grid) {
+    if arg.ty == SqlType::Int {
+        return (
+            d.sum(&arg.clamp_operand(d, a, SqlType::Int, range)),
+            Grid::INTEGER,
+        );
     }
     let grid = Grid::for_magnitude(range.max_abs());
-    let value = d.clamp(arg, SqlType::Float, range.lo, range.hi);
+    let value = arg.clamp_operand(d, a, SqlType::Float, range);
     (on_grid(d, &value, grid), grid)
 }
 

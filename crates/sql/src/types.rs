@@ -235,6 +235,23 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Whether `sql` is a column reference: dot-separated names, each a plain
+/// identifier or a double-quoted one without embedded quotes. Reading such
+/// a reference again costs nothing; anything else may be an expression.
+pub fn is_column_ref(sql: &str) -> bool {
+    !sql.is_empty()
+        && sql.split('.').all(|part| {
+            let quoted = part.len() >= 2
+                && part.starts_with('"')
+                && part.ends_with('"')
+                && !part[1..part.len() - 1].contains('"');
+            let plain = !part.is_empty()
+                && !part.starts_with(|c: char| c.is_ascii_digit())
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            quoted || plain
+        })
+}
+
 /// Types of released values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputType {

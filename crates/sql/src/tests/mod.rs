@@ -134,7 +134,8 @@ fn count_and_avg_bound_each_unit() {
     // One aggregation per patient: its rows counted, each partial scaled
     // to min(rows, 5) rows' worth and cut there (5 rows × radius 55).
     for part in [
-        "SUM(CAST((CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, 0), 110) AS bigint) END - 55) AS bigint)) AS __dp_p1",
+        // The bare column is read clamped once, in the row projection.
+        "SUM(CAST((__dp_a0 - 55) AS bigint)) AS __dp_p1",
         "CASE WHEN COUNT(*) <= 5 THEN COUNT(*) ELSE 5 END AS __dp_w",
         // COUNT(*) of a pair is its row count: its cut is the allowance.
         "__dp_w AS __dp_cut0,",
@@ -152,7 +153,7 @@ fn count_and_avg_bound_each_unit() {
     // An odd width is summed in half units: 2·x − (lower + upper).
     let odd = try_plan("SELECT AVG(score) FROM events").unwrap();
     assert!(
-        odd.backend_sql.contains("(2 * CASE WHEN"),
+        odd.backend_sql.contains("(2 * __dp_a0 - -7)"),
         "{}",
         odd.backend_sql
     );
@@ -178,6 +179,54 @@ fn count_and_avg_bound_each_unit() {
 }
 
 #[test]
+fn column_references_are_told_from_expressions() {
+    use crate::types::is_column_ref;
+    for yes in [
+        "__dp_a0",
+        "\"visits\".\"age\"",
+        "v.age",
+        "\"public\".\"t\".\"x y\"",
+    ] {
+        assert!(is_column_ref(yes), "{yes}");
+    }
+    for no in [
+        "",
+        "age + 1",
+        "(age)",
+        "\"a\"\"b\"",
+        "\"a.b\"",
+        "1e3",
+        "f(x)",
+        "a..b",
+        "\"",
+    ] {
+        assert!(!is_column_ref(no), "{no}");
+    }
+}
+
+#[test]
+fn only_a_bare_column_skips_the_aggregate_clamp() {
+    // A bare column is read clamped to its bounds in the row projection;
+    // an expression's value is clamped by the aggregate to its range.
+    let bare = try_plan("SELECT SUM(age) FROM visits").unwrap().backend_sql;
+    assert!(bare.contains("SUM(CAST(__dp_a0 AS bigint))"), "{bare}");
+    let expr = try_plan("SELECT SUM(age - 10) FROM visits")
+        .unwrap()
+        .backend_sql;
+    assert!(
+        expr.contains("SUM(CAST(CAST(CASE WHEN __dp_a0 < -10 THEN -10 WHEN __dp_a0 > 100 THEN 100 ELSE __dp_a0 END AS bigint) AS bigint))"),
+        "{expr}"
+    );
+    let real = try_plan("SELECT AVG(age * 0.5) FROM visits")
+        .unwrap()
+        .backend_sql;
+    assert!(
+        real.contains("WHEN __dp_a0 < 0e0 THEN 0e0 WHEN __dp_a0 > 5.5e1 THEN 5.5e1 ELSE CAST(__dp_a0 AS float8)"),
+        "{real}"
+    );
+}
+
+#[test]
 fn shared_measurements_are_paid_once() {
     let p = try_plan("SELECT SUM(age) AS s, AVG(age) AS a, COUNT(age) FROM visits").unwrap();
     assert_eq!(p.release.measurements.len(), 2);
@@ -189,7 +238,7 @@ fn real_sums_use_a_power_of_two_grid() {
     let p = try_plan("SELECT SUM(cost) FROM visits WHERE ward = 'A'").unwrap();
     assert!(
         p.backend_sql
-            .contains("SUM(CAST(ROUND(CASE WHEN __dp_a0 IS NULL THEN NULL WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 ELSE CAST(LEAST(GREATEST(__dp_a0, 0e0), 5e3) AS float8) END * 1.28e2) AS bigint))"),
+            .contains("SUM(CAST(ROUND(__dp_a0 * 1.28e2) AS bigint))"),
         "{}",
         p.backend_sql
     );
@@ -208,8 +257,8 @@ fn row_level_tables_need_no_window() {
     let p = try_plan("SELECT SUM(score) FROM events WHERE score > -3").unwrap();
     assert_eq!(
         p.backend_sql,
-        "SELECT CAST(COALESCE(SUM(CAST(CASE WHEN __dp_a0 IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(__dp_a0, -2), 3) AS bigint) END AS bigint)), 0) AS text) AS m0 \
-         FROM (SELECT CASE WHEN \"events\".\"score\" IS NULL THEN NULL ELSE CAST(LEAST(GREATEST(\"events\".\"score\", -2), 3) AS bigint) END AS __dp_a0 \
+        "SELECT CAST(COALESCE(SUM(CAST(__dp_a0 AS bigint)), 0) AS text) AS m0 \
+         FROM (SELECT CAST(CASE WHEN \"events\".\"score\" < -2 THEN -2 WHEN \"events\".\"score\" > 3 THEN 3 ELSE \"events\".\"score\" END AS bigint) AS __dp_a0 \
          FROM \"public\".\"events\" AS \"events\" WHERE \"events\".\"score\" > -3) AS __dp_rows"
     );
     // WHERE score > -3 narrows [-10, 3] to [-2, 3].
@@ -365,7 +414,7 @@ fn variances_use_centred_sums_on_grids() {
     assert_eq!(sens, [5, 5 * 55, 5 * (3025 * 256 + 1)]);
     assert!(
         p.backend_sql
-            .contains("(CASE WHEN __dp_a0 IS NULL THEN NULL WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 ELSE CAST(LEAST(GREATEST(__dp_a0, 0e0), 1.1e2) AS float8) END - 5.5e1)"),
+            .contains("(CASE WHEN __dp_a0 > -1e-100 AND __dp_a0 < 1e-100 THEN 0e0 WHEN __dp_a0 < 0e0 THEN 0e0 WHEN __dp_a0 > 1.1e2 THEN 1.1e2 ELSE CAST(__dp_a0 AS float8) END - 5.5e1)"),
         "{}",
         p.backend_sql
     );
