@@ -328,6 +328,13 @@ async fn grouped_shapes_on(n: &Neighbours) {
         "SELECT ward, COUNT(*), AVG(age), STDDEV(age) FROM visits WHERE age BETWEEN 10 AND 90 GROUP BY ward",
         "SELECT COUNT(*) FILTER (WHERE age > 40), SUM(cost) FILTER (WHERE ward = 'A') FROM visits",
         "SELECT p.sex, COUNT(*), AVG(p.birth_year) FROM visits v JOIN patients p ON v.patient_id = p.patient_id GROUP BY p.sex",
+        // Private tables cut per unit and joined on it need no later step
+        // (Bounding::Tables): ungrouped, self-joined, in a subquery, with
+        // rows (a percentile, COUNT(DISTINCT)) and with a LEFT JOIN.
+        "SELECT COUNT(*), SUM(v.cost), AVG(p.birth_year) FROM visits v JOIN patients p ON v.patient_id = p.patient_id",
+        "SELECT COUNT(*), SUM(a.age) FROM visits a JOIN visits b ON a.patient_id = b.patient_id",
+        "SELECT ward, MEDIAN(age), COUNT(DISTINCT diagnosis) FROM (SELECT v.ward, v.age, v.diagnosis FROM visits v JOIN patients p USING (patient_id) WHERE p.smoker) s GROUP BY ward",
+        "SELECT p.region, COUNT(*) FROM visits v LEFT JOIN patients p ON v.patient_id = p.patient_id GROUP BY p.region",
         "SELECT AVG(2025 - birth_year), COUNT(*) FROM patients",
         "SELECT w.name, COUNT(*), SUM(w.floor) FROM visits v JOIN wards w ON v.ward = w.ward GROUP BY w.name",
         "SELECT COUNT(*) FROM visits v LEFT JOIN wards w ON v.ward = w.ward",

@@ -122,6 +122,7 @@ async fn run(job: &Job<'_>, result: &mut QueryResult) -> Result<(), String> {
         },
         match plan.bounding {
             dpgate_sql::Bounding::None => "none",
+            dpgate_sql::Bounding::Tables => "per table",
             dpgate_sql::Bounding::PreAggregated => "per-unit pre-aggregation",
             dpgate_sql::Bounding::RowSampled => "row sampling",
         }

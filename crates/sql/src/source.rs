@@ -32,6 +32,13 @@ pub struct Source {
     /// joined on the unit with another such table), so no bounding is
     /// needed.
     pub one_row_per_unit: bool,
+    /// `from_sql` itself keeps at most `max_rows` rows per unit, whatever
+    /// the data: one row per unit, or private tables each cut to their
+    /// `max_rows_per_unit` rows per unit and joined on the unit (a left
+    /// row of unit u meets only right rows of u, so at most the product),
+    /// then filtered or projected. A public side can repeat rows, so a
+    /// join with one is not bounded.
+    pub units_bounded: bool,
     /// The unit is each row's physical identity (a table without a
     /// privacy unit column): it cannot be joined on.
     pub row_level: bool,
@@ -334,6 +341,7 @@ fn table(
         unit,
         max_rows,
         one_row_per_unit: one_row,
+        units_bounded: one_row || (join_bound && unit_name.is_some()),
         row_level: one_row && unit_name.is_none(),
     })
 }
@@ -509,6 +517,7 @@ fn derived(
         unit: Some(format!("{qa}.\"__dp_unit\"")),
         max_rows: inner.max_rows,
         one_row_per_unit: inner.one_row_per_unit,
+        units_bounded: inner.units_bounded,
         row_level: inner.row_level,
     })
 }

@@ -28,6 +28,12 @@ pub enum Bounding {
     /// Each unit is provably one row (a row-level table, or a table whose
     /// privacy unit is declared unique): the plain aggregate, clamped.
     None,
+    /// The joined private tables were each cut to their
+    /// `max_rows_per_unit` rows per unit before the join on the unit, so
+    /// the joined rows hold at most `max_rows` per unit already
+    /// ([`Source::units_bounded`]): the plain aggregate, clamped, as for
+    /// `None`.
+    Tables,
     /// One hash aggregation per unit (and group): each unit's partial
     /// aggregates are cut to what `max_rows` rows could give
     /// ([`Partial`]), then summed.
@@ -40,7 +46,9 @@ pub enum Bounding {
 impl Bounding {
     /// The rewrite for `measures` over `source`, the cheapest that gives
     /// each measurement the sensitivity it declares: none when the schema
-    /// proves one row per unit; otherwise per-unit pre-aggregation —
+    /// proves one row per unit, nor when the FROM clause already cut each
+    /// joined table per unit ([`Bounding::Tables`]); otherwise per-unit
+    /// pre-aggregation —
     /// always without GROUP BY (one hash aggregation by unit instead of a
     /// sort), with GROUP BY when a unit may have many rows
     /// ([`GROUPED_PRE_AGGREGATION_MIN_ROWS`]) — unless a measurement does
@@ -50,6 +58,9 @@ impl Bounding {
     pub fn choose(source: &Source, measures: &Measures, max_rows: u64, grouped: bool) -> Bounding {
         if source.one_row_per_unit {
             return Bounding::None;
+        }
+        if source.units_bounded {
+            return Bounding::Tables;
         }
         if grouped && max_rows < GROUPED_PRE_AGGREGATION_MIN_ROWS {
             return Bounding::RowSampled;
@@ -80,6 +91,10 @@ impl Bounding {
             Bounding::None => {
                 "none: each privacy unit is one row (row-level table or unique privacy unit), so the plain aggregate is clamped".into()
             }
+            Bounding::Tables => format!(
+                "none after the join: each private table keeps at most its max_rows_per_unit rows per unit before the join on the unit, so a unit has at most {max_rows} joined row{}",
+                if max_rows == 1 { "" } else { "s" }
+            ),
             Bounding::PreAggregated => format!(
                 "per-unit pre-aggregation: one GROUP BY over the privacy unit, each unit's partial counts and sums cut to what {max_rows} row{} could contribute",
                 if max_rows == 1 { "" } else { "s" }

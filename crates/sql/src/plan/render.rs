@@ -38,7 +38,7 @@ pub(super) fn render(
     );
     let unit = || source.unit.as_deref().expect("a private source has a unit");
     match bounding {
-        Bounding::None => {}
+        Bounding::None | Bounding::Tables => {}
         Bounding::RowSampled => {
             // A row is told apart by what the aggregates read of it.
             let values: Vec<String> = keys
@@ -73,7 +73,7 @@ pub(super) fn render(
         .collect();
     // The aggregated relation, and each measurement's SQL over it.
     let (from, measured): (String, Vec<String>) = match bounding {
-        Bounding::None => (
+        Bounding::None | Bounding::Tables => (
             format!("{rows} AS __dp_rows"),
             specs.iter().map(|(sql, _)| sql.to_string()).collect(),
         ),

@@ -124,12 +124,20 @@ fn finish_join(
     // per unit (1 × 1); a public side can repeat rows.
     let one_row_per_unit =
         left.one_row_per_unit && right.one_row_per_unit && right.unit.is_some() && unit_match;
+    // Two bounded private sides joined on the unit stay bounded (by the
+    // product); a public side may repeat a unit's rows.
+    let units_bounded = left.units_bounded
+        && right.units_bounded
+        && left.unit.is_some()
+        && right.unit.is_some()
+        && unit_match;
     Ok(Source {
         from_sql,
         scope,
         unit,
         max_rows,
         one_row_per_unit,
+        units_bounded,
         row_level: false,
     })
 }

@@ -374,10 +374,10 @@ fn the_bounding_rewrite_follows_one_rule() {
         "SELECT COUNT(*), SUM(age), AVG(cost), VARIANCE(stay) FROM visits",
         "SELECT VARIANCE(age), COUNT(*) FILTER (WHERE ward = 'A') FROM visits",
         "SELECT COUNT(DISTINCT patient_id) FROM visits",
-        // A public side may repeat rows; a unique side joined with a
-        // multi-row table has the latter's bound.
+        // A public side may repeat rows, even after private tables were
+        // cut and joined on the unit.
         "SELECT COUNT(*) FROM patients p JOIN wards w ON true",
-        "SELECT COUNT(*) FROM patients p JOIN visits v ON p.patient_id = v.patient_id",
+        "SELECT COUNT(*) FROM visits v JOIN patients p ON v.patient_id = p.patient_id JOIN wards w ON v.ward = w.ward",
     ] {
         let p = bounding(sql);
         assert_eq!(p.bounding, Bounding::PreAggregated, "{sql}");
@@ -390,9 +390,36 @@ fn the_bounding_rewrite_follows_one_rule() {
             .backend_sql
             .contains("ROW_NUMBER() OVER (PARTITION BY \"v"));
     }
-    let p =
-        bounding("SELECT COUNT(*) FROM patients p JOIN visits v ON p.patient_id = v.patient_id");
-    assert_eq!(sensitivities(&p), [5]);
+    // Private tables each cut to their bound per unit, then joined on the
+    // unit (also inside a row-level subquery, and a self-join): the joined
+    // rows are bounded already, so no step follows the join.
+    for (sql, sens) in [
+        (
+            "SELECT COUNT(*) FROM patients p JOIN visits v ON p.patient_id = v.patient_id",
+            vec![5],
+        ),
+        (
+            "SELECT ward, COUNT(*) FROM (SELECT v.ward FROM visits v JOIN patients p USING (patient_id) WHERE p.birth_year > 1950) s GROUP BY ward",
+            vec![5],
+        ),
+        (
+            "SELECT COUNT(*) FROM visits a LEFT JOIN visits b ON a.patient_id = b.patient_id",
+            vec![25],
+        ),
+    ] {
+        let p = bounding(sql);
+        assert_eq!(p.bounding, Bounding::Tables, "{sql}");
+        assert!(
+            p.backend_sql
+                .contains("ROW_NUMBER() OVER (PARTITION BY \"patient_id\"")
+                && !p.backend_sql.contains("GROUP BY __dp_u")
+                && !p.backend_sql.contains("__dp_w")
+                && !p.backend_sql.contains("__dp_rn <="),
+            "{}",
+            p.backend_sql
+        );
+        assert_eq!(sensitivities(&p)[..1], sens[..], "{sql}");
+    }
     // GROUP BY with few rows per unit (k = 5) samples rows; with many
     // (k ≥ 8) it shares each unit's allowance over its groups.
     let p = bounding("SELECT ward, COUNT(*) FROM visits GROUP BY ward");
