@@ -271,6 +271,30 @@ fn spark_backends_map_table_names_and_need_unit_columns() {
     assert!(e.contains("spark = "), "{e}");
 }
 
+/// An int column's bounds stay within ±2^62: a bound of i64::MAX, read
+/// as a double, is 2^63, and a stored 2^63 would pass the clamp and then
+/// fail the cast to bigint for that row alone.
+#[test]
+fn int_bounds_fit_a_bigint_after_rounding() {
+    let env = |_: &str| Some("x".to_string());
+    for bound in ["9223372036854775807", "1e30", "4611686018427389000"] {
+        let wide = GOOD.replace(
+            "columns.age = { type = \"int\", lower = 0, upper = 110 }",
+            &format!("columns.age = {{ type = \"int\", lower = 0, upper = {bound} }}"),
+        );
+        let e = Config::parse(&wide, &env).unwrap_err().to_string();
+        assert!(
+            e.contains("columns.age") && e.contains("2^62"),
+            "{bound}: {e}"
+        );
+    }
+    let edge = GOOD.replace(
+        "columns.age = { type = \"int\", lower = 0, upper = 110 }",
+        "columns.age = { type = \"int\", lower = -4611686018427387904, upper = 4611686018427387904 }\ncolumns.big = { type = \"float\", lower = 0, upper = 1e30 }",
+    );
+    Config::parse(&edge, &env).unwrap();
+}
+
 /// Two spellings of one value in a domain would release one group twice.
 #[test]
 fn duplicate_domain_values_are_refused_with_their_place() {

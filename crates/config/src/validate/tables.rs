@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Largest |bound| of an int column: 2^62, exact as a double and, after
+/// any rounding of the bound, still inside bigint.
+const INT_BOUND_MAX: f64 = 4_611_686_018_427_387_904.0;
+
 pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Table> {
     let mut seen = HashSet::new();
     let mut tables = Vec::new();
@@ -111,6 +115,15 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
                             &cpath,
                             format!("lower {l} is above upper {u}"),
                             "swap them or correct one of them",
+                        );
+                    } else if ty == ColumnType::Int && l.abs().max(u.abs()) > INT_BOUND_MAX {
+                        // Clamped values are cast to bigint; a bound at 2^63
+                        // (i64::MAX read as a double) would let a stored
+                        // 2^63 through to a cast that fails, for that row only.
+                        c.err(
+                            &cpath,
+                            format!("the bounds of an int column must lie within ±2^62 ({INT_BOUND_MAX}), so every clamped value fits a bigint"),
+                            "narrow the bounds, or declare the column as float",
                         );
                     }
                     Some((l, u))
