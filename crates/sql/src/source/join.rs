@@ -24,7 +24,16 @@ pub(super) fn join_sources(left: Source, right: Source, join: &Join) -> Result<S
         }
     };
     let mut scope = left.scope.clone();
-    scope.columns.extend(right.scope.columns.iter().cloned());
+    // A LEFT JOIN gives unmatched left rows NULLs on the right, whatever
+    // the right table declares.
+    scope
+        .columns
+        .extend(right.scope.columns.iter().cloned().map(|mut c| {
+            if kind == "LEFT JOIN" {
+                c.typed.not_null = false;
+            }
+            c
+        }));
     let on = match constraint {
         JoinConstraint::On(e) => e.clone(),
         JoinConstraint::Using(cols) => {

@@ -80,6 +80,16 @@ fn counts_are_shared_when_values_are_never_null() {
         measurements("SELECT COUNT(*), AVG(stay / 2) FROM visits"),
         3
     );
+    // The right side of a LEFT JOIN is NULL on unmatched rows, whatever
+    // its table declares: its values are counted on their own.
+    assert_eq!(
+        measurements("SELECT COUNT(*), AVG(b.stay) FROM patients a LEFT JOIN visits b ON a.patient_id = b.patient_id"),
+        3
+    );
+    assert_eq!(
+        measurements("SELECT COUNT(*), AVG(b.stay) FROM patients a JOIN visits b ON a.patient_id = b.patient_id"),
+        2
+    );
 }
 
 /// AVG and VARIANCE of one column share the count and the centred sum; a
