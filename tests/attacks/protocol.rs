@@ -113,6 +113,28 @@ async fn malformed_frames_close_one_connection_and_nothing_else() {
         let code = first_error(&mut s).await;
         assert_eq!(code.as_deref(), Some("08P01"), "{frame:?}");
     }
+    // A SASL initial response cut short after the mechanism's name (found
+    // by the wire fuzzer: pgwire read its length past the end and
+    // panicked): an error for that login only.
+    for tail in [&b""[..], b"\x00\x00", b"\x00\x00\x00\x10ab"] {
+        let mut s = TcpStream::connect(("127.0.0.1", gate.port)).await.unwrap();
+        let mut out = BytesMut::new();
+        frontend::startup_message([("user", "analyst"), ("database", "x")], &mut out).unwrap();
+        s.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        assert!(matches!(
+            message(&mut s, &mut buf).await,
+            Some(backend::Message::AuthenticationSasl(_))
+        ));
+        let body = [&b"SCRAM-SHA-256\x00"[..], tail].concat();
+        let mut frame = vec![b'p'];
+        frame.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        frame.extend_from_slice(&body);
+        s.write_all(&frame).await.unwrap();
+        // A panic ended the connection's task without a word.
+        let code = first_error(&mut s).await;
+        assert!(code.is_some(), "{tail:?}: closed without a word");
+    }
     // Junk instead of a startup packet.
     for junk in [
         &b"\x00\x00\x00\x08\x04\xd2\x16\x2fGARBAGE"[..],

@@ -262,7 +262,7 @@ pub fn decoding_client_message() -> bool {
 /// Polls `next` (a read and decode of one client message) so that a panic
 /// in the protocol decoder — pgwire's field readers index past the end of
 /// short frames — becomes `Err(())` instead of ending the task.
-async fn guarded<F: std::future::Future + Unpin>(next: F) -> Result<F::Output, ()> {
+pub(crate) async fn guarded<F: std::future::Future + Unpin>(next: F) -> Result<F::Output, ()> {
     struct Decoding<F>(F);
     impl<F: std::future::Future + Unpin> std::future::Future for Decoding<F> {
         type Output = F::Output;
