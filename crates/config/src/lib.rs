@@ -14,6 +14,11 @@ pub use validate::{ConfigError, ConfigErrors};
 /// dataset's budget): no login may take this name.
 pub const SYNTHETIC_ACCOUNT: &str = "dpgate:synthetic";
 
+/// Names that begin with this (in any case) belong to the queries dpgate
+/// writes for the backend: no declared table or column, and no name in an
+/// analyst's statement, may take one.
+pub const RESERVED_PREFIX: &str = "__dp_";
+
 /// Largest `max_rows_per_unit` a table may declare, and largest per-unit
 /// row bound a join of private tables may reach (the product of its
 /// tables' bounds). Sensitivities grow with it; beyond it answers are

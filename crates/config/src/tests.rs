@@ -295,6 +295,18 @@ fn int_bounds_fit_a_bigint_after_rounding() {
     Config::parse(&edge, &env).unwrap();
 }
 
+/// The rewrite names its own columns __dp_…: a declared name there is refused.
+#[test]
+fn names_of_the_rewrite_are_reserved() {
+    let env = |_: &str| Some("x".to_string());
+    let column = GOOD.replace("columns.age =", "columns.__DP_a0 =");
+    let e = Config::parse(&column, &env).unwrap_err().to_string();
+    assert!(e.contains("columns.__DP_a0") && e.contains("reserved"), "{e}");
+    let unit = GOOD.replace("privacy_unit = \"patient_id\"", "privacy_unit = \"__dp_u\"");
+    let e = Config::parse(&unit, &env).unwrap_err().to_string();
+    assert!(e.contains("privacy_unit") && e.contains("reserved"), "{e}");
+}
+
 /// Two spellings of one value in a domain would release one group twice.
 #[test]
 fn duplicate_domain_values_are_refused_with_their_place() {

@@ -47,6 +47,8 @@ pub mod sqlstate {
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     /// A plan beyond a stated limit (noise scale, sensitivity, backend columns).
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    /// A name reserved for dpgate's own use.
+    pub const RESERVED_NAME: &str = "42939";
 }
 
 /// A refusal with its SQLSTATE, message and hint.

@@ -19,6 +19,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use crate::error::{sqlstate, Refusal};
+use dpgate_config::RESERVED_PREFIX;
 
 /// Longest statement text accepted, in bytes.
 pub const MAX_STATEMENT_BYTES: usize = 1 << 20;
@@ -48,6 +49,20 @@ pub fn parse_bounded(sql: &str) -> Result<Vec<Statement>, Refusal> {
             "the statement has {} tokens; dpgate accepts at most {MAX_TOKENS}",
             tokens.len()
         )));
+    }
+    // The rewritten backend query names its own columns and relations
+    // __dp_…; a user's name there could stand in for one of them.
+    if let Some(word) = tokens.iter().find_map(|t| match &t.token {
+        Token::Word(w) if w.value.to_ascii_lowercase().starts_with(RESERVED_PREFIX) => {
+            Some(w.value.clone())
+        }
+        _ => None,
+    }) {
+        return Err(Refusal::new(
+            sqlstate::RESERVED_NAME,
+            format!("the name \"{word}\" is reserved: dpgate's rewritten queries use names that begin with {RESERVED_PREFIX}"),
+            "choose another name for the column, alias or table",
+        ));
     }
     if tokens.len() <= SHALLOW_TOKENS {
         return parse_tokens(tokens);
@@ -155,6 +170,20 @@ mod tests {
 
     fn code(sql: &str) -> String {
         parse_bounded(sql).unwrap_err().code.into_owned()
+    }
+
+    #[test]
+    fn names_of_the_rewrite_are_reserved() {
+        for sql in [
+            "SELECT COUNT(*) FROM (SELECT patient_id AS __dp_unit FROM visits) s",
+            "SELECT COUNT(*) FROM visits AS \"__DP_rows\"",
+            "SELECT __dp_a0 FROM visits",
+        ] {
+            assert_eq!(code(sql), "42939", "{sql}");
+        }
+        // Only names: a string may hold anything.
+        assert!(parse_bounded("SELECT COUNT(*) FROM visits WHERE ward = '__dp_x'").is_ok());
+        assert!(parse_bounded("SELECT COUNT(*) FROM visits v, _dp_x").is_ok());
     }
 
     #[test]

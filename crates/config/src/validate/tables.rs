@@ -57,6 +57,17 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
                     format!("write at most {}", crate::MAX_ROWS_PER_UNIT),
                 );
             }
+            let reserved = |n: &str| n.to_ascii_lowercase().starts_with(crate::RESERVED_PREFIX);
+            if t.privacy_unit.as_deref().is_some_and(reserved) {
+                c.err(
+                    format!("{path}.privacy_unit"),
+                    format!(
+                        "names beginning with {} are reserved for dpgate's rewritten queries",
+                        crate::RESERVED_PREFIX
+                    ),
+                    "rename the column in the database, or expose it through a view under another name",
+                );
+            }
             if t.privacy_unit.as_deref() == Some("") {
                 c.err(
                     format!("{path}.privacy_unit"),
@@ -88,6 +99,19 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
         let mut columns = Vec::new();
         for (col_name, col) in t.columns {
             let cpath = format!("{path}.columns.{col_name}");
+            if col_name
+                .to_ascii_lowercase()
+                .starts_with(crate::RESERVED_PREFIX)
+            {
+                c.err(
+                    &cpath,
+                    format!(
+                        "names beginning with {} are reserved for dpgate's rewritten queries",
+                        crate::RESERVED_PREFIX
+                    ),
+                    "rename the column in the database, or expose it through a view under another name",
+                );
+            }
             let Some(ty) = ColumnType::parse(&col.ty) else {
                 c.err(
                     format!("{cpath}.type"),
