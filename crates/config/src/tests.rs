@@ -301,7 +301,10 @@ fn names_of_the_rewrite_are_reserved() {
     let env = |_: &str| Some("x".to_string());
     let column = GOOD.replace("columns.age =", "columns.__DP_a0 =");
     let e = Config::parse(&column, &env).unwrap_err().to_string();
-    assert!(e.contains("columns.__DP_a0") && e.contains("reserved"), "{e}");
+    assert!(
+        e.contains("columns.__DP_a0") && e.contains("reserved"),
+        "{e}"
+    );
     let unit = GOOD.replace("privacy_unit = \"patient_id\"", "privacy_unit = \"__dp_u\"");
     let e = Config::parse(&unit, &env).unwrap_err().to_string();
     assert!(e.contains("privacy_unit") && e.contains("reserved"), "{e}");
