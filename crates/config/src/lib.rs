@@ -19,6 +19,13 @@ pub const SYNTHETIC_ACCOUNT: &str = "dpgate:synthetic";
 /// analyst's statement, may take one.
 pub const RESERVED_PREFIX: &str = "__dp_";
 
+/// Whether `name` begins with [`RESERVED_PREFIX`], in any case (checked
+/// on every token of every statement, so without allocating).
+pub fn is_reserved_name(name: &str) -> bool {
+    name.get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
+}
+
 /// Largest `max_rows_per_unit` a table may declare, and largest per-unit
 /// row bound a join of private tables may reach (the product of its
 /// tables' bounds). Sensitivities grow with it; beyond it answers are

@@ -19,7 +19,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use crate::error::{sqlstate, Refusal};
-use dpgate_config::RESERVED_PREFIX;
+use dpgate_config::{is_reserved_name, RESERVED_PREFIX};
 
 /// Longest statement text accepted, in bytes.
 pub const MAX_STATEMENT_BYTES: usize = 1 << 20;
@@ -53,9 +53,7 @@ pub fn parse_bounded(sql: &str) -> Result<Vec<Statement>, Refusal> {
     // The rewritten backend query names its own columns and relations
     // __dp_…; a user's name there could stand in for one of them.
     if let Some(word) = tokens.iter().find_map(|t| match &t.token {
-        Token::Word(w) if w.value.to_ascii_lowercase().starts_with(RESERVED_PREFIX) => {
-            Some(w.value.clone())
-        }
+        Token::Word(w) if is_reserved_name(&w.value) => Some(w.value.clone()),
         _ => None,
     }) {
         return Err(Refusal::new(

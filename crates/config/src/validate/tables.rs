@@ -7,6 +7,20 @@ use super::*;
 /// any rounding of the bound, still inside bigint.
 const INT_BOUND_MAX: f64 = 4_611_686_018_427_387_904.0;
 
+/// A declared column or unit named like the rewrite's own columns.
+fn refuse_reserved(c: &mut Collector, path: String, name: &str) {
+    if crate::is_reserved_name(name) {
+        c.err(
+            path,
+            format!(
+                "names beginning with {} are reserved for dpgate's rewritten queries",
+                crate::RESERVED_PREFIX
+            ),
+            "rename the column in the database, or expose it through a view under another name",
+        );
+    }
+}
+
 pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Table> {
     let mut seen = HashSet::new();
     let mut tables = Vec::new();
@@ -57,16 +71,8 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
                     format!("write at most {}", crate::MAX_ROWS_PER_UNIT),
                 );
             }
-            let reserved = |n: &str| n.to_ascii_lowercase().starts_with(crate::RESERVED_PREFIX);
-            if t.privacy_unit.as_deref().is_some_and(reserved) {
-                c.err(
-                    format!("{path}.privacy_unit"),
-                    format!(
-                        "names beginning with {} are reserved for dpgate's rewritten queries",
-                        crate::RESERVED_PREFIX
-                    ),
-                    "rename the column in the database, or expose it through a view under another name",
-                );
+            if let Some(unit) = &t.privacy_unit {
+                refuse_reserved(c, format!("{path}.privacy_unit"), unit);
             }
             if t.privacy_unit.as_deref() == Some("") {
                 c.err(
@@ -99,19 +105,7 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
         let mut columns = Vec::new();
         for (col_name, col) in t.columns {
             let cpath = format!("{path}.columns.{col_name}");
-            if col_name
-                .to_ascii_lowercase()
-                .starts_with(crate::RESERVED_PREFIX)
-            {
-                c.err(
-                    &cpath,
-                    format!(
-                        "names beginning with {} are reserved for dpgate's rewritten queries",
-                        crate::RESERVED_PREFIX
-                    ),
-                    "rename the column in the database, or expose it through a view under another name",
-                );
-            }
+            refuse_reserved(c, cpath.clone(), &col_name);
             let Some(ty) = ColumnType::parse(&col.ty) else {
                 c.err(
                     format!("{cpath}.type"),
