@@ -153,16 +153,23 @@ fn in_savepoint<T>(
     poisoned: &mut bool,
     write: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
 ) -> Result<T, LedgerError> {
-    if let Err(e) = tx.execute_batch("SAVEPOINT dpgate_write") {
+    if let Err(e) = tx
+        .prepare_cached("SAVEPOINT dpgate_write")
+        .and_then(|mut s| s.execute([]))
+    {
         *poisoned = true;
         return Err(e.into());
     }
     let out = write(tx);
-    let close = match out {
-        Ok(_) => "RELEASE dpgate_write",
-        Err(_) => "ROLLBACK TO dpgate_write; RELEASE dpgate_write",
+    let closed = match out {
+        Ok(_) => tx
+            .prepare_cached("RELEASE dpgate_write")
+            .and_then(|mut s| s.execute([])),
+        Err(_) => tx
+            .execute_batch("ROLLBACK TO dpgate_write; RELEASE dpgate_write")
+            .map(|()| 0),
     };
-    if let Err(e) = tx.execute_batch(close) {
+    if let Err(e) = closed {
         *poisoned = true;
         return Err(e.into());
     }

@@ -80,6 +80,9 @@ CREATE INDEX IF NOT EXISTS audit_by_user ON audit ("user", at_ms);
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms);
 "#;
 
+/// Prepared statements kept per connection: more than the ledger has.
+const STATEMENT_CACHE: usize = 32;
+
 /// A SQLite ledger file.
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
@@ -99,6 +102,9 @@ impl SqliteStore {
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // Every statement of the charge path stays prepared: SQLite's
+        // parsing was a third of a charge's CPU time.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let tx = conn.unchecked_transaction()?;
@@ -160,7 +166,8 @@ impl SqliteStore {
             let accounts = crate::standing::accounts(request);
             let (mut limit, mut remaining) = (Units::default(), Units::default());
             for (account, budget) in &accounts {
-                tx.execute(&q(sql::OPEN_ACCOUNT), [account])?;
+                tx.prepare_cached(&q(sql::OPEN_ACCOUNT))?
+                    .execute([account])?;
                 let Some(budget) = budget else { continue };
                 let (row, spent) = read_standing(tx, account, budget, e.at_ms)?;
                 let left = standing::check(account, budget, &row, spent, cost)?;
@@ -169,22 +176,20 @@ impl SqliteStore {
                 }
             }
             let audit_id = insert_audit(tx, e)?;
-            tx.execute(
-                &q(sql::INSERT_CHARGE),
-                params![
-                    e.user,
-                    e.at_ms,
-                    cost.epsilon,
-                    cost.delta,
-                    e.statement,
-                    audit_id
-                ],
-            )?;
+            tx.prepare_cached(&q(sql::INSERT_CHARGE))?.execute(params![
+                e.user,
+                e.at_ms,
+                cost.epsilon,
+                cost.delta,
+                e.statement,
+                audit_id
+            ])?;
             for (account, _) in &accounts {
-                tx.execute(
-                    &q(sql::ADD_SPENT),
-                    params![account, cost.epsilon, cost.delta],
-                )?;
+                tx.prepare_cached(&q(sql::ADD_SPENT))?.execute(params![
+                    account,
+                    cost.epsilon,
+                    cost.delta
+                ])?;
             }
             Ok(Charge {
                 audit_id,
@@ -198,15 +203,16 @@ impl SqliteStore {
         let f = f.clone();
         self.write_grouped(crate::group::Sync::Os, move |tx| {
             let (code, detail) = f.error.clone().unzip();
-            tx.execute(
-                &q(sql::FINISH_AUDIT),
-                params![f.audit_id, f.outcome.as_str(), f.rows, code, detail],
-            )?;
+            tx.prepare_cached(&q(sql::FINISH_AUDIT))?.execute(params![
+                f.audit_id,
+                f.outcome.as_str(),
+                f.rows,
+                code,
+                detail
+            ])?;
             if let Some(r) = &f.cache {
-                tx.execute(
-                    &q(sql::PUT_RELEASE),
-                    params![r.user, r.key, r.at_ms, r.body],
-                )?;
+                tx.prepare_cached(&q(sql::PUT_RELEASE))?
+                    .execute(params![r.user, r.key, r.at_ms, r.body])?;
             }
             Ok(())
         })
@@ -229,20 +235,26 @@ impl SqliteStore {
     ) -> Result<Option<String>, LedgerError> {
         Ok(self
             .lock()
-            .query_row(&q(sql::GET_RELEASE), params![user, key, not_before], |r| {
-                r.get(0)
-            })
+            .prepare_cached(&q(sql::GET_RELEASE))?
+            .query_row(params![user, key, not_before], |r| r.get(0))
             .optional()?)
     }
 
     pub fn prune_audit(&self, before_ms: i64) -> Result<u64, LedgerError> {
-        self.write(|tx| Ok(tx.execute(&q(sql::PRUNE_AUDIT), params![before_ms])? as u64))
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached(&q(sql::PRUNE_AUDIT))?
+                .execute(params![before_ms])? as u64)
+        })
     }
 
     pub fn secret(&self, name: &str, fresh: &str) -> Result<String, LedgerError> {
         self.write(|tx| {
-            tx.execute(&q(sql::INSERT_SECRET), params![name, fresh])?;
-            Ok(tx.query_row(&q(sql::GET_SECRET), params![name], |r| r.get(0))?)
+            tx.prepare_cached(&q(sql::INSERT_SECRET))?
+                .execute(params![name, fresh])?;
+            Ok(tx
+                .prepare_cached(&q(sql::GET_SECRET))?
+                .query_row(params![name], |r| r.get(0))?)
         })
     }
 
@@ -264,13 +276,17 @@ impl SqliteStore {
         entry: &AuditEntry,
     ) -> Result<(), LedgerError> {
         self.write(|tx| {
-            tx.execute(&q(sql::OPEN_ACCOUNT), [account])?;
+            tx.prepare_cached(&q(sql::OPEN_ACCOUNT))?
+                .execute([account])?;
             match adjustment {
                 Adjustment::Grant(a) => {
                     let u = Units::cost(a);
-                    tx.execute(&q(sql::GRANT), params![account, u.epsilon, u.delta])?
+                    tx.prepare_cached(&q(sql::GRANT))?
+                        .execute(params![account, u.epsilon, u.delta])?
                 }
-                Adjustment::Reset => tx.execute(&q(sql::RESET), params![account, entry.at_ms])?,
+                Adjustment::Reset => tx
+                    .prepare_cached(&q(sql::RESET))?
+                    .execute(params![account, entry.at_ms])?,
             };
             insert_audit(tx, entry).map(drop)
         })
@@ -302,9 +318,8 @@ fn read_standing(
     now_ms: i64,
 ) -> Result<(Row, Units), LedgerError> {
     let row = conn
-        .query_row(&q(sql::READ_ACCOUNT), [account], |r| {
-            Ok(account_row!(r.get))
-        })
+        .prepare_cached(&q(sql::READ_ACCOUNT))?
+        .query_row([account], |r| Ok(account_row!(r.get)))
         .optional()?
         .unwrap_or_default();
     let spent = match standing::window_start(budget, &row, now_ms) {
@@ -317,9 +332,11 @@ fn read_standing(
                 })
             };
             if account == DATASET {
-                conn.query_row(&q(sql::DATASET_WINDOW), [start], sum)?
+                conn.prepare_cached(&q(sql::DATASET_WINDOW))?
+                    .query_row([start], sum)?
             } else {
-                conn.query_row(&q(sql::USER_WINDOW), params![account, start], sum)?
+                conn.prepare_cached(&q(sql::USER_WINDOW))?
+                    .query_row(params![account, start], sum)?
             }
         }
     };
@@ -328,8 +345,7 @@ fn read_standing(
 
 fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<i64, LedgerError> {
     let cost = Units::cost(e.cost);
-    Ok(conn.query_row(
-        &q(sql::INSERT_AUDIT),
+    Ok(conn.prepare_cached(&q(sql::INSERT_AUDIT))?.query_row(
         params![
             e.at_ms,
             e.user,
