@@ -122,10 +122,10 @@ async fn run(
     // One config snapshot for the whole statement: the default ε above
     // and everything after come from the same one.
     let ctx = Context::new(config, &user, &client_label(headers), ask);
-    let routed = dpgate_sql::route(&request.sql, &ctx.config, false);
-    let mut statements = match routed {
-        Ok(s) => s,
-        Err(e) => return Err(refuse(&api.shared, &ctx, &request.sql, e).await),
+    let routing = service.route(&ctx.user, &request.sql, &ctx.config, false);
+    let statements = match &routing.routed {
+        Ok(s) => s.clone(),
+        Err(e) => return Err(refuse(&api.shared, &ctx, &request.sql, e.clone()).await),
     };
     if statements.len() != 1 {
         let e = Refusal::new(
@@ -138,7 +138,7 @@ async fn run(
         );
         return Err(refuse(&api.shared, &ctx, &request.sql, e).await);
     }
-    let routed = statements.remove(0);
+    let routed = &statements[0];
     let text = routed.text.as_str();
     let prepared = match (&routed.statement, purpose) {
         (Statement::Private(p), _) | (Statement::Explain(p), Purpose::Explain) => p,

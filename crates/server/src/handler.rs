@@ -7,9 +7,8 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use dpgate_config::Config;
-use dpgate_service::{Context, Service};
-use dpgate_sql::{route, Refusal, Routed};
+use dpgate_service::{Context, Routing, Service};
+use dpgate_sql::{Refusal, Routed};
 use futures::Sink;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -38,31 +37,32 @@ pub struct QueryHandler {
 pub struct Parsed {
     /// The string as the client sent it.
     pub(crate) text: String,
-    /// The config it was routed under.
-    config: Arc<Config>,
-    /// Its statements, or why it cannot be read.
-    routed: Result<Vec<Routed>, Refusal>,
+    /// Its statements under the config it was routed under (shared with
+    /// every other use of the same string by the same user).
+    routing: Arc<Routing>,
 }
 
 impl Parsed {
-    fn new(service: &Service, text: &str) -> Parsed {
-        let config = service.config();
-        let routed = route(text, &config, service.catalog.is_some());
+    fn new(service: &Service, user: &str, text: &str) -> Parsed {
+        let routing = service.route(user, text, &service.config(), service.catalog.is_some());
         Parsed {
             text: text.to_string(),
-            config,
-            routed,
+            routing,
         }
     }
 
     /// The routed statements under `ctx`'s config: as parsed, or routed
     /// again if a reload came in between (a statement never mixes two
     /// configs).
-    fn under(&self, ctx: &Context, service: &Service) -> Result<Vec<Routed>, Refusal> {
-        if Arc::ptr_eq(&self.config, &ctx.config) {
-            return self.routed.clone();
+    fn under(&self, ctx: &Context, service: &Service) -> Result<Arc<[Routed]>, Refusal> {
+        if Arc::ptr_eq(&self.routing.config, &ctx.config) {
+            return self.routing.routed.clone();
         }
-        route(&self.text, &ctx.config, service.catalog.is_some())
+        let catalog = service.catalog.is_some();
+        service
+            .route(&ctx.user, &self.text, &ctx.config, catalog)
+            .routed
+            .clone()
     }
 }
 
@@ -76,14 +76,18 @@ impl QueryParser for RoutingParser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Self::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        Ok(Some(Arc::new(Parsed::new(&self.0, sql))))
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .map_or("", |u| u.as_str());
+        Ok(Some(Arc::new(Parsed::new(&self.0, user, sql))))
     }
 
     fn get_parameter_types(&self, _stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
@@ -208,12 +212,11 @@ impl QueryHandler {
         declared: &[Option<Type>],
     ) -> Result<(Vec<Type>, Fields), Refusal> {
         let info = self.client_session(client);
-        let mut statements = parsed.under(&info.ctx, self.service())?;
+        let statements = parsed.under(&info.ctx, self.service())?;
         if statements.len() != 1 {
             return Ok((vec![], vec![]));
         }
-        self.describe_one(&info, &statements.remove(0), declared)
-            .await
+        self.describe_one(&info, &statements[0], declared).await
     }
 }
 
@@ -250,7 +253,11 @@ impl SimpleQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let parsed = Parsed::new(self.service(), query);
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .map_or("", |u| u.as_str());
+        let parsed = Parsed::new(self.service(), user, query);
         let outcomes = self.execute(client, &parsed, SIMPLE).await;
         let mut responses = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {

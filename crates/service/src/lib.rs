@@ -10,6 +10,7 @@ mod context;
 pub mod kept;
 pub mod metrics;
 mod refusals;
+mod routes;
 pub mod synthetic;
 
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,7 @@ use dpgate_sql::Ask;
 pub use answer::{Charged, PrivateAnswer};
 pub use context::Context;
 pub use refusals::{check_epsilon, failed_after_charge, ledger_failure};
+pub use routes::Routing;
 
 /// What every front end shares: the config in force, the ledger, the
 /// backend and the shadow catalog.
@@ -38,6 +40,8 @@ pub struct Service {
     pub metrics: metrics::Metrics,
     /// Synthetic-data fits held by this process.
     fits: synthetic::Fits,
+    /// Statement strings already routed.
+    routes: routes::Routes,
 }
 
 impl Service {
@@ -55,6 +59,7 @@ impl Service {
             catalog,
             metrics: metrics::Metrics::default(),
             fits: synthetic::Fits::default(),
+            routes: routes::Routes::default(),
         }
     }
 
@@ -71,6 +76,19 @@ impl Service {
     /// asking each query for `ask`.
     pub fn context(&self, user: &str, client: &str, ask: Ask) -> Context {
         Context::new(self.config(), user, client, ask)
+    }
+
+    /// `text`, sent by `user`, routed under `config` ([`dpgate_sql::route`],
+    /// with the shadow catalog when `catalog`): kept from an earlier use
+    /// under the same config, or routed now.
+    pub fn route(
+        &self,
+        user: &str,
+        text: &str,
+        config: &Arc<Config>,
+        catalog: bool,
+    ) -> Arc<Routing> {
+        self.routes.get(user, text, config, catalog)
     }
 
     /// Records the audit entry of a statement that spent nothing (batched).

@@ -1,0 +1,141 @@
+//! Routed statement strings kept for reuse. Routing a string (parsing,
+//! sorting each statement, resolving a private statement's FROM and
+//! parameter types) is a pure function of the string and the config, and
+//! it was a fifth of dpgate's CPU time per query; clients send the same
+//! strings again and again (dashboards, pools, drivers' simple protocol).
+//!
+//! An entry is keyed by the user as well as the text, so how fast one
+//! analyst's statement is routed says nothing about what another sent.
+//! It holds the config it was routed under and is used only while that
+//! config is in force: a reload routes every string again. The cache is
+//! bounded in entries and in the length of the strings it keeps, and is
+//! emptied whole when full (the statements in use come back at once).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use dpgate_config::Config;
+use dpgate_sql::{Refusal, Routed};
+
+/// Entries kept at most.
+const CAPACITY: usize = 256;
+
+/// Longest string kept; longer ones are routed on every use.
+const MAX_TEXT: usize = 4096;
+
+/// A string's statements under one config, or why it cannot be read.
+#[derive(Debug)]
+pub struct Routing {
+    /// The config it was routed under.
+    pub config: Arc<Config>,
+    /// Its statements, shared by every use.
+    pub routed: Result<Arc<[Routed]>, Refusal>,
+}
+
+/// Who sent a string, whether a shadow catalog answers schema queries,
+/// and the string.
+type Key = (String, bool, String);
+
+/// The cache ([`crate::Service::route`]).
+#[derive(Default)]
+pub(crate) struct Routes {
+    entries: Mutex<HashMap<Key, Arc<Routing>>>,
+}
+
+impl Routes {
+    /// `text` routed under `config`: kept, or routed now and kept.
+    pub fn get(&self, user: &str, text: &str, config: &Arc<Config>, catalog: bool) -> Arc<Routing> {
+        let key = (user.to_string(), catalog, text.to_string());
+        if let Some(hit) = self.lock().get(&key) {
+            if Arc::ptr_eq(&hit.config, config) {
+                return hit.clone();
+            }
+        }
+        // Routed outside the lock: a long statement takes a while.
+        let routing = Arc::new(Routing {
+            config: config.clone(),
+            routed: dpgate_sql::route(text, config, catalog).map(Arc::from),
+        });
+        if text.len() <= MAX_TEXT {
+            let mut entries = self.lock();
+            if entries.len() >= CAPACITY {
+                entries.clear();
+            }
+            entries.insert(key, routing.clone());
+        }
+        routing
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Routing>>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Arc<Config> {
+        Arc::new(
+            Config::parse(
+                r#"
+[backend]
+url = "postgres://reader:r@localhost/db"
+[ledger]
+path = "ledger.sqlite"
+[[users]]
+name = "analyst"
+password = "env:PW"
+epsilon_budget = 1.0
+[[tables]]
+name = "visits"
+privacy_unit = "patient_id"
+max_rows_per_unit = 5
+columns.age = { type = "int", lower = 0, upper = 110 }
+"#,
+                &|_| Some("pw".into()),
+            )
+            .unwrap(),
+        )
+    }
+
+    /// A string is routed once per user and config: the same user gets
+    /// the kept routing, another user and a reloaded config do not.
+    #[test]
+    fn kept_per_user_and_config() {
+        let routes = Routes::default();
+        let (a, b) = (config(), config());
+        let sql = "SELECT COUNT(*) FROM visits";
+        let first = routes.get("ann", sql, &a, true);
+        assert!(Arc::ptr_eq(&first, &routes.get("ann", sql, &a, true)));
+        assert!(!Arc::ptr_eq(&first, &routes.get("bob", sql, &a, true)));
+        assert!(!Arc::ptr_eq(&first, &routes.get("ann", sql, &a, false)));
+        let reloaded = routes.get("ann", sql, &b, true);
+        assert!(!Arc::ptr_eq(&first, &reloaded));
+        assert!(Arc::ptr_eq(&reloaded.config, &b));
+        assert!(Arc::ptr_eq(&reloaded, &routes.get("ann", sql, &b, true)));
+        assert_eq!(first.routed.as_ref().unwrap().len(), 1);
+    }
+
+    /// The cache never holds more than its capacity, nor long strings.
+    #[test]
+    fn bounded() {
+        let routes = Routes::default();
+        let c = config();
+        for i in 0..CAPACITY * 3 {
+            routes.get(
+                "ann",
+                &format!("SELECT COUNT(*) + {i} FROM visits"),
+                &c,
+                false,
+            );
+            assert!(routes.lock().len() <= CAPACITY);
+        }
+        let long = format!(
+            "SELECT COUNT(*) FROM visits WHERE age > {}",
+            "1".repeat(MAX_TEXT)
+        );
+        let first = routes.get("ann", &long, &c, false);
+        assert!(!Arc::ptr_eq(&first, &routes.get("ann", &long, &c, false)));
+    }
+}
