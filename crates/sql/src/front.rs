@@ -71,6 +71,50 @@ pub struct Prepared {
     /// The resolved FROM, unless it holds a placeholder (then it is
     /// resolved after binding) or does not resolve (then planning says why).
     source: Option<Source>,
+    /// Plans already made from it (shared by its clones).
+    plans: Plans,
+}
+
+/// Plans bound most recently, by the ask and the values they were bound
+/// to. A plan is a pure function of the statement, the config it was
+/// prepared under, the ask and the values (no clock, no randomness, no
+/// budget: [`Prepared::bind_to_target`] is never kept), so a repeat of
+/// the same execution takes a copy instead of planning again, which was
+/// most of dpgate's own CPU time for a repeated statement.
+#[derive(Clone, Debug, Default)]
+struct Plans(std::sync::Arc<std::sync::Mutex<Vec<KeptPlan>>>);
+
+/// A plan with the ask and the values it was bound to.
+type KeptPlan = (Ask, Vec<Cell>, Plan);
+
+/// Plans kept per prepared statement.
+const KEPT_PLANS: usize = 4;
+
+impl Plans {
+    fn find(&self, ask: &Ask, values: &[Cell]) -> Option<Plan> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter()
+            .find(|(a, v, _)| a == ask && same_values(v, values))
+            .map(|(_, _, plan)| plan.clone())
+    }
+
+    fn keep(&self, ask: &Ask, values: &[Cell], plan: &Plan) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= KEPT_PLANS {
+            kept.remove(0);
+        }
+        kept.push((ask.clone(), values.to_vec(), plan.clone()));
+    }
+}
+
+/// Whether two lists of bound values are the same values, floats bit for
+/// bit (`-0.0` is not `0.0` here, and NaN is never the same).
+fn same_values(a: &[Cell], b: &[Cell]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Cell::Float(x), Cell::Float(y)) => !x.is_nan() && x.to_bits() == y.to_bits(),
+            (x, y) => x == y,
+        })
 }
 
 impl Prepared {
@@ -83,6 +127,7 @@ impl Prepared {
             query,
             parameter_types,
             source,
+            plans: Plans::default(),
         }
     }
 
@@ -94,6 +139,21 @@ impl Prepared {
     /// The plan at `epsilon` for these parameter values, under the same
     /// config the statement was prepared with.
     pub fn bind(&self, values: &[Cell], ask: &Ask, config: &Config) -> Result<Plan, Refusal> {
+        if let Some(plan) = self.plans.find(ask, values) {
+            return Ok(plan);
+        }
+        let plan = self.plan(values, ask, config)?;
+        self.plans.keep(ask, values, &plan);
+        Ok(plan)
+    }
+
+    /// [`Self::bind`] without keeping the plan.
+    pub(crate) fn plan(
+        &self,
+        values: &[Cell],
+        ask: &Ask,
+        config: &Config,
+    ) -> Result<Plan, Refusal> {
         if self.parameter_types.is_empty() && values.is_empty() {
             return plan_prepared(&self.query, config, ask, self.source.clone(), None);
         }
@@ -361,5 +421,48 @@ mod tests {
         let several = route("SET dp.epsilon = 0.2; SHOW dp.epsilon", &config(), false).unwrap();
         assert_eq!(several.len(), 2);
         assert_eq!(several[1].text.trim(), "SHOW dp.epsilon");
+    }
+
+    fn prepared(sql: &str) -> Prepared {
+        let config = config();
+        match route(sql, &config, false).unwrap().remove(0).statement {
+            Statement::Private(p) => *p,
+            other => panic!("not private: {other:?}"),
+        }
+    }
+
+    /// A kept plan is used only for the same ask and the same values
+    /// (floats bit for bit), and is the plan binding would give.
+    #[test]
+    fn kept_plans_match_their_ask_and_values() {
+        let config = config();
+        let p = prepared("SELECT COUNT(*) FROM visits WHERE cost > $1");
+        let bind = |eps: f64, v: Cell| p.bind(&[v], &Ask::at(eps), &config).unwrap();
+        let first = bind(0.1, Cell::Float(1.0));
+        assert_eq!(p.plans.0.lock().unwrap().len(), 1);
+        let again = bind(0.1, Cell::Float(1.0));
+        assert_eq!(
+            p.plans.0.lock().unwrap().len(),
+            1,
+            "a repeat is not kept twice"
+        );
+        let fresh = p.plan(&[Cell::Float(1.0)], &Ask::at(0.1), &config).unwrap();
+        for plan in [&first, &again] {
+            assert_eq!(plan.backend_sql, fresh.backend_sql);
+            assert_eq!(plan.cost(), fresh.cost());
+        }
+        // Another ε, another value, or -0.0 for 0.0 plan afresh.
+        assert_ne!(bind(0.2, Cell::Float(1.0)).cost(), first.cost());
+        assert_ne!(bind(0.1, Cell::Float(2.0)).backend_sql, first.backend_sql);
+        bind(0.1, Cell::Float(0.0));
+        bind(0.1, Cell::Float(-0.0));
+        assert_eq!(p.plans.0.lock().unwrap().len(), KEPT_PLANS);
+        assert!(!same_values(&[Cell::Float(0.0)], &[Cell::Float(-0.0)]));
+        assert!(!same_values(
+            &[Cell::Float(f64::NAN)],
+            &[Cell::Float(f64::NAN)]
+        ));
+        // Clones share what is kept.
+        assert_eq!(p.clone().plans.0.lock().unwrap().len(), KEPT_PLANS);
     }
 }

@@ -110,7 +110,8 @@ impl Prepared {
     ) -> Result<Plan, Refusal> {
         let at = |units: u64| {
             let epsilon = units as f64 / UNITS;
-            self.bind(
+            // Not kept: each step of the search is a different ε.
+            self.plan(
                 values,
                 &Ask {
                     epsilon,
