@@ -3,7 +3,10 @@
 //! is charged durably, run and released), and 32 clients send the same
 //! queries' rewritten SQL straight to PostgreSQL, in the same run against
 //! the same throwaway cluster. Prints queries per second and p50/p99
-//! latency of both, and their ratios.
+//! latency of both, and their ratios. First, one client sends each shape
+//! straight and through dpgate in turn, 200 rounds, and dpgate's own time
+//! is the p50 of the per-round difference (robust to slow spells of the
+//! machine, which hit both sides of a round alike).
 //!
 //! With `DPGATE_BASELINE_BIN` set to another build of dpgate (e.g. the
 //! previous release), the same load also goes through that build, on the
@@ -68,23 +71,59 @@ async fn drive(
     (all.len() as f64 / elapsed, all)
 }
 
-/// Queries one client sends per query shape for the one-client figures.
-const SOLO_ITERS: usize = 50;
+/// Rounds one client sends per query shape for the one-client figures.
+const SOLO_ITERS: usize = 200;
 
-async fn p50(client: &tokio_postgres::Client, sql: &str) -> Duration {
-    let mut samples = Vec::new();
+/// One client's figures for one query shape: in each round the rewritten
+/// query goes straight to PostgreSQL, then the query through each gate, so
+/// that a slow spell of the machine hits every side alike. Returns the p50
+/// straight, and per gate its p50 and the p50 of its own time (its latency
+/// minus the direct latency of the same round).
+async fn solo(
+    direct: &tokio_postgres::Client,
+    rewritten: &str,
+    gates: &[&tokio_postgres::Client],
+    sql: &str,
+) -> (Duration, Vec<(Duration, Duration)>) {
+    let mut straight = Vec::new();
+    let mut through = vec![Vec::new(); gates.len()];
+    let mut own = vec![Vec::new(); gates.len()];
     for i in 0..SOLO_ITERS + 5 {
-        let t = Instant::now();
-        client
-            .simple_query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let d = timed(direct, rewritten).await;
+        for (g, gate) in gates.iter().enumerate() {
+            let t = timed(gate, sql).await;
+            if i >= 5 {
+                through[g].push(t);
+                own[g].push(t.as_secs_f64() - d.as_secs_f64());
+            }
+        }
         if i >= 5 {
-            samples.push(t.elapsed());
+            straight.push(d);
         }
     }
-    samples.sort();
-    samples[samples.len() / 2]
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let per_gate = through
+        .into_iter()
+        .zip(own)
+        .map(|(t, mut o)| {
+            o.sort_by(f64::total_cmp);
+            (median(t), Duration::from_secs_f64(o[o.len() / 2].max(0.0)))
+        })
+        .collect();
+    (median(straight), per_gate)
+}
+
+/// How long `sql` takes on `client`.
+async fn timed(client: &tokio_postgres::Client, sql: &str) -> Duration {
+    let t = Instant::now();
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    t.elapsed()
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -120,22 +159,50 @@ fn main() {
                 plan(&query, &config, 0.1).unwrap().backend_sql
             })
             .collect();
+        // The baseline build, if given: same config, a ledger of its own.
+        let baseline = std::env::var_os("DPGATE_BASELINE_BIN").map(|bin| {
+            let (base_dir, base_port) = (tempdir(), free_port());
+            let text = text
+                .replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{base_port}"))
+                .replace(
+                    &dir.path().join("l.sqlite").display().to_string(),
+                    &base_dir.path().join("l.sqlite").display().to_string(),
+                );
+            let path = base_dir.path().join("proxy.toml");
+            std::fs::write(&path, &text).unwrap();
+            let path = path.display().to_string();
+            let base = Dpgate::run_binary(
+                std::path::Path::new(&bin),
+                base_dir.path(),
+                &["serve", "--config", &path],
+                base_port,
+            );
+            (base, base_dir)
+        });
         // One client first: each query's p50 straight at PostgreSQL
-        // (rewritten) and through dpgate; the difference is dpgate's own
-        // time per query (parse, plan, durable charge and outcome, noise).
-        println!("one client, p50 of {SOLO_ITERS}:");
-        println!("  {:<12} {:>11} {:>11} {:>11}", "query", "direct", "dpgate", "own time");
+        // (rewritten) and through dpgate, in turn; dpgate's own time per
+        // query (parse, plan, durable charge and outcome, noise) is the
+        // p50 of the difference within each round.
+        println!("one client, p50 of {SOLO_ITERS} rounds (direct, then each gate, in turn):");
+        let base_columns = if baseline.is_some() { "    baseline   own time" } else { "" };
+        println!(
+            "  {:<12} {:>11} {:>11} {:>11}{base_columns}",
+            "query", "direct", "dpgate", "own time"
+        );
         {
             let solo_direct = connect_direct(&cluster().url(&db)).await;
-            let (solo_gate, _n) = gate.connect().await;
+            let mut solo_gates = vec![gate.connect().await.0];
+            if let Some((base, _)) = &baseline {
+                solo_gates.push(base.connect().await.0);
+            }
+            let gates: Vec<&tokio_postgres::Client> = solo_gates.iter().collect();
             for (i, (q, r)) in QUERIES.iter().zip(&rewritten).enumerate() {
-                let d = p50(&solo_direct, r).await;
-                let g = p50(&solo_gate, q).await;
-                println!(
-                    "  {:<12} {d:>11.2?} {g:>11.2?} {:>11.2?}",
-                    ["ungrouped", "grouped", "joined"][i],
-                    g.saturating_sub(d)
-                );
+                let (d, per_gate) = solo(&solo_direct, r, &gates, q).await;
+                let mut line = format!("  {:<12} {d:>11.2?}", ["ungrouped", "grouped", "joined"][i]);
+                for (latency, own) in per_gate {
+                    line += &format!(" {latency:>11.2?} {own:>11.2?}");
+                }
+                println!("{line}");
             }
         }
         let mut proxied = Vec::new();
@@ -147,25 +214,8 @@ fn main() {
         let (direct_qps, direct_lat) = drive(direct, Arc::new(rewritten), seconds).await;
         let queries: Arc<Vec<String>> = Arc::new(QUERIES.iter().map(|q| q.to_string()).collect());
         let (gate_qps, gate_lat) = drive(proxied, queries.clone(), seconds).await;
-        // The baseline build, if given: same config, a ledger of its own.
-        let baseline = match std::env::var_os("DPGATE_BASELINE_BIN") {
-            Some(bin) => {
-                let (base_dir, base_port) = (tempdir(), free_port());
-                let text = text
-                    .replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{base_port}"))
-                    .replace(
-                        &dir.path().join("l.sqlite").display().to_string(),
-                        &base_dir.path().join("l.sqlite").display().to_string(),
-                    );
-                let path = base_dir.path().join("proxy.toml");
-                std::fs::write(&path, &text).unwrap();
-                let path = path.display().to_string();
-                let base = Dpgate::run_binary(
-                    std::path::Path::new(&bin),
-                    base_dir.path(),
-                    &["serve", "--config", &path],
-                    base_port,
-                );
+        let baseline = match baseline {
+            Some((base, base_dir)) => {
                 let mut clients_of_base = Vec::new();
                 for _ in 0..clients {
                     clients_of_base.push(base.connect().await.0);
