@@ -4,12 +4,14 @@
 //! it was a fifth of dpgate's CPU time per query; clients send the same
 //! strings again and again (dashboards, pools, drivers' simple protocol).
 //!
-//! An entry is keyed by the user as well as the text, so how fast one
-//! analyst's statement is routed says nothing about what another sent.
-//! It holds the config it was routed under and is used only while that
-//! config is in force: a reload routes every string again. The cache is
-//! bounded in entries and in the length of the strings it keeps, and is
-//! emptied whole when full (the statements in use come back at once).
+//! Each user has a cache of their own, bounded in entries and in the
+//! length of the strings it keeps, and emptied whole when full (the
+//! statements in use come back at once): how fast one analyst's statement
+//! is routed says nothing about what another sent or how much, and no
+//! analyst can empty another's. Users are those proxy.toml declares, so
+//! the whole is bounded too. An entry holds the config it was routed
+//! under and is used only while that config is in force: a reload routes
+//! every string again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use dpgate_config::Config;
 use dpgate_sql::{Refusal, Routed};
 
-/// Entries kept at most.
-const CAPACITY: usize = 256;
+/// Entries kept at most per user.
+const CAPACITY: usize = 64;
 
 /// Longest string kept; longer ones are routed on every use.
 const MAX_TEXT: usize = 4096;
@@ -32,21 +34,23 @@ pub struct Routing {
     pub routed: Result<Arc<[Routed]>, Refusal>,
 }
 
-/// Who sent a string, whether a shadow catalog answers schema queries,
-/// and the string.
-type Key = (String, bool, String);
+/// Whether a shadow catalog answers schema queries, and the string.
+type Key = (bool, String);
 
-/// The cache ([`crate::Service::route`]).
+/// One user's routed strings.
+type Entries = HashMap<Key, Arc<Routing>>;
+
+/// The cache ([`crate::Service::route`]), per user.
 #[derive(Default)]
 pub(crate) struct Routes {
-    entries: Mutex<HashMap<Key, Arc<Routing>>>,
+    users: Mutex<HashMap<String, Entries>>,
 }
 
 impl Routes {
     /// `text` routed under `config`: kept, or routed now and kept.
     pub fn get(&self, user: &str, text: &str, config: &Arc<Config>, catalog: bool) -> Arc<Routing> {
-        let key = (user.to_string(), catalog, text.to_string());
-        if let Some(hit) = self.lock().get(&key) {
+        let key = (catalog, text.to_string());
+        if let Some(hit) = self.lock().get(user).and_then(|e| e.get(&key)) {
             if Arc::ptr_eq(&hit.config, config) {
                 return hit.clone();
             }
@@ -57,17 +61,19 @@ impl Routes {
             routed: dpgate_sql::route(text, config, catalog).map(Arc::from),
         });
         if text.len() <= MAX_TEXT {
-            let mut entries = self.lock();
-            if entries.len() >= CAPACITY {
-                entries.clear();
-            }
+            let mut users = self.lock();
+            let entries = users.entry(user.to_string()).or_default();
+            // Freed after the lock is released.
+            let full = (entries.len() >= CAPACITY).then(|| std::mem::take(entries));
             entries.insert(key, routing.clone());
+            drop(users);
+            drop(full);
         }
         routing
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Routing>>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entries>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -84,27 +84,60 @@ pub struct Prepared {
 #[derive(Clone, Debug, Default)]
 struct Plans(std::sync::Arc<std::sync::Mutex<Vec<KeptPlan>>>);
 
-/// A plan with the ask and the values it was bound to.
-type KeptPlan = (Ask, Vec<Cell>, Plan);
+/// A plan with the config (its address: a check against binding under
+/// another config than the statement's, which [`Prepared::bind`] does
+/// not allow), the ask and the values it was bound to.
+type KeptPlan = (usize, Ask, Vec<Cell>, Plan);
 
 /// Plans kept per prepared statement.
 const KEPT_PLANS: usize = 4;
 
+/// Largest plan kept, in bytes of bound values plus backend SQL, and in
+/// declared key tuples: kept plans outlive a connection (the statement
+/// is kept with its routing), so an analyst must not be able to pin
+/// large values or domains in memory with them. Larger plans are made
+/// afresh each time.
+const MAX_KEPT_BYTES: usize = 16 * 1024;
+const MAX_KEPT_GROUPS: usize = 1024;
+
+/// Whether `plan`, bound to `values`, is small enough to keep.
+fn small(values: &[Cell], plan: &Plan) -> bool {
+    let value_bytes: usize = values
+        .iter()
+        .map(|v| match v {
+            Cell::Text(t) => t.len(),
+            _ => 8,
+        })
+        .sum();
+    let groups = match &plan.grouping {
+        crate::plan::Grouping::Domain { groups, .. } => groups.len(),
+        _ => 0,
+    };
+    value_bytes + plan.backend_sql.len() <= MAX_KEPT_BYTES && groups <= MAX_KEPT_GROUPS
+}
+
 impl Plans {
-    fn find(&self, ask: &Ask, values: &[Cell]) -> Option<Plan> {
+    fn find(&self, config: &Config, ask: &Ask, values: &[Cell]) -> Option<Plan> {
         let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         kept.iter()
-            .find(|(a, v, _)| a == ask && same_values(v, values))
-            .map(|(_, _, plan)| plan.clone())
+            .find(|(c, a, v, _)| *c == address(config) && a == ask && same_values(v, values))
+            .map(|(_, _, _, plan)| plan.clone())
     }
 
-    fn keep(&self, ask: &Ask, values: &[Cell], plan: &Plan) {
+    fn keep(&self, config: &Config, ask: &Ask, values: &[Cell], plan: &Plan) {
+        if !small(values, plan) {
+            return;
+        }
         let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() >= KEPT_PLANS {
             kept.remove(0);
         }
-        kept.push((ask.clone(), values.to_vec(), plan.clone()));
+        kept.push((address(config), ask.clone(), values.to_vec(), plan.clone()));
     }
+}
+
+fn address(config: &Config) -> usize {
+    config as *const Config as usize
 }
 
 /// Whether two lists of bound values are the same values, floats bit for
@@ -139,11 +172,11 @@ impl Prepared {
     /// The plan at `epsilon` for these parameter values, under the same
     /// config the statement was prepared with.
     pub fn bind(&self, values: &[Cell], ask: &Ask, config: &Config) -> Result<Plan, Refusal> {
-        if let Some(plan) = self.plans.find(ask, values) {
+        if let Some(plan) = self.plans.find(config, ask, values) {
             return Ok(plan);
         }
         let plan = self.plan(values, ask, config)?;
-        self.plans.keep(ask, values, &plan);
+        self.plans.keep(config, ask, values, &plan);
         Ok(plan)
     }
 
@@ -464,5 +497,22 @@ mod tests {
         ));
         // Clones share what is kept.
         assert_eq!(p.clone().plans.0.lock().unwrap().len(), KEPT_PLANS);
+    }
+
+    /// A plan bound to a large value is made afresh, never kept: kept
+    /// plans outlive connections, so they must not pin what an analyst
+    /// sends.
+    #[test]
+    fn large_plans_are_not_kept() {
+        let config = config();
+        let p = prepared("SELECT COUNT(*) FROM visits WHERE ward <> $1");
+        let large = Cell::Text("x".repeat(MAX_KEPT_BYTES));
+        p.bind(std::slice::from_ref(&large), &Ask::at(0.1), &config)
+            .unwrap();
+        p.bind(&[large], &Ask::at(0.1), &config).unwrap();
+        assert!(p.plans.0.lock().unwrap().is_empty());
+        p.bind(&[Cell::Text("A".into())], &Ask::at(0.1), &config)
+            .unwrap();
+        assert_eq!(p.plans.0.lock().unwrap().len(), 1);
     }
 }
