@@ -76,7 +76,7 @@ pub async fn run(args: EvaluateArgs, config: Config) -> Result<(), ExitCode> {
     // Planned as the server plans: a unique unit the schema cannot prove
     // is bounded as one row per unit there, so here too.
     let mut config = config;
-    dpgate_backend::confirm_unique_units(&mut config, backend.as_ref()).await;
+    dpgate_backend::read_schema(&mut config, backend.as_ref()).await;
     let workload = dpgate_evaluate::parse_workload(&text, &config)
         .map_err(|e| usage(format!("{}: {e}", args.queries.display())))?;
     let ledger = Ledger::open(&config.ledger)

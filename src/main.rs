@@ -357,7 +357,7 @@ fn serve(path: &Path, config: Config, on_ready: Option<OnReady>) -> Result<(), E
             eprintln!("{e} ([backend] in {})", path.display());
             ExitCode::FAILURE
         })?;
-        dpgate_backend::confirm_unique_units(&mut config, backend.as_ref()).await;
+        dpgate_backend::read_schema(&mut config, backend.as_ref()).await;
         check_backend_role(&config, backend.as_ref(), path).await?;
         let catalog = match config.catalog.enabled {
             false => None,

@@ -28,6 +28,19 @@ async fn gate(prefix: &str, budget: f64) -> (String, tempfile::TempDir, Dpgate) 
     (db, dir, gate)
 }
 
+/// The ε the analyst has spent, as `dpgate budget show` reports it.
+fn spent(gate: &Dpgate) -> f64 {
+    let shown: serde_json::Value =
+        serde_json::from_str(&gate.cli(&["budget", "show", "--format", "json"])).unwrap();
+    shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "analyst" || a["user"] == "analyst")
+        .and_then(|a| a["epsilon_spent"].as_f64())
+        .unwrap_or_else(|| panic!("{shown}"))
+}
+
 /// The SQLSTATE of `sql`'s error, or "answered".
 async fn outcome(client: &tokio_postgres::Client, sql: &str) -> String {
     match client.simple_query(sql).await {
@@ -105,15 +118,7 @@ async fn extreme_parameters_are_refused_not_saturated_or_free() {
         "53000"
     );
     // Exactly the budget was spent: every charge was on the nano-ε grid.
-    let shown: serde_json::Value =
-        serde_json::from_str(&gate.cli(&["budget", "show", "--format", "json"])).unwrap();
-    let analyst = shown
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["account"] == "analyst" || a["user"] == "analyst")
-        .unwrap_or_else(|| panic!("{shown}"));
-    assert_eq!(analyst["epsilon_spent"].as_f64(), Some(1.0), "{shown}");
+    assert_eq!(spent(&gate), 1.0);
 }
 
 /// One query, many releases of one group: a hundred spellings of the key
@@ -243,4 +248,60 @@ async fn selection_answers_are_capped_at_max_groups() {
     .unwrap();
     let keys: Vec<_> = rows.iter().map(|r| r[0].clone().unwrap()).collect();
     assert_eq!(keys, ["0", "1"], "{rows:?}");
+}
+
+/// Joins on privacy units of different types: equality between a double
+/// and a bigint is not one to one (2⁵³ and 2⁵³ + 1 are one double), so
+/// one person in `scores` (unit 2⁵³ as a double) met two people in
+/// `accounts` and doubled what a unit could add. Such a join is refused
+/// before anything is charged; the same join over units of one kind of
+/// type answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_on_units_of_different_types_are_refused() {
+    let (db, _) = visits_database("unittypes", 30).await;
+    connect_direct(&cluster().url(&db))
+        .await
+        .batch_execute(
+            "CREATE TABLE accounts (patient_id bigint, balance int);
+             INSERT INTO accounts VALUES (9007199254740992, 1), (9007199254740993, 1);
+             CREATE TABLE scores (patient_id double precision, score int);
+             INSERT INTO scores VALUES (9007199254740992, 1);
+             CREATE TABLE visits_big AS SELECT patient_id::bigint AS patient_id, age FROM visits;",
+        )
+        .await
+        .unwrap();
+    // The premise: the one person in scores meets two people in accounts.
+    let met: i64 = connect_direct(&cluster().url(&db))
+        .await
+        .query_one(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM accounts a JOIN scores s ON a.patient_id = s.patient_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(met, 2);
+    let dir = tempdir();
+    let port = free_port();
+    let table = |name: &str, column: &str| {
+        format!(
+            "[[tables]]\nname = \"public.{name}\"\nprivacy_unit = \"patient_id\"\nmax_rows_per_unit = 1\ncolumns.{column} = {{ type = \"int\", lower = 0, upper = 10 }}\n"
+        )
+    };
+    let config = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 10.0, 0.1)
+        + &table("accounts", "balance")
+        + &table("scores", "score")
+        + &table("visits_big", "age")
+        + "[cache]\nenabled = false\n";
+    let gate = Dpgate::start(dir.path(), &config, port);
+    let (client, _n) = gate.connect().await;
+    let mismatched = "SELECT COUNT(*), SUM(a.balance) FROM accounts a JOIN scores s ON a.patient_id = s.patient_id";
+    assert_eq!(outcome(&client, mismatched).await, "42804");
+    let through_subquery = "SELECT COUNT(*) FROM (SELECT patient_id, score FROM scores) s JOIN accounts a ON s.patient_id = a.patient_id";
+    assert_eq!(outcome(&client, through_subquery).await, "42804");
+    // int and bigint units are one kind: equality is exact.
+    let exact = "SELECT COUNT(*) FROM visits v JOIN visits_big b ON v.patient_id = b.patient_id";
+    assert_eq!(outcome(&client, exact).await, "answered");
+    // Nothing was charged for the refusals.
+    assert_eq!(spent(&gate), 0.1);
 }

@@ -139,6 +139,23 @@ pub async fn connect(config: &Config) -> Result<std::sync::Arc<dyn Backend>, Bac
     })
 }
 
+/// What the backend's schema says that planning needs, at start and on
+/// every reload: [`confirm_unique_units`], and each private table's unit
+/// type ([`dpgate_config::Table::unit_type`]).
+pub async fn read_schema(config: &mut Config, backend: &dyn Backend) {
+    confirm_unique_units(config, backend).await;
+    for table in &mut config.tables {
+        if let dpgate_config::TablePrivacy::Private {
+            privacy_unit: Some(unit),
+            ..
+        } = &table.privacy
+        {
+            let unit = unit.clone();
+            table.unit_type = backend.column_type(table, &unit).await;
+        }
+    }
+}
+
 /// Keeps `privacy_unit_unique` only where the backend's schema proves the
 /// unit unique and NOT NULL: a table read without a bounding step must
 /// really have one row per unit, and a declaration alone (unlike a

@@ -423,6 +423,12 @@ pub struct Table {
     /// Synthetic sample rows for row-level SELECTs, if the data owner
     /// declared `[tables.synthetic]`.
     pub synthetic: Option<Synthetic>,
+    /// The backend's type of the privacy unit column, as PostgreSQL names
+    /// it (catalog metadata, never data): read at start and on every
+    /// reload (`dpgate_backend::read_schema`); `None` before, and where
+    /// the backend cannot say. Joins on the unit need the same kind of
+    /// type on both sides.
+    pub unit_type: Option<String>,
 }
 
 /// `[tables.synthetic]`: a differentially private model of the table

@@ -119,7 +119,7 @@ impl Service {
             .refresh(&config.tables)
             .await
             .map_err(|e| e.to_string())?;
-        dpgate_backend::confirm_unique_units(&mut config, self.backend.as_ref()).await;
+        dpgate_backend::read_schema(&mut config, self.backend.as_ref()).await;
         if old.ledger != config.ledger {
             restart.push("ledger");
         }

@@ -42,6 +42,9 @@ pub struct Source {
     /// The unit is each row's physical identity (a table without a
     /// privacy unit column): it cannot be joined on.
     pub row_level: bool,
+    /// The backend's type of the unit column, where known
+    /// ([`dpgate_config::Table::unit_type`]).
+    pub unit_type: Option<String>,
 }
 
 /// Named row-level subqueries from WITH, in order. The `usize` is how many
@@ -343,6 +346,7 @@ fn table(
         one_row_per_unit: one_row,
         units_bounded: one_row || (join_bound && unit_name.is_some()),
         row_level: one_row && unit_name.is_none(),
+        unit_type: unit_name.and(t.unit_type.clone()),
     })
 }
 
@@ -519,6 +523,7 @@ fn derived(
         one_row_per_unit: inner.one_row_per_unit,
         units_bounded: inner.units_bounded,
         row_level: inner.row_level,
+        unit_type: inner.unit_type.clone(),
     })
 }
 

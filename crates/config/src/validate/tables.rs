@@ -239,6 +239,7 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
             csv: t.csv.map(PathBuf::from),
             backend_name,
             synthetic,
+            unit_type: None,
         });
     }
     tables

@@ -106,6 +106,7 @@ fn finish_join(
                     "join on the privacy unit columns, e.g. ON v.patient_id = p.patient_id",
                 ));
             }
+            unit_types_agree(&left, &right)?;
             let max_rows = left.max_rows.saturating_mul(right.max_rows);
             if max_rows > u64::from(dpgate_config::MAX_ROWS_PER_UNIT) {
                 return Err(Refusal::new(
@@ -148,5 +149,69 @@ fn finish_join(
         one_row_per_unit,
         units_bounded,
         row_level: false,
+        unit_type: left.unit_type.or(right.unit_type),
     })
+}
+
+/// Refuses a join on the unit whose two sides have privacy unit columns
+/// of different kinds of type on the backend. Equality across kinds is
+/// not one to one: bigints above 2⁵³ meet the same double, and SQLite
+/// compares text `'01'` and `'1'` equal to the integer 1. Then one
+/// person's rows could join several people's, and no bound would hold.
+/// Within a kind (exact numbers, floating point, text, or one other
+/// type) equality matches each value with at most one on the other side.
+fn unit_types_agree(left: &Source, right: &Source) -> Result<(), Refusal> {
+    let (Some(l), Some(r)) = (&left.unit_type, &right.unit_type) else {
+        return Ok(());
+    };
+    if unit_kind(l) == unit_kind(r) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        sqlstate::DATATYPE_MISMATCH,
+        format!(
+            "the privacy unit columns joined here have different types in the database ({l} and {r}), so one person could match several"
+        ),
+        "give the privacy unit columns the same type in the database (e.g. both bigint, or both text), then reload dpgate",
+    ))
+}
+
+/// The kind of a unit type, as PostgreSQL names types: parameters
+/// (`character varying(20)`, `numeric(10,0)`) do not change it.
+fn unit_kind(ty: &str) -> String {
+    let ty = ty.to_ascii_lowercase();
+    let base = ty.split('(').next().unwrap_or("").trim();
+    match base {
+        "smallint" | "integer" | "bigint" | "numeric" => "exact number".into(),
+        "real" | "double precision" => "floating point".into(),
+        "text" | "character varying" | "character" => "text".into(),
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unit_kind;
+
+    /// Types whose equality is one to one within a kind share it;
+    /// doubles, text and other types are kinds of their own.
+    #[test]
+    fn unit_kinds() {
+        for (a, b) in [
+            ("integer", "bigint"),
+            ("numeric(10,0)", "smallint"),
+            ("text", "character varying(20)"),
+            ("real", "double precision"),
+            ("uuid", "UUID"),
+        ] {
+            assert_eq!(unit_kind(a), unit_kind(b), "{a} {b}");
+        }
+        for (a, b) in [
+            ("bigint", "double precision"),
+            ("text", "bigint"),
+            ("uuid", "text"),
+        ] {
+            assert_ne!(unit_kind(a), unit_kind(b), "{a} {b}");
+        }
+    }
 }
