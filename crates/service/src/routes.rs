@@ -123,20 +123,21 @@ columns.age = { type = "int", lower = 0, upper = 110 }
         assert_eq!(first.routed.as_ref().unwrap().len(), 1);
     }
 
-    /// The cache never holds more than its capacity, nor long strings.
+    /// A user's cache never holds more than its capacity, nor long
+    /// strings, and filling it leaves other users' entries alone.
     #[test]
-    fn bounded() {
+    fn bounded_per_user() {
         let routes = Routes::default();
         let c = config();
+        let sql = "SELECT COUNT(*) FROM visits";
+        let bob = routes.get("bob", sql, &c, false);
         for i in 0..CAPACITY * 3 {
-            routes.get(
-                "ann",
-                &format!("SELECT COUNT(*) + {i} FROM visits"),
-                &c,
-                false,
-            );
-            assert!(routes.lock().len() <= CAPACITY);
+            let text = format!("SELECT COUNT(*) + {i} FROM visits");
+            routes.get("ann", &text, &c, false);
+            let kept = routes.lock()["ann"].len();
+            assert!(kept <= CAPACITY && kept == i % CAPACITY + 1, "{i}: {kept}");
         }
+        assert!(Arc::ptr_eq(&bob, &routes.get("bob", sql, &c, false)));
         let long = format!(
             "SELECT COUNT(*) FROM visits WHERE age > {}",
             "1".repeat(MAX_TEXT)
