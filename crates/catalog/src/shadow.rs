@@ -128,19 +128,24 @@ fn is_type_name(t: &str) -> bool {
 }
 
 /// The type of a privacy unit column proxy.toml leaves undeclared, as the
-/// backend's catalog names it (text when it cannot tell).
+/// backend's catalog names it: read with the rest of the schema
+/// (`dpgate_backend::read_schema`), else asked now; text when it cannot
+/// tell.
 pub(crate) async fn unit_type(table: &Table, backend: &dyn Backend) -> Option<String> {
     match &table.privacy {
         TablePrivacy::Private {
             privacy_unit: Some(unit),
             ..
-        } if table.column(unit).is_none() => Some(
-            backend
-                .column_type(table, unit)
-                .await
-                .filter(|t| is_type_name(t))
-                .unwrap_or_else(|| "text".into()),
-        ),
+        } if table.column(unit).is_none() => {
+            let read = match &table.unit_type {
+                Some(t) => Some(t.clone()),
+                None => backend.column_type(table, unit).await,
+            };
+            Some(
+                read.filter(|t| is_type_name(t))
+                    .unwrap_or_else(|| "text".into()),
+            )
+        }
         _ => None,
     }
 }
