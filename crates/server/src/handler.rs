@@ -66,6 +66,14 @@ impl Parsed {
     }
 }
 
+/// The logged-in user of `client`.
+fn user_of(client: &impl ClientInfo) -> &str {
+    client
+        .metadata()
+        .get(METADATA_USER)
+        .map_or("", |u| u.as_str())
+}
+
 /// pgwire's Parse: routes and prepares the statement once. Refusals are
 /// kept and reported at Describe or Execute, as before.
 pub struct RoutingParser(Arc<Service>);
@@ -83,11 +91,7 @@ impl QueryParser for RoutingParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let user = client
-            .metadata()
-            .get(METADATA_USER)
-            .map_or("", |u| u.as_str());
-        Ok(Some(Arc::new(Parsed::new(&self.0, user, sql))))
+        Ok(Some(Arc::new(Parsed::new(&self.0, user_of(client), sql))))
     }
 
     fn get_parameter_types(&self, _stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
@@ -253,11 +257,7 @@ impl SimpleQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let user = client
-            .metadata()
-            .get(METADATA_USER)
-            .map_or("", |u| u.as_str());
-        let parsed = Parsed::new(self.service(), user, query);
+        let parsed = Parsed::new(self.service(), user_of(client), query);
         let outcomes = self.execute(client, &parsed, SIMPLE).await;
         let mut responses = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
