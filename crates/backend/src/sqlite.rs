@@ -327,21 +327,52 @@ fn text_of(v: ValueRef<'_>) -> Option<String> {
 }
 
 /// The PostgreSQL type of a declared SQLite column type, by SQLite's
-/// affinity rules.
+/// affinity rules in their order: INTEGER, TEXT, none (shown as text),
+/// REAL, and NUMERIC for the rest (`NUMERIC`, `DECIMAL`, `BOOLEAN`,
+/// `DATE`, `STRING`…). NUMERIC affinity turns text such as `'01'` into
+/// the number 1 when compared, so it must not pass for text where unit
+/// types are compared.
 fn pg_type(declared: &str) -> &'static str {
     let d = declared.to_ascii_uppercase();
     if d.contains("INT") {
         "bigint"
+    } else if ["CHAR", "CLOB", "TEXT", "BLOB"]
+        .iter()
+        .any(|t| d.contains(t))
+        || d.is_empty()
+    {
+        "text"
     } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
         "double precision"
     } else {
-        "text"
+        "numeric"
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::decimal_round;
+    use super::{decimal_round, pg_type};
+
+    /// Declared types map by SQLite's affinity rules, NUMERIC included.
+    #[test]
+    fn declared_types_map_by_affinity() {
+        for (declared, pg) in [
+            ("INTEGER", "bigint"),
+            ("BIGINT", "bigint"),
+            ("VARCHAR(20)", "text"),
+            ("TEXT", "text"),
+            ("", "text"),
+            ("BLOB", "text"),
+            ("REAL", "double precision"),
+            ("DOUBLE PRECISION", "double precision"),
+            ("NUMERIC", "numeric"),
+            ("DECIMAL(10,2)", "numeric"),
+            ("BOOLEAN", "numeric"),
+            ("STRING", "numeric"),
+        ] {
+            assert_eq!(pg_type(declared), pg, "{declared}");
+        }
+    }
 
     #[test]
     fn decimal_rounding_matches_postgresql_numeric() {
