@@ -152,6 +152,12 @@ pub async fn read_schema(config: &mut Config, backend: &dyn Backend) {
         {
             let unit = unit.clone();
             table.unit_type = backend.column_type(table, &unit).await;
+            if table.unit_type.is_none() {
+                tracing::warn!(
+                    "{}: the backend did not say the type of the privacy unit column {unit}; joins of this table with other private tables cannot be checked for unit types that compare unlike (bigint with double precision, text with numbers)",
+                    table.qualified_name()
+                );
+            }
         }
     }
 }

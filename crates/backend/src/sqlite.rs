@@ -328,13 +328,17 @@ fn text_of(v: ValueRef<'_>) -> Option<String> {
 
 /// The PostgreSQL type of a declared SQLite column type, by SQLite's
 /// affinity rules in their order: INTEGER, TEXT, none (shown as text),
-/// REAL, and NUMERIC for the rest (`NUMERIC`, `DECIMAL`, `BOOLEAN`,
+/// REAL, and NUMERIC for the rest (but `ANY`, see below) (`NUMERIC`, `DECIMAL`, `BOOLEAN`,
 /// `DATE`, `STRING`…). NUMERIC affinity turns text such as `'01'` into
 /// the number 1 when compared, so it must not pass for text where unit
 /// types are compared.
 fn pg_type(declared: &str) -> &'static str {
     let d = declared.to_ascii_uppercase();
-    if d.contains("INT") {
+    if d.trim() == "ANY" {
+        // A STRICT table's ANY column has no affinity (stores '01' and 1
+        // apart); elsewhere ANY is NUMERIC. A kind of its own either way.
+        "any"
+    } else if d.contains("INT") {
         "bigint"
     } else if ["CHAR", "CLOB", "TEXT", "BLOB"]
         .iter()
@@ -369,6 +373,7 @@ mod tests {
             ("DECIMAL(10,2)", "numeric"),
             ("BOOLEAN", "numeric"),
             ("STRING", "numeric"),
+            ("ANY", "any"),
         ] {
             assert_eq!(pg_type(declared), pg, "{declared}");
         }
