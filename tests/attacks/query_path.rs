@@ -41,6 +41,43 @@ fn spent(gate: &Dpgate) -> f64 {
         .unwrap_or_else(|| panic!("{shown}"))
 }
 
+/// A dpgate over a visits database where `setup` made further tables,
+/// declared one row per unit (`tables`), after checking the attack's
+/// premise: `premise` counts two people met by one.
+async fn gate_over_units(
+    prefix: &str,
+    setup: &str,
+    premise: &str,
+    tables: &[(&str, &str)],
+) -> (tempfile::TempDir, Dpgate) {
+    let (db, _) = visits_database(prefix, 30).await;
+    let direct = connect_direct(&cluster().url(&db)).await;
+    direct.batch_execute(setup).await.unwrap();
+    let met: i64 = direct.query_one(premise, &[]).await.unwrap().get(0);
+    assert_eq!(met, 2, "{premise}");
+    let dir = tempdir();
+    let port = free_port();
+    let config =
+        proxy_toml(&db, port, &dir.path().join("l.sqlite"), 10.0, 0.1) + &one_row_units(tables);
+    let gate = Dpgate::start(dir.path(), &config, port);
+    (dir, gate)
+}
+
+/// proxy.toml declarations of `tables` (name, an int column 0..10), one
+/// row per `patient_id` unit, with the cache off.
+fn one_row_units(tables: &[(&str, &str)]) -> String {
+    let mut toml: String = tables
+        .iter()
+        .map(|(name, column)| {
+            format!(
+                "[[tables]]\nname = \"{name}\"\nprivacy_unit = \"patient_id\"\nmax_rows_per_unit = 1\ncolumns.{column} = {{ type = \"int\", lower = 0, upper = 10 }}\n"
+            )
+        })
+        .collect();
+    toml.push_str("[cache]\nenabled = false\n");
+    toml
+}
+
 /// The SQLSTATE of `sql`'s error, or "answered".
 async fn outcome(client: &tokio_postgres::Client, sql: &str) -> String {
     match client.simple_query(sql).await {
@@ -258,42 +295,22 @@ async fn selection_answers_are_capped_at_max_groups() {
 /// type answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_on_units_of_different_types_are_refused() {
-    let (db, _) = visits_database("unittypes", 30).await;
-    connect_direct(&cluster().url(&db))
-        .await
-        .batch_execute(
-            "CREATE TABLE accounts (patient_id bigint, balance int);
-             INSERT INTO accounts VALUES (9007199254740992, 1), (9007199254740993, 1);
-             CREATE TABLE scores (patient_id double precision, score int);
-             INSERT INTO scores VALUES (9007199254740992, 1);
-             CREATE TABLE visits_big AS SELECT patient_id::bigint AS patient_id, age FROM visits;",
-        )
-        .await
-        .unwrap();
-    // The premise: the one person in scores meets two people in accounts.
-    let met: i64 = connect_direct(&cluster().url(&db))
-        .await
-        .query_one(
-            "SELECT COUNT(DISTINCT a.patient_id) FROM accounts a JOIN scores s ON a.patient_id = s.patient_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(met, 2);
-    let dir = tempdir();
-    let port = free_port();
-    let table = |name: &str, column: &str| {
-        format!(
-            "[[tables]]\nname = \"public.{name}\"\nprivacy_unit = \"patient_id\"\nmax_rows_per_unit = 1\ncolumns.{column} = {{ type = \"int\", lower = 0, upper = 10 }}\n"
-        )
-    };
-    let config = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 10.0, 0.1)
-        + &table("accounts", "balance")
-        + &table("scores", "score")
-        + &table("visits_big", "age")
-        + "[cache]\nenabled = false\n";
-    let gate = Dpgate::start(dir.path(), &config, port);
+    let (_dir, gate) = gate_over_units(
+        "unittypes",
+        "CREATE TABLE accounts (patient_id bigint, balance int);
+         INSERT INTO accounts VALUES (9007199254740992, 1), (9007199254740993, 1);
+         CREATE TABLE scores (patient_id double precision, score int);
+         INSERT INTO scores VALUES (9007199254740992, 1);
+         CREATE TABLE visits_big AS SELECT patient_id::bigint AS patient_id, age FROM visits;",
+        // The premise: the one person in scores meets two people in accounts.
+        "SELECT COUNT(DISTINCT a.patient_id) FROM accounts a JOIN scores s ON a.patient_id = s.patient_id",
+        &[
+            ("public.accounts", "balance"),
+            ("public.scores", "score"),
+            ("public.visits_big", "age"),
+        ],
+    )
+    .await;
     let (client, _n) = gate.connect().await;
     let mismatched = "SELECT COUNT(*), SUM(a.balance) FROM accounts a JOIN scores s ON a.patient_id = s.patient_id";
     assert_eq!(outcome(&client, mismatched).await, "42804");
@@ -304,4 +321,124 @@ async fn joins_on_units_of_different_types_are_refused() {
     assert_eq!(outcome(&client, exact).await, "answered");
     // Nothing was charged for the refusals.
     assert_eq!(spent(&gate), 0.1);
+}
+
+/// The same attack through collations, on PostgreSQL: in `members` the
+/// unit column compares case-insensitively (a nondeterministic ICU
+/// collation), so its one person 'Bob' meets two people in `claims`,
+/// 'Bob' and 'bob'. Two different deterministic collations ("C" and
+/// "POSIX") would fail in PostgreSQL itself, after the charge. Both are
+/// refused before anything is charged; the same collation on both sides
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_on_units_compared_differently_are_refused_on_postgres() {
+    let (_dir, gate) = gate_over_units(
+        "collations",
+        "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE members (patient_id text COLLATE ci, fee int);
+         INSERT INTO members VALUES ('Bob', 1);
+         CREATE TABLE members_too (patient_id text COLLATE ci, fee int);
+         INSERT INTO members_too VALUES ('BOB', 1);
+         CREATE TABLE claims (patient_id text, amount int);
+         INSERT INTO claims VALUES ('Bob', 1), ('bob', 1);
+         CREATE TABLE claims_c (patient_id text COLLATE \"C\", amount int);
+         CREATE TABLE claims_posix (patient_id text COLLATE \"POSIX\", amount int);",
+        // The premise: one person in members meets two people in claims.
+        "SELECT COUNT(DISTINCT c.patient_id) FROM members m JOIN claims c ON m.patient_id = c.patient_id",
+        &[
+            ("public.members", "fee"),
+            ("public.members_too", "fee"),
+            ("public.claims", "amount"),
+            ("public.claims_c", "amount"),
+            ("public.claims_posix", "amount"),
+        ],
+    )
+    .await;
+    let (client, _n) = gate.connect().await;
+    for (left, right) in [
+        ("members", "claims"),
+        ("claims", "members"),
+        ("claims_c", "claims_posix"),
+    ] {
+        let sql =
+            format!("SELECT COUNT(*) FROM {left} a JOIN {right} b ON a.patient_id = b.patient_id");
+        let (code, message, hint) = refusal(&client, &sql).await;
+        assert_eq!(code, "42804", "{sql}: {message}");
+        assert!(message.contains("collation"), "{message}");
+        assert!(hint.contains("collation"), "{hint}");
+    }
+    // One collation on both sides: one equality, one person each.
+    let same = "SELECT COUNT(*), SUM(m.fee) FROM members m JOIN members_too t ON m.patient_id = t.patient_id";
+    assert_eq!(outcome(&client, same).await, "answered");
+    assert_eq!(spent(&gate), 0.1);
+}
+
+/// The collation attack on the embedded SQLite backend, over a data
+/// owner's own file: `members`' unit column is `COLLATE NOCASE`, so its
+/// 'Bob' meets claims' 'Bob' and 'bob'. Refused before the charge; the
+/// same collation on both sides answers, and so does a column without a
+/// type joined with a TEXT one (neither side is converted: 1 and '1'
+/// stay apart, one person each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_on_units_compared_differently_are_refused_on_sqlite() {
+    let dir = tempdir();
+    let file = dir.path().join("units.db");
+    {
+        let c = rusqlite::Connection::open(&file).unwrap();
+        c.execute_batch(
+            "CREATE TABLE visits (patient_id INTEGER, age INTEGER, ward TEXT, cost REAL);
+             CREATE TABLE members (patient_id TEXT COLLATE NOCASE, fee INTEGER);
+             INSERT INTO members VALUES ('Bob', 1);
+             CREATE TABLE members_too (patient_id VARCHAR(20) COLLATE NOCASE, fee INTEGER);
+             INSERT INTO members_too VALUES ('BOB', 1);
+             CREATE TABLE claims (patient_id TEXT, amount INTEGER);
+             INSERT INTO claims VALUES ('Bob', 1), ('bob', 1), ('1', 1);
+             CREATE TABLE untyped (patient_id, amount INTEGER);
+             INSERT INTO untyped VALUES (1, 1), ('1', 1);",
+        )
+        .unwrap();
+        let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+        // The premise: one person in members meets two people in claims.
+        assert_eq!(
+            count("SELECT COUNT(DISTINCT c.patient_id) FROM members m JOIN claims c ON m.patient_id = c.patient_id"),
+            2
+        );
+        // And what makes the untyped join safe: claims' '1' meets one unit.
+        assert_eq!(
+            count("SELECT COUNT(*) FROM claims c JOIN untyped u ON c.patient_id = u.patient_id WHERE c.patient_id = '1'"),
+            1
+        );
+    }
+    let port = free_port();
+    let db = "unused";
+    let config = proxy_toml(db, port, &dir.path().join("l.sqlite"), 10.0, 0.1)
+        .replace(
+            &format!("url = \"{}\"", cluster().reader_url(db)),
+            &format!("sqlite = \"{}\"", file.display()),
+        )
+        .replace("name = \"public.visits\"", "name = \"visits\"")
+        + &one_row_units(&[
+            ("members", "fee"),
+            ("members_too", "fee"),
+            ("claims", "amount"),
+            ("untyped", "amount"),
+        ]);
+    assert!(config.contains("sqlite = "), "{config}");
+    let gate = Dpgate::start(dir.path(), &config, port);
+    let (client, _n) = gate.connect().await;
+    for (left, right) in [("members", "claims"), ("claims", "members")] {
+        let sql =
+            format!("SELECT COUNT(*) FROM {left} a JOIN {right} b ON a.patient_id = b.patient_id");
+        let (code, message, _) = refusal(&client, &sql).await;
+        assert_eq!(code, "42804", "{sql}: {message}");
+        assert!(message.contains("collation NOCASE"), "{message}");
+    }
+    for sql in [
+        "SELECT COUNT(*), SUM(m.fee) FROM members m JOIN members_too t ON m.patient_id = t.patient_id",
+        "SELECT COUNT(*) FROM claims c JOIN untyped u ON c.patient_id = u.patient_id",
+    ] {
+        assert_eq!(outcome(&client, sql).await, "answered", "{sql}");
+    }
+    let spent = spent(&gate);
+    assert!((spent - 0.2).abs() < 1e-9, "{spent}");
 }

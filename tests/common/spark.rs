@@ -252,7 +252,11 @@ impl dpgate_backend::Backend for Renamed {
         self.inner.dialect()
     }
 
-    async fn column_type(&self, table: &dpgate_config::Table, column: &str) -> Option<String> {
+    async fn column_type(
+        &self,
+        table: &dpgate_config::Table,
+        column: &str,
+    ) -> Option<dpgate_backend::ColumnType> {
         self.inner.column_type(table, column).await
     }
 

@@ -21,6 +21,31 @@ pub use pool::{Pool, Pooled};
 pub use postgres::PgBackend;
 pub use sqlite::SqliteBackend;
 
+/// A column's type as the backend's catalog declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnType {
+    /// Its PostgreSQL name (`bigint`, `text`, `character varying(20)`):
+    /// what the shadow catalog shows clients.
+    pub name: String,
+    /// What the backend's `=` on this column holds equal, where that is
+    /// not byte (or numeric) equality of the type `name` says: a
+    /// collation other than the default (PostgreSQL `collation ci`,
+    /// SQLite `collation NOCASE`, Spark `collation UTF8_LCASE`), or
+    /// SQLite's `type ANY`, whose affinity depends on the table. `None`:
+    /// plain equality.
+    pub equality: Option<String>,
+}
+
+impl ColumnType {
+    /// A type compared by plain equality.
+    pub fn plain(name: impl Into<String>) -> ColumnType {
+        ColumnType {
+            name: name.into(),
+            equality: None,
+        }
+    }
+}
+
 /// Backend failures. Callers must not forward the detail to analysts
 /// once a charge was made (it may depend on data); they log it.
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +106,11 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
-    /// The PostgreSQL type name of `column` of `table` (catalog metadata
-    /// only, never data), for privacy unit columns proxy.toml leaves untyped.
-    async fn column_type(&self, table: &dpgate_config::Table, column: &str) -> Option<String>;
+    /// The type of `column` of `table` as the backend's catalog declares
+    /// it (metadata only, never data): for privacy unit columns, which
+    /// proxy.toml leaves untyped, and for the check that joins on the
+    /// unit compare like with like.
+    async fn column_type(&self, table: &dpgate_config::Table, column: &str) -> Option<ColumnType>;
 
     /// Runs `query`, handing each row to `sink` as it is read (so a
     /// bounded sink keeps memory bounded however many groups the data
@@ -141,7 +168,8 @@ pub async fn connect(config: &Config) -> Result<std::sync::Arc<dyn Backend>, Bac
 
 /// What the backend's schema says that planning needs, at start and on
 /// every reload: [`confirm_unique_units`], and each private table's unit
-/// type ([`dpgate_config::Table::unit_type`]).
+/// type ([`dpgate_config::Table::unit_type`]) and how it is compared
+/// ([`dpgate_config::Table::unit_equality`]).
 pub async fn read_schema(config: &mut Config, backend: &dyn Backend) {
     confirm_unique_units(config, backend).await;
     for table in &mut config.tables {
@@ -151,7 +179,11 @@ pub async fn read_schema(config: &mut Config, backend: &dyn Backend) {
         } = &table.privacy
         {
             let unit = unit.clone();
-            table.unit_type = backend.column_type(table, &unit).await;
+            let read = backend.column_type(table, &unit).await;
+            (table.unit_type, table.unit_equality) = match read {
+                Some(t) => (Some(t.name), t.equality),
+                None => (None, None),
+            };
             if table.unit_type.is_none() {
                 tracing::warn!(
                     "{}: the backend did not say the type of the privacy unit column {unit}; joins of this table with other private tables cannot be checked for unit types that compare unlike (bigint with double precision, text with numbers)",

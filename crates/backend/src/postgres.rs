@@ -103,19 +103,32 @@ impl PgBackend {
     }
 
     /// The type PostgreSQL gives `column` of `table` (`schema.name`), as
-    /// `format_type` writes it; catalog metadata only, never data.
-    pub async fn column_type(&self, schema: &str, table: &str, column: &str) -> Option<String> {
+    /// `format_type` writes it, with its collation unless it is the
+    /// database's default (0: not collatable, 100: default); catalog
+    /// metadata only, never data.
+    pub async fn column_type(
+        &self,
+        schema: &str,
+        table: &str,
+        column: &str,
+    ) -> Option<crate::ColumnType> {
         let client = self.pool.get().await.ok()?;
         let row = client
             .query_opt(
-                "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+                "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                 CASE WHEN a.attcollation IN (0, 100) THEN NULL ELSE a.attcollation::pg_catalog.regcollation::text END \
+                 FROM pg_catalog.pg_attribute a \
                  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
                 &[&schema, &table, &column],
             )
             .await
             .ok()??;
-        row.try_get(0).ok()
+        let collation: Option<String> = row.try_get(1).ok()?;
+        Some(crate::ColumnType {
+            name: row.try_get(0).ok()?,
+            equality: collation.map(|c| format!("collation {c}")),
+        })
     }
 
     /// [`crate::Backend::fetch_into`] on PostgreSQL: rows stream into
@@ -183,7 +196,11 @@ impl Backend for PgBackend {
         Dialect::Postgres
     }
 
-    async fn column_type(&self, table: &dpgate_config::Table, column: &str) -> Option<String> {
+    async fn column_type(
+        &self,
+        table: &dpgate_config::Table,
+        column: &str,
+    ) -> Option<crate::ColumnType> {
         PgBackend::column_type(self, &table.schema, &table.name, column).await
     }
 

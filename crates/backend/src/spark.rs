@@ -280,7 +280,11 @@ impl Backend for SparkBackend {
 
     /// The column's Spark type (from `DESCRIBE TABLE`, catalog metadata
     /// only) under its PostgreSQL name.
-    async fn column_type(&self, table: &dpgate_config::Table, column: &str) -> Option<String> {
+    async fn column_type(
+        &self,
+        table: &dpgate_config::Table,
+        column: &str,
+    ) -> Option<crate::ColumnType> {
         let rows = self
             .rows(&format!("DESCRIBE TABLE {}", Dialect::Spark.table(table)))
             .await
@@ -292,7 +296,7 @@ impl Backend for SparkBackend {
                     .is_some_and(|c| c.eq_ignore_ascii_case(column))
             })
             .and_then(|r| r.get(1).cloned().flatten())
-            .map(|spark| pg_type(&spark))
+            .map(|spark| column_type(&spark))
     }
 
     async fn fetch_into(
@@ -352,6 +356,21 @@ fn cell_text(column: &dyn Array, i: usize) -> Result<Option<String>, BackendErro
     }))
 }
 
+/// A Spark SQL type as `DESCRIBE TABLE` writes it (`string collate
+/// UTF8_LCASE` since Spark 4): its PostgreSQL name, and its collation
+/// unless that is the default `UTF8_BINARY`.
+fn column_type(spark: &str) -> crate::ColumnType {
+    let (ty, collation) = match spark.to_ascii_lowercase().find(" collate ") {
+        Some(at) => (&spark[..at], Some(spark[at + " collate ".len()..].trim())),
+        None => (spark, None),
+    };
+    let collation = collation.filter(|c| !c.eq_ignore_ascii_case("UTF8_BINARY"));
+    crate::ColumnType {
+        name: pg_type(ty),
+        equality: collation.map(|c| format!("collation {c}")),
+    }
+}
+
 /// The PostgreSQL name of a Spark SQL type.
 fn pg_type(spark: &str) -> String {
     let spark = spark.to_ascii_lowercase();
@@ -403,7 +422,18 @@ impl Drop for InterruptOnDrop {
 
 #[cfg(test)]
 mod tests {
-    use super::pg_type;
+    use super::{column_type, pg_type};
+
+    /// A collation other than Spark's default is part of how the column
+    /// compares.
+    #[test]
+    fn collations_are_read_from_the_type() {
+        let t = column_type("string collate UTF8_LCASE");
+        assert_eq!(t.name, "text");
+        assert_eq!(t.equality.as_deref(), Some("collation UTF8_LCASE"));
+        assert_eq!(column_type("string collate UTF8_BINARY").equality, None);
+        assert_eq!(column_type("bigint"), crate::ColumnType::plain("bigint"));
+    }
 
     #[test]
     fn spark_types_have_postgres_names() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dpgate_config::Table;
+use dpgate_config::{quote_ident, Table};
 use dpgate_sql::dialect::SQLITE_FUNCTIONS;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::{Value, ValueRef};
@@ -55,18 +55,36 @@ impl SqliteBackend {
             .map_err(|e| BackendError::Load(format!("the CSV loader stopped: {e}")))?
     }
 
-    /// The PostgreSQL name of the SQLite type declared for `column`.
-    pub async fn column_type(&self, table: &str, column: &str) -> Option<String> {
+    /// The SQLite type declared for `column` of `table` (a view's column
+    /// as the column it reads), under its PostgreSQL name, with its
+    /// collation: schema metadata only, the statement never runs.
+    pub async fn column_type(&self, table: &str, column: &str) -> Option<crate::ColumnType> {
+        let sql = format!("SELECT {} FROM {}", quote_ident(column), quote_ident(table));
         let (table, column) = (table.to_string(), column.to_string());
         self.with_connection(move |conn| {
-            let declared: String = conn
+            // SQLite reads an unknown "name" as a string: ask first.
+            let exists: bool = conn
                 .query_row(
-                    "SELECT type FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE",
+                    "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE)",
                     [&table, &column],
                     |row| row.get(0),
                 )
                 .ok()?;
-            Some(pg_type(&declared).to_string())
+            if !exists {
+                return None;
+            }
+            let stmt = conn.prepare(&sql).ok()?;
+            let text = |c: Option<&std::ffi::CStr>| c.map(|c| c.to_string_lossy().into_owned());
+            let (declared, collation) = match stmt.column_metadata(0).ok()? {
+                Some((_, _, _, declared, collation, ..)) => (text(declared), text(collation)),
+                // An expression in a view: no declared type, and SQLite
+                // does not say its collation.
+                None => (None, Some("unknown".into())),
+            };
+            Some(column_type_of(
+                declared.as_deref().unwrap_or(""),
+                collation.as_deref(),
+            ))
         })
         .await
         .ok()
@@ -165,7 +183,7 @@ impl Backend for SqliteBackend {
         self.load(tables).await
     }
 
-    async fn column_type(&self, table: &Table, column: &str) -> Option<String> {
+    async fn column_type(&self, table: &Table, column: &str) -> Option<crate::ColumnType> {
         SqliteBackend::column_type(self, &table.name, column).await
     }
 
@@ -326,57 +344,126 @@ fn text_of(v: ValueRef<'_>) -> Option<String> {
     }
 }
 
-/// The PostgreSQL type of a declared SQLite column type, by SQLite's
-/// affinity rules in their order: INTEGER, TEXT, none (shown as text),
-/// REAL, and NUMERIC for the rest (but `ANY`, see below) (`NUMERIC`, `DECIMAL`, `BOOLEAN`,
-/// `DATE`, `STRING`…). NUMERIC affinity turns text such as `'01'` into
-/// the number 1 when compared, so it must not pass for text where unit
-/// types are compared.
-fn pg_type(declared: &str) -> &'static str {
+/// A declared SQLite column type and collation, by SQLite's affinity
+/// rules in their order: INTEGER (`bigint`), TEXT, BLOB (for an empty or
+/// BLOB type: shown as `text`), REAL (`double precision`), and NUMERIC
+/// for the rest (`NUMERIC`, `DECIMAL`, `BOOLEAN`, `DATE`, `STRING`…:
+/// `numeric`). NUMERIC affinity turns text such as `'01'` into the
+/// number 1 when compared, so it must not pass for text where unit types
+/// are compared. TEXT and BLOB columns compare without converting either
+/// side (1 and '1' stay apart), so they share a kind. `ANY` (no affinity
+/// in a STRICT table, NUMERIC elsewhere) is a kind of its own. A
+/// collation other than BINARY (NOCASE, RTRIM, an application's own)
+/// changes which values are equal.
+fn column_type_of(declared: &str, collation: Option<&str>) -> crate::ColumnType {
     let d = declared.to_ascii_uppercase();
-    if d.trim() == "ANY" {
-        // A STRICT table's ANY column has no affinity (stores '01' and 1
-        // apart); elsewhere ANY is NUMERIC. A kind of its own either way.
-        "any"
+    let (name, affinity) = if d.trim() == "ANY" {
+        ("text", Some("type ANY"))
     } else if d.contains("INT") {
-        "bigint"
+        ("bigint", None)
     } else if ["CHAR", "CLOB", "TEXT", "BLOB"]
         .iter()
         .any(|t| d.contains(t))
-        || d.is_empty()
+        || d.trim().is_empty()
     {
-        "text"
+        ("text", None)
     } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
-        "double precision"
+        ("double precision", None)
     } else {
-        "numeric"
+        ("numeric", None)
+    };
+    let collation = collation
+        .filter(|c| !c.eq_ignore_ascii_case("BINARY"))
+        .map(|c| format!("collation {c}"));
+    let equality = match (affinity, collation) {
+        (Some(a), Some(c)) => Some(format!("{a}, {c}")),
+        (a, c) => a.map(str::to_string).or(c),
+    };
+    crate::ColumnType {
+        name: name.into(),
+        equality,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{decimal_round, pg_type};
+    use super::{column_type_of, decimal_round};
 
-    /// Declared types map by SQLite's affinity rules, NUMERIC included.
+    /// Declared types map by SQLite's affinity rules, NUMERIC included;
+    /// ANY and collations other than BINARY are part of how a column
+    /// compares.
     #[test]
     fn declared_types_map_by_affinity() {
-        for (declared, pg) in [
-            ("INTEGER", "bigint"),
-            ("BIGINT", "bigint"),
-            ("VARCHAR(20)", "text"),
-            ("TEXT", "text"),
-            ("", "text"),
-            ("BLOB", "text"),
-            ("REAL", "double precision"),
-            ("DOUBLE PRECISION", "double precision"),
-            ("NUMERIC", "numeric"),
-            ("DECIMAL(10,2)", "numeric"),
-            ("BOOLEAN", "numeric"),
-            ("STRING", "numeric"),
-            ("ANY", "any"),
+        for (declared, collation, name, equality) in [
+            ("INTEGER", None, "bigint", None),
+            ("BIGINT", Some("BINARY"), "bigint", None),
+            ("VARCHAR(20)", None, "text", None),
+            ("TEXT", Some("binary"), "text", None),
+            ("TEXT", Some("NOCASE"), "text", Some("collation NOCASE")),
+            ("", None, "text", None),
+            ("BLOB", None, "text", None),
+            ("", Some("RTRIM"), "text", Some("collation RTRIM")),
+            (
+                "ANY",
+                Some("NOCASE"),
+                "text",
+                Some("type ANY, collation NOCASE"),
+            ),
+            ("REAL", None, "double precision", None),
+            ("DOUBLE PRECISION", None, "double precision", None),
+            ("NUMERIC", None, "numeric", None),
+            ("DECIMAL(10,2)", None, "numeric", None),
+            ("BOOLEAN", None, "numeric", None),
+            ("STRING", None, "numeric", None),
+            ("ANY", None, "text", Some("type ANY")),
         ] {
-            assert_eq!(pg_type(declared), pg, "{declared}");
+            let t = column_type_of(declared, collation);
+            assert_eq!(t.name, name, "{declared}");
+            assert_eq!(t.equality.as_deref(), equality, "{declared} {collation:?}");
         }
+    }
+
+    /// Read from a real file: a table's column, a view's column as the
+    /// column it reads, and a view's expression (no declared type,
+    /// collation unknown: a kind of its own).
+    #[tokio::test]
+    async fn column_types_are_read_from_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("types.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE t (a INTEGER, b TEXT COLLATE NOCASE, c);
+                 CREATE VIEW v AS SELECT b, a + 1 AS e FROM t;",
+            )
+            .unwrap();
+        let config = dpgate_config::Backend {
+            store: dpgate_config::BackendStore::Sqlite(path.clone()),
+            statement_timeout_ms: 1000,
+            pool_size: 1,
+            allow_privileged_role: false,
+        };
+        let backend = super::SqliteBackend::open(&path, &[], &config)
+            .await
+            .unwrap();
+        let read = |table: &'static str, column: &'static str| {
+            let backend = &backend;
+            async move { backend.column_type(table, column).await }
+        };
+        let plain = crate::ColumnType::plain;
+        assert_eq!(read("t", "a").await, Some(plain("bigint")));
+        assert_eq!(read("t", "c").await, Some(plain("text")));
+        let nocase = crate::ColumnType {
+            name: "text".into(),
+            equality: Some("collation NOCASE".into()),
+        };
+        assert_eq!(read("t", "b").await, Some(nocase.clone()));
+        assert_eq!(read("v", "b").await, Some(nocase));
+        assert_eq!(
+            read("v", "e").await.and_then(|t| t.equality),
+            Some("collation unknown".into())
+        );
+        assert_eq!(read("t", "missing").await, None);
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub(crate) async fn unit_type(table: &Table, backend: &dyn Backend) -> Option<St
         } if table.column(unit).is_none() => {
             let read = match &table.unit_type {
                 Some(t) => Some(t.clone()),
-                None => backend.column_type(table, unit).await,
+                None => backend.column_type(table, unit).await.map(|t| t.name),
             };
             Some(
                 read.filter(|t| is_type_name(t))

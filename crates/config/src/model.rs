@@ -429,6 +429,11 @@ pub struct Table {
     /// the backend cannot say. Joins on the unit need the same kind of
     /// type on both sides.
     pub unit_type: Option<String>,
+    /// How the backend's `=` compares the privacy unit column, where that
+    /// is not plain equality of `unit_type` (a collation, SQLite's
+    /// `ANY`): read with `unit_type`. Joins on the unit need
+    /// the same on both sides.
+    pub unit_equality: Option<String>,
 }
 
 /// `[tables.synthetic]`: a differentially private model of the table
@@ -471,6 +476,16 @@ impl Table {
     /// `schema.name`, quoted for SQL.
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// The privacy unit's type with how it is compared, as the join check
+    /// and its error show it: `bigint`, `text with collation NOCASE`.
+    pub fn unit_comparison(&self) -> Option<String> {
+        let ty = self.unit_type.as_ref()?;
+        Some(match &self.unit_equality {
+            Some(equality) => format!("{ty} with {equality}"),
+            None => ty.clone(),
+        })
     }
 }
 

@@ -42,8 +42,8 @@ pub struct Source {
     /// The unit is each row's physical identity (a table without a
     /// privacy unit column): it cannot be joined on.
     pub row_level: bool,
-    /// The backend's type of the unit column, where known
-    /// ([`dpgate_config::Table::unit_type`]).
+    /// The backend's type of the unit column and how it is compared,
+    /// where known ([`dpgate_config::Table::unit_comparison`]).
     pub unit_type: Option<String>,
 }
 
@@ -346,7 +346,7 @@ fn table(
         one_row_per_unit: one_row,
         units_bounded: one_row || (join_bound && unit_name.is_some()),
         row_level: one_row && unit_name.is_none(),
-        unit_type: unit_name.and(t.unit_type.clone()),
+        unit_type: unit_name.and(t.unit_comparison()),
     })
 }
 

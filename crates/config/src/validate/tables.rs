@@ -240,6 +240,7 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
             backend_name,
             synthetic,
             unit_type: None,
+            unit_equality: None,
         });
     }
     tables

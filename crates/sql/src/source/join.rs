@@ -159,7 +159,10 @@ fn finish_join(
 /// compares text `'01'` and `'1'` equal to the integer 1. Then one
 /// person's rows could join several people's, and no bound would hold.
 /// Within a kind (exact numbers, floating point, text, or one other
-/// type) equality matches each value with at most one on the other side.
+/// type) equality matches each value with at most one on the other side,
+/// if both sides compare alike: a case-insensitive collation on one side
+/// only makes its 'Bob' equal to the other side's 'Bob' and 'bob', two
+/// people there; so the collation must be the same too.
 fn unit_types_agree(left: &Source, right: &Source) -> Result<(), Refusal> {
     let (Some(l), Some(r)) = (&left.unit_type, &right.unit_type) else {
         return Ok(());
@@ -172,20 +175,30 @@ fn unit_types_agree(left: &Source, right: &Source) -> Result<(), Refusal> {
         format!(
             "the privacy unit columns joined here have different types in the database ({l} and {r}), so one person could match several"
         ),
-        "give the privacy unit columns the same type in the database (e.g. both bigint, or both text), then reload dpgate",
+        "give the privacy unit columns the same type and collation in the database (e.g. both bigint, or both text with the default collation), then reload dpgate",
     ))
 }
 
 /// The kind of a unit type, as PostgreSQL names types: parameters
-/// (`character varying(20)`, `numeric(10,0)`) do not change it.
+/// (`character varying(20)`, `numeric(10,0)`) do not change it, how it
+/// is compared (`text with collation NOCASE`) does, exactly as written
+/// (collation names are case-sensitive in PostgreSQL).
 fn unit_kind(ty: &str) -> String {
+    let (ty, equality) = match ty.split_once(" with ") {
+        Some((ty, equality)) => (ty, Some(equality)),
+        None => (ty, None),
+    };
     let ty = ty.to_ascii_lowercase();
     let base = ty.split('(').next().unwrap_or("").trim();
-    match base {
-        "smallint" | "integer" | "bigint" | "numeric" => "exact number".into(),
-        "real" | "double precision" => "floating point".into(),
-        "text" | "character varying" | "character" => "text".into(),
-        other => other.into(),
+    let kind = match base {
+        "smallint" | "integer" | "bigint" | "numeric" => "exact number",
+        "real" | "double precision" => "floating point",
+        "text" | "character varying" | "character" => "text",
+        other => other,
+    };
+    match equality {
+        Some(equality) => format!("{kind} with {equality}"),
+        None => kind.into(),
     }
 }
 
@@ -203,6 +216,10 @@ mod tests {
             ("text", "character varying(20)"),
             ("real", "double precision"),
             ("uuid", "UUID"),
+            (
+                "text with collation NOCASE",
+                "character varying(9) with collation NOCASE",
+            ),
         ] {
             assert_eq!(unit_kind(a), unit_kind(b), "{a} {b}");
         }
@@ -210,6 +227,10 @@ mod tests {
             ("bigint", "double precision"),
             ("text", "bigint"),
             ("uuid", "text"),
+            ("text with collation NOCASE", "text"),
+            ("text with collation ci", "text with collation CI"),
+            ("text with type ANY", "text"),
+            ("bigint with collation NOCASE", "bigint"),
         ] {
             assert_ne!(unit_kind(a), unit_kind(b), "{a} {b}");
         }
