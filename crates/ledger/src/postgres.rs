@@ -7,6 +7,7 @@
 
 use dpgate_backend::Pool;
 use dpgate_config::Budget;
+use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 use crate::audit::{AuditEntry, AuditFilter, AuditRecord};
@@ -104,10 +105,11 @@ impl PgStore {
         let tx = client.transaction().await?;
         let (mut limit, mut remaining) = (Units::default(), Units::default());
         for (account, budget) in &accounts {
-            tx.execute(sql::OPEN_ACCOUNT, &[account]).await?;
-            let lock = format!("{} FOR UPDATE", sql::READ_ACCOUNT);
+            tx.execute_typed(sql::OPEN_ACCOUNT, &[(account, Type::TEXT)])
+                .await?;
             let Some(budget) = budget else {
-                tx.execute(&lock, &[account]).await?;
+                tx.execute_typed(&read_account(true), &[(account, Type::TEXT)])
+                    .await?;
                 continue;
             };
             let (row, spent) = read_standing(&tx, account, budget, e.at_ms, true).await?;
@@ -117,21 +119,28 @@ impl PgStore {
             }
         }
         let audit_id = insert_audit(&tx, e).await?;
-        tx.execute(
+        tx.execute_typed(
             sql::INSERT_CHARGE,
             &[
-                &e.user,
-                &e.at_ms,
-                &cost.epsilon,
-                &cost.delta,
-                &e.statement,
-                &audit_id,
+                (&e.user, Type::TEXT),
+                (&e.at_ms, Type::INT8),
+                (&cost.epsilon, Type::INT8),
+                (&cost.delta, Type::INT8),
+                (&e.statement, Type::TEXT),
+                (&audit_id, Type::INT8),
             ],
         )
         .await?;
         for (account, _) in &accounts {
-            tx.execute(sql::ADD_SPENT, &[account, &cost.epsilon, &cost.delta])
-                .await?;
+            tx.execute_typed(
+                sql::ADD_SPENT,
+                &[
+                    (account, Type::TEXT),
+                    (&cost.epsilon, Type::INT8),
+                    (&cost.delta, Type::INT8),
+                ],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(Charge {
@@ -141,18 +150,41 @@ impl PgStore {
         })
     }
 
+    /// Commits without waiting for the WAL flush: the outcome survives a
+    /// crash of dpgate at once, and of the PostgreSQL server once its WAL
+    /// writer or the next charge's synchronous commit has flushed it.
+    /// Losing it can only leave a statement marked `charged` instead of
+    /// `answered` and forget its free repeat (the next identical query is
+    /// charged again), never lose a charge: as the SQLite store's
+    /// unsynced outcome writes.
     pub async fn finish(&self, f: &Finish) -> Result<(), LedgerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
         let (code, detail) = f.error.clone().unzip();
-        tx.execute(
+        tx.execute_typed(
             sql::FINISH_AUDIT,
-            &[&f.audit_id, &f.outcome.as_str(), &f.rows, &code, &detail],
+            &[
+                (&f.audit_id, Type::INT8),
+                (&f.outcome.as_str(), Type::TEXT),
+                (&f.rows, Type::INT8),
+                (&code, Type::TEXT),
+                (&detail, Type::TEXT),
+            ],
         )
         .await?;
         if let Some(r) = &f.cache {
-            tx.execute(sql::PUT_RELEASE, &[&r.user, &r.key, &r.at_ms, &r.body])
-                .await?;
+            tx.execute_typed(
+                sql::PUT_RELEASE,
+                &[
+                    (&r.user, Type::TEXT),
+                    (&r.key, Type::TEXT),
+                    (&r.at_ms, Type::INT8),
+                    (&r.body, Type::TEXT),
+                ],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -249,6 +281,18 @@ impl PgStore {
     }
 }
 
+/// The statement that reads an account's row, locking it if `lock`.
+fn read_account(lock: bool) -> String {
+    match lock {
+        true => format!("{} FOR UPDATE", sql::READ_ACCOUNT),
+        false => sql::READ_ACCOUNT.to_string(),
+    }
+}
+
+// The statements on a charge's path run with their parameter types
+// given (`*_typed`): parse, bind and execute in one round trip, where an
+// untyped call first prepares the statement (a round trip more each).
+
 /// An account's row (locked if `lock`) and what counts as spent.
 async fn read_standing(
     client: &impl GenericClient,
@@ -257,12 +301,10 @@ async fn read_standing(
     now_ms: i64,
     lock: bool,
 ) -> Result<(Row, Units), LedgerError> {
-    let read = if lock {
-        format!("{} FOR UPDATE", sql::READ_ACCOUNT)
-    } else {
-        sql::READ_ACCOUNT.to_string()
-    };
-    let row = match client.query_opt(&read, &[&account]).await? {
+    let row = match client
+        .query_typed_opt(&read_account(lock), &[(&account, Type::TEXT)])
+        .await?
+    {
         Some(r) => account_row!(r.try_get),
         None => Row::default(),
     };
@@ -270,10 +312,15 @@ async fn read_standing(
         None => row.spent,
         Some(start) => {
             let r = if account == DATASET {
-                client.query_one(sql::DATASET_WINDOW, &[&start]).await?
+                client
+                    .query_typed_one(sql::DATASET_WINDOW, &[(&start, Type::INT8)])
+                    .await?
             } else {
                 client
-                    .query_one(sql::USER_WINDOW, &[&account, &start])
+                    .query_typed_one(
+                        sql::USER_WINDOW,
+                        &[(&account, Type::TEXT), (&start, Type::INT8)],
+                    )
                     .await?
             };
             Units {
@@ -288,21 +335,21 @@ async fn read_standing(
 async fn insert_audit(client: &impl GenericClient, e: &AuditEntry) -> Result<i64, LedgerError> {
     let cost = Units::cost(e.cost);
     let row = client
-        .query_one(
+        .query_typed_one(
             sql::INSERT_AUDIT,
             &[
-                &e.at_ms,
-                &e.user,
-                &e.client,
-                &e.statement,
-                &e.backend_sql,
-                &cost.epsilon,
-                &cost.delta,
-                &e.outcome.as_str(),
-                &e.code,
-                &e.detail,
-                &e.rows,
-                &crate::units::rho_units(e.rho),
+                (&e.at_ms, Type::INT8),
+                (&e.user, Type::TEXT),
+                (&e.client, Type::TEXT),
+                (&e.statement, Type::TEXT),
+                (&e.backend_sql, Type::TEXT),
+                (&cost.epsilon, Type::INT8),
+                (&cost.delta, Type::INT8),
+                (&e.outcome.as_str(), Type::TEXT),
+                (&e.code, Type::TEXT),
+                (&e.detail, Type::TEXT),
+                (&e.rows, Type::INT8),
+                (&crate::units::rho_units(e.rho), Type::INT8),
             ],
         )
         .await?;
