@@ -43,18 +43,21 @@ fn spent(gate: &Dpgate) -> f64 {
 
 /// A dpgate over a visits database where `setup` made further tables,
 /// declared one row per unit (`tables`), after checking the attack's
-/// premise: `premise` counts two people met by one.
+/// premises: each of `premises` counts the people one person meets,
+/// which must be several.
 async fn gate_over_units(
     prefix: &str,
     setup: &str,
-    premise: &str,
+    premises: &[&str],
     tables: &[(&str, &str)],
 ) -> (tempfile::TempDir, Dpgate) {
     let (db, _) = visits_database(prefix, 30).await;
     let direct = connect_direct(&cluster().url(&db)).await;
     direct.batch_execute(setup).await.unwrap();
-    let met: i64 = direct.query_one(premise, &[]).await.unwrap().get(0);
-    assert_eq!(met, 2, "{premise}");
+    for premise in premises {
+        let met: i64 = direct.query_one(*premise, &[]).await.unwrap().get(0);
+        assert!(met >= 2, "{premise}: {met}");
+    }
     let dir = tempdir();
     let port = free_port();
     let config =
@@ -301,13 +304,24 @@ async fn joins_on_units_of_different_types_are_refused() {
          INSERT INTO accounts VALUES (9007199254740992, 1), (9007199254740993, 1);
          CREATE TABLE scores (patient_id double precision, score int);
          INSERT INTO scores VALUES (9007199254740992, 1);
-         CREATE TABLE visits_big AS SELECT patient_id::bigint AS patient_id, age FROM visits;",
-        // The premise: the one person in scores meets two people in accounts.
-        "SELECT COUNT(DISTINCT a.patient_id) FROM accounts a JOIN scores s ON a.patient_id = s.patient_id",
+         CREATE TABLE visits_big AS SELECT patient_id::bigint AS patient_id, age FROM visits;
+         CREATE TABLE members (patient_id character(8), fee int);
+         INSERT INTO members VALUES ('P1', 1);
+         CREATE TABLE claims (patient_id character varying(8), amount int);
+         INSERT INTO claims VALUES ('P1', 1), ('P1 ', 1), ('P1  ', 1);",
+        // The premises: the one person in scores meets two people in
+        // accounts; member P1 meets three people in claims (character(n)
+        // ignores trailing spaces, even against character varying).
+        &[
+            "SELECT COUNT(DISTINCT a.patient_id) FROM accounts a JOIN scores s ON a.patient_id = s.patient_id",
+            "SELECT COUNT(DISTINCT c.patient_id) FROM members m JOIN claims c ON m.patient_id = c.patient_id",
+        ],
         &[
             ("public.accounts", "balance"),
             ("public.scores", "score"),
             ("public.visits_big", "age"),
+            ("public.members", "fee"),
+            ("public.claims", "amount"),
         ],
     )
     .await;
@@ -316,6 +330,8 @@ async fn joins_on_units_of_different_types_are_refused() {
     assert_eq!(outcome(&client, mismatched).await, "42804");
     let through_subquery = "SELECT COUNT(*) FROM (SELECT patient_id, score FROM scores) s JOIN accounts a ON s.patient_id = a.patient_id";
     assert_eq!(outcome(&client, through_subquery).await, "42804");
+    let padded = "SELECT COUNT(*), SUM(c.amount) FROM members m JOIN claims c USING (patient_id)";
+    assert_eq!(outcome(&client, padded).await, "42804");
     // int and bigint units are one kind: equality is exact.
     let exact = "SELECT COUNT(*) FROM visits v JOIN visits_big b ON v.patient_id = b.patient_id";
     assert_eq!(outcome(&client, exact).await, "answered");
@@ -344,7 +360,7 @@ async fn joins_on_units_compared_differently_are_refused_on_postgres() {
          CREATE TABLE claims_c (patient_id text COLLATE \"C\", amount int);
          CREATE TABLE claims_posix (patient_id text COLLATE \"POSIX\", amount int);",
         // The premise: one person in members meets two people in claims.
-        "SELECT COUNT(DISTINCT c.patient_id) FROM members m JOIN claims c ON m.patient_id = c.patient_id",
+        &["SELECT COUNT(DISTINCT c.patient_id) FROM members m JOIN claims c ON m.patient_id = c.patient_id"],
         &[
             ("public.members", "fee"),
             ("public.members_too", "fee"),
@@ -375,10 +391,12 @@ async fn joins_on_units_compared_differently_are_refused_on_postgres() {
 
 /// The collation attack on the embedded SQLite backend, over a data
 /// owner's own file: `members`' unit column is `COLLATE NOCASE`, so its
-/// 'Bob' meets claims' 'Bob' and 'bob'. Refused before the charge; the
-/// same collation on both sides answers, and so does a column without a
-/// type joined with a TEXT one (neither side is converted: 1 and '1'
-/// stay apart, one person each).
+/// 'Bob' meets claims' 'Bob' and 'bob'. Units whose comparison SQLite
+/// does not report (a view's column, here a UNION whose arms convert
+/// differently; ANY columns) are not joined either. Refused before the
+/// charge; the same collation on both sides answers, and so does a
+/// column without a type joined with a TEXT one (neither side is
+/// converted: 1 and '1' stay apart, one person each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_on_units_compared_differently_are_refused_on_sqlite() {
     let dir = tempdir();
@@ -394,15 +412,34 @@ async fn joins_on_units_compared_differently_are_refused_on_sqlite() {
              CREATE TABLE claims (patient_id TEXT, amount INTEGER);
              INSERT INTO claims VALUES ('Bob', 1), ('bob', 1), ('1', 1);
              CREATE TABLE untyped (patient_id, amount INTEGER);
-             INSERT INTO untyped VALUES (1, 1), ('1', 1);",
+             INSERT INTO untyped VALUES (1, 1), ('1', 1);
+             CREATE TABLE numbered (patient_id INTEGER, amount INTEGER);
+             INSERT INTO numbered VALUES (1, 1);
+             CREATE TABLE archived (patient_id TEXT, amount INTEGER);
+             INSERT INTO archived VALUES ('01', 1), ('1', 1);
+             CREATE TABLE current (patient_id INTEGER, amount INTEGER);
+             INSERT INTO current VALUES (1, 1);
+             CREATE VIEW everyone AS SELECT patient_id, amount FROM archived
+               UNION ALL SELECT patient_id, amount FROM current;
+             CREATE TABLE loose (patient_id ANY, amount INTEGER) STRICT;
+             INSERT INTO loose VALUES ('1', 1), ('01', 1), (1, 1);
+             CREATE TABLE coerced (patient_id ANY, amount INTEGER);
+             INSERT INTO coerced VALUES (1, 1);",
         )
         .unwrap();
         let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
-        // The premise: one person in members meets two people in claims.
-        assert_eq!(
-            count("SELECT COUNT(DISTINCT c.patient_id) FROM members m JOIN claims c ON m.patient_id = c.patient_id"),
-            2
-        );
+        // The premises: one person in members meets two people in claims;
+        // SQLite reports the view's column as the last arm's INTEGER, yet
+        // numbered's 1 meets three people in it ('01', '1' and 1); and an
+        // ANY column of an ordinary table (NUMERIC affinity) meets three
+        // in a STRICT table's ANY column.
+        for premise in [
+            "SELECT COUNT(DISTINCT c.patient_id) FROM members m JOIN claims c ON m.patient_id = c.patient_id",
+            "SELECT COUNT(*) FROM numbered n JOIN everyone e ON n.patient_id = e.patient_id",
+            "SELECT COUNT(*) FROM coerced c JOIN loose l ON c.patient_id = l.patient_id",
+        ] {
+            assert!(count(premise) >= 2, "{premise}");
+        }
         // And what makes the untyped join safe: claims' '1' meets one unit.
         assert_eq!(
             count("SELECT COUNT(*) FROM claims c JOIN untyped u ON c.patient_id = u.patient_id WHERE c.patient_id = '1'"),
@@ -422,6 +459,10 @@ async fn joins_on_units_compared_differently_are_refused_on_sqlite() {
             ("members_too", "fee"),
             ("claims", "amount"),
             ("untyped", "amount"),
+            ("numbered", "amount"),
+            ("everyone", "amount"),
+            ("loose", "amount"),
+            ("coerced", "amount"),
         ]);
     assert!(config.contains("sqlite = "), "{config}");
     let gate = Dpgate::start(dir.path(), &config, port);
@@ -432,6 +473,13 @@ async fn joins_on_units_compared_differently_are_refused_on_sqlite() {
         let (code, message, _) = refusal(&client, &sql).await;
         assert_eq!(code, "42804", "{sql}: {message}");
         assert!(message.contains("collation NOCASE"), "{message}");
+    }
+    // The view and the ANY columns: how they compare is unknown.
+    for (left, right) in [("numbered", "everyone"), ("coerced", "loose")] {
+        let sql = format!("SELECT COUNT(*) FROM {left} a JOIN {right} b USING (patient_id)");
+        let (code, message, _) = refusal(&client, &sql).await;
+        assert_eq!(code, "42804", "{sql}: {message}");
+        assert!(message.contains("does not say"), "{message}");
     }
     for sql in [
         "SELECT COUNT(*), SUM(m.fee) FROM members m JOIN members_too t ON m.patient_id = t.patient_id",

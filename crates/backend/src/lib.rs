@@ -31,8 +31,10 @@ pub struct ColumnType {
     /// not byte (or numeric) equality of the type `name` says: a
     /// collation other than the default (PostgreSQL `collation ci`,
     /// SQLite `collation NOCASE`, Spark `collation UTF8_LCASE`), or
-    /// SQLite's `type ANY`, whose affinity depends on the table. `None`:
-    /// plain equality.
+    /// [`dpgate_config::UNKNOWN_EQUALITY`] where the backend cannot tell
+    /// (an SQLite view's column: it may be an expression or a UNION whose
+    /// arms compare differently; SQLite's `ANY`, whose affinity depends on
+    /// the table). `None`: plain equality.
     pub equality: Option<String>,
 }
 
@@ -182,11 +184,11 @@ pub async fn read_schema(config: &mut Config, backend: &dyn Backend) {
             let read = backend.column_type(table, &unit).await;
             (table.unit_type, table.unit_equality) = match read {
                 Some(t) => (Some(t.name), t.equality),
-                None => (None, None),
+                None => (None, Some(dpgate_config::UNKNOWN_EQUALITY.into())),
             };
-            if table.unit_type.is_none() {
+            if table.unit_equality.as_deref() == Some(dpgate_config::UNKNOWN_EQUALITY) {
                 tracing::warn!(
-                    "{}: the backend did not say the type of the privacy unit column {unit}; joins of this table with other private tables cannot be checked for unit types that compare unlike (bigint with double precision, text with numbers)",
+                    "{}: the backend does not say how it compares the privacy unit column {unit} (its type could not be read, or it is an SQLite view's or ANY column); joins of this table with other private tables are refused",
                     table.qualified_name()
                 );
             }

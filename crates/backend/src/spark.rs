@@ -385,6 +385,9 @@ fn pg_type(spark: &str) -> String {
         "boolean" => "boolean",
         "date" => "date",
         "timestamp" | "timestamp_ltz" | "timestamp_ntz" => "timestamp without time zone",
+        // CHAR(n) is padded with spaces, and compared padded with a
+        // string: blank-padded, as PostgreSQL's character(n).
+        "char" | "character" => "bpchar",
         _ => "text",
     }
     .to_string()
@@ -440,6 +443,8 @@ mod tests {
         assert_eq!(pg_type("bigint"), "bigint");
         assert_eq!(pg_type("decimal(10,2)"), "numeric");
         assert_eq!(pg_type("STRING"), "text");
+        assert_eq!(pg_type("varchar(10)"), "text");
+        assert_eq!(pg_type("char(10)"), "bpchar");
         assert_eq!(pg_type("timestamp_ntz"), "timestamp without time zone");
     }
 }

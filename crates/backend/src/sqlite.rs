@@ -77,14 +77,23 @@ impl SqliteBackend {
             let text = |c: Option<&std::ffi::CStr>| c.map(|c| c.to_string_lossy().into_owned());
             let (declared, collation) = match stmt.column_metadata(0).ok()? {
                 Some((_, _, _, declared, collation, ..)) => (text(declared), text(collation)),
-                // An expression in a view: no declared type, and SQLite
-                // does not say its collation.
-                None => (None, Some("unknown".into())),
+                None => (None, None),
             };
-            Some(column_type_of(
-                declared.as_deref().unwrap_or(""),
-                collation.as_deref(),
-            ))
+            let mut ty = column_type_of(declared.as_deref().unwrap_or(""), collation.as_deref());
+            // A view's column may be an expression, or a UNION whose arms
+            // convert values differently; SQLite reports only one column
+            // (the last arm's), or none. Its equality is unknown.
+            let view: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'view' AND name = ?1 COLLATE NOCASE)",
+                    [&table],
+                    |row| row.get(0),
+                )
+                .ok()?;
+            if view {
+                ty.equality = Some(dpgate_config::UNKNOWN_EQUALITY.into());
+            }
+            Some(ty)
         })
         .await
         .ok()
@@ -351,14 +360,14 @@ fn text_of(v: ValueRef<'_>) -> Option<String> {
 /// `numeric`). NUMERIC affinity turns text such as `'01'` into the
 /// number 1 when compared, so it must not pass for text where unit types
 /// are compared. TEXT and BLOB columns compare without converting either
-/// side (1 and '1' stay apart), so they share a kind. `ANY` (no affinity
-/// in a STRICT table, NUMERIC elsewhere) is a kind of its own. A
-/// collation other than BINARY (NOCASE, RTRIM, an application's own)
-/// changes which values are equal.
+/// side (1 and '1' stay apart), so they share a kind. How an `ANY`
+/// column compares depends on its table (no affinity in a STRICT table,
+/// NUMERIC elsewhere): unknown. A collation other than BINARY (NOCASE,
+/// RTRIM, an application's own) changes which values are equal.
 fn column_type_of(declared: &str, collation: Option<&str>) -> crate::ColumnType {
     let d = declared.to_ascii_uppercase();
     let (name, affinity) = if d.trim() == "ANY" {
-        ("text", Some("type ANY"))
+        ("text", Some(dpgate_config::UNKNOWN_EQUALITY))
     } else if d.contains("INT") {
         ("bigint", None)
     } else if ["CHAR", "CLOB", "TEXT", "BLOB"]
@@ -375,10 +384,7 @@ fn column_type_of(declared: &str, collation: Option<&str>) -> crate::ColumnType 
     let collation = collation
         .filter(|c| !c.eq_ignore_ascii_case("BINARY"))
         .map(|c| format!("collation {c}"));
-    let equality = match (affinity, collation) {
-        (Some(a), Some(c)) => Some(format!("{a}, {c}")),
-        (a, c) => a.map(str::to_string).or(c),
-    };
+    let equality = affinity.map(str::to_string).or(collation);
     crate::ColumnType {
         name: name.into(),
         equality,
@@ -390,8 +396,8 @@ mod tests {
     use super::{column_type_of, decimal_round};
 
     /// Declared types map by SQLite's affinity rules, NUMERIC included;
-    /// ANY and collations other than BINARY are part of how a column
-    /// compares.
+    /// collations other than BINARY are part of how a column compares,
+    /// and ANY compares in a way only its table knows.
     #[test]
     fn declared_types_map_by_affinity() {
         for (declared, collation, name, equality) in [
@@ -407,7 +413,7 @@ mod tests {
                 "ANY",
                 Some("NOCASE"),
                 "text",
-                Some("type ANY, collation NOCASE"),
+                Some(dpgate_config::UNKNOWN_EQUALITY),
             ),
             ("REAL", None, "double precision", None),
             ("DOUBLE PRECISION", None, "double precision", None),
@@ -415,7 +421,7 @@ mod tests {
             ("DECIMAL(10,2)", None, "numeric", None),
             ("BOOLEAN", None, "numeric", None),
             ("STRING", None, "numeric", None),
-            ("ANY", None, "text", Some("type ANY")),
+            ("ANY", None, "text", Some(dpgate_config::UNKNOWN_EQUALITY)),
         ] {
             let t = column_type_of(declared, collation);
             assert_eq!(t.name, name, "{declared}");
@@ -423,9 +429,9 @@ mod tests {
         }
     }
 
-    /// Read from a real file: a table's column, a view's column as the
-    /// column it reads, and a view's expression (no declared type,
-    /// collation unknown: a kind of its own).
+    /// Read from a real file: a table's columns, and a view's, whose
+    /// equality is unknown (an expression, or a UNION whose arms
+    /// compare differently, may stand behind it).
     #[tokio::test]
     async fn column_types_are_read_from_the_schema() {
         let dir = tempfile::tempdir().unwrap();
@@ -457,12 +463,13 @@ mod tests {
             name: "text".into(),
             equality: Some("collation NOCASE".into()),
         };
-        assert_eq!(read("t", "b").await, Some(nocase.clone()));
-        assert_eq!(read("v", "b").await, Some(nocase));
-        assert_eq!(
-            read("v", "e").await.and_then(|t| t.equality),
-            Some("collation unknown".into())
-        );
+        assert_eq!(read("t", "b").await, Some(nocase));
+        for column in ["b", "e"] {
+            assert_eq!(
+                read("v", column).await.and_then(|t| t.equality).as_deref(),
+                Some(dpgate_config::UNKNOWN_EQUALITY)
+            );
+        }
         assert_eq!(read("t", "missing").await, None);
     }
 

@@ -32,6 +32,12 @@ pub fn is_reserved_name(name: &str) -> bool {
 /// noise and the backend work per person grows without a useful bound.
 pub const MAX_ROWS_PER_UNIT: u32 = 1_000;
 
+/// How a privacy unit column compares where the backend cannot say (its
+/// type could not be read, an SQLite view's column, an `ANY` column):
+/// [`Table::unit_equality`]. Such a unit is joined with no other, since
+/// its equality might match one person with several.
+pub const UNKNOWN_EQUALITY: &str = "an equality the backend does not report";
+
 /// The ledger's unit of ε (nano-ε): the smallest ε any query may cost.
 /// Queries spend ε on this grid exactly (rounded down for the noise,
 /// charged in whole units), so the ledger charges exactly what the noise

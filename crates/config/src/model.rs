@@ -430,9 +430,10 @@ pub struct Table {
     /// type on both sides.
     pub unit_type: Option<String>,
     /// How the backend's `=` compares the privacy unit column, where that
-    /// is not plain equality of `unit_type` (a collation, SQLite's
-    /// `ANY`): read with `unit_type`. Joins on the unit need
-    /// the same on both sides.
+    /// is not plain equality of `unit_type` (a collation), or
+    /// [`crate::UNKNOWN_EQUALITY`] where the backend cannot say: read with
+    /// `unit_type`. Joins on the unit need the same on both sides, and
+    /// are refused where either is unknown.
     pub unit_equality: Option<String>,
 }
 
@@ -476,16 +477,6 @@ impl Table {
     /// `schema.name`, quoted for SQL.
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
-    }
-
-    /// The privacy unit's type with how it is compared, as the join check
-    /// and its error show it: `bigint`, `text with collation NOCASE`.
-    pub fn unit_comparison(&self) -> Option<String> {
-        let ty = self.unit_type.as_ref()?;
-        Some(match &self.unit_equality {
-            Some(equality) => format!("{ty} with {equality}"),
-            None => ty.clone(),
-        })
     }
 }
 

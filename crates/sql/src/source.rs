@@ -42,9 +42,44 @@ pub struct Source {
     /// The unit is each row's physical identity (a table without a
     /// privacy unit column): it cannot be joined on.
     pub row_level: bool,
-    /// The backend's type of the unit column and how it is compared,
-    /// where known ([`dpgate_config::Table::unit_comparison`]).
-    pub unit_type: Option<String>,
+    /// The backend's type of the unit column and how it is compared;
+    /// `None` where the backend's schema was never read (planning
+    /// without a backend).
+    pub unit_type: Option<UnitType>,
+}
+
+/// A privacy unit column's type in the backend and how its `=` compares
+/// ([`dpgate_config::Table::unit_type`],
+/// [`dpgate_config::Table::unit_equality`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitType {
+    /// The PostgreSQL name of the type; `None` if it could not be read.
+    pub name: Option<String>,
+    /// A collation, or [`dpgate_config::UNKNOWN_EQUALITY`]; `None`: plain.
+    pub equality: Option<String>,
+}
+
+impl UnitType {
+    /// `table`'s, if its schema was read.
+    fn of(table: &dpgate_config::Table) -> Option<UnitType> {
+        if table.unit_type.is_none() && table.unit_equality.is_none() {
+            return None;
+        }
+        Some(UnitType {
+            name: table.unit_type.clone(),
+            equality: table.unit_equality.clone(),
+        })
+    }
+}
+
+impl std::fmt::Display for UnitType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name.as_deref().unwrap_or("an unknown type"))?;
+        match &self.equality {
+            Some(equality) => write!(f, " with {equality}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Named row-level subqueries from WITH, in order. The `usize` is how many
@@ -346,7 +381,7 @@ fn table(
         one_row_per_unit: one_row,
         units_bounded: one_row || (join_bound && unit_name.is_some()),
         row_level: one_row && unit_name.is_none(),
-        unit_type: unit_name.and(t.unit_comparison()),
+        unit_type: unit_name.and(UnitType::of(t)),
     })
 }
 

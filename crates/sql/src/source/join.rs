@@ -3,7 +3,7 @@
 
 use sqlparser::ast::{Expr, Join, JoinConstraint, JoinOperator};
 
-use super::Source;
+use super::{Source, UnitType};
 use crate::error::{sqlstate, Refusal};
 use crate::expr::compile;
 use crate::scope::Scope;
@@ -167,38 +167,55 @@ fn unit_types_agree(left: &Source, right: &Source) -> Result<(), Refusal> {
     let (Some(l), Some(r)) = (&left.unit_type, &right.unit_type) else {
         return Ok(());
     };
-    if unit_kind(l) == unit_kind(r) {
+    let unknown = |t: &UnitType| {
+        t.name.is_none() || t.equality.as_deref() == Some(dpgate_config::UNKNOWN_EQUALITY)
+    };
+    if unknown(l) || unknown(r) {
+        return Err(Refusal::new(
+            sqlstate::DATATYPE_MISMATCH,
+            format!(
+                "the database does not say how it compares a privacy unit column joined here ({l} and {r}), so one person could match several"
+            ),
+            "join tables whose privacy unit is a column of a table with a declared type (not of an SQLite view, nor an ANY column), and see dpgate's log for the table it could not read",
+        ));
+    }
+    let kinds = |t: &UnitType| (t.name.as_deref().map(unit_kind), t.equality.clone());
+    if kinds(l) == kinds(r) {
         return Ok(());
     }
     Err(Refusal::new(
         sqlstate::DATATYPE_MISMATCH,
         format!(
-            "the privacy unit columns joined here have different types in the database ({l} and {r}), so one person could match several"
+            "the privacy unit columns joined here have different types or collations in the database ({l} and {r}), so one person could match several"
         ),
         "give the privacy unit columns the same type and collation in the database (e.g. both bigint, or both text with the default collation), then reload dpgate",
     ))
 }
 
-/// The kind of a unit type, as PostgreSQL names types: parameters
-/// (`character varying(20)`, `numeric(10,0)`) do not change it, how it
-/// is compared (`text with collation NOCASE`) does, exactly as written
-/// (collation names are case-sensitive in PostgreSQL).
+/// The kind of a unit type, as PostgreSQL names types: type modifiers
+/// (`character varying(20)`, `numeric(10,0)`, `timestamp(3) with time
+/// zone`) do not change it. `character(n)` (bpchar) ignores trailing
+/// spaces when compared, even with `character varying`: 'P1' equals
+/// 'P1 ' and 'P1  ', so it is a kind of its own, as an array of any
+/// type is.
 fn unit_kind(ty: &str) -> String {
-    let (ty, equality) = match ty.split_once(" with ") {
-        Some((ty, equality)) => (ty, Some(equality)),
-        None => (ty, None),
-    };
-    let ty = ty.to_ascii_lowercase();
-    let base = ty.split('(').next().unwrap_or("").trim();
-    let kind = match base {
-        "smallint" | "integer" | "bigint" | "numeric" => "exact number",
-        "real" | "double precision" => "floating point",
-        "text" | "character varying" | "character" => "text",
-        other => other,
-    };
-    match equality {
-        Some(equality) => format!("{kind} with {equality}"),
-        None => kind.into(),
+    let mut name = String::new();
+    let mut depth = 0usize;
+    for c in ty.to_ascii_lowercase().chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            c if depth == 0 => name.push(c),
+            _ => {}
+        }
+    }
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    match name.as_str() {
+        "smallint" | "integer" | "bigint" | "numeric" => "exact number".into(),
+        "real" | "double precision" => "floating point".into(),
+        "text" | "character varying" => "text".into(),
+        "character" | "bpchar" => "blank-padded text".into(),
+        _ => name,
     }
 }
 
@@ -207,19 +224,18 @@ mod tests {
     use super::unit_kind;
 
     /// Types whose equality is one to one within a kind share it;
-    /// doubles, text and other types are kinds of their own.
+    /// doubles, text, blank-padded text, arrays and other types are
+    /// kinds of their own.
     #[test]
     fn unit_kinds() {
         for (a, b) in [
             ("integer", "bigint"),
             ("numeric(10,0)", "smallint"),
             ("text", "character varying(20)"),
+            ("character(8)", "bpchar"),
             ("real", "double precision"),
             ("uuid", "UUID"),
-            (
-                "text with collation NOCASE",
-                "character varying(9) with collation NOCASE",
-            ),
+            ("timestamp(3) with time zone", "timestamp with time zone"),
         ] {
             assert_eq!(unit_kind(a), unit_kind(b), "{a} {b}");
         }
@@ -227,10 +243,11 @@ mod tests {
             ("bigint", "double precision"),
             ("text", "bigint"),
             ("uuid", "text"),
-            ("text with collation NOCASE", "text"),
-            ("text with collation ci", "text with collation CI"),
-            ("text with type ANY", "text"),
-            ("bigint with collation NOCASE", "bigint"),
+            ("character(8)", "character varying(8)"),
+            ("character(8)", "text"),
+            ("character(4)[]", "character(4)"),
+            ("text[]", "text"),
+            ("timestamp with time zone", "timestamp without time zone"),
         ] {
             assert_ne!(unit_kind(a), unit_kind(b), "{a} {b}");
         }
