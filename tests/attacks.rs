@@ -19,3 +19,6 @@ mod protocol;
 
 #[path = "attacks/query_path.rs"]
 mod query_path;
+
+#[path = "attacks/units.rs"]
+mod units;

@@ -103,9 +103,10 @@ impl PgBackend {
     }
 
     /// The type PostgreSQL gives `column` of `table` (`schema.name`), as
-    /// `format_type` writes it, with its collation unless it is the
-    /// database's default (0: not collatable, 100: default); catalog
-    /// metadata only, never data.
+    /// `format_type` writes it (a domain's base type: its `=` is the
+    /// base type's), with its collation unless it is the database's
+    /// default (0: not collatable, 100: default); catalog metadata only,
+    /// never data.
     pub async fn column_type(
         &self,
         schema: &str,
@@ -115,9 +116,11 @@ impl PgBackend {
         let client = self.pool.get().await.ok()?;
         let row = client
             .query_opt(
-                "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                "SELECT CASE WHEN t.typtype = 'd' \
+                   THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) \
+                   ELSE pg_catalog.format_type(a.atttypid, a.atttypmod) END, \
                  CASE WHEN a.attcollation IN (0, 100) THEN NULL ELSE a.attcollation::pg_catalog.regcollation::text END \
-                 FROM pg_catalog.pg_attribute a \
+                 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
                  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
                 &[&schema, &table, &column],
@@ -210,7 +213,23 @@ impl Backend for PgBackend {
         };
         let proven = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i                  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace                  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]                  WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3                  AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL                  AND i.indexprs IS NULL AND a.attnotnull)",
+                // A valid one-column unique index without a predicate on
+                // a NOT NULL column, comparing as the column's `=` does
+                // (its collation, the type's default operator class), on a
+                // table without children of legacy inheritance (whose rows
+                // the parent's index does not cover; a partitioned table's
+                // unique index covers its partitions).
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+                 JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
+                 JOIN pg_catalog.pg_opclass o ON o.oid = i.indclass[0] \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 \
+                 AND i.indisunique AND i.indisvalid AND i.indisready AND i.indislive \
+                 AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attnotnull \
+                 AND i.indcollation[0] = a.attcollation AND o.opcdefault \
+                 AND (c.relkind = 'p' OR NOT EXISTS \
+                   (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhparent = c.oid)))",
                 &[&table.schema, &table.name, &column],
             )
             .await;

@@ -200,10 +200,30 @@ impl Backend for SqliteBackend {
         let (table, column) = (table.name.clone(), column.to_string());
         self.with_connection(move |conn| {
             // A one-column unique index without a predicate on a NOT NULL
-            // column, or an INTEGER PRIMARY KEY (the rowid: never NULL).
+            // column that compares as the column does (the same
+            // collation: a BINARY index lets 'Bob' and 'bob' be two rows
+            // of a NOCASE column, one person to its `=`), or an INTEGER
+            // PRIMARY KEY that is the rowid (never NULL; `INTEGER PRIMARY
+            // KEY DESC` and WITHOUT ROWID tables have a separate 'pk'
+            // index instead, and may hold NULLs).
+            let collation = conn
+                .column_metadata(None, table.as_str(), column.as_str())
+                .ok()
+                .and_then(|(_, collation, ..)| collation.map(|c| c.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "BINARY".into());
             conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1) AS l                    WHERE l.\"unique\" = 1 AND l.partial = 0                    AND (SELECT COUNT(*) FROM pragma_index_info(l.name)) = 1                    AND (SELECT name FROM pragma_index_info(l.name)) = ?2 COLLATE NOCASE                    AND EXISTS (SELECT 1 FROM pragma_table_info(?1) AS t                      WHERE t.name = ?2 COLLATE NOCASE AND t.\"notnull\" = 1))                  OR (EXISTS (SELECT 1 FROM pragma_table_info(?1) AS t                      WHERE t.name = ?2 COLLATE NOCASE AND t.pk = 1 AND upper(t.type) = 'INTEGER')                    AND (SELECT COUNT(*) FROM pragma_table_info(?1) AS t WHERE t.pk > 0) = 1)",
-                [&table, &column],
+                "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1) AS l \
+                   WHERE l.\"unique\" = 1 AND l.partial = 0 \
+                   AND (SELECT COUNT(*) FROM pragma_index_info(l.name)) = 1 \
+                   AND (SELECT name FROM pragma_index_info(l.name)) = ?2 COLLATE NOCASE \
+                   AND (SELECT coll FROM pragma_index_xinfo(l.name) WHERE key = 1) = ?3 COLLATE NOCASE \
+                   AND EXISTS (SELECT 1 FROM pragma_table_info(?1) AS t \
+                     WHERE t.name = ?2 COLLATE NOCASE AND t.\"notnull\" = 1)) \
+                 OR (EXISTS (SELECT 1 FROM pragma_table_info(?1) AS t \
+                     WHERE t.name = ?2 COLLATE NOCASE AND t.pk = 1 AND upper(t.type) = 'INTEGER') \
+                   AND (SELECT COUNT(*) FROM pragma_table_info(?1) AS t WHERE t.pk > 0) = 1 \
+                   AND NOT EXISTS (SELECT 1 FROM pragma_index_list(?1) AS l WHERE l.origin = 'pk'))",
+                [&table, &column, &collation],
                 |row| row.get::<_, bool>(0),
             )
             .unwrap_or(false)

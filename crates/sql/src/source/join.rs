@@ -197,11 +197,12 @@ fn unit_types_agree(left: &Source, right: &Source) -> Result<(), Refusal> {
 /// zone`) do not change it. `character(n)` (bpchar) ignores trailing
 /// spaces when compared, even with `character varying`: 'P1' equals
 /// 'P1 ' and 'P1  ', so it is a kind of its own, as an array of any
-/// type is.
+/// type is. Names are compared as written: `public."Unit"` and
+/// `public."UNIT"` are two types.
 fn unit_kind(ty: &str) -> String {
     let mut name = String::new();
     let mut depth = 0usize;
-    for c in ty.to_ascii_lowercase().chars() {
+    for c in ty.chars() {
         match c {
             '(' => depth += 1,
             ')' => depth = depth.saturating_sub(1),
@@ -234,7 +235,7 @@ mod tests {
             ("text", "character varying(20)"),
             ("character(8)", "bpchar"),
             ("real", "double precision"),
-            ("uuid", "UUID"),
+            ("uuid", "uuid"),
             ("timestamp(3) with time zone", "timestamp with time zone"),
         ] {
             assert_eq!(unit_kind(a), unit_kind(b), "{a} {b}");
@@ -247,6 +248,7 @@ mod tests {
             ("character(8)", "text"),
             ("character(4)[]", "character(4)"),
             ("text[]", "text"),
+            (r#"public."UNIT""#, r#"public."Unit""#),
             ("timestamp with time zone", "timestamp without time zone"),
         ] {
             assert_ne!(unit_kind(a), unit_kind(b), "{a} {b}");
