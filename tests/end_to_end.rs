@@ -323,7 +323,9 @@ async fn stored_scram_verifiers_from_postgres_authenticate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variances_and_percentiles_come_close_to_the_truth() {
-    let (db, _dir, gate) = gate_over_visits("e2e_stats", 3334, 10.0, 1.0).await;
+    // ε = 2 per query: at 1 the variance and median checks failed about
+    // once in 3 000 runs by chance.
+    let (db, _dir, gate) = gate_over_visits("e2e_stats", 3334, 10.0, 2.0).await;
     let direct = connect_direct(&cluster().url(&db)).await;
     let truth = direct
         .query_one(
@@ -345,7 +347,7 @@ async fn variances_and_percentiles_come_close_to_the_truth() {
         .map(|v| v.as_ref().unwrap().parse().unwrap())
         .collect();
     let want: Vec<f64> = (0..4).map(|i| truth.get::<_, f64>(i)).collect();
-    // ε = 1 over 5 measurements (count, centred sum and sum of squares
+    // ε = 2 over 5 measurements (count, centred sum and sum of squares
     // shared by both variances, two histograms): loose bounds that still
     // catch a wrong plan.
     assert!(

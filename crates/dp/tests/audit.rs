@@ -442,7 +442,9 @@ fn selecting(sel: &PartitionSelection) -> ReleasePlan {
 }
 
 /// A key held by one unit is released with probability at most δ; a
-/// threshold two below τ releases it more often than δ.
+/// threshold one noise scale (at least 2) below τ releases it more often
+/// than δ. (Two below, at scale 6, released it only 1.34 × as often as
+/// δ allows: the audit missed that about once in 250 runs.)
 #[test]
 fn partition_selection_releases_a_lone_key_rarely() {
     let n = 400_000usize;
@@ -467,12 +469,17 @@ fn partition_selection_releases_a_lone_key_rarely() {
             cp_lower(released, n, FALSE_ALARM) <= per_key,
             "{released} of {n} released, δ/L0 = {per_key}"
         );
+        // The noise scale b from the variance 2p/(1-p)² ≈ 2b² (a test
+        // tolerance, not a privacy parameter).
+        let lower_by = ((sel.noise().variance() / 2.0).sqrt().ceil() as i64).max(2);
         let lowered = (0..n)
-            .filter(|_| sel.noise().release(lone, &mut rng) >= i128::from(sel.threshold() - 2))
+            .filter(|_| {
+                sel.noise().release(lone, &mut rng) >= i128::from(sel.threshold() - lower_by)
+            })
             .count();
         assert!(
             cp_lower(lowered, n, FALSE_ALARM) > per_key,
-            "threshold τ-2 still below δ: {lowered}"
+            "threshold τ-{lower_by} still below δ: {lowered}"
         );
     }
     let g = PartitionSelection::gaussian(Contribution::ungrouped(1), eps(0.5), 1e-3).unwrap();
@@ -501,8 +508,11 @@ fn partition_selection_holds_at_extreme_scales() {
         let released = (0..n)
             .filter(|_| selecting(&sel).select_group(&[1], &mut rng).is_some())
             .count();
+        // A lone key passes with probability δ itself (to 1e-8), so the
+        // honest check's false alarm rate is its level whatever n is:
+        // 1e-6 here, where the negative below fails at P ≈ e·δ anyway.
         assert!(
-            cp_lower(released, n, FALSE_ALARM) <= delta,
+            cp_lower(released, n, 1e-6) <= delta,
             "b = 2^{exp}: {released} of {n} released, δ = {delta}"
         );
         let lowered = i128::from(sel.threshold()) - (1i128 << exp);
