@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dpgate_config::{quote_ident, Table};
+use dpgate_config::Table;
 use dpgate_sql::dialect::SQLITE_FUNCTIONS;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::{Value, ValueRef};
@@ -55,45 +55,29 @@ impl SqliteBackend {
             .map_err(|e| BackendError::Load(format!("the CSV loader stopped: {e}")))?
     }
 
-    /// The SQLite type declared for `column` of `table` (a view's column
-    /// as the column it reads), under its PostgreSQL name, with its
-    /// collation: schema metadata only, the statement never runs.
+    /// The SQLite type declared for `column` of `table`, under its
+    /// PostgreSQL name, with its collation: schema metadata only. A
+    /// view's column compares in a way SQLite does not report (it may be
+    /// an expression, or a UNION whose arms convert values differently,
+    /// and SQLite describes only the last arm): unknown.
     pub async fn column_type(&self, table: &str, column: &str) -> Option<crate::ColumnType> {
-        let sql = format!("SELECT {} FROM {}", quote_ident(column), quote_ident(table));
         let (table, column) = (table.to_string(), column.to_string());
         self.with_connection(move |conn| {
-            // SQLite reads an unknown "name" as a string: ask first.
-            let exists: bool = conn
+            if let Some((declared, collation)) = declared_column(conn, &table, &column) {
+                return Some(column_type_of(&declared, Some(&collation)));
+            }
+            // No metadata: a view's column, or no such column.
+            let declared: String = conn
                 .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE)",
+                    "SELECT type FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE",
                     [&table, &column],
                     |row| row.get(0),
                 )
                 .ok()?;
-            if !exists {
-                return None;
-            }
-            let stmt = conn.prepare(&sql).ok()?;
-            let text = |c: Option<&std::ffi::CStr>| c.map(|c| c.to_string_lossy().into_owned());
-            let (declared, collation) = match stmt.column_metadata(0).ok()? {
-                Some((_, _, _, declared, collation, ..)) => (text(declared), text(collation)),
-                None => (None, None),
-            };
-            let mut ty = column_type_of(declared.as_deref().unwrap_or(""), collation.as_deref());
-            // A view's column may be an expression, or a UNION whose arms
-            // convert values differently; SQLite reports only one column
-            // (the last arm's), or none. Its equality is unknown.
-            let view: bool = conn
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'view' AND name = ?1 COLLATE NOCASE)",
-                    [&table],
-                    |row| row.get(0),
-                )
-                .ok()?;
-            if view {
-                ty.equality = Some(dpgate_config::UNKNOWN_EQUALITY.into());
-            }
-            Some(ty)
+            Some(crate::ColumnType {
+                name: column_type_of(&declared, None).name,
+                equality: Some(dpgate_config::UNKNOWN_EQUALITY.into()),
+            })
         })
         .await
         .ok()
@@ -206,11 +190,9 @@ impl Backend for SqliteBackend {
             // PRIMARY KEY that is the rowid (never NULL; `INTEGER PRIMARY
             // KEY DESC` and WITHOUT ROWID tables have a separate 'pk'
             // index instead, and may hold NULLs).
-            let collation = conn
-                .column_metadata(None, table.as_str(), column.as_str())
-                .ok()
-                .and_then(|(_, collation, ..)| collation.map(|c| c.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "BINARY".into());
+            let Some((_, collation)) = declared_column(conn, &table, &column) else {
+                return false;
+            };
             conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1) AS l \
                    WHERE l.\"unique\" = 1 AND l.partial = 0 \
@@ -371,6 +353,18 @@ fn text_of(v: ValueRef<'_>) -> Option<String> {
         ValueRef::Real(x) => Some(x.to_string()),
         ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
     }
+}
+
+/// The declared type and collation (BINARY unless another is declared)
+/// of `column` of the table `table`, from SQLite's schema; `None` for a
+/// view (SQLite keeps no such metadata for views) or a missing column.
+fn declared_column(conn: &Connection, table: &str, column: &str) -> Option<(String, String)> {
+    let (declared, collation, ..) = conn.column_metadata(None, table, column).ok()?;
+    let text = |c: Option<&std::ffi::CStr>| c.map(|c| c.to_string_lossy().into_owned());
+    Some((
+        text(declared).unwrap_or_default(),
+        text(collation).unwrap_or_else(|| "BINARY".into()),
+    ))
 }
 
 /// A declared SQLite column type and collation, by SQLite's affinity
