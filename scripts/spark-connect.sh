@@ -77,8 +77,24 @@ start_connect() {
     --conf spark.sql.warehouse.dir="$run/warehouse" \
     --conf spark.driver.host=127.0.0.1 \
     --conf spark.sql.shuffle.partitions=4
-  wait_port "$port" "the Spark Connect server" "$run/logs/connect.out"
-  echo "sc://127.0.0.1:$port"
+  # Wait for the server's own word, not just an open port: the driver's
+  # services bind random ports while it starts and may take the one asked
+  # for (the port then answers, but not in gRPC: "h2 protocol error");
+  # Spark then moves the Connect server to a port beside it, which the
+  # log names.
+  local log="$run/logs/connect.out" started=
+  for _ in $(seq 1 240); do
+    started=$(sed -n 's/.*Spark Connect server started at: 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" 2>/dev/null | tail -1)
+    [ -n "$started" ] && break
+    grep -q "Error starting Spark Connect server" "$log" 2>/dev/null && break
+    sleep 0.5
+  done
+  if [ -z "$started" ]; then
+    echo "the Spark Connect server did not start on 127.0.0.1:$port (within 120 s); its log:" >&2
+    tail -40 "$log" >&2
+    exit 1
+  fi
+  echo "sc://127.0.0.1:$started"
 }
 
 stop_all() {

@@ -172,29 +172,36 @@ pub struct SparkCluster {
 }
 
 impl SparkCluster {
-    /// Starts the cluster; panics with the script's output if it fails.
+    /// Starts the cluster; panics with the script's output if it fails
+    /// three times. Each try takes fresh free ports: a port free when
+    /// chosen may be taken by one of Spark's own services (which bind
+    /// random ports) before the Connect server binds it.
     pub fn start() -> SparkCluster {
-        let dir = super::tempdir();
-        let ui_port = super::free_port();
-        let out = std::process::Command::new("scripts/spark-connect.sh")
-            .arg("start-cluster")
-            .env("DPGATE_SPARK_DIR", dir.path())
-            .env("DPGATE_SPARK_PORT", super::free_port().to_string())
-            .env("DPGATE_SPARK_MASTER_PORT", super::free_port().to_string())
-            .env("DPGATE_SPARK_WEBUI_PORT", super::free_port().to_string())
-            .env("DPGATE_SPARK_UI_PORT", ui_port.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "the cluster did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SparkCluster {
-            url: String::from_utf8(out.stdout).unwrap().trim().to_string(),
-            ui_port,
-            dir,
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let dir = super::tempdir();
+            let ui_port = super::free_port();
+            let out = std::process::Command::new("scripts/spark-connect.sh")
+                .arg("start-cluster")
+                .env("DPGATE_SPARK_DIR", dir.path())
+                .env("DPGATE_SPARK_PORT", super::free_port().to_string())
+                .env("DPGATE_SPARK_MASTER_PORT", super::free_port().to_string())
+                .env("DPGATE_SPARK_WEBUI_PORT", super::free_port().to_string())
+                .env("DPGATE_SPARK_UI_PORT", ui_port.to_string())
+                .output()
+                .unwrap();
+            let cluster = SparkCluster {
+                url: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                ui_port,
+                dir,
+            };
+            if out.status.success() {
+                return cluster;
+            }
+            // Dropping it stops whatever did start.
+            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
         }
+        panic!("the cluster did not start: {failures:#?}");
     }
 
     /// Tasks each executor (not the driver) has completed, by executor
