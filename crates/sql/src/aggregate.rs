@@ -20,6 +20,10 @@ use crate::partial::Partial;
 use crate::scope::Scope;
 use crate::types::{is_aggregate, Range, SqlType, Typed};
 
+mod measures;
+
+pub use measures::{MeasureSpec, Measures, SumKind};
+
 /// Whether `e` calls an aggregate (including ordered-set and window
 /// calls, which are refused with a reason when planned).
 pub fn contains_aggregate(e: &Expr) -> bool {
@@ -36,239 +40,9 @@ pub fn contains_aggregate(e: &Expr) -> bool {
     found
 }
 
-/// Widest integer range whose centred sum is summed as integers (so a
-/// sum over any realistic number of rows stays far inside bigint and
-/// within SQLite's exact TOTAL).
-const INT_CENTRED_WIDTH: f64 = (1u64 << 31) as f64;
-/// Largest integer magnitude summed that way (2x stays inside bigint).
-const INT_CENTRED_MAGNITUDE: f64 = (1u64 << 60) as f64;
-
 /// Bins of the noisy histogram behind percentiles: 64 keeps the noise on
 /// cumulative counts small while resolving 1/64 of the declared range.
 pub const HISTOGRAM_BINS: usize = 64;
-
-/// One measurement before the budget is split: one SQL aggregate per
-/// coordinate (several for a histogram), its L1 sensitivity and grid.
-#[derive(Clone, Debug)]
-pub struct MeasureSpec {
-    /// Aggregates over the bounded rows, reading `__dp_a<i>` columns.
-    pub sqls: Vec<String>,
-    /// L1 sensitivity of the whole vector, in grid units.
-    pub sensitivity: u64,
-    /// Grid of the raw values.
-    pub grid: Grid,
-    /// What it sums, where one measurement could serve another's output.
-    pub kind: SumKind,
-    /// How one unit's partial value of it is bounded when the backend
-    /// pre-aggregates per unit (see [`Partial`]).
-    pub partial: Partial,
-}
-
-/// Which values a measurement sums (for sharing one sum between outputs).
-#[derive(Clone, Debug, PartialEq)]
-pub enum SumKind {
-    /// The clamped values of the bounded-row column `arg`.
-    Plain {
-        /// The `__dp_a<i>` column.
-        arg: String,
-    },
-    /// The same values less the middle of their range.
-    Centred {
-        /// The `__dp_a<i>` column.
-        arg: String,
-    },
-    /// Not a sum of values (a count, a histogram, a sum of squares).
-    Other,
-}
-
-/// The measurements of a query and the row-level arguments they read.
-#[derive(Clone, Debug, Default)]
-pub struct Measures {
-    /// Measurements, in backend column order.
-    pub specs: Vec<MeasureSpec>,
-    /// Row-level argument SQL, computed before bounding as `__dp_a<i>`.
-    pub args: Vec<String>,
-}
-
-impl Measures {
-    /// The bounded-row column that holds `sql` (shared when identical).
-    fn arg(&mut self, sql: String) -> String {
-        let i = self.args.iter().position(|a| *a == sql).unwrap_or_else(|| {
-            self.args.push(sql);
-            self.args.len() - 1
-        });
-        format!("__dp_a{i}")
-    }
-
-    /// Adds a measurement, or returns the identical one already planned
-    /// (a shared measurement is paid once).
-    pub fn register(
-        &mut self,
-        sqls: Vec<String>,
-        sensitivity: u64,
-        grid: Grid,
-        partial: Partial,
-    ) -> usize {
-        self.register_sum(sqls, sensitivity, grid, SumKind::Other, partial)
-    }
-
-    /// [`Measures::register`] for a sum of values, marked with its kind.
-    fn register_sum(
-        &mut self,
-        sqls: Vec<String>,
-        sensitivity: u64,
-        grid: Grid,
-        kind: SumKind,
-        partial: Partial,
-    ) -> usize {
-        if let Some(i) = self.specs.iter().position(|s| s.sqls == sqls) {
-            return i;
-        }
-        self.specs.push(MeasureSpec {
-            sqls,
-            sensitivity,
-            grid,
-            kind,
-            partial,
-        });
-        self.specs.len() - 1
-    }
-
-    /// After every aggregate is planned: a mean whose values are also
-    /// summed by a SUM reads that sum (its count is all it adds), and
-    /// measurements no output reads any more are dropped, the outputs'
-    /// indices renumbered.
-    pub fn share_sums(&mut self, outputs: &mut [Output]) {
-        for o in outputs.iter_mut() {
-            let Output::Mean { sum, center, .. } = o else {
-                continue;
-            };
-            let SumKind::Centred { arg } = &self.specs[*sum].kind else {
-                continue;
-            };
-            let plain = SumKind::Plain { arg: arg.clone() };
-            if let Some(j) = self.specs.iter().position(|s| s.kind == plain) {
-                *sum = j;
-                *center = 0.0;
-            }
-        }
-        let mut read = vec![false; self.specs.len()];
-        for o in outputs.iter_mut() {
-            for i in o.measurements_mut() {
-                read[*i] = true;
-            }
-        }
-        if read.iter().all(|r| *r) {
-            return;
-        }
-        let mut renumbered = vec![usize::MAX; self.specs.len()];
-        let mut next = 0;
-        for (i, r) in read.iter().enumerate() {
-            if *r {
-                renumbered[i] = next;
-                next += 1;
-            }
-        }
-        let mut i = 0;
-        self.specs.retain(|_| {
-            i += 1;
-            read[i - 1]
-        });
-        for o in outputs.iter_mut() {
-            for m in o.measurements_mut() {
-                *m = renumbered[*m];
-            }
-        }
-    }
-
-    /// The count of `arg`'s values: the row count (shared with COUNT(*),
-    /// under the same FILTER) when `arg` is never NULL.
-    fn value_count(&mut self, arg: &Typed, a: &str, filter: Option<&str>, max_rows: u64) -> usize {
-        let sql = match (arg.not_null, filter) {
-            (true, None) => return self.count_rows(max_rows),
-            (true, Some(c)) => {
-                let one = self.arg(format!("CASE WHEN {c} THEN 1 END"));
-                format!("COUNT({one})")
-            }
-            (false, _) => format!("COUNT({a})"),
-        };
-        self.register(
-            vec![sql],
-            Contribution::ungrouped(max_rows).count().l1,
-            Grid::INTEGER,
-            Partial::Count,
-        )
-    }
-
-    /// The sum of `a`'s values less the middle of `range` (radius r): one
-    /// unit changes it by at most k·r. Integers with an integral range of
-    /// moderate width stay integers — `x − c` when the middle c is whole,
-    /// `2x − (lower + upper)` in half units when it is not — so the
-    /// backend does integer arithmetic; anything else is measured as a
-    /// float on a grid for r.
-    fn centred_sum(
-        &mut self,
-        d: Dialect,
-        arg: &Typed,
-        a: &str,
-        range: Range,
-        max_rows: u64,
-    ) -> (usize, f64) {
-        let (center, radius) = centre(range);
-        let integral = arg.ty == SqlType::Int
-            && range.lo.fract() == 0.0
-            && range.hi.fract() == 0.0
-            && range.hi - range.lo <= INT_CENTRED_WIDTH
-            && range.max_abs() <= INT_CENTRED_MAGNITUDE;
-        let (sql, grid, radius) = if integral {
-            let clamped = arg.clamp_operand(d, a, SqlType::Int, range);
-            // Exact integers (i128), not the f64 sum, which rounds above
-            // 2⁵³ and would move the centre off the middle.
-            let (lo, hi) = (range.lo as i128, range.hi as i128);
-            let (twice, width) = (lo + hi, hi - lo);
-            let half_width = width as f64 / 2.0;
-            if twice % 2 == 0 {
-                (
-                    d.sum(&format!("({clamped} - {})", twice / 2)),
-                    Grid::INTEGER,
-                    half_width,
-                )
-            } else {
-                (
-                    d.sum(&format!("(2 * {clamped} - {twice})")),
-                    Grid { exponent: -1 },
-                    half_width,
-                )
-            }
-        } else {
-            let centred = format!(
-                "({} - {center:e})",
-                arg.clamp_operand(d, a, SqlType::Float, range)
-            );
-            let grid = Grid::for_magnitude(radius);
-            (on_grid(d, &centred, grid), grid, radius)
-        };
-        let units = grid.max_units(-radius, radius);
-        let sum = self.register_sum(
-            vec![sql],
-            Contribution::ungrouped(max_rows).sum(units).l1,
-            grid,
-            SumKind::Centred { arg: a.to_string() },
-            Partial::sum(grid.unit(), -radius, radius),
-        );
-        (sum, center)
-    }
-
-    /// `COUNT(*)` over the bounded rows (also the partition selection count).
-    pub fn count_rows(&mut self, max_rows: u64) -> usize {
-        self.register(
-            vec!["COUNT(*)".into()],
-            Contribution::ungrouped(max_rows).count().l1,
-            Grid::INTEGER,
-            Partial::RowCount,
-        )
-    }
-}
 
 /// How much one unit contributes: at most `max_rows` rows in total, so
 /// across all groups a count changes by at most `max_rows` in L1.
@@ -391,7 +165,8 @@ pub fn plan_aggregate(
             let (sql, grid) = clamped_sum(d, &arg, &a, range);
             let units = grid.max_units(range.lo, range.hi);
             let sum = measures.register_sum(
-                vec![sql],
+                d,
+                sql,
                 contribution.sum(units).l1,
                 grid,
                 SumKind::Plain { arg: a },
@@ -440,10 +215,12 @@ pub fn plan_aggregate(
             let count = measures.value_count(&arg, &a, filter.as_deref(), bound.max_rows);
             let (sum, _) = measures.centred_sum(d, &arg, &a, range, bound.max_rows);
             let units = g2.max_units(0.0, radius * radius);
-            let sum_squares = measures.register(
-                vec![on_grid(d, &format!("({centred} * {centred})"), g2)],
+            let sum_squares = measures.register_sum(
+                d,
+                on_grid(d, &format!("({centred} * {centred})"), g2),
                 contribution.sum(units).l1,
                 g2,
+                SumKind::Other,
                 Partial::sum(g2.unit(), 0.0, radius * radius),
             );
             Ok((
@@ -620,23 +397,21 @@ fn centre(range: Range) -> (f64, f64) {
     (center, reach.next_up().next_up())
 }
 
-/// SQL for the sum of clamped values in grid units, and the grid.
+/// SQL for each row's clamped value in grid units, and the grid.
 fn clamped_sum(d: Dialect, arg: &Typed, a: &str, range: Range) -> (String, Grid) {
     if arg.ty == SqlType::Int {
-        return (
-            d.sum(&arg.clamp_operand(d, a, SqlType::Int, range)),
-            Grid::INTEGER,
-        );
+        return (arg.clamp_operand(d, a, SqlType::Int, range), Grid::INTEGER);
     }
     let grid = Grid::for_magnitude(range.max_abs());
     let value = arg.clamp_operand(d, a, SqlType::Float, range);
     (on_grid(d, &value, grid), grid)
 }
 
-/// The sum of `value` rounded onto `grid`. Multiplying by a power of two is
-/// exact in float8, and rounding (ties to even, on every backend) puts
-/// each value on the grid, so the sum is an exact integer in grid units.
+/// `value` rounded onto `grid`, in grid units. Multiplying by a power of
+/// two is exact in float8, and rounding (ties to even, on every backend)
+/// puts each value on the grid, so a sum of them is an exact integer in
+/// grid units.
 fn on_grid(d: Dialect, value: &str, grid: Grid) -> String {
     let scale = 2f64.powi(-grid.exponent);
-    d.sum(&d.round_whole("round", &format!("{value} * {scale:e}")))
+    d.round_whole("round", &format!("{value} * {scale:e}"))
 }

@@ -12,6 +12,7 @@
 //! division by zero raise), and NULL stays NULL (a NULL value is not
 //! counted or summed).
 
+mod bounding;
 mod spark;
 
 use dpgate_config::{quote_ident, BackendStore, Table};
@@ -528,64 +529,6 @@ impl Dialect {
             (Dialect::Sqlite, true) => {
                 format!("{subject} {not}LIKE {} ESCAPE '\\'", quote_literal(pattern))
             }
-        }
-    }
-
-    /// The sum of integer (or integral float) values, each inside bigint
-    /// (clamped values, grid units and clip bounds all are). Exact in
-    /// PostgreSQL: each value is cast to bigint (an integral float8 is
-    /// whole, so the cast is exact) and SUM of bigint is numeric; a
-    /// float8 SUM would round once it passed 2^53. SQLite's SUM raises an error on integer overflow, which
-    /// would depend on the data, so it sums as a float with TOTAL: exact
-    /// while the sum stays below 2^53 grid units. Spark's SUM of a bigint
-    /// is a bigint and raises on overflow, so it sums DECIMAL(38, 0): the
-    /// summed values are integers below 2^63 (clip bounds and clamps stay
-    /// inside bigint), so the sum cannot reach 10^38 before some 10^19
-    /// rows.
-    pub fn sum(self, sql: &str) -> String {
-        match self {
-            Dialect::Postgres => format!("SUM(CAST({sql} AS bigint))"),
-            Dialect::Sqlite => format!("TOTAL({sql})"),
-            Dialect::Spark => format!("SUM(CAST({sql} AS DECIMAL(38, 0)))"),
-        }
-    }
-
-    /// An ORDER BY item that ranks a unit's rows (or groups) for the
-    /// bounding step, given the columns `values` that tell them apart.
-    /// PostgreSQL and SQLite run a query once, so a random order is drawn.
-    /// Spark may run a stage again after losing an executor; a new draw
-    /// could then keep other rows of a unit (or give its allowance to
-    /// other groups) in the attempt some downstream tasks read than in
-    /// the one others read, and the unit would count beyond its bound.
-    /// There the order is a hash of the values themselves, the same in
-    /// every attempt (rows with equal values are interchangeable). Any
-    /// rule that picks a unit's rows from that unit's own rows keeps the
-    /// sensitivity; the random draw only spreads the choice.
-    pub fn bounding_order(self, values: &[String]) -> String {
-        match (self, values) {
-            (Dialect::Spark, []) => "0".into(),
-            (Dialect::Spark, values) => format!("xxhash64({})", values.join(", ")),
-            _ => "random()".into(),
-        }
-    }
-
-    /// A uniformly random whole number in `[0, n)` for a positive integer
-    /// expression `n` (randomized rounding of scaled counts).
-    pub fn random_below(self, n: &str) -> String {
-        match self {
-            Dialect::Postgres | Dialect::Spark => format!("floor(random() * {n})"),
-            Dialect::Sqlite => format!("abs(random() % {n})"),
-        }
-    }
-
-    /// `x` rounded toward zero (an integer for SQLite, a whole number of
-    /// the same type for PostgreSQL).
-    pub fn truncate(self, x: &str) -> String {
-        match self {
-            Dialect::Postgres => format!("trunc({x})"),
-            Dialect::Sqlite => format!("CAST({x} AS INTEGER)"),
-            // floor and ceil of a decimal are exact decimals.
-            Dialect::Spark => format!("(CASE WHEN {x} >= 0 THEN floor({x}) ELSE ceil({x}) END)"),
         }
     }
 

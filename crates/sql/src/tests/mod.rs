@@ -135,11 +135,13 @@ fn count_and_avg_bound_each_unit() {
     // to min(rows, 5) rows' worth and cut there (5 rows × radius 55).
     for part in [
         // The bare column is read clamped once, in the row projection.
-        "SUM(CAST((__dp_a0 - 55) AS bigint)) AS __dp_p1",
+        // A unit's partial sum of values that fit an integer is summed
+        // as integers (the running total stays a plain int8).
+        "SUM(CAST((__dp_a0 - 55) AS integer)) AS __dp_p1",
         "CASE WHEN COUNT(*) <= 5 THEN COUNT(*) ELSE 5 END AS __dp_w",
         // COUNT(*) of a pair is its row count: its cut is the allowance.
         "__dp_w AS __dp_cut0,",
-        "LEAST(GREATEST(COALESCE(CASE WHEN __dp_c <= __dp_w THEN __dp_p1 ELSE trunc(__dp_p1 * __dp_w / __dp_c) END, 0), __dp_w * -55), __dp_w * 55) AS __dp_cut1",
+        "LEAST(GREATEST(COALESCE(CASE WHEN __dp_c <= __dp_w THEN __dp_p1 ELSE CAST(trunc(CAST(__dp_p1 AS numeric) * __dp_w / __dp_c) AS bigint) END, 0), __dp_w * -55), __dp_w * 55) AS __dp_cut1",
         "CASE WHEN __dp_p2 >= __dp_c THEN __dp_w ELSE ((__dp_p2 * __dp_w) / __dp_c) + CASE WHEN floor(random() * __dp_c) < (__dp_p2 * __dp_w) % __dp_c THEN 1 ELSE 0 END END AS __dp_cut2",
         "SUM(CAST(__dp_cut1 AS bigint))",
         "\"visits\".\"patient_id\" AS __dp_u FROM \"public\".\"visits\" AS \"visits\") AS __dp_rows GROUP BY __dp_u) AS __dp_units",
@@ -178,6 +180,61 @@ fn count_and_avg_bound_each_unit() {
     );
 }
 
+/// PostgreSQL's per-unit step takes its cheapest exact form: a lone unit
+/// column sorted (grouped in one pass), partial sums as integers while
+/// every value fits one (a wider sum stays bigint, summed exactly), the
+/// scaling of a unit beyond its allowance in numeric. The other
+/// dialects are unchanged.
+#[test]
+fn per_unit_partials_take_the_cheapest_exact_form() {
+    let count = try_plan("SELECT COUNT(*) FROM visits").unwrap().backend_sql;
+    assert!(
+        count.contains("AS __dp_u FROM \"public\".\"visits\" AS \"visits\" ORDER BY __dp_u) AS __dp_rows GROUP BY __dp_u"),
+        "{count}"
+    );
+    // With any other column the sort would carry whole rows: no sort.
+    for sql in [
+        "SELECT COUNT(*), SUM(age) FROM visits",
+        "SELECT COUNT(age) FROM visits",
+        "SELECT COUNT(DISTINCT patient_id) FROM visits",
+    ] {
+        let p = try_plan(sql).unwrap();
+        assert_eq!(p.bounding, crate::plan::Bounding::PreAggregated, "{sql}");
+        assert!(
+            !p.backend_sql.contains("ORDER BY"),
+            "{sql}: {}",
+            p.backend_sql
+        );
+    }
+    // age · 10⁸ reaches 1.1·10¹⁰ > 2³¹ − 1: summed as bigint.
+    let wide = try_plan("SELECT SUM(age * 100000000) FROM visits")
+        .unwrap()
+        .backend_sql;
+    assert!(wide.contains("AS bigint)) AS __dp_p0"), "{wide}");
+    assert!(!wide.contains("AS integer)"), "{wide}");
+    let narrow = try_plan("SELECT SUM(age * 10000000) FROM visits")
+        .unwrap()
+        .backend_sql;
+    assert!(narrow.contains("AS integer)) AS __dp_p0"), "{narrow}");
+    for backend in ["sqlite = \"/tmp/x.db\"", "spark = \"sc://127.0.0.1:15002\""] {
+        let text = CONFIG
+            .replace("url = \"postgres://x@127.0.0.1/db\"", backend)
+            .replace(
+                "name = \"events\"\n",
+                "name = \"events\"\nprivacy_unit = \"id\"\n",
+            );
+        let config = Config::parse(&text, &|_| Some("x".into())).unwrap();
+        for sql in ["SELECT COUNT(*) FROM visits", "SELECT SUM(age) FROM visits"] {
+            let Command::Private(q) = classify(sql).unwrap().remove(0) else {
+                panic!("not private")
+            };
+            let rendered = plan(&q, &config, 1.0).unwrap().backend_sql;
+            assert!(!rendered.contains("ORDER BY"), "{backend}: {rendered}");
+            assert!(!rendered.contains("AS integer)"), "{backend}: {rendered}");
+        }
+    }
+}
+
 #[test]
 fn column_references_are_told_from_expressions() {
     use crate::types::is_column_ref;
@@ -209,12 +266,12 @@ fn only_a_bare_column_skips_the_aggregate_clamp() {
     // A bare column is read clamped to its bounds in the row projection;
     // an expression's value is clamped by the aggregate to its range.
     let bare = try_plan("SELECT SUM(age) FROM visits").unwrap().backend_sql;
-    assert!(bare.contains("SUM(CAST(__dp_a0 AS bigint))"), "{bare}");
+    assert!(bare.contains("SUM(CAST(__dp_a0 AS integer))"), "{bare}");
     let expr = try_plan("SELECT SUM(age - 10) FROM visits")
         .unwrap()
         .backend_sql;
     assert!(
-        expr.contains("SUM(CAST(CAST(CASE WHEN __dp_a0 < -10 THEN -10 WHEN __dp_a0 > 100 THEN 100 ELSE __dp_a0 END AS bigint) AS bigint))"),
+        expr.contains("SUM(CAST(CAST(CASE WHEN __dp_a0 < -10 THEN -10 WHEN __dp_a0 > 100 THEN 100 ELSE __dp_a0 END AS bigint) AS integer))"),
         "{expr}"
     );
     let real = try_plan("SELECT AVG(age * 0.5) FROM visits")
@@ -238,7 +295,7 @@ fn real_sums_use_a_power_of_two_grid() {
     let p = try_plan("SELECT SUM(cost) FROM visits WHERE ward = 'A'").unwrap();
     assert!(
         p.backend_sql
-            .contains("SUM(CAST(ROUND(__dp_a0 * 1.28e2) AS bigint))"),
+            .contains("SUM(CAST(ROUND(__dp_a0 * 1.28e2) AS integer))"),
         "{}",
         p.backend_sql
     );
