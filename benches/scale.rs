@@ -7,6 +7,10 @@
 //! same for a table whose privacy unit is declared unique (no bounding
 //! step), and the dpgate process's peak memory.
 //!
+//! With `DPGATE_BASELINE_BIN` set to another build of dpgate (e.g. the
+//! previous release), each query also goes through that build, on the
+//! same data in the same run, and the bench prints this build / baseline.
+//!
 //! Run: `cargo bench --bench scale` (SCALE_ROWS=1000000,10000000 and
 //! SCALE_ITERS to change).
 
@@ -30,6 +34,15 @@ const QUERIES: [(&str, &str); 5] = [
         "quantile",
         "SELECT PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY age) FROM big",
     ),
+];
+
+/// The same rows in random physical order: `big` is stored patient by
+/// patient, as a table loaded per person would be; a table filled over
+/// time holds each person's rows scattered, and grouping by the unit
+/// costs more there.
+const SHUFFLED: [(&str, &str); 2] = [
+    ("COUNT", "SELECT COUNT(*) FROM big_shuffled"),
+    ("SUM", "SELECT SUM(age) FROM big_shuffled"),
 ];
 
 /// The same over `members` (one row per member, unit declared unique).
@@ -97,9 +110,10 @@ fn main() {
                      INSERT INTO big SELECT p, (p::bigint * 37 + v * 11) % 110, ((p::bigint * 7919 + v * 104729) % 500000) / 100.0,
                             (ARRAY['A','B','C'])[1 + (p + v) % 3]
                        FROM generate_series(1, {patients}) AS p, generate_series(1, 1 + p % 5) AS v;
+                     CREATE TABLE big_shuffled AS SELECT * FROM big ORDER BY random();
                      CREATE TABLE members (member_id int PRIMARY KEY, fee int);
                      INSERT INTO members SELECT g, g % 100 FROM generate_series(1, {rows}) g;
-                     GRANT SELECT ON big, members TO PUBLIC;",
+                     GRANT SELECT ON big, big_shuffled, members TO PUBLIC;",
                     patients = rows / 3
                 ))
                 .await
@@ -116,7 +130,7 @@ fn main() {
                 .await
                 .unwrap();
             // Separately: VACUUM cannot run inside the batch's transaction.
-            for table in ["big", "members"] {
+            for table in ["big", "big_shuffled", "members"] {
                 admin
                     .batch_execute(&format!("VACUUM ANALYZE {table}"))
                     .await
@@ -151,6 +165,11 @@ columns.age = {{ type = "int", lower = 0, upper = 110 }}
 columns.cost = {{ type = "float", lower = 0, upper = 5000 }}
 columns.ward = {{ type = "text", values = ["A", "B", "C"] }}
 [[tables]]
+name = "big_shuffled"
+privacy_unit = "patient_id"
+max_rows_per_unit = 5
+columns.age = {{ type = "int", lower = 0, upper = 110 }}
+[[tables]]
 name = "members"
 privacy_unit = "member_id"
 privacy_unit_unique = true
@@ -161,6 +180,32 @@ columns.fee = {{ type = "int", lower = 0, upper = 100 }}
             );
             let gate = Dpgate::start(dir.path(), &text, port);
             let (proxy, _notices) = gate.connect().await;
+            // The baseline build, if given: same config, its own ledger.
+            let base_dir = tempdir();
+            let baseline = match std::env::var_os("DPGATE_BASELINE_BIN") {
+                Some(bin) => {
+                    let base_port = free_port();
+                    let path = base_dir.path().join("proxy.toml");
+                    std::fs::write(
+                        &path,
+                        text.replace(&format!(":{port}\""), &format!(":{base_port}\""))
+                            .replace(
+                                &dir.path().join("l.sqlite").display().to_string(),
+                                &base_dir.path().join("l.sqlite").display().to_string(),
+                            ),
+                    )
+                    .unwrap();
+                    let base = Dpgate::run_binary(
+                        std::path::Path::new(&bin),
+                        base_dir.path(),
+                        &["serve", "--config", &path.display().to_string()],
+                        base_port,
+                    );
+                    let client = base.connect().await.0;
+                    Some((base, client))
+                }
+                None => None,
+            };
             let direct = connect_direct(&cluster().url(&db)).await;
             let n: i64 = direct
                 .query_one("SELECT COUNT(*) FROM big", &[])
@@ -170,13 +215,31 @@ columns.fee = {{ type = "int", lower = 0, upper = 100 }}
             println!(
                 "scale: {n} rows in big (≤ 5 per patient), {rows} in members (unique unit); generated in {generated:.1?}; median of {iters}"
             );
-            println!("  {:<22} {:>11} {:>11} {:>8}", "query", "plain", "dpgate", "ratio");
-            for (table, queries) in [("big", &QUERIES[..]), ("members", &UNIQUE[..])] {
+            let base_columns = if baseline.is_some() { "    baseline  this/base" } else { "" };
+            println!(
+                "  {:<22} {:>11} {:>11} {:>8}{base_columns}",
+                "query", "plain", "dpgate", "ratio"
+            );
+            for (table, queries) in [
+                ("big", &QUERIES[..]),
+                ("big_shuffled", &SHUFFLED[..]),
+                ("members", &UNIQUE[..]),
+            ] {
                 for (label, sql) in queries {
                     let plain = median_of(iters, &direct, sql).await;
                     let through = median_of(iters, &proxy, sql).await;
+                    let base = match &baseline {
+                        Some((_, client)) => {
+                            let b = median_of(iters, client, sql).await;
+                            format!(
+                                " {b:>11.2?} {:>10.2}",
+                                through.as_secs_f64() / b.as_secs_f64()
+                            )
+                        }
+                        None => String::new(),
+                    };
                     println!(
-                        "  {:<22} {plain:>11.2?} {through:>11.2?} {:>8.2}",
+                        "  {:<22} {plain:>11.2?} {through:>11.2?} {:>8.2}{base}",
                         format!("{label} ({table})"),
                         through.as_secs_f64() / plain.as_secs_f64()
                     );

