@@ -524,4 +524,3 @@ fn percentiles_use_a_noisy_histogram() {
 mod attacks;
 mod least_noise;
 mod shapes;
-mod zz_review;
