@@ -609,3 +609,65 @@ async fn a_unit_far_past_its_allowance_never_raises() {
         }
     }
 }
+
+/// A column declared `int` but stored as `real` (float4): at the top of
+/// a bound like 2³¹ − 1, float4 rounds past the bound, so a clamp whose
+/// CASE is a float would hand on 2³¹ and a per-unit integer sum would
+/// raise (an oracle for "some unit holds the top value", NaN included).
+/// Every shape answers, and each unit's contribution stays within the
+/// bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_float_column_declared_int_never_raises_at_its_bounds() {
+    let dir = tempdir();
+    let db = empty_database("float_as_int").await;
+    connect_direct(&cluster().url(&db))
+        .await
+        .batch_execute(
+            "CREATE TABLE t (uid int, up real, down real);
+             INSERT INTO t VALUES (1, 2147483647, -2147483647), (2, 'NaN', '-Infinity'),
+                                  (3, 5, -5), (4, 'Infinity', 'NaN');",
+        )
+        .await
+        .unwrap();
+    let config = Config::parse(
+        &format!(
+            "[backend]\nurl = \"{}\"\n[ledger]\npath = \"{}\"\n[privacy]\ndelta = 1e-6\n\
+             [[users]]\nname = \"a\"\npassword = \"env:P\"\nepsilon_budget = 1\n\
+             [[tables]]\nname = \"t\"\nprivacy_unit = \"uid\"\nmax_rows_per_unit = 3\n\
+             columns.up = {{ type = \"int\", lower = 0, upper = 2147483647 }}\n\
+             columns.down = {{ type = \"int\", lower = -2147483647, upper = 0 }}\n",
+            cluster().url(&db),
+            dir.path().join("l.sqlite").display()
+        ),
+        &|_| Some("x".into()),
+    )
+    .unwrap();
+    let backend = dpgate_backend::connect(&config).await.unwrap();
+    for sql in [
+        "SELECT SUM(up), SUM(down) FROM t",
+        "SELECT AVG(up), AVG(down) FROM t",
+        "SELECT VARIANCE(up), MEDIAN(down) FROM t",
+        "SELECT SUM(up) FROM t WHERE uid = 1",
+    ] {
+        let Command::Private(q) = classify(sql).unwrap().remove(0) else {
+            panic!("not private: {sql}")
+        };
+        let p = plan(&q, &config, 1.0).unwrap();
+        let groups = backend
+            .fetch(&p)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}\n{}", p.backend_sql));
+        if sql == "SELECT SUM(up), SUM(down) FROM t" {
+            // Ups: units 1, 2 and 4 at the top (NaN and infinity clamp
+            // there), unit 3 adds 5. Downs: units 1 and 2 at the bottom
+            // (−infinity), unit 3 adds −5, unit 4's NaN lands on the top, 0.
+            let top = 2_147_483_647i64;
+            assert_eq!(
+                groups[0].values,
+                [3 * top + 5, -2 * top - 5],
+                "{}",
+                p.backend_sql
+            );
+        }
+    }
+}

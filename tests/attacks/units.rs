@@ -1,8 +1,9 @@
-//! Joins on the privacy unit and units declared unique, under attack:
-//! each test first shows, straight in the engine, that one person meets
-//! several on the other side (or that a unit declared unique repeats),
-//! then that dpgate refuses the join, or bounds the table, before
-//! anything is charged.
+//! Joins on the privacy unit, units declared unique and rows without a
+//! unit, under attack: each test first shows, straight in the engine,
+//! that one person meets several on the other side (or that a unit
+//! declared unique repeats, or that rows without a unit pool several
+//! people), then that dpgate refuses the join, bounds the table, or
+//! leaves the rows out, before anything is charged.
 
 use crate::common::*;
 use crate::query_path::{outcome, spent};
@@ -408,4 +409,112 @@ async fn unique_units_need_a_proof_that_holds_on_sqlite() {
     }
     assert!(unbounded.is_empty(), "not bounded: {unbounded:?}");
     assert!(bounding(&client, "proven").await.starts_with("none"));
+}
+
+/// Rows whose unit is NULL: GROUP BY and PARTITION BY pool them as one
+/// unit, though they may be several people's. One person whose 1 000
+/// rows carry no unit (all at the bottom of the range) joins a pool of
+/// three rows at the top: pooled, the pool's cut sum would swing from
+/// +k·100 to about −k·100, twice the sensitivity. Every bounded shape
+/// (pre-aggregated, rows sampled, tables bounded before a join, grouped)
+/// must move each measurement by no more than it declares, on
+/// PostgreSQL and SQLite alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_without_a_unit_pool_no_one() {
+    const TABLE: &str =
+        "[[tables]]\nname = \"pool\"\nprivacy_unit = \"uid\"\nmax_rows_per_unit = 3\n\
+        columns.v = { type = \"int\", lower = -100, upper = 100 }\n\
+        columns.g = { type = \"text\", values = [\"a\", \"b\"] }\n";
+    let base = "CREATE TABLE pool (uid int, v int, g text); \
+        INSERT INTO pool SELECT 1 + i % 20, (i * 37) % 201 - 100, CASE WHEN i % 2 = 0 THEN 'a' ELSE 'b' END \
+          FROM generate_series(0, 59) AS i; \
+        INSERT INTO pool VALUES (NULL, 100, 'a'), (NULL, 100, 'a'), (NULL, 100, 'b');";
+    let person = "INSERT INTO pool SELECT NULL, -100, 'a' FROM generate_series(1, 1000);";
+    let dir = tempdir();
+    let mut pairs = Vec::new();
+    // PostgreSQL: D and D' = D plus the person.
+    let mut urls = Vec::new();
+    for (name, extra) in [("pool_d", ""), ("pool_dprime", person)] {
+        let db = empty_database(name).await;
+        connect_direct(&cluster().url(&db))
+            .await
+            .batch_execute(&format!("{base} {extra}"))
+            .await
+            .unwrap();
+        urls.push(format!("url = \"{}\"", cluster().url(&db)));
+    }
+    pairs.push((urls[0].clone(), urls[1].clone()));
+    // SQLite: the same rows (generate_series through a recursive CTE).
+    let mut files = Vec::new();
+    for (name, extra) in [("d.db", ""), ("dprime.db", person)] {
+        let file = dir.path().join(name);
+        let series = |sql: &str| {
+            sql.replace(
+                "FROM generate_series(0, 59) AS i",
+                "FROM (WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 59) SELECT i FROM s)",
+            )
+            .replace(
+                "FROM generate_series(1, 1000)",
+                "FROM (WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 1000) SELECT i FROM s)",
+            )
+        };
+        rusqlite::Connection::open(&file)
+            .unwrap()
+            .execute_batch(&series(&format!("{base} {extra}")))
+            .unwrap();
+        files.push(format!("sqlite = \"{}\"", file.display()));
+    }
+    pairs.push((files[0].clone(), files[1].clone()));
+    let toml = |backend: &str| {
+        format!(
+            "[backend]\n{backend}\n[ledger]\npath = \"{}\"\n[privacy]\ndelta = 1e-6\n\
+             [[users]]\nname = \"a\"\npassword = \"env:P\"\nepsilon_budget = 1\n{TABLE}",
+            dir.path().join("l.sqlite").display()
+        )
+    };
+    let parse = |text: String| dpgate_config::Config::parse(&text, &|_| Some("x".into())).unwrap();
+    let mut beyond = Vec::new();
+    for (d, d_prime) in &pairs {
+        let config = parse(toml(d));
+        let backend = dpgate_backend::connect(&config).await.unwrap();
+        let backend_prime = dpgate_backend::connect(&parse(toml(d_prime)))
+            .await
+            .unwrap();
+        for sql in [
+            "SELECT COUNT(*), SUM(v), AVG(v) FROM pool",
+            "SELECT MEDIAN(v), COUNT(DISTINCT v) FROM pool",
+            "SELECT g, COUNT(*), SUM(v) FROM pool GROUP BY g",
+            "SELECT COUNT(*), SUM(a.v) FROM pool a JOIN pool b ON a.uid = b.uid",
+            "SELECT COUNT(*), SUM(a.v) FROM pool a LEFT JOIN pool b ON a.uid = b.uid",
+        ] {
+            let dpgate_sql::Command::Private(q) = dpgate_sql::classify(sql).unwrap().remove(0)
+            else {
+                panic!("not private: {sql}")
+            };
+            let p = dpgate_sql::plan(&q, &config, 1.0).unwrap();
+            for _ in 0..3 {
+                let a = backend.fetch(&p).await.unwrap();
+                let b = backend_prime.fetch(&p).await.unwrap();
+                assert_eq!(a.len(), b.len(), "{sql}");
+                for (ga, gb) in a.iter().zip(&b) {
+                    let mut at = 0;
+                    for (i, m) in p.release.measurements.iter().enumerate() {
+                        let change: u64 = (at..at + m.len)
+                            .map(|j| (gb.values[j] - ga.values[j]).unsigned_abs())
+                            .sum();
+                        at += m.len;
+                        if change > m.noise.sensitivity() {
+                            beyond.push(format!(
+                                "{:?} {sql}: measurement {i} moved by {change} > {}",
+                                backend.dialect(),
+                                m.noise.sensitivity()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    beyond.dedup();
+    assert!(beyond.is_empty(), "{}", beyond.join("\n"));
 }

@@ -181,8 +181,14 @@ impl Dialect {
             // here). An expression is computed once in LEAST(GREATEST(..))
             // instead; GREATEST skips NULLs, so NULL is tested first. NaN
             // sorts above every number in PostgreSQL, so it lands on hi.
+            // Each branch is a bigint, so the CASE is one whatever the
+            // column's stored type: a float column declared int would
+            // otherwise make the CASE a float, in which a bound such as
+            // 2³¹ − 1 rounds past itself. The cast is reached only
+            // strictly inside the bounds (a float at the top bound, which
+            // may have rounded past bigint, takes the bound).
             Dialect::Postgres if int && is_column_ref(sql) => format!(
-                "CAST(CASE WHEN {sql} < {lo} THEN {lo} WHEN {sql} > {hi} THEN {hi} ELSE {sql} END AS bigint)"
+                "CASE WHEN {sql} <= {lo} THEN {lo} WHEN {sql} >= {hi} THEN {hi} ELSE CAST({sql} AS bigint) END"
             ),
             Dialect::Postgres if int => format!(
                 "CASE WHEN {sql} IS NULL THEN NULL ELSE CAST(LEAST(GREATEST({sql}, {lo}), {hi}) AS bigint) END"

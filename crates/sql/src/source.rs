@@ -366,10 +366,12 @@ fn table(
             },
             true,
         ) => format!(
-            "(SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {}) AS \"__dp_rn_table\" FROM {}) AS \"__dp_table\" WHERE \"__dp_rn_table\" <= {max_rows_per_unit})",
-            quote_ident(u),
+            // Rows without a unit are left out, as in any bounded query
+            // (see `plan::render`).
+            "(SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {}) AS \"__dp_rn_table\" FROM {} WHERE {unit} IS NOT NULL) AS \"__dp_table\" WHERE \"__dp_rn_table\" <= {max_rows_per_unit})",
             dialect.bounding_order(&["*".to_string()]),
-            dialect.table(t)
+            dialect.table(t),
+            unit = quote_ident(u),
         ),
         _ => dialect.table(t),
     };

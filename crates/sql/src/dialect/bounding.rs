@@ -45,9 +45,10 @@ impl Dialect {
     /// whatever it holds. PostgreSQL sums values that fit an integer as
     /// integers: SUM(integer) keeps an int8 running total by value, where
     /// SUM(bigint) allocates a 128-bit state and makes a numeric for every
-    /// unit (25 % of a 10 000-row SUM, measured). It never raises: the
-    /// total wraps (PostgreSQL builds with -fwrapv), which takes 2³² rows
-    /// of one unit at the extreme, and a wrapped partial is still cut to
+    /// unit (25 % of a 10 000-row SUM, measured). The int8 total passes
+    /// bigint only past 2³² rows of one unit at the extreme: there it
+    /// wraps (PostgreSQL builds with -fwrapv; a parallel plan's combine
+    /// step would raise instead), and a wrapped partial is still cut to
     /// the unit's bounds, so only accuracy could suffer, never privacy.
     /// Other backends, and wider values, sum as [`Dialect::sum`] does.
     pub fn unit_sum(self, summand: &str, magnitude: u64) -> String {
@@ -62,13 +63,15 @@ impl Dialect {
     /// `trunc(p · w / c)` for a unit's partial sum `p` over `c` rows scaled
     /// to its allowance `w < c`. PostgreSQL computes it in numeric (a
     /// bigint product could overflow: an error that would depend on the
-    /// data) and casts back to bigint, which cannot fail: the result is
+    /// data) with `div`, which truncates (numeric `/` rounds its last
+    /// digit, to a whole number past 10¹⁶), and casts back to bigint,
+    /// which cannot fail: the result is
     /// at most |p|, a bigint when p is one, and at most w·max(|lower|,
     /// |upper|) ≤ 2⁶² when p is an exact numeric sum.
     pub fn scaled_partial(self, p: &str, w: &str, c: &str) -> String {
         match self {
             Dialect::Postgres => {
-                format!("CAST(trunc(CAST({p} AS numeric) * {w} / {c}) AS bigint)")
+                format!("CAST(div(CAST({p} AS numeric) * {w}, {c}) AS bigint)")
             }
             _ => self.truncate(&format!("{p} * {w} / {c}")),
         }

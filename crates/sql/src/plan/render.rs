@@ -60,7 +60,19 @@ pub(super) fn render(
     if row_columns.is_empty() {
         row_columns.push("1 AS __dp_one".into());
     }
-    let filter = predicate.map(|p| format!(" WHERE {p}")).unwrap_or_default();
+    // Rows whose unit is NULL belong to no known unit, so they are left
+    // out of any bounded query: pooled as one unit (GROUP BY and
+    // PARTITION BY put NULLs together) they would mix several people,
+    // and one person adding rows to the pool could move its cut partial
+    // sum from one end of [k·lower, k·upper] to the other: twice the
+    // bound the sensitivity assumes.
+    let unit_known = matches!(bounding, Bounding::PreAggregated | Bounding::RowSampled)
+        .then(|| format!("{} IS NOT NULL", unit()));
+    let filter = match (predicate, unit_known.as_deref()) {
+        (Some(p), Some(u)) => format!(" WHERE ({p}) AND {u}"),
+        (Some(c), None) | (None, Some(c)) => format!(" WHERE {c}"),
+        (None, None) => String::new(),
+    };
     // The unit alone is read: sorted as bare values, it groups faster
     // than a hash aggregation would (see `Dialect::sorts_lone_units`).
     let sorted = if bounding == Bounding::PreAggregated

@@ -141,10 +141,11 @@ fn count_and_avg_bound_each_unit() {
         "CASE WHEN COUNT(*) <= 5 THEN COUNT(*) ELSE 5 END AS __dp_w",
         // COUNT(*) of a pair is its row count: its cut is the allowance.
         "__dp_w AS __dp_cut0,",
-        "LEAST(GREATEST(COALESCE(CASE WHEN __dp_c <= __dp_w THEN __dp_p1 ELSE CAST(trunc(CAST(__dp_p1 AS numeric) * __dp_w / __dp_c) AS bigint) END, 0), __dp_w * -55), __dp_w * 55) AS __dp_cut1",
+        "LEAST(GREATEST(COALESCE(CASE WHEN __dp_c <= __dp_w THEN __dp_p1 ELSE CAST(div(CAST(__dp_p1 AS numeric) * __dp_w, __dp_c) AS bigint) END, 0), __dp_w * -55), __dp_w * 55) AS __dp_cut1",
         "CASE WHEN __dp_p2 >= __dp_c THEN __dp_w ELSE ((__dp_p2 * __dp_w) / __dp_c) + CASE WHEN floor(random() * __dp_c) < (__dp_p2 * __dp_w) % __dp_c THEN 1 ELSE 0 END END AS __dp_cut2",
         "SUM(CAST(__dp_cut1 AS bigint))",
-        "\"visits\".\"patient_id\" AS __dp_u FROM \"public\".\"visits\" AS \"visits\") AS __dp_rows GROUP BY __dp_u) AS __dp_units",
+        // Rows without a unit belong to no one and are left out.
+        "\"visits\".\"patient_id\" AS __dp_u FROM \"public\".\"visits\" AS \"visits\" WHERE \"visits\".\"patient_id\" IS NOT NULL) AS __dp_rows GROUP BY __dp_u) AS __dp_units",
     ] {
         assert!(p.backend_sql.contains(part), "{part}\n{}", p.backend_sql);
     }
@@ -189,7 +190,7 @@ fn count_and_avg_bound_each_unit() {
 fn per_unit_partials_take_the_cheapest_exact_form() {
     let count = try_plan("SELECT COUNT(*) FROM visits").unwrap().backend_sql;
     assert!(
-        count.contains("AS __dp_u FROM \"public\".\"visits\" AS \"visits\" ORDER BY __dp_u) AS __dp_rows GROUP BY __dp_u"),
+        count.contains("AS __dp_u FROM \"public\".\"visits\" AS \"visits\" WHERE \"visits\".\"patient_id\" IS NOT NULL ORDER BY __dp_u) AS __dp_rows GROUP BY __dp_u"),
         "{count}"
     );
     // With any other column the sort would carry whole rows: no sort.
@@ -271,7 +272,7 @@ fn only_a_bare_column_skips_the_aggregate_clamp() {
         .unwrap()
         .backend_sql;
     assert!(
-        expr.contains("SUM(CAST(CAST(CASE WHEN __dp_a0 < -10 THEN -10 WHEN __dp_a0 > 100 THEN 100 ELSE __dp_a0 END AS bigint) AS integer))"),
+        expr.contains("SUM(CAST(CASE WHEN __dp_a0 <= -10 THEN -10 WHEN __dp_a0 >= 100 THEN 100 ELSE CAST(__dp_a0 AS bigint) END AS integer))"),
         "{expr}"
     );
     let real = try_plan("SELECT AVG(age * 0.5) FROM visits")
@@ -300,7 +301,9 @@ fn real_sums_use_a_power_of_two_grid() {
         p.backend_sql
     );
     assert!(
-        p.backend_sql.contains("WHERE \"visits\".\"ward\" = 'A'"),
+        p.backend_sql.contains(
+            "WHERE (\"visits\".\"ward\" = 'A') AND \"visits\".\"patient_id\" IS NOT NULL"
+        ),
         "{}",
         p.backend_sql
     );
@@ -315,7 +318,7 @@ fn row_level_tables_need_no_window() {
     assert_eq!(
         p.backend_sql,
         "SELECT CAST(COALESCE(SUM(CAST(__dp_a0 AS bigint)), 0) AS text) AS m0 \
-         FROM (SELECT CAST(CASE WHEN \"events\".\"score\" < -2 THEN -2 WHEN \"events\".\"score\" > 3 THEN 3 ELSE \"events\".\"score\" END AS bigint) AS __dp_a0 \
+         FROM (SELECT CASE WHEN \"events\".\"score\" <= -2 THEN -2 WHEN \"events\".\"score\" >= 3 THEN 3 ELSE CAST(\"events\".\"score\" AS bigint) END AS __dp_a0 \
          FROM \"public\".\"events\" AS \"events\" WHERE \"events\".\"score\" > -3) AS __dp_rows"
     );
     // WHERE score > -3 narrows [-10, 3] to [-2, 3].
@@ -327,7 +330,7 @@ fn where_columns_are_normalised_and_checked() {
     let p = try_plan("SELECT COUNT(*) FROM visits v WHERE AGE BETWEEN 18 AND 65 AND (ward IN ('A','B') OR cost IS NULL)").unwrap();
     assert!(
         p.backend_sql.contains(
-            "WHERE \"v\".\"age\" BETWEEN 18 AND 65 AND (\"v\".\"ward\" IN ('A', 'B') OR \"v\".\"cost\" IS NULL)"
+            "WHERE (\"v\".\"age\" BETWEEN 18 AND 65 AND (\"v\".\"ward\" IN ('A', 'B') OR \"v\".\"cost\" IS NULL)) AND \"v\".\"patient_id\" IS NOT NULL"
         ),
         "{}",
         p.backend_sql
