@@ -518,3 +518,60 @@ async fn rows_without_a_unit_pool_no_one() {
     beyond.dedup();
     assert!(beyond.is_empty(), "{}", beyond.join("\n"));
 }
+
+/// A privacy unit of a type the database can neither group nor sort by
+/// (json has no equality, point no order): every bounding step groups or
+/// partitions by the unit, so each query on such a table failed inside
+/// PostgreSQL after the charge. It is refused before anything is
+/// charged, with an error that says why and what to declare instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_that_cannot_be_grouped_are_refused_before_the_charge() {
+    let setup = "CREATE TABLE notes (patient_id json, mood int);
+         INSERT INTO notes VALUES ('{\"id\": 1}', 3), ('{\"id\": 1}', 4);
+         CREATE TABLE places (patient_id point, rank int);
+         INSERT INTO places VALUES ('(1,1)', 3), ('(1,1)', 4);";
+    // The premise: PostgreSQL itself cannot group either unit.
+    let db = empty_database("ungroupable_premise").await;
+    let direct = connect_direct(&cluster().url(&db)).await;
+    direct.batch_execute(setup).await.unwrap();
+    for table in ["notes", "places"] {
+        let grouped = direct
+            .simple_query(&format!("SELECT COUNT(*) FROM {table} GROUP BY patient_id"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            grouped.code(),
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION),
+            "{table}: {grouped}"
+        );
+    }
+    let (_dir, gate) = gate_over_units(
+        "ungroupable",
+        setup,
+        &["SELECT COUNT(*) FROM notes", "SELECT COUNT(*) FROM places"],
+        &[("public.notes", "mood"), ("public.places", "rank")],
+    )
+    .await;
+    let (client, _n) = gate.connect().await;
+    for sql in [
+        "SELECT COUNT(*) FROM notes",
+        "SELECT SUM(mood) FROM notes",
+        "SELECT COUNT(*) FROM places WHERE rank > 1",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        let e = e.as_db_error().unwrap();
+        assert_eq!(e.code().code(), "42883", "{sql}: {}", e.message());
+        assert!(
+            e.message().contains("can neither group nor sort"),
+            "{}",
+            e.message()
+        );
+        assert!(e.hint().unwrap_or("").contains("view that casts"), "{e:?}");
+    }
+    // Tables with ordinary units still answer; nothing was charged above.
+    assert_eq!(
+        outcome(&client, "SELECT COUNT(*) FROM visits").await,
+        "answered"
+    );
+    assert_eq!(spent(&gate), 0.1);
+}

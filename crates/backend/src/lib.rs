@@ -186,6 +186,13 @@ pub async fn read_schema(config: &mut Config, backend: &dyn Backend) {
                 Some(t) => (Some(t.name), t.equality),
                 None => (None, Some(dpgate_config::UNKNOWN_EQUALITY.into())),
             };
+            if table.unit_equality.as_deref() == Some(dpgate_config::UNGROUPABLE_EQUALITY) {
+                tracing::warn!(
+                    "{}: the backend can neither group nor sort by the privacy unit column {unit} ({}); every private query on this table is refused. Declare a privacy unit of a comparable type (text, an integer, uuid), e.g. through a view that casts it",
+                    table.qualified_name(),
+                    table.unit_type.as_deref().unwrap_or("unknown type")
+                );
+            }
             if table.unit_equality.as_deref() == Some(dpgate_config::UNKNOWN_EQUALITY) {
                 tracing::warn!(
                     "{}: the backend does not say how it compares the privacy unit column {unit} (its type could not be read, or it is an SQLite view's or ANY column); joins of this table with other private tables are refused",

@@ -128,9 +128,27 @@ impl PgBackend {
             .await
             .ok()??;
         let collation: Option<String> = row.try_get(1).ok()?;
+        // Whether the column can be grouped and sorted by (every bounding
+        // step needs one or the other): asked of the planner, which knows
+        // operator classes, domains and binary-coercible types alike;
+        // EXPLAIN reads no data.
+        let probe = format!(
+            "EXPLAIN SELECT {col} FROM {}.{} GROUP BY 1 ORDER BY 1",
+            dpgate_config::quote_ident(schema),
+            dpgate_config::quote_ident(table),
+            col = dpgate_config::quote_ident(column),
+        );
+        let groupable = !matches!(
+            client.simple_query(&probe).await,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION)
+        );
         Some(crate::ColumnType {
             name: row.try_get(0).ok()?,
-            equality: collation.map(|c| format!("collation {c}")),
+            equality: if groupable {
+                collation.map(|c| format!("collation {c}"))
+            } else {
+                Some(dpgate_config::UNGROUPABLE_EQUALITY.into())
+            },
         })
     }
 

@@ -38,6 +38,13 @@ pub const MAX_ROWS_PER_UNIT: u32 = 1_000;
 /// its equality might match one person with several.
 pub const UNKNOWN_EQUALITY: &str = "an equality the backend does not report";
 
+/// How a privacy unit column compares where the backend can neither
+/// group nor sort by it (a PostgreSQL `json` or `point` column):
+/// [`Table::unit_equality`]. Every bounding step groups or partitions by
+/// the unit, so every private query on the table is refused before it
+/// is charged, rather than failing in the backend after.
+pub const UNGROUPABLE_EQUALITY: &str = "no equality or order the backend groups by";
+
 /// The ledger's unit of ε (nano-ε): the smallest ε any query may cost.
 /// Queries spend ε on this grid exactly (rounded down for the noise,
 /// charged in whole units), so the ledger charges exactly what the noise

@@ -36,6 +36,8 @@ pub mod sqlstate {
     pub const LEDGER_FAILED: &str = "58030";
     /// Unknown SET/SHOW parameter.
     pub const UNDEFINED_OBJECT: &str = "42704";
+    /// undefined_function: no operator the query needs exists for a type.
+    pub const UNDEFINED_FUNCTION: &str = "42883";
     /// A `$n` with no bound value.
     pub const UNDEFINED_PARAMETER: &str = "42P02";
     /// internal_error: a bug in dpgate; nothing was charged.

@@ -323,6 +323,17 @@ fn table(
     join_bound: bool,
 ) -> Result<Source, Refusal> {
     let t = resolve_table(config, name)?;
+    if t.unit_equality.as_deref() == Some(dpgate_config::UNGROUPABLE_EQUALITY) {
+        return Err(Refusal::new(
+            sqlstate::UNDEFINED_FUNCTION,
+            format!(
+                "the privacy unit column of {} has type {}, which the database can neither group nor sort by; dpgate bounds each person's rows by grouping on the privacy unit",
+                t.qualified_name(),
+                t.unit_type.as_deref().unwrap_or("an unknown type")
+            ),
+            "ask the data owner to declare a privacy unit column of a comparable type (text, an integer, uuid), e.g. through a view that casts it to text",
+        ));
+    }
     let dialect = Dialect::of(&config.backend.store);
     let q = alias.unwrap_or_else(|| t.name.clone());
     let unit_name = match &t.privacy {
