@@ -22,3 +22,9 @@ mod query_path;
 
 #[path = "attacks/units.rs"]
 mod units;
+
+#[path = "attacks/keys.rs"]
+mod keys;
+
+#[path = "attacks/neighbours.rs"]
+mod neighbours;

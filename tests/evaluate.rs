@@ -139,6 +139,16 @@ async fn the_neighbour_query_runs_on_the_data_without_the_unit() {
         )
         .await
         .unwrap();
+    // A row-level table's unit is its row's table and ctid, as text.
+    let reading: String = connect_direct(&cluster().url(&db))
+        .await
+        .query_one(
+            "SELECT CAST(ROW(tableoid, ctid) AS text) FROM readings WHERE ctid = '(0,15)'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let text = std::fs::read_to_string(dir.path().join("proxy.toml")).unwrap();
     let env = |k: &str| (k == "DPGATE_TEST_PASSWORD").then(|| PASSWORD.to_string());
     let config = dpgate_config::Config::parse(&text, &env).unwrap();
@@ -154,7 +164,7 @@ async fn the_neighbour_query_runs_on_the_data_without_the_unit() {
             panic!("{sql} is not private");
         };
         let unit = if sql.contains("readings") {
-            "(0,15)"
+            reading.as_str()
         } else {
             "7"
         };

@@ -8,7 +8,7 @@
 //! out, in the same backend query as D ([`dpgate_sql::Prepared::bind_paired`]);
 //! the candidate whose removal moves some raw measurement most, in noise
 //! standard deviations, is the one tested. Row-level tables name rows by their physical
-//! identity (ctid, rowid).
+//! identity (PostgreSQL: its table and ctid; SQLite: rowid).
 
 use std::collections::{BTreeMap, HashSet};
 

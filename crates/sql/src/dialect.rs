@@ -99,16 +99,21 @@ impl Dialect {
 
     /// The physical row identity under `qualifier`, standing for the
     /// privacy unit of a table whose rows are each one person.
+    /// PostgreSQL's `ctid` is unique within one physical table only: a
+    /// partitioned table, or a parent under legacy inheritance, has a
+    /// row at `(0,1)` in each partition, so the identity is the pair
+    /// with the row's own table (`tableoid`); `ctid` alone pooled
+    /// several people as one unit.
     pub fn row_id(self, qualifier: &str) -> String {
-        let column = match self {
-            Dialect::Postgres => "ctid",
-            Dialect::Sqlite => "rowid",
+        let q = quote_ident(qualifier);
+        match self {
+            Dialect::Postgres => format!("ROW({q}.tableoid, {q}.ctid)"),
+            Dialect::Sqlite => format!("{q}.rowid"),
             // Spark has no row identity: validation refuses row-level
             // tables on Spark, and this name fails analysis (before any
             // row is read) should one reach it.
-            Dialect::Spark => "\"__dp_no_row_identity\"",
-        };
-        format!("{}.{column}", quote_ident(qualifier))
+            Dialect::Spark => format!("{q}.\"__dp_no_row_identity\""),
+        }
     }
 
     /// An ORDER BY item for a key's text (`key_text`), in byte order on
@@ -291,14 +296,29 @@ impl Dialect {
         self.to_text(sql, SqlType::Text)
     }
 
-    /// A group key of type `ty` as the backend returns it: text, except
-    /// SQLite's and Spark's floats, which the backend formats as
-    /// PostgreSQL does (shortest round-trip digits; their text would say
-    /// `1200.0`).
+    /// A group key of type `ty` in the form rows are grouped by and the
+    /// backend returns: text compared byte by byte, except SQLite's and
+    /// Spark's floats, which the backend crate formats as PostgreSQL does
+    /// (shortest round-trip digits; their text would say `1200.0`).
+    ///
+    /// Rows are grouped by this form, never by the value with its own
+    /// equality: where that equality joins values that print differently
+    /// (a case-insensitive collation's 'A' and 'a', a float's -0 and 0,
+    /// a numeric's 0.5 and 0.50), the group would be released under the
+    /// spelling of whichever row the backend met first, so one person's
+    /// rows could rename a group, or empty a declared one, without
+    /// noise. Grouped by its text, each row's group is a function of its
+    /// own value. (`character(n)` loses its trailing spaces in the cast,
+    /// as its equality ignores them; Spark already groups -0.0 with 0.0
+    /// and NaN with NaN, and SQLite's floats add 0.0, which turns -0.0
+    /// into 0.0.)
     pub fn key_text(self, sql: &str, ty: SqlType) -> String {
         match (self, ty) {
-            (Dialect::Sqlite | Dialect::Spark, SqlType::Float) => sql.to_string(),
-            _ => self.to_text(sql, ty),
+            (Dialect::Sqlite, SqlType::Float) => format!("({sql} + 0.0)"),
+            (Dialect::Spark, SqlType::Float) => sql.to_string(),
+            (Dialect::Postgres, _) => format!("{} COLLATE \"C\"", self.to_text(sql, ty)),
+            (Dialect::Sqlite, _) => format!("{} COLLATE BINARY", self.to_text(sql, ty)),
+            (Dialect::Spark, _) => format!("collate({}, 'UTF8_BINARY')", self.to_text(sql, ty)),
         }
     }
 

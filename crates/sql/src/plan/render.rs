@@ -24,10 +24,12 @@ pub(super) fn render(
 ) -> String {
     let d = source.scope.dialect;
     let key_names: Vec<String> = (0..keys.len()).map(|i| format!("__dp_k{i}")).collect();
+    // Keys are grouped by their text, compared byte by byte
+    // (`Dialect::key_text` says why).
     let mut row_columns: Vec<String> = keys
         .iter()
         .zip(&key_names)
-        .map(|(k, name)| format!("{} AS {name}", k.typed.sql))
+        .map(|(k, name)| format!("{} AS {name}", d.key_text(&k.typed.sql, k.typed.ty)))
         .collect();
     row_columns.extend(
         measures
@@ -133,11 +135,10 @@ pub(super) fn render(
         }
     };
     let outer = |measured: &[String]| -> String {
-        let mut outer: Vec<String> = keys
+        let mut outer: Vec<String> = key_names
             .iter()
-            .zip(&key_names)
             .enumerate()
-            .map(|(i, (k, name))| format!("{} AS k{i}", d.key_text(name, k.typed.ty)))
+            .map(|(i, name)| format!("{name} AS k{i}"))
             .collect();
         // Text, not bigint: a cast that overflows would be a data-dependent
         // error; the backend crate parses and saturates instead.
@@ -158,9 +159,9 @@ pub(super) fn render(
         let order_by = if ordered {
             format!(
                 " ORDER BY {}",
-                keys.iter()
-                    .zip(&key_names)
-                    .map(|(k, name)| d.order_key(&d.key_text(name, k.typed.ty)))
+                key_names
+                    .iter()
+                    .map(|name| d.order_key(name))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
