@@ -45,6 +45,13 @@ pub const UNKNOWN_EQUALITY: &str = "an equality the backend does not report";
 /// is charged, rather than failing in the backend after.
 pub const UNGROUPABLE_EQUALITY: &str = "no equality or order the backend groups by";
 
+/// Largest ε a budget or a per-query maximum may be: 10⁹ ε is 10¹⁸ of the
+/// ledger's nano-ε units, so a budget plus one query's cost stays inside
+/// the ledger's 64-bit integers (beyond them the arithmetic would
+/// saturate: costs would round down and a full budget would stop
+/// filling). Far above any meaningful privacy guarantee.
+pub const MAX_EPSILON: f64 = 1e9;
+
 /// The ledger's unit of ε (nano-ε): the smallest ε any query may cost.
 /// Queries spend ε on this grid exactly (rounded down for the noise,
 /// charged in whole units), so the ledger charges exactly what the noise

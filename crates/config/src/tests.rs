@@ -60,6 +60,27 @@ fn errors(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// ε settings past what the ledger's nano-ε integers hold are refused:
+/// beyond them costs would round down and a budget stop filling.
+#[test]
+fn budgets_beyond_the_ledger_are_refused() {
+    let big = GOOD
+        .replace("epsilon_budget = 3.0", "epsilon_budget = 1e12")
+        .replace(
+            "default_epsilon = 0.1",
+            "default_epsilon = 0.1\nmax_epsilon_per_query = 2e9",
+        );
+    assert_eq!(
+        errors(&big),
+        [
+            "privacy.max_epsilon_per_query: 2000000000 is above dpgate's largest ε, 1e9: the ledger counts ε in nano-ε units of 64 bits",
+            "users[0].epsilon_budget: 1000000000000 is above dpgate's largest ε, 1e9: the ledger counts ε in nano-ε units of 64 bits",
+        ]
+    );
+    let edge = GOOD.replace("epsilon_budget = 3.0", "epsilon_budget = 1e9");
+    assert!(Config::parse(&edge, &env).is_ok());
+}
+
 #[test]
 fn reversed_bounds_are_reported_with_their_path() {
     let bad = GOOD.replace("lower = 0, upper = 110", "lower = 10, upper = 5");

@@ -117,13 +117,26 @@ impl Collector {
         }
     }
 
-    fn positive(&mut self, path: &str, value: Option<f64>, default: f64) -> f64 {
+    /// An ε setting: positive, and at most [`crate::MAX_EPSILON`].
+    fn epsilon(&mut self, path: &str, value: Option<f64>, default: f64) -> f64 {
         let v = value.unwrap_or(default);
         if !(v.is_finite() && v > 0.0) {
             self.err(
                 path,
                 format!("{v} is not a positive number"),
                 "write a number above 0, e.g. 0.1",
+            );
+        } else if v > crate::MAX_EPSILON {
+            self.err(
+                path,
+                format!(
+                    "{v} is above dpgate's largest ε, {:e}: the ledger counts ε in nano-ε units of 64 bits",
+                    crate::MAX_EPSILON
+                ),
+                format!(
+                    "write at most {:e} (far beyond any meaningful guarantee already)",
+                    crate::MAX_EPSILON
+                ),
             );
         }
         v
@@ -227,8 +240,8 @@ pub(crate) fn validate(
         allow_privileged_role: raw.backend.allow_privileged_role.unwrap_or(false),
     };
 
-    let default_epsilon = c.positive("privacy.default_epsilon", raw.privacy.default_epsilon, 0.1);
-    let max_epsilon_per_query = c.positive(
+    let default_epsilon = c.epsilon("privacy.default_epsilon", raw.privacy.default_epsilon, 0.1);
+    let max_epsilon_per_query = c.epsilon(
         "privacy.max_epsilon_per_query",
         raw.privacy.max_epsilon_per_query,
         default_epsilon.max(1.0),
@@ -242,7 +255,7 @@ pub(crate) fn validate(
             "lower default_epsilon or raise max_epsilon_per_query",
         );
     }
-    let min_epsilon_per_query = c.positive(
+    let min_epsilon_per_query = c.epsilon(
         "privacy.min_epsilon_per_query",
         raw.privacy.min_epsilon_per_query,
         default_epsilon.min(0.001),
@@ -293,7 +306,7 @@ pub(crate) fn validate(
     ) {
         (None, None) => None,
         (epsilon, dataset_delta) => Some(Budget {
-            epsilon: c.positive("privacy.dataset_epsilon_budget", epsilon, f64::NAN),
+            epsilon: c.epsilon("privacy.dataset_epsilon_budget", epsilon, f64::NAN),
             delta: c.delta_budget(
                 "privacy.dataset_delta_budget",
                 dataset_delta,

@@ -70,16 +70,16 @@ pub(super) fn validate_users(
                 Secret::Password(String::new())
             }
         };
-        let epsilon_budget = c.positive(
+        let epsilon_budget = c.epsilon(
             &format!("{path}.epsilon_budget"),
             u.epsilon_budget,
             f64::NAN,
         );
-        let max_epsilon_per_query = c.positive(
-            &format!("{path}.max_epsilon_per_query"),
-            u.max_epsilon_per_query,
-            privacy.max_epsilon_per_query,
-        );
+        // The [privacy] default is checked where it is written.
+        let max_epsilon_per_query = match u.max_epsilon_per_query {
+            Some(v) => c.epsilon(&format!("{path}.max_epsilon_per_query"), Some(v), v),
+            None => privacy.max_epsilon_per_query,
+        };
         let budget = Budget {
             epsilon: epsilon_budget,
             delta: c.delta_budget(
