@@ -321,6 +321,11 @@ async fn errors_are_json_with_sqlstates_and_hints() {
             .any(|q| q["outcome"] == "refused" && q["code"] == "42501"),
         "{history}"
     );
+    let ids: Vec<u64> = entries
+        .iter()
+        .map(|q| q["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
     assert!(
         entries
             .iter()

@@ -96,8 +96,10 @@ pub async fn queries(
                 .audit(filter)
                 .await
                 .map_err(|e| ApiError::from(dpgate_service::ledger_failure(&e.to_string())))?;
+            // The ledger gives the newest entries oldest first.
             let entries: Vec<Value> = records
                 .into_iter()
+                .rev()
                 .map(|r| {
                     let e = r.entry;
                     // The analyst sees what they were told: a refusal's
