@@ -145,7 +145,7 @@ fn main() {
             .get(0);
         let dir = tempdir();
         let port = free_port();
-        let text = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 1e12, 0.1)
+        let text = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 1e9, 0.1)
             .replacen("[server]\n", "[server]\nmax_connections = 200\n", 1)
             + "[cache]\nenabled = false\n";
         let gate = Dpgate::start(dir.path(), &text, port);
