@@ -28,3 +28,6 @@ mod keys;
 
 #[path = "attacks/neighbours.rs"]
 mod neighbours;
+
+#[path = "attacks/sampling.rs"]
+mod sampling;

@@ -42,6 +42,9 @@ pub struct Source {
     /// The unit is each row's physical identity (a table without a
     /// privacy unit column): it cannot be joined on.
     pub row_level: bool,
+    /// The rows come from a join: reading them again repeats the join
+    /// (see [`crate::Dialect::samples_large_units_only`]).
+    pub joined: bool,
     /// The backend's type of the unit column and how it is compared;
     /// `None` where the backend's schema was never read (planning
     /// without a backend).
@@ -394,6 +397,7 @@ fn table(
         one_row_per_unit: one_row,
         units_bounded: one_row || (join_bound && unit_name.is_some()),
         row_level: one_row && unit_name.is_none(),
+        joined: false,
         unit_type: unit_name.and(UnitType::of(t)),
     })
 }
@@ -571,6 +575,7 @@ fn derived(
         one_row_per_unit: inner.one_row_per_unit,
         units_bounded: inner.units_bounded,
         row_level: inner.row_level,
+        joined: inner.joined,
         unit_type: inner.unit_type.clone(),
     })
 }

@@ -39,6 +39,21 @@ impl Dialect {
         self == Dialect::Postgres
     }
 
+    /// Whether row sampling ranks only the rows of the units that have
+    /// more than `max_rows` rows, found first in a materialized CTE
+    /// (one hash aggregation by unit), while every other unit's rows pass
+    /// unranked: the same rows are kept as ranking every unit would keep
+    /// (a unit with at most `max_rows` rows keeps them all either way),
+    /// without sorting them. Measured on 10 000 visits (≤ 5 per unit,
+    /// k = 5, grouped by ward): PostgreSQL 3.3 ms against 5.4 ms, SQLite
+    /// 4.3 ms against 8.4 ms. Where most units pass the bound it costs one
+    /// more scan and hash aggregation (PostgreSQL, k = 1: 7.9 against
+    /// 4.2 ms): `max_rows_per_unit` is meant to hold for most units.
+    /// Spark has no MATERIALIZED and would compute the units twice.
+    pub fn samples_large_units_only(self) -> bool {
+        self != Dialect::Spark
+    }
+
     /// One unit's (and group's) partial sum of `summand`, whole grid units
     /// of magnitude at most `magnitude` each, for per-unit pre-aggregation,
     /// where the partial is cut to `[w·lower, w·upper]` afterwards

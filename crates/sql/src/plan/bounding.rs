@@ -38,7 +38,8 @@ pub enum Bounding {
     /// aggregates are cut to what `max_rows` rows could give
     /// ([`Partial`]), then summed.
     PreAggregated,
-    /// `max_rows` rows kept per unit at random (ROW_NUMBER over the unit),
+    /// `max_rows` rows kept per unit at random (ROW_NUMBER over the unit;
+    /// where the backend allows, only over the units that have more),
     /// then aggregated: for aggregates that do not add up over units.
     RowSampled,
 }
@@ -100,8 +101,8 @@ impl Bounding {
                 if max_rows == 1 { "" } else { "s" }
             ),
             Bounding::RowSampled => format!(
-                "row sampling: {max_rows} row{} per privacy unit kept at random (cheaper than pre-aggregation for GROUP BY with few rows per unit, and needed where an aggregate does not add up over units: a percentile, or COUNT(DISTINCT) of a column other than the unit)",
-                if max_rows == 1 { "" } else { "s" }
+                "row sampling: a privacy unit with more than {max_rows} row{s} keeps {max_rows} of them at random, the others all theirs (cheaper than pre-aggregation for GROUP BY with few rows per unit, and needed where an aggregate does not add up over units: a percentile, or COUNT(DISTINCT) of a column other than the unit)",
+                s = if max_rows == 1 { "" } else { "s" }
             ),
         }
     }

@@ -26,42 +26,31 @@ pub(super) fn render(
     let key_names: Vec<String> = (0..keys.len()).map(|i| format!("__dp_k{i}")).collect();
     // Keys are grouped by their text, compared byte by byte
     // (`Dialect::key_text` says why).
-    let mut row_columns: Vec<String> = keys
+    // Each row column as (SQL, name).
+    let mut row_columns: Vec<(String, String)> = keys
         .iter()
         .zip(&key_names)
-        .map(|(k, name)| format!("{} AS {name}", d.key_text(&k.typed.sql, k.typed.ty)))
+        .map(|(k, name)| (d.key_text(&k.typed.sql, k.typed.ty), name.clone()))
         .collect();
     row_columns.extend(
         measures
             .args
             .iter()
             .enumerate()
-            .map(|(i, a)| format!("{a} AS __dp_a{i}")),
+            .map(|(i, a)| (a.to_string(), format!("__dp_a{i}"))),
     );
     let unit = || source.unit.as_deref().expect("a private source has a unit");
-    match bounding {
-        Bounding::None | Bounding::Tables => {}
-        Bounding::RowSampled => {
-            // A row is told apart by what the aggregates read of it.
-            let values: Vec<String> = keys
-                .iter()
-                .map(|k| k.typed.sql.clone())
-                .chain(measures.args.iter().map(|a| a.to_string()))
-                .collect();
-            let order = d.bounding_order(&values);
-            row_columns.push(format!(
-                "ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {order}) AS __dp_rn",
-                unit()
-            ))
-        }
-        Bounding::PreAggregated => row_columns.push(format!("{} AS __dp_u", unit())),
-    }
-    if paired.is_some() && bounding != Bounding::PreAggregated {
-        row_columns.push(format!("{} AS __dp_u", unit()));
+    if bounding == Bounding::PreAggregated || paired.is_some() {
+        row_columns.push((unit().to_string(), "__dp_u".into()));
     }
     if row_columns.is_empty() {
-        row_columns.push("1 AS __dp_one".into());
+        row_columns.push(("1".into(), "__dp_one".into()));
     }
+    let selected = row_columns
+        .iter()
+        .map(|(sql, name)| format!("{sql} AS {name}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     // Rows whose unit is NULL belong to no known unit, so they are left
     // out of any bounded query: pooled as one unit (GROUP BY and
     // PARTITION BY put NULLs together) they would mix several people,
@@ -87,8 +76,7 @@ pub(super) fn render(
         ""
     };
     let rows = format!(
-        "(SELECT {} FROM {}{filter}{sorted})",
-        row_columns.join(", "),
+        "(SELECT {selected} FROM {}{filter}{sorted})",
         source.from_sql
     );
     // Each measurement's aggregates, over the bounded rows or per unit.
@@ -110,10 +98,36 @@ pub(super) fn render(
             format!("{rows} AS __dp_rows"),
             specs.iter().map(|(sql, _)| sql.to_string()).collect(),
         ),
-        Bounding::RowSampled => (
-            format!("{rows} AS __dp_rows WHERE __dp_rn <= {max_rows}"),
-            specs.iter().map(|(sql, _)| sql.to_string()).collect(),
-        ),
+        Bounding::RowSampled => {
+            // A row is told apart by what the aggregates read of it.
+            let values: Vec<String> = keys
+                .iter()
+                .map(|k| k.typed.sql.clone())
+                .chain(measures.args.iter().map(|a| a.to_string()))
+                .collect();
+            let sample = Sample {
+                selected: &selected,
+                names: row_columns.iter().map(|(_, name)| name.as_str()).collect(),
+                rank: format!(
+                    "ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {})",
+                    unit(),
+                    d.bounding_order(&values)
+                ),
+                from: &source.from_sql,
+                filter: &filter,
+                unit: unit(),
+                max_rows,
+            };
+            let split = d.samples_large_units_only() && !source.joined;
+            (
+                if split {
+                    sample.large_units_only()
+                } else {
+                    sample.every_unit()
+                },
+                specs.iter().map(|(sql, _)| sql.to_string()).collect(),
+            )
+        }
         // Each unit's cut (randomized rounding included) is made in a
         // projection, once per unit, then summed: Spark allows no random
         // draw inside an aggregate's argument.
@@ -185,6 +199,70 @@ pub(super) fn render(
             .map(|i| d.order_key(&format!("k{i}")))
             .collect::<Vec<_>>(),
     )
+}
+
+/// Rows of a row-sampled query, `max_rows` kept per unit at random.
+struct Sample<'a> {
+    /// The row columns, `SQL AS name`, comma-separated.
+    selected: &'a str,
+    /// Their names.
+    names: Vec<&'a str>,
+    /// A row's rank within its unit (ROW_NUMBER over the unit).
+    rank: String,
+    /// The FROM clause and the WHERE clause (which leaves out rows
+    /// without a unit).
+    from: &'a str,
+    filter: &'a str,
+    unit: &'a str,
+    max_rows: u64,
+}
+
+impl Sample<'_> {
+    /// Every unit's rows ranked: one sort of all rows by unit.
+    fn every_unit(&self) -> String {
+        let Sample {
+            selected,
+            rank,
+            from,
+            filter,
+            max_rows,
+            ..
+        } = self;
+        format!("(SELECT {selected}, {rank} AS __dp_rn FROM {from}{filter}) AS __dp_rows WHERE __dp_rn <= {max_rows}")
+    }
+
+    /// Only the rows of units with more than `max_rows` rows ranked
+    /// ([`Dialect::samples_large_units_only`]); the others' rows pass
+    /// whole. The same rows are kept as by [`Sample::every_unit`]: a unit
+    /// is large when GROUP BY counts more than `max_rows` rows for it,
+    /// its rows are those whose unit `=` its grouped value, and the two
+    /// branches are a row's EXISTS and NOT EXISTS of that one test, so
+    /// each row is in exactly one. A large unit's rows are ranked by
+    /// PARTITION BY as before. A row could only pass unranked from a large
+    /// unit if `=` told apart values that GROUP BY puts together; both
+    /// use the column's own equality (its type and collation, the same
+    /// operand on each side, with no conversion between them), so they
+    /// agree. EXISTS, not IN: PostgreSQL plans it as a hash join that
+    /// spills to disk where the large units outgrow memory, where NOT IN
+    /// would rescan them for every row.
+    fn large_units_only(&self) -> String {
+        let Sample {
+            selected,
+            names,
+            rank,
+            from,
+            filter,
+            unit,
+            max_rows,
+        } = self;
+        let large = format!("EXISTS (SELECT 1 FROM __dp_large WHERE __dp_large.__dp_lu = {unit})");
+        format!(
+            "(WITH __dp_large AS MATERIALIZED (SELECT {unit} AS __dp_lu FROM {from}{filter} GROUP BY 1 HAVING COUNT(*) > {max_rows}) \
+             SELECT {selected} FROM {from}{filter} AND NOT {large} UNION ALL \
+             SELECT {} FROM (SELECT {selected}, {rank} AS __dp_rn FROM {from}{filter} AND {large}) AS __dp_ranked WHERE __dp_rn <= {max_rows}) AS __dp_rows",
+            names.join(", ")
+        )
+    }
 }
 
 /// The paired query: the bounded relation (every random draw of the
