@@ -203,7 +203,7 @@ async fn joins_cannot_multiply_one_persons_work_without_bound() {
     assert_eq!(outcome(&client, &join(3)).await, "answered");
     assert_eq!(outcome(&client, &join(5)).await, "54001");
     // The backend query bounded each table before the join.
-    assert!(cluster().logged(&db, "AS \"__dp_table\" WHERE \"__dp_rn_table\" <= 5") >= 1);
+    assert!(cluster().logged(&db, "AS __dp_ranked WHERE \"__dp_rn_table\" <= 5") >= 1);
 }
 
 /// Thresholds: a diagnosis held by one patient never appears among keys

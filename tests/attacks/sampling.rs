@@ -34,8 +34,9 @@ fn alice_rows(per: usize) -> String {
 /// One person, 64 rows over 32 spellings of a case-insensitive text unit
 /// (PostgreSQL ICU, SQLite NOCASE), or 6 rows over -0 and 0 of a float
 /// unit, next to 40 people of 3 rows: each row-sampled shape (grouped
-/// with few rows per unit, a median, COUNT(DISTINCT)) and the
-/// pre-aggregated ones move by no more than k = 3 rows when the person
+/// with few rows per unit, a median, COUNT(DISTINCT)), the
+/// pre-aggregated ones and a join of tables each cut to k rows per unit
+/// move by no more than k = 3 rows (k² = 9 joined) when the person
 /// joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_spelled_many_ways_is_sampled_as_one() {
@@ -90,6 +91,8 @@ async fn a_unit_spelled_many_ways_is_sampled_as_one() {
                 "SELECT g, COUNT(*), SUM(v) FROM t GROUP BY g",
                 "SELECT MEDIAN(v), COUNT(DISTINCT v) FROM t",
                 "SELECT COUNT(*), SUM(v) FROM t",
+                // Each side cut to k rows per unit before the join.
+                "SELECT a.g, COUNT(*), SUM(b.v) FROM t a JOIN t b ON a.uid = b.uid GROUP BY a.g",
             ] {
                 // The rows kept per unit are drawn at random: a few draws.
                 for _ in 0..3 {

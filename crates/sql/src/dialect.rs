@@ -13,7 +13,10 @@
 //! counted or summed).
 
 mod bounding;
+mod sample;
 mod spark;
+
+pub use sample::Sample;
 
 use dpgate_config::{quote_ident, BackendStore, Table};
 

@@ -379,14 +379,21 @@ fn table(
                 unique_unit: false,
             },
             true,
-        ) => format!(
-            // Rows without a unit are left out, as in any bounded query
-            // (see `plan::render`).
-            "(SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {}) AS \"__dp_rn_table\" FROM {} WHERE {unit} IS NOT NULL) AS \"__dp_table\" WHERE \"__dp_rn_table\" <= {max_rows_per_unit})",
-            dialect.bounding_order(&["*".to_string()]),
-            dialect.table(t),
-            unit = quote_ident(u),
-        ),
+        ) => {
+            let unit = quote_ident(u);
+            crate::dialect::Sample {
+                selected: "*",
+                from: &dialect.table(t),
+                // Rows without a unit are left out, as in any bounded
+                // query (see `plan::render`).
+                filter: &format!(" WHERE {unit} IS NOT NULL"),
+                unit: &unit,
+                order: dialect.bounding_order(&["*".to_string()]),
+                rank: "\"__dp_rn_table\"",
+                max_rows: u64::from(*max_rows_per_unit),
+            }
+            .sql(dialect, true)
+        }
         _ => dialect.table(t),
     };
     Ok(Source {

@@ -105,26 +105,17 @@ pub(super) fn render(
                 .map(|k| k.typed.sql.clone())
                 .chain(measures.args.iter().map(|a| a.to_string()))
                 .collect();
-            let sample = Sample {
+            let sample = crate::dialect::Sample {
                 selected: &selected,
-                names: row_columns.iter().map(|(_, name)| name.as_str()).collect(),
-                rank: format!(
-                    "ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {})",
-                    unit(),
-                    d.bounding_order(&values)
-                ),
                 from: &source.from_sql,
                 filter: &filter,
                 unit: unit(),
+                order: d.bounding_order(&values),
+                rank: "__dp_rn",
                 max_rows,
             };
-            let split = d.samples_large_units_only() && !source.joined;
             (
-                if split {
-                    sample.large_units_only()
-                } else {
-                    sample.every_unit()
-                },
+                format!("{} AS __dp_rows", sample.sql(d, !source.joined)),
                 specs.iter().map(|(sql, _)| sql.to_string()).collect(),
             )
         }
@@ -199,70 +190,6 @@ pub(super) fn render(
             .map(|i| d.order_key(&format!("k{i}")))
             .collect::<Vec<_>>(),
     )
-}
-
-/// Rows of a row-sampled query, `max_rows` kept per unit at random.
-struct Sample<'a> {
-    /// The row columns, `SQL AS name`, comma-separated.
-    selected: &'a str,
-    /// Their names.
-    names: Vec<&'a str>,
-    /// A row's rank within its unit (ROW_NUMBER over the unit).
-    rank: String,
-    /// The FROM clause and the WHERE clause (which leaves out rows
-    /// without a unit).
-    from: &'a str,
-    filter: &'a str,
-    unit: &'a str,
-    max_rows: u64,
-}
-
-impl Sample<'_> {
-    /// Every unit's rows ranked: one sort of all rows by unit.
-    fn every_unit(&self) -> String {
-        let Sample {
-            selected,
-            rank,
-            from,
-            filter,
-            max_rows,
-            ..
-        } = self;
-        format!("(SELECT {selected}, {rank} AS __dp_rn FROM {from}{filter}) AS __dp_rows WHERE __dp_rn <= {max_rows}")
-    }
-
-    /// Only the rows of units with more than `max_rows` rows ranked
-    /// ([`Dialect::samples_large_units_only`]); the others' rows pass
-    /// whole. The same rows are kept as by [`Sample::every_unit`]: a unit
-    /// is large when GROUP BY counts more than `max_rows` rows for it,
-    /// its rows are those whose unit `=` its grouped value, and the two
-    /// branches are a row's EXISTS and NOT EXISTS of that one test, so
-    /// each row is in exactly one. A large unit's rows are ranked by
-    /// PARTITION BY as before. A row could only pass unranked from a large
-    /// unit if `=` told apart values that GROUP BY puts together; both
-    /// use the column's own equality (its type and collation, the same
-    /// operand on each side, with no conversion between them), so they
-    /// agree. EXISTS, not IN: PostgreSQL plans it as a hash join that
-    /// spills to disk where the large units outgrow memory, where NOT IN
-    /// would rescan them for every row.
-    fn large_units_only(&self) -> String {
-        let Sample {
-            selected,
-            names,
-            rank,
-            from,
-            filter,
-            unit,
-            max_rows,
-        } = self;
-        let large = format!("EXISTS (SELECT 1 FROM __dp_large WHERE __dp_large.__dp_lu = {unit})");
-        format!(
-            "(WITH __dp_large AS MATERIALIZED (SELECT {unit} AS __dp_lu FROM {from}{filter} GROUP BY 1 HAVING COUNT(*) > {max_rows}) \
-             SELECT {selected} FROM {from}{filter} AND NOT {large} UNION ALL \
-             SELECT {} FROM (SELECT {selected}, {rank} AS __dp_rn FROM {from}{filter} AND {large}) AS __dp_ranked WHERE __dp_rn <= {max_rows}) AS __dp_rows",
-            names.join(", ")
-        )
-    }
 }
 
 /// The paired query: the bounded relation (every random draw of the

@@ -1,0 +1,70 @@
+//! Row sampling's SQL: at most `max_rows` rows kept per unit at random,
+//! for the bounding step of a query and for each private table cut per
+//! unit before a join.
+
+use super::Dialect;
+
+/// Rows of one relation with at most `max_rows` kept per unit.
+pub struct Sample<'a> {
+    /// The columns to keep, `SQL AS name` comma-separated, or `*`.
+    pub selected: &'a str,
+    /// The FROM clause.
+    pub from: &'a str,
+    /// The WHERE clause, which leaves out rows without a unit (so it is
+    /// never empty).
+    pub filter: &'a str,
+    /// The unit's SQL.
+    pub unit: &'a str,
+    /// The ORDER BY item that ranks a unit's rows
+    /// ([`Dialect::bounding_order`]).
+    pub order: String,
+    /// The name of the rank column the relation carries besides
+    /// `selected` (1 to `max_rows` where ranked, 0 where not).
+    pub rank: &'a str,
+    pub max_rows: u64,
+}
+
+impl Sample<'_> {
+    /// The sampled rows as a parenthesized SELECT (to be given an alias).
+    /// `rescannable`: `from` is cheap to read again (one table, not a
+    /// join), so that where the dialect allows only the large units are
+    /// ranked ([`Dialect::samples_large_units_only`]).
+    pub fn sql(&self, d: Dialect, rescannable: bool) -> String {
+        let Sample {
+            selected,
+            from,
+            filter,
+            unit,
+            order,
+            rank,
+            max_rows,
+        } = self;
+        let ranked = |filter: &str| {
+            format!(
+                "SELECT * FROM (SELECT {selected}, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {order}) AS {rank} FROM {from}{filter}) AS __dp_ranked WHERE {rank} <= {max_rows}"
+            )
+        };
+        if !(rescannable && d.samples_large_units_only()) {
+            return format!("({})", ranked(filter));
+        }
+        // Only the rows of units with more than `max_rows` rows are
+        // ranked; the others' rows pass whole, as ranking would keep
+        // them. A unit is large when GROUP BY counts more than `max_rows`
+        // rows for it, its rows are those whose unit `=` its grouped
+        // value, and the two branches are a row's EXISTS and NOT EXISTS
+        // of that one test, so each row is in exactly one. A row could
+        // only pass unranked from a large unit if `=` told apart values
+        // that GROUP BY puts together; both use the column's own equality
+        // (its type and collation, the same operand on each side, no
+        // conversion between them), so they agree. EXISTS, not IN:
+        // PostgreSQL plans it as a hash join that spills to disk where
+        // the large units outgrow memory, where NOT IN would rescan them
+        // for every row.
+        let large = format!("EXISTS (SELECT 1 FROM __dp_large WHERE __dp_large.__dp_lu = {unit})");
+        format!(
+            "(WITH __dp_large AS MATERIALIZED (SELECT {unit} AS __dp_lu FROM {from}{filter} GROUP BY 1 HAVING COUNT(*) > {max_rows}) \
+             SELECT {selected}, 0 AS {rank} FROM {from}{filter} AND NOT {large} UNION ALL {})",
+            ranked(&format!("{filter} AND {large}"))
+        )
+    }
+}
