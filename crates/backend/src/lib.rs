@@ -132,6 +132,16 @@ pub trait Backend: Send + Sync {
         false
     }
 
+    /// Whether `table` holds stored rows that every read within one
+    /// statement returns alike (a table, not a view, whose rows could
+    /// differ between two reads of one query, e.g. through `random()`
+    /// or TABLESAMPLE): catalog metadata only, never data. Row sampling
+    /// reads such a table more than once per query
+    /// ([`dpgate_config::Table::stored`]).
+    async fn is_stored(&self, _table: &dpgate_config::Table) -> bool {
+        false
+    }
+
     /// The PostgreSQL backend, next to which the shadow catalog can live.
     fn postgres(&self) -> Option<&PgBackend> {
         None
@@ -181,6 +191,7 @@ pub async fn read_schema(config: &mut Config, backend: &dyn Backend) {
         } = &table.privacy
         {
             let unit = unit.clone();
+            table.stored = backend.is_stored(table).await;
             let read = backend.column_type(table, &unit).await;
             (table.unit_type, table.unit_equality) = match read {
                 Some(t) => (Some(t.name), t.equality),

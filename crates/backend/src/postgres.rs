@@ -225,6 +225,31 @@ impl Backend for PgBackend {
         PgBackend::column_type(self, &table.schema, &table.name, column).await
     }
 
+    async fn is_stored(&self, table: &dpgate_config::Table) -> bool {
+        let Ok(client) = self.pool.get().await else {
+            return false;
+        };
+        // A table (partitioned: with only tables among its partitions;
+        // plain: without children of legacy inheritance, which may be
+        // foreign) or a materialized view, without row-level security,
+        // whose policies may call anything. One statement reads it under
+        // one snapshot.
+        client
+            .query_one(
+                "SELECT COALESCE((SELECT (c.relkind = 'm' OR c.relkind = 'r' AND NOT c.relhassubclass \
+                   OR c.relkind = 'p' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(c.oid) AS t \
+                     JOIN pg_catalog.pg_class p ON p.oid = t.relid WHERE p.relkind NOT IN ('r', 'p'))) \
+                   AND NOT c.relrowsecurity \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2), false)",
+                &[&table.schema, &table.name],
+            )
+            .await
+            .ok()
+            .and_then(|row| row.try_get(0).ok())
+            .unwrap_or(false)
+    }
+
     async fn unit_is_unique(&self, table: &dpgate_config::Table, column: &str) -> bool {
         let Ok(client) = self.pool.get().await else {
             return false;

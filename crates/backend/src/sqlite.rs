@@ -180,6 +180,23 @@ impl Backend for SqliteBackend {
         SqliteBackend::column_type(self, &table.name, column).await
     }
 
+    async fn is_stored(&self, table: &dpgate_config::Table) -> bool {
+        let name = table.name.clone();
+        // A table, not a view nor a virtual table (whose module decides
+        // what each read returns).
+        self.with_connection(move |conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE \
+                 AND sql NOT LIKE 'CREATE VIRTUAL%')",
+                [&name],
+                |row| row.get::<_, bool>(0),
+            )
+            .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     async fn unit_is_unique(&self, table: &dpgate_config::Table, column: &str) -> bool {
         let (table, column) = (table.name.clone(), column.to_string());
         self.with_connection(move |conn| {

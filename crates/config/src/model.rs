@@ -435,6 +435,13 @@ pub struct Table {
     /// `unit_type`. Joins on the unit need the same on both sides, and
     /// are refused where either is unknown.
     pub unit_equality: Option<String>,
+    /// Whether the backend relation holds stored rows that every read
+    /// within one statement returns alike (not a view, a foreign table,
+    /// or a table under row-level security policies): read with
+    /// `unit_type`; `false` before and where the backend cannot say.
+    /// Row sampling may then read it twice to rank only the units with
+    /// more rows than their bound.
+    pub stored: bool,
 }
 
 /// `[tables.synthetic]`: a differentially private model of the table

@@ -42,9 +42,14 @@ pub struct Source {
     /// The unit is each row's physical identity (a table without a
     /// privacy unit column): it cannot be joined on.
     pub row_level: bool,
-    /// The rows come from a join: reading them again repeats the join
-    /// (see [`crate::Dialect::samples_large_units_only`]).
-    pub joined: bool,
+    /// `from_sql` reads one stored table (filtered or projected) whose
+    /// rows every read within a statement returns alike, and whose
+    /// unit's `=` holds equal what GROUP BY puts together
+    /// ([`UnitType::compares_as_grouped`]): row sampling may read it
+    /// again to rank only the units with more rows than their bound
+    /// ([`crate::dialect::Sample`]). Not a join, which a second read
+    /// would run again.
+    pub rereadable: bool,
     /// The backend's type of the unit column and how it is compared;
     /// `None` where the backend's schema was never read (planning
     /// without a backend).
@@ -63,6 +68,29 @@ pub struct UnitType {
 }
 
 impl UnitType {
+    /// Whether the backend's `=` on the unit (a value against another of
+    /// the same column) holds equal exactly what GROUP BY and PARTITION
+    /// BY put together. PostgreSQL: for its own types, whose `=` is the
+    /// default operator class's equality, with the column's collation on
+    /// both sides; dpgate's connections search `pg_catalog` only, so an
+    /// extension's type (named with its schema, e.g. `public.citext`)
+    /// would resolve `=` through a cast to text, case-sensitive where
+    /// its GROUP BY is not. SQLite: for a table's declared column (one
+    /// affinity and collation on both sides); a view's or an ANY column
+    /// is unknown. Spark is never asked.
+    pub fn compares_as_grouped(&self, dialect: Dialect) -> bool {
+        let known = self.name.is_some()
+            && !matches!(
+                self.equality.as_deref(),
+                Some(dpgate_config::UNKNOWN_EQUALITY | dpgate_config::UNGROUPABLE_EQUALITY)
+            );
+        match dialect {
+            Dialect::Postgres => known && self.name.as_deref().is_some_and(|n| !n.contains('.')),
+            Dialect::Sqlite => known,
+            Dialect::Spark => false,
+        }
+    }
+
     /// `table`'s, if its schema was read.
     fn of(table: &dpgate_config::Table) -> Option<UnitType> {
         if table.unit_type.is_none() && table.unit_equality.is_none() {
@@ -371,6 +399,7 @@ fn table(
             privacy_unit: None, ..
         } => (Some(dialect.row_id(&q)), 1, true),
     };
+    let rereadable = t.stored && UnitType::of(t).is_some_and(|u| u.compares_as_grouped(dialect));
     let read = match (&t.privacy, join_bound) {
         (
             TablePrivacy::Private {
@@ -392,7 +421,7 @@ fn table(
                 rank: "\"__dp_rn_table\"",
                 max_rows: u64::from(*max_rows_per_unit),
             }
-            .sql(dialect, true)
+            .sql(dialect, rereadable)
         }
         _ => dialect.table(t),
     };
@@ -404,7 +433,7 @@ fn table(
         one_row_per_unit: one_row,
         units_bounded: one_row || (join_bound && unit_name.is_some()),
         row_level: one_row && unit_name.is_none(),
-        joined: false,
+        rereadable,
         unit_type: unit_name.and(UnitType::of(t)),
     })
 }
@@ -582,7 +611,7 @@ fn derived(
         one_row_per_unit: inner.one_row_per_unit,
         units_bounded: inner.units_bounded,
         row_level: inner.row_level,
-        joined: inner.joined,
+        rereadable: inner.rereadable,
         unit_type: inner.unit_type.clone(),
     })
 }

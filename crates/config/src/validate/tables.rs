@@ -241,6 +241,7 @@ pub(super) fn validate_tables(c: &mut Collector, raw: Vec<RawTable>) -> Vec<Tabl
             synthetic,
             unit_type: None,
             unit_equality: None,
+            stored: false,
         });
     }
     tables

@@ -26,10 +26,10 @@ pub struct Sample<'a> {
 
 impl Sample<'_> {
     /// The sampled rows as a parenthesized SELECT (to be given an alias).
-    /// `rescannable`: `from` is cheap to read again (one table, not a
-    /// join), so that where the dialect allows only the large units are
-    /// ranked ([`Dialect::samples_large_units_only`]).
-    pub fn sql(&self, d: Dialect, rescannable: bool) -> String {
+    /// `rereadable`: `from` may be read again ([`crate::source::Source::rereadable`]),
+    /// so that where the dialect allows only the large units are ranked
+    /// ([`Dialect::samples_large_units_only`]).
+    pub fn sql(&self, d: Dialect, rereadable: bool) -> String {
         let Sample {
             selected,
             from,
@@ -44,7 +44,7 @@ impl Sample<'_> {
                 "SELECT * FROM (SELECT {selected}, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {order}) AS {rank} FROM {from}{filter}) AS __dp_ranked WHERE {rank} <= {max_rows}"
             )
         };
-        if !(rescannable && d.samples_large_units_only()) {
+        if !(rereadable && d.samples_large_units_only()) {
             return format!("({})", ranked(filter));
         }
         // Only the rows of units with more than `max_rows` rows are
@@ -59,7 +59,8 @@ impl Sample<'_> {
         // conversion between them), so they agree. EXISTS, not IN:
         // PostgreSQL plans it as a hash join that spills to disk where
         // the large units outgrow memory, where NOT IN would rescan them
-        // for every row.
+        // for every row. Both need every read of `from` to return the
+        // same rows, as one stored table does under one snapshot.
         let large = format!("EXISTS (SELECT 1 FROM __dp_large WHERE __dp_large.__dp_lu = {unit})");
         format!(
             "(WITH __dp_large AS MATERIALIZED (SELECT {unit} AS __dp_lu FROM {from}{filter} GROUP BY 1 HAVING COUNT(*) > {max_rows}) \

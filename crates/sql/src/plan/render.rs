@@ -115,7 +115,7 @@ pub(super) fn render(
                 max_rows,
             };
             (
-                format!("{} AS __dp_rows", sample.sql(d, !source.joined)),
+                format!("{} AS __dp_rows", sample.sql(d, source.rereadable)),
                 specs.iter().map(|(sql, _)| sql.to_string()).collect(),
             )
         }

@@ -149,7 +149,7 @@ fn finish_join(
         one_row_per_unit,
         units_bounded,
         row_level: false,
-        joined: true,
+        rereadable: false,
         unit_type: left.unit_type.or(right.unit_type),
     })
 }
