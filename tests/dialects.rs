@@ -93,6 +93,10 @@ async fn postgres_and_sqlite_measure_the_same_raw_values() {
     let lite_config = config(&hospital_sqlite_toml(&db, 1, dir.path(), 1.0, 1.0).await);
     let pg = dpgate_backend::connect(&pg_config).await.unwrap();
     let lite = dpgate_backend::connect(&lite_config).await.unwrap();
+    // Planned as the server plans, with what each schema says.
+    let (mut pg_config, mut lite_config) = (pg_config, lite_config);
+    dpgate_backend::read_schema(&mut pg_config, pg.as_ref()).await;
+    dpgate_backend::read_schema(&mut lite_config, lite.as_ref()).await;
     // Each renderer against PostgreSQL's.
     #[allow(unused_mut)]
     let mut others = vec![("SQLite", lite, lite_config)];
@@ -102,6 +106,8 @@ async fn postgres_and_sqlite_measure_the_same_raw_values() {
         let spark_config =
             config(&common::spark::spark_toml(&toml, &db, &HOSPITAL_TABLES, "dialects").await);
         let spark = dpgate_backend::connect(&spark_config).await.unwrap();
+        let mut spark_config = spark_config;
+        dpgate_backend::read_schema(&mut spark_config, spark.as_ref()).await;
         others.push(("Spark", spark, spark_config));
     }
     let (mut same, mut failures) = (0, Vec::new());

@@ -88,6 +88,11 @@ async fn on_both_backends(
             _files: None,
         });
     }
+    // Planned as the server plans: with what the backend's schema says of
+    // each table (unit types, unique units, stored tables).
+    for n in &mut pairs {
+        dpgate_backend::read_schema(&mut n.config, n.d.as_ref()).await;
+    }
     pairs
 }
 

@@ -16,7 +16,7 @@ mod bounding;
 mod sample;
 mod spark;
 
-pub use sample::Sample;
+pub use sample::{LargeUnits, Sample};
 
 use dpgate_config::{quote_ident, BackendStore, Table};
 

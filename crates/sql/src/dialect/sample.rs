@@ -49,23 +49,50 @@ impl Sample<'_> {
         }
         // Only the rows of units with more than `max_rows` rows are
         // ranked; the others' rows pass whole, as ranking would keep
-        // them. A unit is large when GROUP BY counts more than `max_rows`
-        // rows for it, its rows are those whose unit `=` its grouped
-        // value, and the two branches are a row's EXISTS and NOT EXISTS
-        // of that one test, so each row is in exactly one. A row could
-        // only pass unranked from a large unit if `=` told apart values
-        // that GROUP BY puts together; both use the column's own equality
-        // (its type and collation, the same operand on each side, no
-        // conversion between them), so they agree. EXISTS, not IN:
-        // PostgreSQL plans it as a hash join that spills to disk where
-        // the large units outgrow memory, where NOT IN would rescan them
-        // for every row. Both need every read of `from` to return the
-        // same rows, as one stored table does under one snapshot.
-        let large = format!("EXISTS (SELECT 1 FROM __dp_large WHERE __dp_large.__dp_lu = {unit})");
+        // them.
+        let large = LargeUnits::of(unit, &format!("{from}{filter}"), *max_rows);
         format!(
-            "(WITH __dp_large AS MATERIALIZED (SELECT {unit} AS __dp_lu FROM {from}{filter} GROUP BY 1 HAVING COUNT(*) > {max_rows}) \
-             SELECT {selected}, 0 AS {rank} FROM {from}{filter} AND NOT {large} UNION ALL {})",
-            ranked(&format!("{filter} AND {large}"))
+            "({} SELECT {selected}, 0 AS {rank} FROM {from}{filter} AND NOT {} UNION ALL {})",
+            large.with,
+            large.test,
+            ranked(&format!("{filter} AND {}", large.test))
         )
+    }
+}
+
+/// The units with more than `max_rows` rows, for a bounding step that
+/// treats them apart: the few that need cutting, while every other
+/// unit's rows pass whole.
+///
+/// A unit is large when GROUP BY counts more than `max_rows` rows for it,
+/// its rows are those whose unit `=` its grouped value, and a query's two
+/// branches are a row's `test` and `NOT test`, so each row is in exactly
+/// one. A row could only pass uncut from a large unit if `=` told apart
+/// values that GROUP BY puts together; both use the column's own
+/// equality (its type and collation, the same operand on each side, no
+/// conversion between them), so they agree where
+/// [`crate::source::UnitType::compares_as_grouped`] says so. EXISTS,
+/// not IN: PostgreSQL plans it as a hash join that spills to disk where
+/// the large units outgrow memory, where NOT IN would rescan them for
+/// every row. The rows are read more than once, so every read must
+/// return the same rows, as one stored table does under one snapshot
+/// ([`crate::source::Source::rereadable`]).
+pub struct LargeUnits {
+    /// `WITH __dp_large AS MATERIALIZED (…)`, to open a SELECT with.
+    pub with: String,
+    /// Whether a row's `unit` is a large unit's: an EXISTS.
+    pub test: String,
+}
+
+impl LargeUnits {
+    /// The large units of `rows` (a FROM item with its WHERE clause), by
+    /// `unit`, a column of `rows` written as each row names it.
+    pub fn of(unit: &str, rows: &str, max_rows: u64) -> LargeUnits {
+        LargeUnits {
+            with: format!(
+                "WITH __dp_large AS MATERIALIZED (SELECT {unit} AS __dp_lu FROM {rows} GROUP BY 1 HAVING COUNT(*) > {max_rows})"
+            ),
+            test: format!("EXISTS (SELECT 1 FROM __dp_large WHERE __dp_large.__dp_lu = {unit})"),
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! fail.
 
 use super::*;
+use crate::dialect::LargeUnits;
 use crate::partial::Partial;
 use crate::Dialect;
 
@@ -123,7 +124,15 @@ pub(super) fn render(
         // projection, once per unit, then summed: Spark allows no random
         // draw inside an aggregate's argument.
         Bounding::PreAggregated => {
-            let units = pre_aggregated(d, &rows, &key_names, &specs, max_rows, paired.is_some());
+            let units = pre_aggregated(
+                d,
+                &rows,
+                &key_names,
+                &specs,
+                max_rows,
+                paired.is_some(),
+                source.rereadable,
+            );
             let cuts: Vec<String> = specs
                 .iter()
                 .enumerate()
@@ -238,7 +247,9 @@ fn paired_sql(
 /// remainders, ties at random, until the shares add up to `k`), so
 /// `w ≤ c`, `Σw = k`, and at most `k` pairs have `w > 0`. Pairs with
 /// `w = 0` are dropped: a unit reaches at most `k` groups, as partition
-/// selection assumes.
+/// selection assumes. Where the rows may be read again, the units with
+/// at most `k` rows are found apart and skip the sharing's windows.
+#[allow(clippy::too_many_arguments)]
 fn pre_aggregated(
     d: Dialect,
     rows: &str,
@@ -246,6 +257,7 @@ fn pre_aggregated(
     specs: &[(String, Partial)],
     max_rows: u64,
     with_unit: bool,
+    rereadable: bool,
 ) -> String {
     // The paired query needs each unit's identity after the cut.
     let unit = if with_unit { "__dp_u, " } else { "" };
@@ -264,11 +276,23 @@ fn pre_aggregated(
             partials.join(", ")
         );
     }
+    // Where the rows may be read again, only the units with more than k
+    // rows share their allowance (two windows over their pairs); the
+    // others keep every row, w = c, with no window
+    // ([`crate::dialect::LargeUnits`]).
+    let large = (rereadable && d.samples_large_units_only())
+        .then(|| LargeUnits::of("__dp_rows.__dp_u", &format!("{rows} AS __dp_rows"), k));
+    let only = |test: String| {
+        format!(
+            "SELECT {}, {}, COUNT(*) AS __dp_c FROM {rows} AS __dp_rows{test} GROUP BY {}",
+            units.join(", "),
+            partials.join(", "),
+            units.join(", ")
+        )
+    };
     let pairs = format!(
-        "SELECT {}, {}, COUNT(*) AS __dp_c, CAST(SUM(COUNT(*)) OVER (PARTITION BY __dp_u) AS BIGINT) AS __dp_n FROM {rows} AS __dp_rows GROUP BY {}",
-        units.join(", "),
-        partials.join(", "),
-        units.join(", ")
+        "SELECT *, CAST(SUM(__dp_c) OVER (PARTITION BY __dp_u) AS BIGINT) AS __dp_n FROM ({}) AS __dp_grouped",
+        only(large.as_ref().map_or(String::new(), |l| format!(" WHERE {}", l.test)))
     );
     let shares = format!(
         "SELECT *, CASE WHEN __dp_n <= {k} THEN __dp_c ELSE {} END AS __dp_f, \
@@ -280,11 +304,20 @@ fn pre_aggregated(
         .cloned()
         .chain((0..specs.len()).map(|j| format!("__dp_p{j}")))
         .collect();
-    format!(
-        "(SELECT {unit}{}, __dp_c, __dp_f + CASE WHEN __dp_n > {k} AND ROW_NUMBER() OVER (PARTITION BY __dp_u ORDER BY __dp_r DESC, {}) <= {k} - SUM(__dp_f) OVER (PARTITION BY __dp_u) THEN 1 ELSE 0 END AS __dp_w \
-         FROM ({shares}) AS __dp_shares) AS __dp_units WHERE __dp_w > 0",
-        carried.join(", "),
+    let carried = carried.join(", ");
+    let shared = format!(
+        "SELECT {unit}{carried}, __dp_c, __dp_f + CASE WHEN __dp_n > {k} AND ROW_NUMBER() OVER (PARTITION BY __dp_u ORDER BY __dp_r DESC, {}) <= {k} - SUM(__dp_f) OVER (PARTITION BY __dp_u) THEN 1 ELSE 0 END AS __dp_w \
+         FROM ({shares}) AS __dp_shares",
         d.bounding_order(key_names)
+    );
+    let Some(large) = large else {
+        return format!("({shared}) AS __dp_units WHERE __dp_w > 0");
+    };
+    format!(
+        "({} SELECT {unit}{carried}, __dp_c, __dp_c AS __dp_w FROM ({}) AS __dp_small \
+         UNION ALL SELECT * FROM ({shared}) AS __dp_shared WHERE __dp_w > 0) AS __dp_units",
+        large.with,
+        only(format!(" WHERE NOT {}", large.test))
     )
 }
 
