@@ -69,8 +69,7 @@ fn main() {
             None => None,
         };
 
-        let config =
-            dpgate_config::Config::parse(&config_text, &|_| Some(PASSWORD.into())).unwrap();
+        let (config, _) = server_config(&config_text, PASSWORD).await;
         let Command::Private(query) = classify(QUERY).unwrap().remove(0) else {
             unreachable!()
         };
@@ -172,9 +171,7 @@ fn main() {
         .await;
         let lite_gate = Dpgate::start(lite_dir.path(), &lite_text, lite_port);
         let (lite_proxy, _lite_notices) = lite_gate.connect().await;
-        let lite_config =
-            dpgate_config::Config::parse(&lite_text, &|_| Some(PASSWORD.into())).unwrap();
-        let lite_backend = dpgate_backend::connect(&lite_config).await.unwrap();
+        let (lite_config, lite_backend) = server_config(&lite_text, PASSWORD).await;
         let lite_plan = plan(&query, &lite_config, 0.1).unwrap();
         let through_lite = time(iters, || async {
             lite_proxy.simple_query(QUERY).await.map(|_| ()).unwrap()

@@ -149,7 +149,7 @@ fn main() {
             .replacen("[server]\n", "[server]\nmax_connections = 200\n", 1)
             + "[cache]\nenabled = false\n";
         let gate = Dpgate::start(dir.path(), &text, port);
-        let config = dpgate_config::Config::parse(&text, &|_| Some(PASSWORD.into())).unwrap();
+        let (config, _) = server_config(&text, PASSWORD).await;
         let rewritten: Vec<String> = QUERIES
             .iter()
             .map(|q| {

@@ -136,8 +136,7 @@ fn main() {
         let pg_gate = Dpgate::start(&pg_dir, &pg_text, pg_port);
         let (via_spark, _n1) = spark_gate.connect().await;
         let (via_pg, _n2) = pg_gate.connect().await;
-        let config = dpgate_config::Config::parse(&spark_text, &|_| Some("x".into())).unwrap();
-        let direct = dpgate_backend::connect(&config).await.unwrap();
+        let (config, direct) = server_config(&spark_text, "x").await;
 
         println!(
             "spark: {rows} rows in big ({patients} patients, 3 rows each); generated in Spark in {spark_generated:.1?}, in PostgreSQL in {pg_generated:.1?}; median of {iters}"

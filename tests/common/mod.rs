@@ -544,6 +544,23 @@ pub async fn refusal(client: &Client, sql: &str) -> (String, String, String) {
     )
 }
 
+/// `text` parsed and completed with what its backend's schema says of
+/// each table (unit types, unique units, stored tables), as the server
+/// completes it at start: what dpgate plans with, for a bench or test
+/// that sends a plan's backend SQL itself. Also the backend.
+pub async fn server_config(
+    text: &str,
+    password: &str,
+) -> (
+    dpgate_config::Config,
+    std::sync::Arc<dyn dpgate_backend::Backend>,
+) {
+    let mut config = dpgate_config::Config::parse(text, &|_| Some(password.into())).unwrap();
+    let backend = dpgate_backend::connect(&config).await.unwrap();
+    dpgate_backend::read_schema(&mut config, backend.as_ref()).await;
+    (config, backend)
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
