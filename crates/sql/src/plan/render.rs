@@ -281,7 +281,7 @@ fn pre_aggregated(
     // others keep every row, w = c, with no window
     // ([`crate::dialect::LargeUnits`]).
     let large = (rereadable && d.samples_large_units_only())
-        .then(|| LargeUnits::of("__dp_rows.__dp_u", &format!("{rows} AS __dp_rows"), k));
+        .then(|| LargeUnits::of(d, "__dp_rows.__dp_u", &format!("{rows} AS __dp_rows"), k));
     let only = |test: String| {
         format!(
             "SELECT {}, {}, COUNT(*) AS __dp_c FROM {rows} AS __dp_rows{test} GROUP BY {}",
