@@ -513,7 +513,7 @@ async fn units_that_cannot_be_grouped_are_refused_before_the_charge() {
         let e = e.as_db_error().unwrap();
         assert_eq!(e.code().code(), "42883", "{sql}: {}", e.message());
         assert!(
-            e.message().contains("can neither group nor sort"),
+            e.message().contains("cannot group reliably"),
             "{}",
             e.message()
         );
@@ -578,4 +578,56 @@ async fn partitions_of_a_row_level_table_pool_no_one() {
     }
     beyond.dedup();
     assert!(beyond.is_empty(), "{}", beyond.join("\n"));
+}
+
+/// A unit PostgreSQL groups one way by hashing and another by sorting: a
+/// `name` column under a case-insensitive collation compares 'alice' and
+/// 'ALICE' equal but hashes their bytes. A bounding step that found a
+/// person's rows by a hashed GROUP BY and cut them by a sorted one (or a
+/// window) counted the person once per spelling: 64 rows passed a bound
+/// of 10. Such a unit is refused before the charge, like one that cannot
+/// be grouped at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_hashed_apart_from_their_collation_are_refused() {
+    let setup = "CREATE COLLATION IF NOT EXISTS ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE names (patient_id name COLLATE ci, mood int);
+         INSERT INTO names VALUES ('alice', 3), ('ALICE', 4), ('Alice', 5);";
+    // The premise: hashing and sorting group these rows differently.
+    let db = empty_database("hashed_apart_premise").await;
+    let direct = connect_direct(&cluster().url(&db)).await;
+    direct.batch_execute(setup).await.unwrap();
+    let mut groups = Vec::new();
+    for off in ["enable_hashagg", "enable_sort"] {
+        let rows = direct
+            .simple_query(&format!(
+                "SET {off} = off; SELECT COUNT(*) FROM (SELECT patient_id FROM names GROUP BY 1) AS g"
+            ))
+            .await
+            .unwrap();
+        let count = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        });
+        groups.push(count.unwrap());
+        direct.batch_execute(&format!("RESET {off}")).await.unwrap();
+    }
+    assert_eq!(groups, ["1", "3"], "sorted, then hashed");
+    let (_dir, gate) = gate_over_units(
+        "hashed_apart",
+        setup,
+        &["SELECT COUNT(*) FROM names"],
+        &[("public.names", "mood")],
+    )
+    .await;
+    let (client, _n) = gate.connect().await;
+    for sql in [
+        "SELECT COUNT(*) FROM names",
+        "SELECT mood, COUNT(*) FROM names GROUP BY mood",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        let e = e.as_db_error().unwrap();
+        assert_eq!(e.code().code(), "42883", "{sql}: {}", e.message());
+        assert!(e.hint().unwrap_or("").contains("view that casts"), "{e:?}");
+    }
+    assert_eq!(spent(&gate), 0.0);
 }

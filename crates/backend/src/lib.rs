@@ -199,7 +199,7 @@ pub async fn read_schema(config: &mut Config, backend: &dyn Backend) {
             };
             if table.unit_equality.as_deref() == Some(dpgate_config::UNGROUPABLE_EQUALITY) {
                 tracing::warn!(
-                    "{}: the backend can neither group nor sort by the privacy unit column {unit} ({}); every private query on this table is refused. Declare a privacy unit of a comparable type (text, an integer, uuid), e.g. through a view that casts it",
+                    "{}: the backend cannot group reliably by the privacy unit column {unit} ({}): it can neither group nor sort by it, or hashes apart values its collation calls equal; every private query on this table is refused. Declare a privacy unit of a comparable type (text, an integer, uuid), e.g. through a view that casts it",
                     table.qualified_name(),
                     table.unit_type.as_deref().unwrap_or("unknown type")
                 );

@@ -39,10 +39,12 @@ pub const MAX_ROWS_PER_UNIT: u32 = 1_000;
 pub const UNKNOWN_EQUALITY: &str = "an equality the backend does not report";
 
 /// How a privacy unit column compares where the backend can neither
-/// group nor sort by it (a PostgreSQL `json` or `point` column):
-/// [`Table::unit_equality`]. Every bounding step groups or partitions by
-/// the unit, so every private query on the table is refused before it
-/// is charged, rather than failing in the backend after.
+/// group nor sort by it (a PostgreSQL `json` or `point` column), or
+/// groups it differently by hashing than by sorting (PostgreSQL's `name`
+/// under a nondeterministic collation): [`Table::unit_equality`]. Every
+/// bounding step groups or partitions by the unit, so every private
+/// query on the table is refused before it is charged, rather than
+/// failing in the backend after or counting one person as several.
 pub const UNGROUPABLE_EQUALITY: &str = "no equality or order the backend groups by";
 
 /// Largest ε a budget or a per-query maximum may be: 10⁹ ε is 10¹⁸ of the

@@ -358,7 +358,7 @@ fn table(
         return Err(Refusal::new(
             sqlstate::UNDEFINED_FUNCTION,
             format!(
-                "the privacy unit column of {} has type {}, which the database can neither group nor sort by; dpgate bounds each person's rows by grouping on the privacy unit",
+                "the privacy unit column of {} has type {}, which the database cannot group reliably (it can neither group nor sort by it, or hashes apart values its collation calls equal); dpgate bounds each person's rows by grouping on the privacy unit",
                 t.qualified_name(),
                 t.unit_type.as_deref().unwrap_or("an unknown type")
             ),
