@@ -157,6 +157,10 @@ async fn the_neighbour_query_runs_on_the_data_without_the_unit() {
             .unwrap();
     let on_d = dpgate_backend::connect(&config).await.unwrap();
     let on_copy = dpgate_backend::connect(&without).await.unwrap();
+    // Planned as the server and `dpgate evaluate` plan, after the schema
+    // is read (so the bounding step treats large units apart).
+    let mut config = config;
+    dpgate_backend::read_schema(&mut config, on_d.as_ref()).await;
     let ask = Ask::at(1.0);
     for sql in WORKLOAD {
         let Statement::Private(prepared) = route(sql, &config, false).unwrap().remove(0).statement
