@@ -45,7 +45,9 @@ pub struct Source {
     /// `from_sql` reads one stored table (filtered or projected) whose
     /// rows every read within a statement returns alike, and whose
     /// unit's `=` holds equal what GROUP BY puts together
-    /// ([`UnitType::compares_as_grouped`]): row sampling may read it
+    /// ([`UnitType::compares_as_grouped`]), on a dialect that can name
+    /// the large units once ([`Dialect::samples_large_units_only`]):
+    /// the bounding step may read it
     /// again to rank only the units with more rows than their bound
     /// ([`crate::dialect::Sample`]). Not a join, which a second read
     /// would run again.
@@ -399,7 +401,9 @@ fn table(
             privacy_unit: None, ..
         } => (Some(dialect.row_id(&q)), 1, true),
     };
-    let rereadable = t.stored && UnitType::of(t).is_some_and(|u| u.compares_as_grouped(dialect));
+    let rereadable = t.stored
+        && dialect.samples_large_units_only()
+        && UnitType::of(t).is_some_and(|u| u.compares_as_grouped(dialect));
     let read = match (&t.privacy, join_bound) {
         (
             TablePrivacy::Private {

@@ -26,9 +26,9 @@ pub struct Sample<'a> {
 
 impl Sample<'_> {
     /// The sampled rows as a parenthesized SELECT (to be given an alias).
-    /// `rereadable`: `from` may be read again ([`crate::source::Source::rereadable`]),
-    /// so that where the dialect allows only the large units are ranked
-    /// ([`Dialect::samples_large_units_only`]).
+    /// `rereadable`: `from` may be read again
+    /// ([`crate::source::Source::rereadable`]), so only the large units
+    /// are ranked.
     pub fn sql(&self, d: Dialect, rereadable: bool) -> String {
         let Sample {
             selected,
@@ -44,7 +44,7 @@ impl Sample<'_> {
                 "SELECT * FROM (SELECT {selected}, ROW_NUMBER() OVER (PARTITION BY {unit} ORDER BY {order}) AS {rank} FROM {from}{filter}) AS __dp_ranked WHERE {rank} <= {max_rows}"
             )
         };
-        if !(rereadable && d.samples_large_units_only()) {
+        if !rereadable {
             return format!("({})", ranked(filter));
         }
         // Only the rows of units with more than `max_rows` rows are

@@ -280,7 +280,7 @@ fn pre_aggregated(
     // rows share their allowance (two windows over their pairs); the
     // others keep every row, w = c, with no window
     // ([`crate::dialect::LargeUnits`]).
-    let large = (rereadable && d.samples_large_units_only())
+    let large = rereadable
         .then(|| LargeUnits::of(d, "__dp_rows.__dp_u", &format!("{rows} AS __dp_rows"), k));
     let only = |test: String| {
         format!(
