@@ -561,3 +561,85 @@ columns.fee = { type = "int", lower = 0, upper = 100 }
     let (ok, text) = verify();
     assert!(ok && !text.contains("has no primary key"), "{text}");
 }
+
+/// A backend query that ran before on the same connection runs as the
+/// statement prepared then, without PostgreSQL parsing and planning it
+/// again; it still answers after its table is rewritten under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_backend_queries_run_prepared_and_survive_table_changes() {
+    let (db, _dir, gate) = gate_over_visits("e2e_prepared", 300, 1e6, 0.1).await;
+    let (client, _n) = gate.connect().await;
+    let cluster = cluster();
+    // Each ε is a new release (the kept one does not repeat it) of the
+    // same backend query.
+    let answer = |eps: f64| {
+        let client = &client;
+        async move {
+            client
+                .batch_execute(&format!("SET dp.epsilon = {eps}"))
+                .await
+                .unwrap();
+            simple_row(client, "SELECT COUNT(*) FROM visits").await
+        }
+    };
+    for i in 0..4 {
+        assert!(answer(0.1 + f64::from(i) / 100.0).await[0].is_some());
+    }
+    let unnamed = cluster.logged(&db, "execute <unnamed>: SELECT CAST(COALESCE(SUM(");
+    let all = cluster.logged(&db, ": SELECT CAST(COALESCE(SUM(");
+    // The first run parses it unnamed; the others bind the prepared
+    // statement (`execute s…`), on whichever pooled connection saw it.
+    assert!(
+        unnamed >= 1 && all == 4 && all - unnamed >= 2,
+        "{unnamed} of {all}"
+    );
+
+    // The table rewritten under the prepared statement: still answered.
+    connect_direct(&cluster.url(&db))
+        .await
+        .batch_execute("ALTER TABLE visits ALTER COLUMN patient_id TYPE bigint")
+        .await
+        .unwrap();
+    for i in 0..2 {
+        assert!(answer(0.2 + f64::from(i) / 100.0).await[0].is_some());
+    }
+    assert_eq!(cluster.logged(&db, ": SELECT CAST(COALESCE(SUM("), 6);
+}
+
+/// A prepared backend statement whose result type changed under it (the
+/// server then refuses to run it, 0A000) is prepared afresh, so the
+/// query answers instead of failing after its charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_result_type_changed_is_prepared_afresh() {
+    use dpgate_backend::BackendQuery;
+    let (db, _) = visits_database("e2e_restale", 30).await;
+    let direct = connect_direct(&cluster().url(&db)).await;
+    direct
+        .batch_execute("CREATE TABLE labels (label text); INSERT INTO labels VALUES ('a')")
+        .await
+        .unwrap();
+    let dir = tempdir();
+    let text = proxy_toml(&db, free_port(), &dir.path().join("l.sqlite"), 1.0, 0.1);
+    let (_config, backend) = server_config(&text, PASSWORD).await;
+    let query = BackendQuery {
+        sql: "SELECT label FROM public.labels",
+        keys: 1,
+        measurements: 0,
+    };
+    let labels = || async {
+        let mut rows = Vec::new();
+        backend
+            .fetch_into(query, &mut rows)
+            .await
+            .map(|()| rows.len())
+    };
+    for _ in 0..3 {
+        assert_eq!(labels().await.unwrap(), 1);
+    }
+    direct
+        .batch_execute("ALTER TABLE labels ALTER COLUMN label TYPE varchar(9)")
+        .await
+        .unwrap();
+    assert_eq!(labels().await.unwrap(), 1);
+    assert_eq!(labels().await.unwrap(), 1);
+}

@@ -1,11 +1,14 @@
 //! A small pool of PostgreSQL connections, each set up once with session
-//! settings (statement timeout, read-only) when opened.
+//! settings (statement timeout, read-only) when opened, and each keeping
+//! the statements it was sent more than once prepared.
 
+use std::num::NonZeroUsize;
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
+use lru::LruCache;
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use crate::tls::Outbound;
 
@@ -13,14 +16,28 @@ use crate::tls::Outbound;
 pub struct Pool {
     outbound: Outbound,
     setup: String,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
+}
+
+/// Statement texts one connection remembers: the most recently used
+/// ones, bounding what the server holds per session.
+const STATEMENTS_PER_CONNECTION: usize = 64;
+
+/// An open connection and what it remembers of the statements sent on it.
+struct Conn {
+    client: Client,
+    /// Texts run on this connection: `None` once seen, the prepared
+    /// statement from the second time on. A text seen once costs nothing
+    /// but its slot (an ad hoc query is not worth an extra round trip to
+    /// prepare); a repeated one skips the server's parsing and planning.
+    statements: LruCache<String, Option<Statement>>,
 }
 
 /// A connection taken from the pool; it goes back when dropped, unless
 /// it was closed or [`Pooled::discard`]ed.
 pub struct Pooled<'a> {
-    client: Option<Client>,
+    conn: Option<Conn>,
     pool: &'a Pool,
     _permit: SemaphorePermit<'a>,
 }
@@ -49,12 +66,16 @@ impl Pool {
         &self.outbound.config
     }
 
-    async fn open(&self) -> Result<Client, tokio_postgres::Error> {
+    async fn open(&self) -> Result<Conn, tokio_postgres::Error> {
         let client = self.outbound.connect().await?;
         if !self.setup.is_empty() {
             client.batch_execute(&self.setup).await?;
         }
-        Ok(client)
+        let capacity = NonZeroUsize::new(STATEMENTS_PER_CONNECTION).expect("not zero");
+        Ok(Conn {
+            client,
+            statements: LruCache::new(capacity),
+        })
     }
 
     /// Waits for a free slot and returns an open connection.
@@ -65,12 +86,12 @@ impl Pool {
             .await
             .expect("semaphore never closed");
         let pooled = self.idle.lock().unwrap().pop();
-        let client = match pooled {
-            Some(c) if !c.is_closed() => c,
+        let conn = match pooled {
+            Some(c) if !c.client.is_closed() => c,
             _ => self.open().await?,
         };
         Ok(Pooled {
-            client: Some(client),
+            conn: Some(conn),
             pool: self,
             _permit: permit,
         })
@@ -81,7 +102,39 @@ impl Pooled<'_> {
     /// Drops the connection instead of returning it (its state is unknown,
     /// e.g. after a timeout in the middle of a query).
     pub fn discard(mut self) {
-        self.client = None;
+        self.conn = None;
+    }
+
+    /// `sql` prepared on this connection if it was run here before
+    /// (`None` the first time: run it unnamed, in one round trip). The
+    /// statement stays prepared until it is the least recently used of
+    /// [`STATEMENTS_PER_CONNECTION`]; dropping it closes it in the server.
+    pub async fn prepared(
+        &mut self,
+        sql: &str,
+    ) -> Result<Option<Statement>, tokio_postgres::Error> {
+        let conn = self.conn.as_mut().expect("present until dropped");
+        match conn.statements.get(sql) {
+            Some(Some(statement)) => Ok(Some(statement.clone())),
+            Some(None) => {
+                let statement = conn.client.prepare(sql).await?;
+                conn.statements
+                    .put(sql.to_string(), Some(statement.clone()));
+                Ok(Some(statement))
+            }
+            None => {
+                conn.statements.put(sql.to_string(), None);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Forgets `sql`'s prepared statement (after an error that may mean
+    /// the server no longer holds it as it was).
+    pub fn forget(&mut self, sql: &str) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.statements.pop(sql);
+        }
     }
 }
 
@@ -89,21 +142,21 @@ impl Deref for Pooled<'_> {
     type Target = Client;
 
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until dropped")
+        &self.conn.as_ref().expect("present until dropped").client
     }
 }
 
 impl DerefMut for Pooled<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until dropped")
+        &mut self.conn.as_mut().expect("present until dropped").client
     }
 }
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            if !client.is_closed() {
-                self.pool.idle.lock().unwrap().push(client);
+        if let Some(conn) = self.conn.take() {
+            if !conn.client.is_closed() {
+                self.pool.idle.lock().unwrap().push(conn);
             }
         }
     }

@@ -164,19 +164,27 @@ impl PgBackend {
     ) -> Result<(), BackendError> {
         use futures::StreamExt;
         let (sql, keys, count) = (query.sql, query.keys, query.measurements);
-        let client = self.pool.get().await.map_err(connect_error)?;
+        let mut client = self.pool.get().await.map_err(connect_error)?;
         let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
         let mut running = CancelOnDrop(Some(client.cancel_token()));
         let read = async {
-            // Parse, bind and execute in one round trip (no prepare
-            // first); the extended protocol still takes one statement only.
-            let rows = client
-                .query_typed_raw(
-                    sql,
-                    std::iter::empty::<(&str, tokio_postgres::types::Type)>(),
-                )
-                .await
-                .map_err(query_error)?;
+            let rows = match client.prepared(sql).await.map_err(query_error)? {
+                // Run before on this connection: bind and execute the
+                // statement prepared then, without parsing and planning.
+                Some(statement) => match client.query_raw(&statement, no_parameters()).await {
+                    Ok(rows) => rows,
+                    // A statement the server no longer holds as prepared
+                    // (its tables changed under it) is prepared afresh.
+                    Err(e) if stale_statement(&e) => {
+                        client.forget(sql);
+                        unnamed(&client, sql).await.map_err(query_error)?
+                    }
+                    Err(e) => return Err(query_error(e)),
+                },
+                // Parse, bind and execute in one round trip; the extended
+                // protocol still takes one statement only.
+                None => unnamed(&client, sql).await.map_err(query_error)?,
+            };
             futures::pin_mut!(rows);
             let mut open = true;
             // After the sink breaks the remaining rows are read and
@@ -302,6 +310,35 @@ fn query_error(e: tokio_postgres::Error) -> BackendError {
         || e.to_string(),
         |d| format!("{}: {}", d.code().code(), d.message()),
     ))
+}
+
+/// Runs `sql` as the unnamed statement: parse, bind and execute in one
+/// round trip.
+async fn unnamed(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<tokio_postgres::RowStream, tokio_postgres::Error> {
+    client
+        .query_typed_raw(
+            sql,
+            std::iter::empty::<(&str, tokio_postgres::types::Type)>(),
+        )
+        .await
+}
+
+fn no_parameters() -> std::iter::Empty<&'static (dyn tokio_postgres::types::ToSql + Sync)> {
+    std::iter::empty()
+}
+
+/// An error that a prepared statement gives once the server no longer
+/// holds it as it was prepared: `cached plan must not change result
+/// type` (0A000) after its tables changed, or an unknown statement
+/// (26000). Either comes before the first row.
+fn stale_statement(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::FEATURE_NOT_SUPPORTED || *c == SqlState::INVALID_SQL_STATEMENT_NAME
+    })
 }
 
 fn connect_error(e: tokio_postgres::Error) -> BackendError {

@@ -99,8 +99,10 @@ impl SqliteBackend {
         let timeout = self.statement_timeout;
         let (rows_out, mut rows_in) = tokio::sync::mpsc::channel(ROWS_IN_FLIGHT);
         let read = self.with_connection(move |conn| {
+            // Kept compiled on this connection (the most recent 16): a
+            // repeated query skips SQLite's parsing and planning.
             let mut stmt = conn
-                .prepare(&sql)
+                .prepare_cached(&sql)
                 .map_err(|e| BackendError::Query(e.to_string()))?;
             if stmt.column_count() != width {
                 return Err(BackendError::Shape(format!(
