@@ -22,7 +22,7 @@ pub struct Pool {
 
 /// Statement texts one connection remembers: the most recently used
 /// ones, bounding what the server holds per session.
-const STATEMENTS_PER_CONNECTION: usize = 64;
+const STATEMENTS_PER_CONNECTION: usize = 32;
 
 /// An open connection and what it remembers of the statements sent on it.
 struct Conn {
