@@ -1,12 +1,15 @@
 //! Throughput under load: 32 concurrent clients send a mix of ungrouped,
 //! grouped and joined private queries through dpgate (cache off, so each
 //! is charged durably, run and released), and 32 clients send the same
-//! queries' rewritten SQL straight to PostgreSQL, in the same run against
-//! the same throwaway cluster. Prints queries per second and p50/p99
+//! queries' rewritten SQL straight to PostgreSQL (as simple queries, then
+//! as statements each prepared once), in the same run against the same
+//! throwaway cluster. Prints queries per second and p50/p99
 //! latency of both, and their ratios. First, one client sends each shape
-//! straight and through dpgate in turn, 200 rounds, and dpgate's own time
-//! is the p50 of the per-round difference (robust to slow spells of the
-//! machine, which hit both sides of a round alike).
+//! straight (simple, and prepared once as dpgate sends a repeated backend
+//! query) and through dpgate in turn, 200 rounds, and dpgate's own time
+//! is the p50 of the per-round difference from the prepared direct query
+//! (robust to slow spells of the machine, which hit both sides of a round
+//! alike).
 //!
 //! With `DPGATE_BASELINE_BIN` set to another build of dpgate (e.g. the
 //! previous release), the same load also goes through that build, on the
@@ -36,26 +39,40 @@ const QUERIES: [&str; 3] = [
 const MAX_PER_CLIENT: usize = 100_000;
 
 /// Queries per second and sorted latencies of `clients` running `queries`
-/// in turn for `seconds`.
+/// in turn for `seconds`, as simple queries or (`prepared`) as statements
+/// each client prepares once.
 async fn drive(
     clients: Vec<tokio_postgres::Client>,
     queries: Arc<Vec<String>>,
     seconds: u64,
+    prepared: bool,
 ) -> (f64, Vec<Duration>) {
+    let mut statements = Vec::new();
+    for client in &clients {
+        let mut mine = Vec::new();
+        if prepared {
+            for q in queries.iter() {
+                mine.push(client.prepare(q).await.unwrap());
+            }
+        }
+        statements.push(mine);
+    }
     let start = Instant::now();
     let stop = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for (i, client) in clients.into_iter().enumerate() {
+    for (i, (client, statements)) in clients.into_iter().zip(statements).enumerate() {
         let queries = queries.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = i;
             while Instant::now() < stop && latencies.len() < MAX_PER_CLIENT {
                 let t = Instant::now();
-                client
-                    .simple_query(&queries[n % queries.len()])
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: {e}", queries[n % queries.len()]));
+                let j = n % queries.len();
+                let done = match statements.get(j) {
+                    Some(statement) => client.query(statement, &[]).await.map(drop),
+                    None => client.simple_query(&queries[j]).await.map(drop),
+                };
+                done.unwrap_or_else(|e| panic!("{}: {e}", queries[j]));
                 latencies.push(t.elapsed());
                 n += 1;
             }
@@ -74,33 +91,64 @@ async fn drive(
 /// Rounds one client sends per query shape for the one-client figures.
 const SOLO_ITERS: usize = 200;
 
-/// One client's figures for one query shape: in each round the rewritten
-/// query goes straight to PostgreSQL, then the query through each gate, so
-/// that a slow spell of the machine hits every side alike. Returns the p50
-/// straight, and per gate its p50 and the p50 of its own time (its latency
-/// minus the direct latency of the same round).
+/// One client's figures for one query shape. Each round sends the
+/// rewritten query straight to PostgreSQL as a simple query (parsed and
+/// planned each time) and as a statement prepared once (how dpgate sends
+/// a backend query it has sent before), and the query through each gate;
+/// the order rotates from round to round, so that neither a slow spell of
+/// the machine nor the warm caches a query leaves for the next favour
+/// one side. Returns the p50 straight (simple, prepared), and per gate its
+/// p50 and the p50s of its own time: its latency minus the simple direct
+/// latency of the same round, and minus the prepared one (which does not
+/// count as saved the backend's parsing and planning that dpgate's
+/// prepared statement skips).
 async fn solo(
     direct: &tokio_postgres::Client,
     rewritten: &str,
     gates: &[&tokio_postgres::Client],
     sql: &str,
-) -> (Duration, Vec<(Duration, Duration)>) {
-    let mut straight = Vec::new();
-    let mut through = vec![Vec::new(); gates.len()];
-    let mut own = vec![Vec::new(); gates.len()];
+) -> (Duration, Duration, Vec<(Duration, [Duration; 2])>) {
+    let statement = direct.prepare(rewritten).await.unwrap();
+    let sides = 2 + gates.len();
+    // Per side (simple, prepared, then each gate), its latency per round.
+    let mut taken = vec![Vec::new(); sides];
     for i in 0..SOLO_ITERS + 5 {
-        let d = timed(direct, rewritten).await;
-        for (g, gate) in gates.iter().enumerate() {
-            let t = timed(gate, sql).await;
-            if i >= 5 {
-                through[g].push(t);
-                own[g].push(t.as_secs_f64() - d.as_secs_f64());
-            }
+        let mut round = vec![Duration::ZERO; sides];
+        for k in 0..sides {
+            let side = (i + k) % sides;
+            round[side] = match side {
+                0 => timed(direct, rewritten).await,
+                1 => {
+                    let t = Instant::now();
+                    direct.query(&statement, &[]).await.unwrap();
+                    t.elapsed()
+                }
+                g => timed(gates[g - 2], sql).await,
+            };
         }
         if i >= 5 {
-            straight.push(d);
+            for (side, t) in round.into_iter().enumerate() {
+                taken[side].push(t);
+            }
         }
     }
+    // The p50 of a gate's latency minus a direct side's, round by round.
+    let own = |gate: &[Duration], direct: &[Duration]| {
+        let mut d: Vec<f64> = gate
+            .iter()
+            .zip(direct)
+            .map(|(t, d)| t.as_secs_f64() - d.as_secs_f64())
+            .collect();
+        d.sort_by(f64::total_cmp);
+        Duration::from_secs_f64(d[d.len() / 2].max(0.0))
+    };
+    let own: Vec<[Duration; 2]> = taken[2..]
+        .iter()
+        .map(|gate| [own(gate, &taken[0]), own(gate, &taken[1])])
+        .collect();
+    let mut taken = taken.into_iter();
+    let (straight, prepared) = (taken.next().unwrap(), taken.next().unwrap());
+    let through: Vec<Vec<Duration>> = taken.collect();
     let median = |mut v: Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
@@ -108,12 +156,9 @@ async fn solo(
     let per_gate = through
         .into_iter()
         .zip(own)
-        .map(|(t, mut o)| {
-            o.sort_by(f64::total_cmp);
-            (median(t), Duration::from_secs_f64(o[o.len() / 2].max(0.0)))
-        })
+        .map(|(t, o)| (median(t), o))
         .collect();
-    (median(straight), per_gate)
+    (median(straight), median(prepared), per_gate)
 }
 
 /// How long `sql` takes on `client`.
@@ -180,14 +225,22 @@ fn main() {
             (base, base_dir)
         });
         // One client first: each query's p50 straight at PostgreSQL
-        // (rewritten) and through dpgate, in turn; dpgate's own time per
+        // (rewritten, simple and prepared) and through dpgate, in rotating
+        // order; dpgate's own time per
         // query (parse, plan, durable charge and outcome, noise) is the
         // p50 of the difference within each round.
-        println!("one client, p50 of {SOLO_ITERS} rounds (direct, then each gate, in turn):");
-        let base_columns = if baseline.is_some() { "    baseline   own time" } else { "" };
         println!(
-            "  {:<12} {:>11} {:>11} {:>11}{base_columns}",
-            "query", "direct", "dpgate", "own time"
+            "one client, p50 of {SOLO_ITERS} rounds (every side once per round, \
+             in rotating order; own time = dpgate minus direct, simple | prepared, per round):"
+        );
+        let base_columns = if baseline.is_some() {
+            "    baseline  own (simple | prepared)"
+        } else {
+            ""
+        };
+        println!(
+            "  {:<12} {:>11} {:>11} {:>11} {:>11}{base_columns}",
+            "query", "direct", "prepared", "dpgate", "own (simple | prepared)"
         );
         {
             let solo_direct = connect_direct(&cluster().url(&db)).await;
@@ -197,30 +250,34 @@ fn main() {
             }
             let gates: Vec<&tokio_postgres::Client> = solo_gates.iter().collect();
             for (i, (q, r)) in QUERIES.iter().zip(&rewritten).enumerate() {
-                let (d, per_gate) = solo(&solo_direct, r, &gates, q).await;
-                let mut line = format!("  {:<12} {d:>11.2?}", ["ungrouped", "grouped", "joined"][i]);
-                for (latency, own) in per_gate {
-                    line += &format!(" {latency:>11.2?} {own:>11.2?}");
+                let (s, d, per_gate) = solo(&solo_direct, r, &gates, q).await;
+                let name = ["ungrouped", "grouped", "joined"][i];
+                let mut line = format!("  {name:<12} {s:>11.2?} {d:>11.2?}");
+                for (latency, [simple, prepared]) in per_gate {
+                    line += &format!(" {latency:>11.2?} {simple:>11.2?} | {prepared:>9.2?}");
                 }
                 println!("{line}");
             }
         }
         let mut proxied = Vec::new();
-        let mut direct = Vec::new();
+        let (mut direct, mut direct_prepared) = (Vec::new(), Vec::new());
         for _ in 0..clients {
             proxied.push(gate.connect().await.0);
             direct.push(connect_direct(&cluster().url(&db)).await);
+            direct_prepared.push(connect_direct(&cluster().url(&db)).await);
         }
-        let (direct_qps, direct_lat) = drive(direct, Arc::new(rewritten), seconds).await;
+        let rewritten = Arc::new(rewritten);
+        let (direct_qps, direct_lat) = drive(direct, rewritten.clone(), seconds, false).await;
+        let (prepared_qps, prepared_lat) = drive(direct_prepared, rewritten, seconds, true).await;
         let queries: Arc<Vec<String>> = Arc::new(QUERIES.iter().map(|q| q.to_string()).collect());
-        let (gate_qps, gate_lat) = drive(proxied, queries.clone(), seconds).await;
+        let (gate_qps, gate_lat) = drive(proxied, queries.clone(), seconds, false).await;
         let baseline = match baseline {
             Some((base, base_dir)) => {
                 let mut clients_of_base = Vec::new();
                 for _ in 0..clients {
                     clients_of_base.push(base.connect().await.0);
                 }
-                let (qps, lat) = drive(clients_of_base, queries, seconds).await;
+                let (qps, lat) = drive(clients_of_base, queries, seconds, false).await;
                 Some((qps, lat, base, base_dir))
             }
             None => None,
@@ -231,6 +288,7 @@ fn main() {
         println!("                         queries/s      p50        p99");
         let mut rows_out = vec![
             ("rewritten, direct", direct_qps, &direct_lat),
+            ("direct, prepared", prepared_qps, &prepared_lat),
             ("through dpgate", gate_qps, &gate_lat),
         ];
         if let Some((qps, lat, _, _)) = &baseline {
@@ -244,6 +302,10 @@ fn main() {
             );
         }
         println!("  ratio dpgate / direct, queries/s: {:.3}", gate_qps / direct_qps);
+        println!(
+            "  ratio dpgate / direct prepared, queries/s: {:.3}",
+            gate_qps / prepared_qps
+        );
         println!(
             "  ratio dpgate / direct, p50:       {:.3}",
             pct(&gate_lat, 0.5).as_secs_f64() / pct(&direct_lat, 0.5).as_secs_f64()
