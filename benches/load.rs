@@ -6,10 +6,10 @@
 //! throwaway cluster. Prints queries per second and p50/p99
 //! latency of both, and their ratios. First, one client sends each shape
 //! straight (simple, and prepared once as dpgate sends a repeated backend
-//! query) and through dpgate in turn, 200 rounds, and dpgate's own time
-//! is the p50 of the per-round difference from the prepared direct query
-//! (robust to slow spells of the machine, which hit both sides of a round
-//! alike).
+//! query) and through dpgate, every side once per round in rotating
+//! order, 200 rounds, and dpgate's own time is the p50 of the per-round
+//! difference from each direct side (robust to slow spells of the
+//! machine, which hit every side of a round alike).
 //!
 //! With `DPGATE_BASELINE_BIN` set to another build of dpgate (e.g. the
 //! previous release), the same load also goes through that build, on the
@@ -117,13 +117,9 @@ async fn solo(
         for k in 0..sides {
             let side = (i + k) % sides;
             round[side] = match side {
-                0 => timed(direct, rewritten).await,
-                1 => {
-                    let t = Instant::now();
-                    direct.query(&statement, &[]).await.unwrap();
-                    t.elapsed()
-                }
-                g => timed(gates[g - 2], sql).await,
+                0 => timed(direct.simple_query(rewritten)).await,
+                1 => timed(direct.query(&statement, &[])).await,
+                g => timed(gates[g - 2].simple_query(sql)).await,
             };
         }
         if i >= 5 {
@@ -161,13 +157,12 @@ async fn solo(
     (median(straight), median(prepared), per_gate)
 }
 
-/// How long `sql` takes on `client`.
-async fn timed(client: &tokio_postgres::Client, sql: &str) -> Duration {
+/// How long `query` takes to answer.
+async fn timed<T>(
+    query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Duration {
     let t = Instant::now();
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    query.await.unwrap_or_else(|e| panic!("{e}"));
     t.elapsed()
 }
 
@@ -226,9 +221,9 @@ fn main() {
         });
         // One client first: each query's p50 straight at PostgreSQL
         // (rewritten, simple and prepared) and through dpgate, in rotating
-        // order; dpgate's own time per
-        // query (parse, plan, durable charge and outcome, noise) is the
-        // p50 of the difference within each round.
+        // order; dpgate's own time per query (parse, plan, durable charge
+        // and outcome, noise) is the p50 of the difference within each
+        // round.
         println!(
             "one client, p50 of {SOLO_ITERS} rounds (every side once per round, \
              in rotating order; own time = dpgate minus direct, simple | prepared, per round):"

@@ -47,10 +47,9 @@ pub struct Source {
     /// unit's `=` holds equal what GROUP BY puts together
     /// ([`UnitType::compares_as_grouped`]), on a dialect that can name
     /// the large units once ([`Dialect::samples_large_units_only`]):
-    /// the bounding step may read it
-    /// again to rank only the units with more rows than their bound
-    /// ([`crate::dialect::Sample`]). Not a join, which a second read
-    /// would run again.
+    /// the bounding step may read it again to rank only the units with
+    /// more rows than their bound ([`crate::dialect::Sample`]). Not a
+    /// join, which a second read would run again.
     pub rereadable: bool,
     /// The backend's type of the unit column and how it is compared;
     /// `None` where the backend's schema was never read (planning
