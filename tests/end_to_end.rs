@@ -643,3 +643,44 @@ async fn a_statement_whose_result_type_changed_is_prepared_afresh() {
     assert_eq!(labels().await.unwrap(), 1);
     assert_eq!(labels().await.unwrap(), 1);
 }
+
+/// A backend request abandoned midway (its caller gone, as when a client
+/// cancels, or timed out) closes its connection instead of pooling it:
+/// whatever it left in that session (a query still running, a statement
+/// prepared under a name no one will close) ends with it, and the cancel
+/// sent after it cannot hit the next analyst's query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_backend_request_closes_its_connection() {
+    use dpgate_backend::BackendQuery;
+    let (db, _) = visits_database("e2e_abandon", 30).await;
+    let dir = tempdir();
+    let text = proxy_toml(&db, free_port(), &dir.path().join("l.sqlite"), 1.0, 0.1);
+    let (_config, backend) = server_config(&text, PASSWORD).await;
+    let pid = || async {
+        let mut rows = Vec::new();
+        let query = BackendQuery {
+            sql: "SELECT CAST(pg_backend_pid() AS text)",
+            keys: 1,
+            measurements: 0,
+        };
+        backend.fetch_into(query, &mut rows).await.unwrap();
+        rows[0].keys[0].clone().unwrap()
+    };
+    // A finished request leaves its connection to the next one.
+    let first = pid().await;
+    assert_eq!(pid().await, first);
+    // Abandoned while the server still runs it.
+    let mut rows = Vec::new();
+    let slow = BackendQuery {
+        sql: "SELECT CAST(pg_sleep(2) AS text)",
+        keys: 1,
+        measurements: 0,
+    };
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        backend.fetch_into(slow, &mut rows),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the slow query should still run");
+    assert_ne!(pid().await, first, "the abandoned connection was pooled");
+}

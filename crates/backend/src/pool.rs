@@ -35,11 +35,15 @@ struct Conn {
 }
 
 /// A connection taken from the pool; it goes back when dropped, unless
-/// it was closed or [`Pooled::discard`]ed.
+/// it was closed, or dropped between [`Pooled::begin`] and
+/// [`Pooled::finished`].
 pub struct Pooled<'a> {
     conn: Option<Conn>,
     pool: &'a Pool,
     _permit: SemaphorePermit<'a>,
+    /// Whether the connection's state is known (no request abandoned
+    /// midway), so that it may serve the next request.
+    reusable: bool,
 }
 
 impl Pool {
@@ -94,15 +98,27 @@ impl Pool {
             conn: Some(conn),
             pool: self,
             _permit: permit,
+            reusable: true,
         })
     }
 }
 
 impl Pooled<'_> {
-    /// Drops the connection instead of returning it (its state is unknown,
-    /// e.g. after a timeout in the middle of a query).
-    pub fn discard(mut self) {
-        self.conn = None;
+    /// Marks the start of a request whose abandonment would leave the
+    /// connection in an unknown state: if this is dropped before
+    /// [`Pooled::finished`] (the request timed out, or its caller went
+    /// away), the connection is closed instead of returned. Its session
+    /// then ends in the server, with whatever the request left there (a
+    /// statement prepared under a name no one will close, a query still
+    /// running), and a cancel aimed at it cannot reach anyone else's.
+    pub fn begin(&mut self) {
+        self.reusable = false;
+    }
+
+    /// Marks the request begun by [`Pooled::begin`] as over, one way or
+    /// another: the connection may serve the next one.
+    pub fn finished(&mut self) {
+        self.reusable = true;
     }
 
     /// `sql` prepared on this connection if it was run here before
@@ -155,7 +171,7 @@ impl DerefMut for Pooled<'_> {
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if !conn.client.is_closed() {
+            if self.reusable && !conn.client.is_closed() {
                 self.pool.idle.lock().unwrap().push(conn);
             }
         }

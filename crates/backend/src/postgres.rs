@@ -156,7 +156,8 @@ impl PgBackend {
     }
 
     /// [`crate::Backend::fetch_into`] on PostgreSQL: rows stream into
-    /// `sink`; a dropped future cancels the query in the server.
+    /// `sink`; a dropped future cancels the query in the server and
+    /// closes its connection.
     async fn fetch_groups(
         &self,
         query: BackendQuery<'_>,
@@ -165,6 +166,9 @@ impl PgBackend {
         use futures::StreamExt;
         let (sql, keys, count) = (query.sql, query.keys, query.measurements);
         let mut client = self.pool.get().await.map_err(connect_error)?;
+        // Until the read is over, a drop (timeout, or the caller gone)
+        // closes the connection rather than pooling it half-used.
+        client.begin();
         let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
         let mut running = CancelOnDrop(Some(client.cancel_token()));
         let read = async {
@@ -204,21 +208,16 @@ impl PgBackend {
             }
             Ok::<_, BackendError>(())
         };
-        match tokio::time::timeout(timeout, read).await {
-            Ok(Ok(())) => {}
-            // The query is over: a cancel now would hit the next query
-            // that this pooled connection runs, someone else's.
-            Ok(Err(e)) => {
-                running.0 = None;
-                return Err(e);
-            }
-            Err(_) => {
-                client.discard();
-                return Err(BackendError::Timeout);
-            }
-        }
+        let outcome = match tokio::time::timeout(timeout, read).await {
+            Ok(outcome) => outcome,
+            // Dropping `client` unfinished closes the connection.
+            Err(_) => return Err(BackendError::Timeout),
+        };
+        // The query is over: a cancel now would hit the next query that
+        // this pooled connection runs, someone else's.
         running.0 = None;
-        Ok(())
+        client.finished();
+        outcome
     }
 }
 
