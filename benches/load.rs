@@ -15,6 +15,9 @@
 //! previous release), the same load also goes through that build, on the
 //! same data in the same run, and the bench prints this build / baseline.
 //!
+//! With `LOAD_LEDGER=postgres`, each dpgate's ledger is a database of
+//! the same cluster (the store replicas share) instead of a SQLite file.
+//!
 //! Run: `cargo bench --bench load` (LOAD_ROWS, LOAD_CLIENTS and
 //! LOAD_SECONDS to change size; every loop is bounded in time and count
 //! and talks to loopback only).
@@ -166,6 +169,28 @@ async fn timed<T>(
     t.elapsed()
 }
 
+/// The `[ledger]` store line (`path = …` or `url = …`) of a config.
+fn ledger_of(text: &str) -> String {
+    let section = text.find("[ledger]\n").expect("a [ledger] section") + "[ledger]\n".len();
+    text[section..]
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The `[ledger]` store line of a dpgate with the files of `dir`: a new
+/// database of the bench's cluster (`postgres`), or a SQLite file in `dir`.
+async fn ledger(postgres: bool, dir: &tempfile::TempDir) -> String {
+    match postgres {
+        true => format!(
+            "url = \"{}\"",
+            cluster().url(&empty_database("load_ledger").await)
+        ),
+        false => format!("path = \"{}\"", dir.path().join("l.sqlite").display()),
+    }
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -185,9 +210,11 @@ fn main() {
             .get(0);
         let dir = tempdir();
         let port = free_port();
+        let pg_ledger = std::env::var("LOAD_LEDGER").is_ok_and(|v| v == "postgres");
         let text = hospital_toml(&db, port, &dir.path().join("l.sqlite"), 1e9, 0.1)
             .replacen("[server]\n", "[server]\nmax_connections = 200\n", 1)
             + "[cache]\nenabled = false\n";
+        let text = text.replacen(&ledger_of(&text), &ledger(pg_ledger, &dir).await, 1);
         let gate = Dpgate::start(dir.path(), &text, port);
         let (config, _) = server_config(&text, PASSWORD).await;
         let rewritten: Vec<String> = QUERIES
@@ -200,14 +227,18 @@ fn main() {
             })
             .collect();
         // The baseline build, if given: same config, a ledger of its own.
-        let baseline = std::env::var_os("DPGATE_BASELINE_BIN").map(|bin| {
-            let (base_dir, base_port) = (tempdir(), free_port());
+        let baseline = match std::env::var_os("DPGATE_BASELINE_BIN") {
+            Some(bin) => {
+                let (base_dir, base_port) = (tempdir(), free_port());
+                let base_ledger = ledger(pg_ledger, &base_dir).await;
+                Some((bin, base_dir, base_port, base_ledger))
+            }
+            None => None,
+        };
+        let baseline = baseline.map(|(bin, base_dir, base_port, base_ledger)| {
             let text = text
                 .replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{base_port}"))
-                .replace(
-                    &dir.path().join("l.sqlite").display().to_string(),
-                    &base_dir.path().join("l.sqlite").display().to_string(),
-                );
+                .replacen(&ledger_of(&text), &base_ledger, 1);
             let path = base_dir.path().join("proxy.toml");
             std::fs::write(&path, &text).unwrap();
             let path = path.display().to_string();
@@ -219,6 +250,9 @@ fn main() {
             );
             (base, base_dir)
         });
+        if pg_ledger {
+            println!("ledgers: PostgreSQL databases of the bench's cluster");
+        }
         // One client first: each query's p50 straight at PostgreSQL
         // (rewritten, simple and prepared) and through dpgate, in rotating
         // order; dpgate's own time per query (parse, plan, durable charge

@@ -260,3 +260,58 @@ async fn budget_rules_hold_in_the_postgres_ledger() {
         .unwrap();
     assert_eq!(s.spent.epsilon, 0.5);
 }
+
+/// A charge that ends early — refused for its budget, or failing in
+/// its writes — must end its transaction: the charge's first flight
+/// locks the accounts, and a connection pooled with them still locked
+/// would stall every replica's charges until the lock timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_that_ends_early_leaves_no_lock_behind_in_the_postgres_ledger() {
+    let db = empty_database("ledger_locks").await;
+    let store = LedgerStore::Postgres(cluster().url(&db));
+    let (a, b) = (
+        Ledger::open(&store).await.unwrap(),
+        Ledger::open(&store).await.unwrap(),
+    );
+    let erin = budget(1.0, 0.0, None);
+    let finn = budget(10.0, 0.0, None);
+    // Replica b charges within a bound far below the 30 s lock timeout.
+    let charge_on_b = |at_ms: i64| {
+        let b = &b;
+        async move {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                b.charge(request("finn", at_ms, 0.01, 0.0, finn)),
+            )
+            .await
+            .expect("a charge on the other replica waited for a lock left behind")
+            .unwrap()
+        }
+    };
+    a.charge(request("erin", T0, 0.9, 0.0, erin)).await.unwrap();
+    // Refused after the accounts were locked and read.
+    exhausted(a.charge(request("erin", T0 + 1, 0.5, 0.0, erin)).await);
+    charge_on_b(T0 + 2).await;
+    // Failing in the second flight: PostgreSQL text cannot hold NUL.
+    let mut bad = request("erin", T0 + 3, 0.05, 0.0, erin);
+    bad.entry.statement = "SELECT COUNT(*) FROM visits -- \0".into();
+    match a.charge(bad).await {
+        Err(LedgerError::Storage(_)) => {}
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    charge_on_b(T0 + 4).await;
+    // Neither spent anything, and replica a's connections still charge.
+    let spent = a
+        .standing("erin", erin, T0 + 5)
+        .await
+        .unwrap()
+        .spent
+        .epsilon;
+    assert!((spent - 0.9).abs() < 1e-9, "erin spent {spent}");
+    for i in 0..10 {
+        a.charge(request("erin", T0 + 6 + i, 0.001, 0.0, erin))
+            .await
+            .unwrap();
+    }
+    charge_on_b(T0 + 20).await;
+}

@@ -5,10 +5,10 @@
 //! commits with `synchronous_commit = on`; a racing charge waits for the
 //! lock and then sees the committed spending.
 
-use dpgate_backend::Pool;
+use dpgate_backend::{Pool, Pooled};
 use dpgate_config::Budget;
-use tokio_postgres::types::Type;
-use tokio_postgres::GenericClient;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, GenericClient};
 
 use crate::audit::{AuditEntry, AuditFilter, AuditRecord};
 use crate::sql;
@@ -77,6 +77,11 @@ const SETUP: &str = "SET synchronous_commit = on; SET default_transaction_read_o
 /// Connections kept to the ledger database.
 const POOL_SIZE: usize = 8;
 
+/// [`sql::INSERT_AUDIT`]'s entry and its charge in one statement (the
+/// charge row needs the entry's id), taking the same parameters. Only
+/// PostgreSQL writes in a `WITH`: the SQLite store runs the two.
+const INSERT_AUDIT_AND_CHARGE: &str = r#"WITH entry AS (INSERT INTO audit (at_ms, "user", client, statement, backend_sql, epsilon_nano, delta_atto, outcome, code, detail, "rows", rho_nano) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id) INSERT INTO charges ("user", at_ms, epsilon_nano, delta_atto, statement, audit_id) SELECT $2, $1, $6, $7, $4, id FROM entry RETURNING audit_id"#;
+
 /// A PostgreSQL ledger.
 pub(crate) struct PgStore {
     pool: Pool,
@@ -97,57 +102,20 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    /// Two flights of pipelined statements, each sent whole before its
+    /// first reply is read: the first opens the transaction and locks and
+    /// reads the accounts, the second writes the charge and commits: two
+    /// round trips where a statement at a time took ten, all of them with
+    /// the dataset account locked against every other charge of every
+    /// replica. (A refresh window adds one: its start depends on the row.)
     pub async fn charge(&self, request: &ChargeRequest) -> Result<Charge, LedgerError> {
-        let e = &request.entry;
-        let cost = Units::cost(e.cost);
-        let accounts = standing::accounts(request);
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let (mut limit, mut remaining) = (Units::default(), Units::default());
-        for (account, budget) in &accounts {
-            tx.execute_typed(sql::OPEN_ACCOUNT, &[(account, Type::TEXT)])
-                .await?;
-            let Some(budget) = budget else {
-                tx.execute_typed(&read_account(true), &[(account, Type::TEXT)])
-                    .await?;
-                continue;
-            };
-            let (row, spent) = read_standing(&tx, account, budget, e.at_ms, true).await?;
-            let left = standing::check(account, budget, &row, spent, cost)?;
-            if *account == e.user {
-                (limit, remaining) = (standing::limit(budget, &row), left);
-            }
-        }
-        let audit_id = insert_audit(&tx, e).await?;
-        tx.execute_typed(
-            sql::INSERT_CHARGE,
-            &[
-                (&e.user, Type::TEXT),
-                (&e.at_ms, Type::INT8),
-                (&cost.epsilon, Type::INT8),
-                (&cost.delta, Type::INT8),
-                (&e.statement, Type::TEXT),
-                (&audit_id, Type::INT8),
-            ],
-        )
-        .await?;
-        for (account, _) in &accounts {
-            tx.execute_typed(
-                sql::ADD_SPENT,
-                &[
-                    (account, Type::TEXT),
-                    (&cost.epsilon, Type::INT8),
-                    (&cost.delta, Type::INT8),
-                ],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Charge {
-            audit_id,
-            limit: limit.amount(),
-            remaining: remaining.amount(),
-        })
+        // Dropped midway (its caller gone), the connection is closed: the
+        // server rolls the transaction back and releases the locks.
+        client.begin();
+        let charged = charge(&mut client, request).await;
+        end(&mut client, &charged).await;
+        charged
     }
 
     /// Commits without waiting for the WAL flush: the outcome survives a
@@ -156,38 +124,41 @@ impl PgStore {
     /// Losing it can only leave a statement marked `charged` instead of
     /// `answered` and forget its free repeat (the next identical query is
     /// charged again), never lose a charge: as the SQLite store's
-    /// unsynced outcome writes.
+    /// unsynced outcome writes. One flight of pipelined statements.
     pub async fn finish(&self, f: &Finish) -> Result<(), LedgerError> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await?;
+        client.begin();
         let (code, detail) = f.error.clone().unzip();
-        tx.execute_typed(
-            sql::FINISH_AUDIT,
-            &[
-                (&f.audit_id, Type::INT8),
-                (&f.outcome.as_str(), Type::TEXT),
-                (&f.rows, Type::INT8),
-                (&code, Type::TEXT),
-                (&detail, Type::TEXT),
-            ],
-        )
-        .await?;
+        let outcome = f.outcome.as_str();
+        let mut flight: Vec<Statement<'_>> = vec![
+            ("BEGIN", vec![]),
+            ("SET LOCAL synchronous_commit = off", vec![]),
+            (
+                sql::FINISH_AUDIT,
+                vec![
+                    (&f.audit_id, Type::INT8),
+                    (&outcome, Type::TEXT),
+                    (&f.rows, Type::INT8),
+                    (&code, Type::TEXT),
+                    (&detail, Type::TEXT),
+                ],
+            ),
+        ];
         if let Some(r) = &f.cache {
-            tx.execute_typed(
+            flight.push((
                 sql::PUT_RELEASE,
-                &[
+                vec![
                     (&r.user, Type::TEXT),
                     (&r.key, Type::TEXT),
                     (&r.at_ms, Type::INT8),
                     (&r.body, Type::TEXT),
                 ],
-            )
-            .await?;
+            ));
         }
-        tx.commit().await?;
-        Ok(())
+        flight.push(("COMMIT", vec![]));
+        let finished = in_one_flight(&mut client, &flight).await.map(drop);
+        end(&mut client, &finished).await;
+        finished
     }
 
     pub async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), LedgerError> {
@@ -234,7 +205,7 @@ impl PgStore {
         now_ms: i64,
     ) -> Result<Standing, LedgerError> {
         let client = self.pool.get().await?;
-        let (row, spent) = read_standing(&*client, account, budget, now_ms, false).await?;
+        let (row, spent) = read_standing(&*client, account, budget, now_ms).await?;
         Ok(standing::view(budget, &row, spent))
     }
 
@@ -281,6 +252,112 @@ impl PgStore {
     }
 }
 
+/// A statement and its parameters with their types.
+type Statement<'a> = (&'a str, Vec<(&'a (dyn ToSql + Sync), Type)>);
+
+/// Runs `flight` pipelined: every statement is sent before the first
+/// reply is read (tokio-postgres sends a request when its future is
+/// first polled, and `join_all` polls them all, in order), and the
+/// server runs them in order. A statement this connection ran before is
+/// bound to the form prepared then, skipping the server's parsing.
+/// Returns each one's rows, or the first error (after an error the
+/// server fails the rest of a transaction, and answers a `COMMIT` in it
+/// with a rollback).
+async fn in_one_flight(
+    client: &mut Pooled<'_>,
+    flight: &[Statement<'_>],
+) -> Result<Vec<Vec<tokio_postgres::Row>>, LedgerError> {
+    let mut prepared = Vec::with_capacity(flight.len());
+    for (sql, _) in flight {
+        prepared.push(client.prepared(sql).await?);
+    }
+    let client: &Client = client;
+    let replies = futures::future::join_all(flight.iter().zip(&prepared).map(
+        |((sql, params), statement)| async move {
+            match statement {
+                Some(statement) => {
+                    let values: Vec<_> = params.iter().map(|(value, _)| *value).collect();
+                    client.query(statement, &values).await
+                }
+                None => client.query_typed(sql, params).await,
+            }
+        },
+    ))
+    .await;
+    Ok(replies.into_iter().collect::<Result<_, _>>()?)
+}
+
+/// Ends a request begun on `client`. Refused by the budget rule, the
+/// charge's transaction is rolled back (releasing its locks) and the
+/// connection serves on; after any other failure the connection is in a
+/// state not worth trusting (a statement the server may no longer hold
+/// as prepared), so it is closed and the server rolls back.
+async fn end<T>(client: &mut Pooled<'_>, outcome: &Result<T, LedgerError>) {
+    match outcome {
+        Ok(_) => client.finished(),
+        Err(LedgerError::Exhausted(_)) => {
+            if client.batch_execute("ROLLBACK").await.is_ok() {
+                client.finished();
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// [`PgStore::charge`] on a connection of its own.
+async fn charge(client: &mut Pooled<'_>, request: &ChargeRequest) -> Result<Charge, LedgerError> {
+    let e = &request.entry;
+    let cost = Units::cost(e.cost);
+    let accounts = standing::accounts(request);
+    let read = read_account(true);
+    // First flight: open the transaction, then open, lock and read each
+    // account in locking order.
+    let mut flight: Vec<Statement<'_>> = vec![("BEGIN", vec![])];
+    for (account, _) in &accounts {
+        flight.push((sql::OPEN_ACCOUNT, vec![(account, Type::TEXT)]));
+        flight.push((&read, vec![(account, Type::TEXT)]));
+    }
+    let replies = in_one_flight(client, &flight).await?;
+    let (mut limit, mut remaining) = (Units::default(), Units::default());
+    for (i, (account, budget)) in accounts.iter().enumerate() {
+        let Some(budget) = budget else { continue };
+        let row = match replies[2 + 2 * i].first() {
+            Some(r) => account_row!(r.try_get),
+            None => Row::default(),
+        };
+        let spent = spent(&**client, account, budget, &row, e.at_ms).await?;
+        let left = standing::check(account, budget, &row, spent, cost)?;
+        if *account == e.user {
+            (limit, remaining) = (standing::limit(budget, &row), left);
+        }
+    }
+    // Second flight: the audit entry and the charge, each account's
+    // spending, the commit.
+    let audit = AuditValues::of(e);
+    let mut flight: Vec<Statement<'_>> = vec![(INSERT_AUDIT_AND_CHARGE, audit.params())];
+    for (account, _) in &accounts {
+        flight.push((
+            sql::ADD_SPENT,
+            vec![
+                (account, Type::TEXT),
+                (&cost.epsilon, Type::INT8),
+                (&cost.delta, Type::INT8),
+            ],
+        ));
+    }
+    flight.push(("COMMIT", vec![]));
+    let replies = in_one_flight(client, &flight).await?;
+    let audit_id = match replies[0].first() {
+        Some(row) => row.try_get(0)?,
+        None => return Err(LedgerError::Storage("the charge wrote no row".into())),
+    };
+    Ok(Charge {
+        audit_id,
+        limit: limit.amount(),
+        remaining: remaining.amount(),
+    })
+}
+
 /// The statement that reads an account's row, locking it if `lock`.
 fn read_account(lock: bool) -> String {
     match lock {
@@ -293,65 +370,96 @@ fn read_account(lock: bool) -> String {
 // given (`*_typed`): parse, bind and execute in one round trip, where an
 // untyped call first prepares the statement (a round trip more each).
 
-/// An account's row (locked if `lock`) and what counts as spent.
+/// An account's row and what counts as spent.
 async fn read_standing(
     client: &impl GenericClient,
     account: &str,
     budget: &Budget,
     now_ms: i64,
-    lock: bool,
 ) -> Result<(Row, Units), LedgerError> {
     let row = match client
-        .query_typed_opt(&read_account(lock), &[(&account, Type::TEXT)])
+        .query_typed_opt(&read_account(false), &[(&account, Type::TEXT)])
         .await?
     {
         Some(r) => account_row!(r.try_get),
         None => Row::default(),
     };
-    let spent = match standing::window_start(budget, &row, now_ms) {
-        None => row.spent,
-        Some(start) => {
-            let r = if account == DATASET {
-                client
-                    .query_typed_one(sql::DATASET_WINDOW, &[(&start, Type::INT8)])
-                    .await?
-            } else {
-                client
-                    .query_typed_one(
-                        sql::USER_WINDOW,
-                        &[(&account, Type::TEXT), (&start, Type::INT8)],
-                    )
-                    .await?
-            };
-            Units {
-                epsilon: r.try_get(0)?,
-                delta: r.try_get(1)?,
-            }
-        }
-    };
+    let spent = spent(client, account, budget, &row, now_ms).await?;
     Ok((row, spent))
 }
 
+/// What counts as spent from `account`'s `row`: its running total, or
+/// under a refresh window the sum of the window's charges (a round trip).
+async fn spent(
+    client: &impl GenericClient,
+    account: &str,
+    budget: &Budget,
+    row: &Row,
+    now_ms: i64,
+) -> Result<Units, LedgerError> {
+    let Some(start) = standing::window_start(budget, row, now_ms) else {
+        return Ok(row.spent);
+    };
+    let r = if account == DATASET {
+        client
+            .query_typed_one(sql::DATASET_WINDOW, &[(&start, Type::INT8)])
+            .await?
+    } else {
+        client
+            .query_typed_one(
+                sql::USER_WINDOW,
+                &[(&account, Type::TEXT), (&start, Type::INT8)],
+            )
+            .await?
+    };
+    Ok(Units {
+        epsilon: r.try_get(0)?,
+        delta: r.try_get(1)?,
+    })
+}
+
+/// An audit entry's parameters for [`sql::INSERT_AUDIT`] (and
+/// [`INSERT_AUDIT_AND_CHARGE`]), with the values computed from it.
+struct AuditValues<'a> {
+    entry: &'a AuditEntry,
+    cost: Units,
+    outcome: &'static str,
+    rho: i64,
+}
+
+impl<'a> AuditValues<'a> {
+    fn of(entry: &'a AuditEntry) -> AuditValues<'a> {
+        AuditValues {
+            entry,
+            cost: Units::cost(entry.cost),
+            outcome: entry.outcome.as_str(),
+            rho: crate::units::rho_units(entry.rho),
+        }
+    }
+
+    fn params(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        let e = self.entry;
+        vec![
+            (&e.at_ms, Type::INT8),
+            (&e.user, Type::TEXT),
+            (&e.client, Type::TEXT),
+            (&e.statement, Type::TEXT),
+            (&e.backend_sql, Type::TEXT),
+            (&self.cost.epsilon, Type::INT8),
+            (&self.cost.delta, Type::INT8),
+            (&self.outcome, Type::TEXT),
+            (&e.code, Type::TEXT),
+            (&e.detail, Type::TEXT),
+            (&e.rows, Type::INT8),
+            (&self.rho, Type::INT8),
+        ]
+    }
+}
+
 async fn insert_audit(client: &impl GenericClient, e: &AuditEntry) -> Result<i64, LedgerError> {
-    let cost = Units::cost(e.cost);
+    let values = AuditValues::of(e);
     let row = client
-        .query_typed_one(
-            sql::INSERT_AUDIT,
-            &[
-                (&e.at_ms, Type::INT8),
-                (&e.user, Type::TEXT),
-                (&e.client, Type::TEXT),
-                (&e.statement, Type::TEXT),
-                (&e.backend_sql, Type::TEXT),
-                (&cost.epsilon, Type::INT8),
-                (&cost.delta, Type::INT8),
-                (&e.outcome.as_str(), Type::TEXT),
-                (&e.code, Type::TEXT),
-                (&e.detail, Type::TEXT),
-                (&e.rows, Type::INT8),
-                (&crate::units::rho_units(e.rho), Type::INT8),
-            ],
-        )
+        .query_typed_one(sql::INSERT_AUDIT, &values.params())
         .await?;
     Ok(row.try_get(0)?)
 }
