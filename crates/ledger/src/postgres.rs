@@ -177,11 +177,16 @@ impl PgStore {
         key: &str,
         not_before: i64,
     ) -> Result<Option<String>, LedgerError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(sql::GET_RELEASE, &[&user, &key, &not_before])
-            .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        // Every query looks here first: one round trip, prepared from the
+        // second use, where an untyped query prepared it every time.
+        let mut client = self.pool.get().await?;
+        let params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+            (&user, Type::TEXT),
+            (&key, Type::TEXT),
+            (&not_before, Type::INT8),
+        ];
+        let replies = in_one_flight(&mut client, &[(sql::GET_RELEASE, params)]).await?;
+        Ok(replies[0].first().map(|r| r.try_get(0)).transpose()?)
     }
 
     pub async fn prune_audit(&self, before_ms: i64) -> Result<u64, LedgerError> {
