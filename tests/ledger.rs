@@ -44,6 +44,24 @@ fn request(user: &str, at_ms: i64, epsilon: f64, delta: f64, b: Budget) -> Charg
     }
 }
 
+/// Checks that `user` has spent `epsilon` at `at_ms`.
+async fn assert_spent(ledger: &Ledger, user: &str, b: Budget, at_ms: i64, epsilon: f64) {
+    let spent = ledger.standing(user, b, at_ms).await.unwrap().spent.epsilon;
+    assert!(
+        (spent - epsilon).abs() < 1e-9,
+        "{user} spent {spent}, not {epsilon}"
+    );
+}
+
+/// A new database of the test cluster and a PostgreSQL ledger in it.
+async fn postgres_ledger(prefix: &str) -> (String, Ledger) {
+    let db = empty_database(prefix).await;
+    let ledger = Ledger::open(&LedgerStore::Postgres(cluster().url(&db)))
+        .await
+        .unwrap();
+    (db, ledger)
+}
+
 fn exhausted(r: Result<dpgate_ledger::Charge, LedgerError>) -> Exhausted {
     match r {
         Err(LedgerError::Exhausted(x)) => x,
@@ -245,10 +263,7 @@ async fn budget_rules_hold_in_the_sqlite_ledger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_rules_hold_in_the_postgres_ledger() {
-    let db = empty_database("ledger_rules").await;
-    let ledger = Ledger::open(&LedgerStore::Postgres(cluster().url(&db)))
-        .await
-        .unwrap();
+    let (db, ledger) = postgres_ledger("ledger_rules").await;
     scenario(&ledger).await;
     // Opening again (a second replica) finds the tables and the spending.
     let again = Ledger::open(&LedgerStore::Postgres(cluster().url(&db)))
@@ -301,17 +316,109 @@ async fn a_charge_that_ends_early_leaves_no_lock_behind_in_the_postgres_ledger()
     }
     charge_on_b(T0 + 4).await;
     // Neither spent anything, and replica a's connections still charge.
-    let spent = a
-        .standing("erin", erin, T0 + 5)
-        .await
-        .unwrap()
-        .spent
-        .epsilon;
-    assert!((spent - 0.9).abs() < 1e-9, "erin spent {spent}");
+    assert_spent(&a, "erin", erin, T0 + 5, 0.9).await;
     for i in 0..10 {
         a.charge(request("erin", T0 + 6 + i, 0.001, 0.0, erin))
             .await
             .unwrap();
     }
     charge_on_b(T0 + 20).await;
+}
+
+/// A charge abandoned while it waits for the dataset account's lock (its
+/// client gone) is cancelled in the server: its session must not stay
+/// behind, waiting, outside the pool's bound — a client disconnecting
+/// over and over would otherwise fill the ledger server's connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_charge_leaves_no_session_waiting_in_the_postgres_ledger() {
+    let (db, ledger) = postgres_ledger("ledger_abandoned").await;
+    let gus = budget(10.0, 0.0, None);
+    ledger
+        .charge(request("gus", T0, 0.1, 0.0, gus))
+        .await
+        .unwrap();
+    // Another replica's charge holds the dataset account's lock.
+    let mut holder = connect_direct(&cluster().url(&db)).await;
+    let held = holder.transaction().await.unwrap();
+    held.batch_execute(r#"SELECT 1 FROM dpgate_ledger.accounts WHERE "user" = '' FOR UPDATE"#)
+        .await
+        .unwrap();
+    for i in 0..12 {
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            ledger.charge(request("gus", T0 + 1 + i, 0.1, 0.0, gus)),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the charge waited for the lock");
+    }
+    let waiting = || async {
+        connect_direct(&cluster().url("postgres"))
+            .await
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 \
+                 AND application_name = 'dpgate-ledger' AND wait_event_type = 'Lock'",
+                &[&db],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while waiting().await > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        waiting().await,
+        0,
+        "abandoned charges still wait in the server"
+    );
+    held.rollback().await.unwrap();
+    // The ledger still charges, and no abandoned charge was half-done.
+    ledger
+        .charge(request("gus", T0 + 20, 0.1, 0.0, gus))
+        .await
+        .unwrap();
+    assert_spent(&ledger, "gus", gus, T0 + 21, 0.2).await;
+}
+
+/// Statements kept prepared bind the parameter types the ledger names,
+/// as when it ran them unnamed: a ledger table whose column a database
+/// administrator changed (here `audit.rows` to `integer`) still takes
+/// every charge and outcome, and what the accounts say was spent is what
+/// the charges add up to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_ledger_statements_keep_their_parameter_types() {
+    let (db, ledger) = postgres_ledger("ledger_types").await;
+    connect_direct(&cluster().url(&db))
+        .await
+        .batch_execute(r#"ALTER TABLE dpgate_ledger.audit ALTER COLUMN "rows" TYPE integer"#)
+        .await
+        .unwrap();
+    let hal = budget(10.0, 0.0, None);
+    for i in 0..6 {
+        let mut r = request("hal", T0 + i, 0.1, 0.0, hal);
+        r.entry.rows = Some(i);
+        let charge = ledger.charge(r).await.unwrap();
+        ledger
+            .finish(Finish {
+                audit_id: charge.audit_id,
+                outcome: Outcome::Answered,
+                rows: Some(3),
+                error: None,
+                cache: None,
+            })
+            .await
+            .unwrap();
+    }
+    let direct = connect_direct(&cluster().url(&db)).await;
+    let sums = direct
+        .query_one(
+            r#"SELECT (SELECT spent_nano FROM dpgate_ledger.accounts WHERE "user" = 'hal'),
+                      (SELECT SUM(epsilon_nano)::bigint FROM dpgate_ledger.charges WHERE "user" = 'hal')"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(sums.get::<_, i64>(0), 600_000_000);
+    assert_eq!(sums.get::<_, i64>(1), 600_000_000);
 }

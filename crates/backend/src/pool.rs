@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use lru::LruCache;
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use crate::tls::Outbound;
@@ -122,18 +123,22 @@ impl Pooled<'_> {
     }
 
     /// `sql` prepared on this connection if it was run here before
-    /// (`None` the first time: run it unnamed, in one round trip). The
-    /// statement stays prepared until it is the least recently used of
-    /// [`STATEMENTS_PER_CONNECTION`]; dropping it closes it in the server.
+    /// (`None` the first time: run it unnamed, in one round trip), with
+    /// its parameters of `types` (the server infers the rest, so a caller
+    /// binding typed values names their types, as it did running it
+    /// unnamed). The statement stays prepared until it is the least
+    /// recently used of [`STATEMENTS_PER_CONNECTION`]; dropping it closes
+    /// it in the server.
     pub async fn prepared(
         &mut self,
         sql: &str,
+        types: &[Type],
     ) -> Result<Option<Statement>, tokio_postgres::Error> {
         let conn = self.conn.as_mut().expect("present until dropped");
         match conn.statements.get(sql) {
             Some(Some(statement)) => Ok(Some(statement.clone())),
             Some(None) => {
-                let statement = conn.client.prepare(sql).await?;
+                let statement = conn.client.prepare_typed(sql, types).await?;
                 conn.statements
                     .put(sql.to_string(), Some(statement.clone()));
                 Ok(Some(statement))
@@ -170,10 +175,23 @@ impl DerefMut for Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if self.reusable && !conn.client.is_closed() {
-                self.pool.idle.lock().unwrap().push(conn);
-            }
+        let Some(conn) = self.conn.take() else { return };
+        if conn.client.is_closed() {
+            return;
         }
+        if self.reusable {
+            self.pool.idle.lock().unwrap().push(conn);
+            return;
+        }
+        // Abandoned midway: what it sent still runs in the server (a
+        // query, or a statement waiting for a lock), and its session
+        // stays open until that ends, outside the pool's bound. Cancel
+        // it; the session is closed, so the cancel reaches no one else's
+        // statement.
+        tracing::info!("cancelling an abandoned request");
+        let token = conn.client.cancel_token();
+        tokio::spawn(async move {
+            let _ = token.cancel_query(tokio_postgres::NoTls).await;
+        });
     }
 }

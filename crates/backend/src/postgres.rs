@@ -167,12 +167,12 @@ impl PgBackend {
         let (sql, keys, count) = (query.sql, query.keys, query.measurements);
         let mut client = self.pool.get().await.map_err(connect_error)?;
         // Until the read is over, a drop (timeout, or the caller gone)
-        // closes the connection rather than pooling it half-used.
+        // cancels the query and closes the connection rather than pooling
+        // it half-used.
         client.begin();
         let timeout = Duration::from_millis(self.statement_timeout_ms.saturating_add(5_000));
-        let mut running = CancelOnDrop(Some(client.cancel_token()));
         let read = async {
-            let rows = match client.prepared(sql).await.map_err(query_error)? {
+            let rows = match client.prepared(sql, &[]).await.map_err(query_error)? {
                 // Run before on this connection: bind and execute the
                 // statement prepared then, without parsing and planning.
                 Some(statement) => match client.query_raw(&statement, no_parameters()).await {
@@ -210,12 +210,10 @@ impl PgBackend {
         };
         let outcome = match tokio::time::timeout(timeout, read).await {
             Ok(outcome) => outcome,
-            // Dropping `client` unfinished closes the connection.
+            // Dropping `client` unfinished cancels the query and closes
+            // the connection.
             Err(_) => return Err(BackendError::Timeout),
         };
-        // The query is over: a cancel now would hit the next query that
-        // this pooled connection runs, someone else's.
-        running.0 = None;
         client.finished();
         outcome
     }
@@ -342,21 +340,6 @@ fn stale_statement(e: &tokio_postgres::Error) -> bool {
 
 fn connect_error(e: tokio_postgres::Error) -> BackendError {
     BackendError::Connect(e.to_string())
-}
-
-/// Cancels the backend query it guards unless disarmed: a dropped query
-/// future would otherwise leave the query running in PostgreSQL.
-struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(token) = self.0.take() {
-            tracing::info!("cancelling the backend query");
-            tokio::spawn(async move {
-                let _ = token.cancel_query(tokio_postgres::NoTls).await;
-            });
-        }
-    }
 }
 
 /// Whether PostgreSQL hashes values of the type `name` (as `format_type`

@@ -77,10 +77,14 @@ const SETUP: &str = "SET synchronous_commit = on; SET default_transaction_read_o
 /// Connections kept to the ledger database.
 const POOL_SIZE: usize = 8;
 
-/// [`sql::INSERT_AUDIT`]'s entry and its charge in one statement (the
-/// charge row needs the entry's id), taking the same parameters. Only
-/// PostgreSQL writes in a `WITH`: the SQLite store runs the two.
-const INSERT_AUDIT_AND_CHARGE: &str = r#"WITH entry AS (INSERT INTO audit (at_ms, "user", client, statement, backend_sql, epsilon_nano, delta_atto, outcome, code, detail, "rows", rho_nano) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id) INSERT INTO charges ("user", at_ms, epsilon_nano, delta_atto, statement, audit_id) SELECT $2, $1, $6, $7, $4, id FROM entry RETURNING audit_id"#;
+/// A charge's writes in one statement: [`sql::INSERT_AUDIT`]'s entry
+/// (same parameters), the charge row (which needs the entry's id), and
+/// [`sql::ADD_SPENT`] on the user's account and the dataset's (`$13`).
+/// One statement because the `COMMIT` after it is sent before its reply:
+/// writes sent as several statements could be committed in part if one
+/// of them failed before it left (a parameter tokio-postgres refuses to
+/// encode). Only PostgreSQL writes in a `WITH`; SQLite runs them apart.
+const WRITE_CHARGE: &str = r#"WITH entry AS (INSERT INTO audit (at_ms, "user", client, statement, backend_sql, epsilon_nano, delta_atto, outcome, code, detail, "rows", rho_nano) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id), charge AS (INSERT INTO charges ("user", at_ms, epsilon_nano, delta_atto, statement, audit_id) SELECT $2, $1, $6, $7, $4, id FROM entry RETURNING audit_id), spending AS (UPDATE accounts SET spent_nano = spent_nano + $6, spent_delta_atto = spent_delta_atto + $7, queries = queries + 1 WHERE "user" = $2 OR "user" = $13) SELECT audit_id FROM charge"#;
 
 /// A PostgreSQL ledger.
 pub(crate) struct PgStore {
@@ -273,8 +277,9 @@ async fn in_one_flight(
     flight: &[Statement<'_>],
 ) -> Result<Vec<Vec<tokio_postgres::Row>>, LedgerError> {
     let mut prepared = Vec::with_capacity(flight.len());
-    for (sql, _) in flight {
-        prepared.push(client.prepared(sql).await?);
+    for (sql, params) in flight {
+        let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+        prepared.push(client.prepared(sql, &types).await?);
     }
     let client: &Client = client;
     let replies = futures::future::join_all(flight.iter().zip(&prepared).map(
@@ -336,22 +341,12 @@ async fn charge(client: &mut Pooled<'_>, request: &ChargeRequest) -> Result<Char
             (limit, remaining) = (standing::limit(budget, &row), left);
         }
     }
-    // Second flight: the audit entry and the charge, each account's
-    // spending, the commit.
+    // Second flight: the audit entry, the charge and both accounts'
+    // spending, then the commit.
     let audit = AuditValues::of(e);
-    let mut flight: Vec<Statement<'_>> = vec![(INSERT_AUDIT_AND_CHARGE, audit.params())];
-    for (account, _) in &accounts {
-        flight.push((
-            sql::ADD_SPENT,
-            vec![
-                (account, Type::TEXT),
-                (&cost.epsilon, Type::INT8),
-                (&cost.delta, Type::INT8),
-            ],
-        ));
-    }
-    flight.push(("COMMIT", vec![]));
-    let replies = in_one_flight(client, &flight).await?;
+    let mut params = audit.params();
+    params.push((&DATASET, Type::TEXT));
+    let replies = in_one_flight(client, &[(WRITE_CHARGE, params), ("COMMIT", vec![])]).await?;
     let audit_id = match replies[0].first() {
         Some(row) => row.try_get(0)?,
         None => return Err(LedgerError::Storage("the charge wrote no row".into())),
