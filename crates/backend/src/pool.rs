@@ -187,10 +187,14 @@ impl Drop for Pooled<'_> {
         // query, or a statement waiting for a lock), and its session
         // stays open until that ends, outside the pool's bound. Cancel
         // it; the session is closed, so the cancel reaches no one else's
-        // statement.
+        // statement. (Dropped outside a runtime, as the process ends, the
+        // session ends with it.)
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         tracing::info!("cancelling an abandoned request");
         let token = conn.client.cancel_token();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let _ = token.cancel_query(tokio_postgres::NoTls).await;
         });
     }
