@@ -329,16 +329,32 @@ async fn a_charge_that_ends_early_leaves_no_lock_behind_in_the_postgres_ledger()
 /// client gone) is cancelled in the server: its session must not stay
 /// behind, waiting, outside the pool's bound — a client disconnecting
 /// over and over would otherwise fill the ledger server's connections.
+/// Over a plaintext connection and over TLS (`verify-full`), where the
+/// cancel request must be sent over TLS too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_charge_leaves_no_session_waiting_in_the_postgres_ledger() {
-    let (db, ledger) = postgres_ledger("ledger_abandoned").await;
+    let ca = cluster().ca.display().to_string();
+    for tls in ["", "?sslmode=verify-full&sslrootcert="] {
+        let db = empty_database("ledger_abandoned").await;
+        let url = match tls {
+            "" => cluster().url(&db),
+            _ => format!("{}{tls}{ca}", cluster().url(&db)),
+        };
+        abandoned_charges_leave_no_session_waiting(&db, &url).await;
+    }
+}
+
+async fn abandoned_charges_leave_no_session_waiting(db: &str, url: &str) {
+    let ledger = Ledger::open(&LedgerStore::Postgres(url.to_string()))
+        .await
+        .unwrap();
     let gus = budget(10.0, 0.0, None);
     ledger
         .charge(request("gus", T0, 0.1, 0.0, gus))
         .await
         .unwrap();
     // Another replica's charge holds the dataset account's lock.
-    let mut holder = connect_direct(&cluster().url(&db)).await;
+    let mut holder = connect_direct(&cluster().url(db)).await;
     let held = holder.transaction().await.unwrap();
     held.batch_execute(r#"SELECT 1 FROM dpgate_ledger.accounts WHERE "user" = '' FOR UPDATE"#)
         .await

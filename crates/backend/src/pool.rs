@@ -122,6 +122,12 @@ impl Pooled<'_> {
         self.reusable = true;
     }
 
+    /// Closes the connection now rather than returning it to the pool:
+    /// nothing of it runs in the server, but its state is not known.
+    pub fn close(mut self) {
+        self.conn = None;
+    }
+
     /// `sql` prepared on this connection if it was run here before
     /// (`None` the first time: run it unnamed, in one round trip), with
     /// its parameters of `types` (the server infers the rest, so a caller
@@ -193,9 +199,6 @@ impl Drop for Pooled<'_> {
             return;
         };
         tracing::info!("cancelling an abandoned request");
-        let token = conn.client.cancel_token();
-        runtime.spawn(async move {
-            let _ = token.cancel_query(tokio_postgres::NoTls).await;
-        });
+        runtime.spawn(self.pool.outbound.cancel(conn.client.cancel_token()));
     }
 }

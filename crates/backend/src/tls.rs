@@ -121,6 +121,26 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// A task that asks the server to cancel what `token`'s session is
+    /// running, over the same kind of connection as the session (a
+    /// plaintext cancel is refused before it is sent where `sslmode`
+    /// asks for TLS). Failures are ignored: the caller is closing the
+    /// session anyway.
+    pub fn cancel(
+        &self,
+        token: tokio_postgres::CancelToken,
+    ) -> impl std::future::Future<Output = ()> {
+        let tls = self.tls.clone();
+        async move {
+            let _ = match tls {
+                None => token.cancel_query(tokio_postgres::NoTls).await,
+                Some(tls) => token.cancel_query(tls).await,
+            };
+        }
+    }
+}
+
 async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
     if let Err(e) = connection.await {
         tracing::debug!("database connection closed: {e}");

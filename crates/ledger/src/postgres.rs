@@ -118,7 +118,7 @@ impl PgStore {
         // server rolls the transaction back and releases the locks.
         client.begin();
         let charged = charge(&mut client, request).await;
-        end(&mut client, &charged).await;
+        end(client, &charged).await;
         charged
     }
 
@@ -161,7 +161,7 @@ impl PgStore {
         }
         flight.push(("COMMIT", vec![]));
         let finished = in_one_flight(&mut client, &flight).await.map(drop);
-        end(&mut client, &finished).await;
+        end(client, &finished).await;
         finished
     }
 
@@ -302,15 +302,14 @@ async fn in_one_flight(
 /// connection serves on; after any other failure the connection is in a
 /// state not worth trusting (a statement the server may no longer hold
 /// as prepared), so it is closed and the server rolls back.
-async fn end<T>(client: &mut Pooled<'_>, outcome: &Result<T, LedgerError>) {
+async fn end<T>(mut client: Pooled<'_>, outcome: &Result<T, LedgerError>) {
     match outcome {
         Ok(_) => client.finished(),
-        Err(LedgerError::Exhausted(_)) => {
-            if client.batch_execute("ROLLBACK").await.is_ok() {
-                client.finished();
-            }
-        }
-        Err(_) => {}
+        Err(LedgerError::Exhausted(_)) => match client.batch_execute("ROLLBACK").await {
+            Ok(()) => client.finished(),
+            Err(_) => client.close(),
+        },
+        Err(_) => client.close(),
     }
 }
 
@@ -419,7 +418,7 @@ async fn spent(
 }
 
 /// An audit entry's parameters for [`sql::INSERT_AUDIT`] (and
-/// [`INSERT_AUDIT_AND_CHARGE`]), with the values computed from it.
+/// [`WRITE_CHARGE`]), with the values computed from it.
 struct AuditValues<'a> {
     entry: &'a AuditEntry,
     cost: Units,
