@@ -14,14 +14,25 @@ const QUERY: &str = "SELECT COUNT(*) FROM visits";
 
 /// A dpgate over a fresh visits database with extra `[server]` settings.
 async fn gate_with(prefix: &str, server: &str) -> (String, tempfile::TempDir, Dpgate) {
+    gate_over(prefix, server, false).await
+}
+
+/// [`gate_with`], its backend reached over TLS (`sslmode=verify-full`)
+/// if `tls`.
+async fn gate_over(prefix: &str, server: &str, tls: bool) -> (String, tempfile::TempDir, Dpgate) {
     let (db, _) = visits_database(prefix, 200).await;
     let dir = tempdir();
     let port = free_port();
-    let config = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1).replacen(
+    let mut config = proxy_toml(&db, port, &dir.path().join("l.sqlite"), 5.0, 0.1).replacen(
         "[server]\n",
         &format!("[server]\n{server}\n"),
         1,
     );
+    if tls {
+        let url = cluster().reader_url(&db);
+        let ca = cluster().ca.display().to_string();
+        config = config.replace(&url, &format!("{url}?sslmode=verify-full&sslrootcert={ca}"));
+    }
     let gate = Dpgate::start(dir.path(), &config, port);
     (db, dir, gate)
 }
@@ -155,15 +166,23 @@ async fn idle_connections_are_closed_after_the_timeout() {
     }
 }
 
+/// Over a plaintext backend connection and over TLS, where the cancel
+/// dpgate sends the backend must go over TLS too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_request_cancels_the_backend_query() {
-    let (db, _d, gate) = gate_with("conn_cancel", "").await;
+    for tls in [false, true] {
+        let (db, _d, gate) = gate_over("conn_cancel", "", tls).await;
+        cancel_reaches_the_backend(&db, &gate).await;
+    }
+}
+
+async fn cancel_reaches_the_backend(db: &str, gate: &Dpgate) {
     let (client, _n) = gate.connect().await;
-    let lock = lock_visits(&db).await;
+    let lock = lock_visits(db).await;
     let token = client.cancel_token();
     let query = tokio::spawn(async move { client.simple_query(QUERY).await.map(|_| ()) });
     wait_until("the backend query waits on the lock", async || {
-        running_backend_queries(&db).await == 1
+        running_backend_queries(db).await == 1
     })
     .await;
     token.cancel_query(NoTls).await.unwrap();
@@ -175,7 +194,7 @@ async fn a_cancel_request_cancels_the_backend_query() {
     assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("57014"));
     // The backend stopped working on it while the lock is still held.
     wait_until("the backend query is gone", async || {
-        running_backend_queries(&db).await == 0
+        running_backend_queries(db).await == 0
     })
     .await;
     drop(lock);
