@@ -134,7 +134,7 @@ impl PgStore {
         client.begin();
         let (code, detail) = f.error.clone().unzip();
         let outcome = f.outcome.as_str();
-        let mut flight: Vec<Statement<'_>> = vec![
+        let mut flight: Vec<Request<'_>> = vec![
             ("BEGIN", vec![]),
             ("SET LOCAL synchronous_commit = off", vec![]),
             (
@@ -261,8 +261,8 @@ impl PgStore {
     }
 }
 
-/// A statement and its parameters with their types.
-type Statement<'a> = (&'a str, Vec<(&'a (dyn ToSql + Sync), Type)>);
+/// A statement's text and its parameters with their types.
+type Request<'a> = (&'a str, Vec<(&'a (dyn ToSql + Sync), Type)>);
 
 /// Runs `flight` pipelined: every statement is sent before the first
 /// reply is read (tokio-postgres sends a request when its future is
@@ -274,7 +274,7 @@ type Statement<'a> = (&'a str, Vec<(&'a (dyn ToSql + Sync), Type)>);
 /// with a rollback).
 async fn in_one_flight(
     client: &mut Pooled<'_>,
-    flight: &[Statement<'_>],
+    flight: &[Request<'_>],
 ) -> Result<Vec<Vec<tokio_postgres::Row>>, LedgerError> {
     let mut prepared = Vec::with_capacity(flight.len());
     for (sql, params) in flight {
@@ -318,13 +318,12 @@ async fn charge(client: &mut Pooled<'_>, request: &ChargeRequest) -> Result<Char
     let e = &request.entry;
     let cost = Units::cost(e.cost);
     let accounts = standing::accounts(request);
-    let read = read_account(true);
     // First flight: open the transaction, then open, lock and read each
     // account in locking order.
-    let mut flight: Vec<Statement<'_>> = vec![("BEGIN", vec![])];
+    let mut flight: Vec<Request<'_>> = vec![("BEGIN", vec![])];
     for (account, _) in &accounts {
         flight.push((sql::OPEN_ACCOUNT, vec![(account, Type::TEXT)]));
-        flight.push((&read, vec![(account, Type::TEXT)]));
+        flight.push((&READ_ACCOUNT_LOCKED, vec![(account, Type::TEXT)]));
     }
     let replies = in_one_flight(client, &flight).await?;
     let (mut limit, mut remaining) = (Units::default(), Units::default());
@@ -357,16 +356,12 @@ async fn charge(client: &mut Pooled<'_>, request: &ChargeRequest) -> Result<Char
     })
 }
 
-/// The statement that reads an account's row, locking it if `lock`.
-fn read_account(lock: bool) -> String {
-    match lock {
-        true => format!("{} FOR UPDATE", sql::READ_ACCOUNT),
-        false => sql::READ_ACCOUNT.to_string(),
-    }
-}
+/// [`sql::READ_ACCOUNT`] locking the row, written once.
+static READ_ACCOUNT_LOCKED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} FOR UPDATE", sql::READ_ACCOUNT));
 
-// The statements on a charge's path run with their parameter types
-// given (`*_typed`): parse, bind and execute in one round trip, where an
+// Statements outside a flight run with their parameter types given
+// (`*_typed`): parse, bind and execute in one round trip, where an
 // untyped call first prepares the statement (a round trip more each).
 
 /// An account's row and what counts as spent.
@@ -377,7 +372,7 @@ async fn read_standing(
     now_ms: i64,
 ) -> Result<(Row, Units), LedgerError> {
     let row = match client
-        .query_typed_opt(&read_account(false), &[(&account, Type::TEXT)])
+        .query_typed_opt(sql::READ_ACCOUNT, &[(&account, Type::TEXT)])
         .await?
     {
         Some(r) => account_row!(r.try_get),
